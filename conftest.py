@@ -1,0 +1,31 @@
+"""Session-wide test configuration: Hypothesis profiles and Numba warm-up."""
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# ci: derandomized, no deadline, a bounded number of examples (the CI budget).
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=25,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# dev: random, no deadline, fewer examples for a quick local loop.
+settings.register_profile("dev", deadline=None, max_examples=15, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+# thorough: many examples, for a night run before a release.
+settings.register_profile("thorough", deadline=None, max_examples=500, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_numba_kernels():
+    """Compile every Numba kernel once, before any test, so JIT time never trips a deadline."""
+    from refimpl._numba import warm_all
+
+    warm_all()
+    yield

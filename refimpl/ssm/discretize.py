@@ -1,0 +1,290 @@
+r"""Discretization of the continuous LTI system  h'(t) = A h(t) + B x(t).
+
+Each method is its own small function with its formula written above the
+lines that compute it.  All return ``(A_bar, B_bar)``; ``C`` and ``D`` are
+never changed (the S4 convention: the discrete output is ``y_k = C h_k + D x_k``
+with the *same* ``C``, ``D`` as the continuous system).  Note that
+``scipy.signal.cont2discrete`` returns a different ``(C_d, D_d)`` for the
+bilinear/gbt methods: its state is shifted by half a step.  Only
+``A_bar``/``B_bar`` are comparable between the two conventions.
+
+Shapes (einops style)
+---------------------
+* ``A``: ``(... n n)`` dense, or ``(... n)`` diagonal when ``diagonal=True``
+  (real or complex).  ``...`` are batch axes, typically one channel axis ``h``.
+* ``B``: ``(... n m)``, the same batch axes as ``A`` exactly (no broadcasting).
+* ``dt``: a positive scalar; or shape ``(...)`` equal to the batch axes (one
+  step per channel); or ``(l ...)`` with one extra leading axis (one step per
+  time step: a longer step bridges missing samples).
+* Returns ``A_bar``: ``dt.shape[:1 if per-step] + (... n n)`` (or ``(... n)``)
+  and ``B_bar``: ``(... n m)`` with the same leading axes.
+
+Conventions
+-----------
+* ``zoh`` -- zero-order hold, exact for piecewise-constant input:
+  ``A_bar = exp(dt A)``, ``B_bar = (int_0^dt exp(A s) ds) B = dt phi1(dt A) B``
+  with ``phi1(z) = (exp(z) - 1)/z``.  The text writes ``A^{-1}(exp(dt A) - I) B``;
+  we evaluate ``phi1`` without inverting ``A`` (stable as ``A -> 0``, exact at 0).
+* ``bilinear`` -- Tustin / S4: ``A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)``,
+  ``B_bar = (I - dt/2 A)^{-1} dt B``.
+* ``gbt`` -- generalized bilinear with ``alpha`` in [0, 1]:
+  ``A_bar = (I - alpha dt A)^{-1}(I + (1 - alpha) dt A)``, ``B_bar = (I - alpha dt A)^{-1} dt B``
+  (alpha = 0 forward Euler, 1/2 bilinear, 1 backward Euler).
+* ``forward_euler`` -- ``A_bar = I + dt A``, ``B_bar = dt B``.
+* ``backward_euler`` -- ``A_bar = (I - dt A)^{-1}``, ``B_bar = (I - dt A)^{-1} dt B``.
+* ``mamba`` -- Mamba's mix (Gu & Dao 2023, Sec. 3 and their reference code):
+  ``A_bar = exp(dt A)`` by ZOH, ``B_bar = dt B`` by Euler.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+import scipy.linalg
+
+from refimpl._validate import as_float_array, check_choice, check_positive, result_dtype
+
+__all__ = [
+    "METHODS",
+    "discretize",
+    "zoh",
+    "bilinear",
+    "gbt",
+    "forward_euler",
+    "backward_euler",
+    "mamba",
+    "phi1",
+    "phi1_dense",
+]
+
+METHODS = ("zoh", "bilinear", "gbt", "forward_euler", "backward_euler", "mamba")
+
+
+def _prepare(A, B, dt, diagonal: bool):
+    """Validate and return ``(A, B, dt_b)`` with ``dt_b`` shaped to broadcast over the core axes."""
+    if not isinstance(diagonal, (bool, np.bool_)):
+        raise TypeError(f"diagonal: expected a bool, got {type(diagonal).__name__}")
+    A = as_float_array(A, "A", ndim=None)
+    B = as_float_array(B, "B")
+    dt = as_float_array(dt, "dt", allow_complex=False)
+    if diagonal:
+        if A.ndim < 1:
+            raise ValueError(f"A: expected a diagonal of shape (..., N), got shape {A.shape}")
+        batch, n = A.shape[:-1], A.shape[-1]
+    else:
+        if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+            raise ValueError(f"A: expected a square matrix of shape (..., N, N), got shape {A.shape}")
+        batch, n = A.shape[:-2], A.shape[-1]
+    if B.ndim != len(batch) + 2 or B.shape[:-2] != batch or B.shape[-2] != n:
+        raise ValueError(
+            f"B: expected shape {batch + (n, 'M')} to match A of shape {A.shape}, got {B.shape}"
+        )
+    check_positive(dt, "dt")
+    if dt.ndim == 0:
+        pass
+    elif dt.shape == batch:
+        pass
+    elif dt.ndim == len(batch) + 1 and dt.shape[1:] == batch:
+        pass
+    else:
+        raise ValueError(
+            f"dt: expected a scalar, shape {batch} (per channel) or (L,)+{batch} (per time step), got {dt.shape}"
+        )
+    dtype = result_dtype(A, B, dt)
+    A = A.astype(dtype, copy=False)
+    B = B.astype(dtype, copy=False)
+    dt = dt.astype(np.finfo(dtype).dtype, copy=False)
+    return A, B, dt, n
+
+
+def _expand(dt: np.ndarray, core_ndim: int) -> np.ndarray:
+    """dt with ``core_ndim`` trailing singleton axes so that it multiplies ``A``."""
+    return dt.reshape(dt.shape + (1,) * core_ndim)
+
+
+def _lead(A: np.ndarray, dt: np.ndarray, core_ndim: int) -> np.ndarray:
+    """Broadcast ``A`` to the leading (time) axis of ``dt`` if it has one."""
+    extra = dt.ndim - (A.ndim - core_ndim)
+    if extra > 0:
+        return np.broadcast_to(A, dt.shape[:extra] + A.shape)
+    return A
+
+
+def phi1(z: np.ndarray) -> np.ndarray:
+    r"""``phi1(z) = (exp(z) - 1)/z`` elementwise, ``phi1(0) = 1``, via ``expm1`` (no cancellation).
+
+    ``np.expm1`` is accurate for complex arguments too (checked against mpmath
+    in the tests).  At ``z = 0`` the limit 1 is used exactly.
+    """
+    z = np.asarray(z)
+    out = np.ones_like(z)
+    nz = z != 0
+    out[nz] = np.expm1(z[nz]) / z[nz]
+    return out
+
+
+def phi1_dense(X: np.ndarray) -> np.ndarray:
+    r"""``phi1(X) = sum_{k>=0} X^k/(k+1)!`` for square ``X`` (batched ``... n n``), without inverting ``X``.
+
+    Scaling and squaring on the identity ``phi1(2Y) = 1/2 (exp(Y) + I) phi1(Y)``:
+    take ``Y = X / 2^s`` with ``||Y||_1 <= 1/2``, sum the Taylor series of
+    ``phi1(Y)`` to degree 18 (truncation ``< 0.5^18/19! ~ 3e-23``, below float64's
+    unit roundoff), form ``exp(Y) = I + Y phi1(Y)``, then undo the scaling
+    ``s`` times.  Independent of ``scipy.linalg.expm`` (the oracle's Van Loan route).
+    """
+    X = np.asarray(X)
+    n = X.shape[-1]
+    eye = np.broadcast_to(np.eye(n, dtype=X.dtype), X.shape)
+    norm1 = float(np.max(np.sum(np.abs(X), axis=-2))) if X.size else 0.0
+    s = max(0, int(math.ceil(math.log2(norm1 / 0.5)))) if norm1 > 0.5 else 0
+    Y = X / (2.0 ** s)
+    # phi1(Y) = I + Y/2! + Y^2/3! + ... (Horner-free partial sums; terms shrink by ||Y||/(k+2))
+    term = eye.copy()
+    P = eye.copy()
+    for k in range(1, 19):
+        term = term @ Y / (k + 1)
+        P = P + term
+    # exp(Y) = I + Y phi1(Y)
+    E = eye + Y @ P
+    for _ in range(s):
+        # phi1(2Y) = 1/2 (exp(Y) + I) phi1(Y);  exp(2Y) = exp(Y)^2
+        P = 0.5 * (E + eye) @ P
+        E = E @ E
+    return P
+
+
+def zoh(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Zero-order hold.  ``A_bar = exp(dt A)``, ``B_bar = dt phi1(dt A) B``."""
+    A, B, dt, n = _prepare(A, B, dt, diagonal)
+    if diagonal:
+        dtA = _expand(dt, 1) * A
+        # A_bar = exp(dt A)
+        A_bar = np.exp(dtA)
+        # B_bar = (exp(dt A) - 1)/A * B = dt * expm1(dt A)/(dt A) * B   (exact 'dt B' at A = 0)
+        B_bar = (_expand(dt, 1) * phi1(dtA))[..., None] * _lead(B, dt, 2)
+        return A_bar, B_bar
+    dtA = _expand(dt, 2) * A
+    # A_bar = expm(dt A)  (scipy: Pade scaling-and-squaring, batched over leading axes)
+    A_bar = scipy.linalg.expm(dtA) if dtA.size else dtA.copy()
+    # B_bar = A^{-1}(exp(dt A) - I) B = dt phi1(dt A) B
+    B_bar = _expand(dt, 2) * (phi1_dense(dtA) @ _lead(B, dt, 2)) if dtA.size else _lead(B, dt, 2) * 0
+    return A_bar.astype(A.dtype, copy=False), B_bar
+
+
+def _solve(M: np.ndarray, R: np.ndarray, what: str) -> np.ndarray:
+    try:
+        return np.linalg.solve(M, R)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{what}: the matrix is singular for this A and dt (an eigenvalue of alpha*dt*A equals 1)") from None
+
+
+def gbt(A, B, dt, alpha: float, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Generalized bilinear transform (Zhang et al.; scipy's ``gbt``), ``alpha`` in [0, 1]."""
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.floating, np.integer)):
+        raise TypeError(f"alpha: expected a real number in [0, 1], got {type(alpha).__name__}")
+    if not (0.0 <= float(alpha) <= 1.0) or not math.isfinite(float(alpha)):
+        raise ValueError(f"alpha: expected a real number in [0, 1], got {alpha}")
+    alpha = float(alpha)
+    A, B, dt, n = _prepare(A, B, dt, diagonal)
+    if diagonal:
+        dtA = _expand(dt, 1) * A
+        den = 1.0 - alpha * dtA
+        if np.any(den == 0):
+            raise ValueError("gbt: 1 - alpha*dt*A is zero for some diagonal entry of A (singular transform)")
+        # A_bar = (1 - alpha dt A)^{-1} (1 + (1 - alpha) dt A)
+        A_bar = (1.0 + (1.0 - alpha) * dtA) / den
+        # B_bar = (1 - alpha dt A)^{-1} dt B
+        B_bar = (_expand(dt, 1) / den)[..., None] * _lead(B, dt, 2)
+        return A_bar, B_bar
+    eye = np.eye(n, dtype=A.dtype)
+    dtA = _expand(dt, 2) * A
+    lhs = eye - alpha * dtA
+    # A_bar = (I - alpha dt A)^{-1} (I + (1 - alpha) dt A)   -- solve, never inv
+    A_bar = _solve(lhs, eye + (1.0 - alpha) * dtA, "gbt")
+    # B_bar = (I - alpha dt A)^{-1} dt B
+    B_bar = _solve(lhs, _expand(dt, 2) * _lead(B, dt, 2), "gbt")
+    return A_bar, B_bar
+
+
+def bilinear(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Bilinear (Tustin), S4's convention:
+    ``A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)``, ``B_bar = (I - dt/2 A)^{-1} dt B``; C unchanged."""
+    A, B, dt, n = _prepare(A, B, dt, diagonal)
+    if diagonal:
+        half = _expand(dt, 1) / 2 * A
+        # A_bar = (1 - dt/2 A)^{-1} (1 + dt/2 A)
+        A_bar = (1.0 + half) / (1.0 - half)
+        # B_bar = (1 - dt/2 A)^{-1} dt B
+        B_bar = (_expand(dt, 1) / (1.0 - half))[..., None] * _lead(B, dt, 2)
+        return A_bar, B_bar
+    eye = np.eye(n, dtype=A.dtype)
+    half = _expand(dt, 2) / 2 * A
+    # A_bar = (I - dt/2 A)^{-1} (I + dt/2 A)
+    A_bar = _solve(eye - half, eye + half, "bilinear")
+    # B_bar = (I - dt/2 A)^{-1} dt B
+    B_bar = _solve(eye - half, _expand(dt, 2) * _lead(B, dt, 2), "bilinear")
+    return A_bar, B_bar
+
+
+def forward_euler(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Forward Euler: ``A_bar = I + dt A``, ``B_bar = dt B``."""
+    A, B, dt, n = _prepare(A, B, dt, diagonal)
+    if diagonal:
+        # A_bar = 1 + dt A
+        A_bar = 1.0 + _expand(dt, 1) * A
+    else:
+        # A_bar = I + dt A
+        A_bar = np.eye(n, dtype=A.dtype) + _expand(dt, 2) * A
+    # B_bar = dt B
+    B_bar = _expand(dt, 2) * _lead(B, dt, 2)
+    return A_bar, B_bar
+
+
+def backward_euler(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Backward Euler: ``A_bar = (I - dt A)^{-1}``, ``B_bar = (I - dt A)^{-1} dt B``."""
+    A, B, dt, n = _prepare(A, B, dt, diagonal)
+    if diagonal:
+        den = 1.0 - _expand(dt, 1) * A
+        if np.any(den == 0):
+            raise ValueError("backward_euler: 1 - dt*A is zero for some diagonal entry of A")
+        # A_bar = 1 / (1 - dt A)
+        A_bar = 1.0 / den
+        # B_bar = dt B / (1 - dt A)
+        B_bar = (_expand(dt, 1) / den)[..., None] * _lead(B, dt, 2)
+        return A_bar, B_bar
+    eye = np.eye(n, dtype=A.dtype)
+    lhs = eye - _expand(dt, 2) * A
+    # A_bar = (I - dt A)^{-1}
+    A_bar = _solve(lhs, np.broadcast_to(eye, lhs.shape), "backward_euler")
+    # B_bar = (I - dt A)^{-1} dt B
+    B_bar = _solve(lhs, _expand(dt, 2) * _lead(B, dt, 2), "backward_euler")
+    return A_bar, B_bar
+
+
+def mamba(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Mamba's mix: ``A_bar = exp(dt A)`` (ZOH), ``B_bar = dt B`` (Euler)."""
+    A, B, dt, n = _prepare(A, B, dt, diagonal)
+    if diagonal:
+        # A_bar = exp(dt A)
+        A_bar = np.exp(_expand(dt, 1) * A)
+    else:
+        dtA = _expand(dt, 2) * A
+        A_bar = (scipy.linalg.expm(dtA) if dtA.size else dtA.copy()).astype(A.dtype, copy=False)
+    # B_bar = dt B
+    B_bar = _expand(dt, 2) * _lead(B, dt, 2)
+    return A_bar, B_bar
+
+
+def discretize(A, B, dt, method: str = "zoh", *, alpha: float | None = None, diagonal: bool = False):
+    """Dispatch to one of :data:`METHODS` by name; ``alpha`` only for ``gbt``."""
+    check_choice(method, "method", METHODS)
+    if method == "gbt":
+        if alpha is None:
+            raise ValueError("alpha: method 'gbt' needs alpha in [0, 1], got None")
+        return gbt(A, B, dt, alpha, diagonal=diagonal)
+    if alpha is not None:
+        raise ValueError(f"alpha: only method 'gbt' takes alpha, got alpha={alpha} with method={method!r}")
+    fn = {"zoh": zoh, "bilinear": bilinear, "forward_euler": forward_euler,
+          "backward_euler": backward_euler, "mamba": mamba}[method]
+    return fn(A, B, dt, diagonal=diagonal)
