@@ -1,0 +1,236 @@
+r"""Numba kernels for the LTI SSM core: the recurrence and the convolution kernel / causal convolution.
+
+Same shapes, conventions and results as :mod:`refimpl.ssm.lti` (the spec); the
+property tests check them against it for L = 0, 1, odd, long.  Each public
+function validates with the reference's :func:`~refimpl.ssm.lti.validate_system`,
+then calls a compiled loop.  Parallel over ``batch x channel`` with ``prange``.
+
+Time-varying systems are passed to the compiled loop with a leading time axis
+of length ``lt`` (1 for time-invariant) and indexed ``min(t, lt - 1)``.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from refimpl._numba import warmup
+from refimpl._validate import check_int
+from refimpl.ssm.lti import validate_system
+
+__all__ = ["recurrent", "kernel", "causal_conv", "convolution"]
+
+
+@nb.njit(parallel=True, cache=True)
+def _recurrent_diag(A_bar, B_bar, C, D, x, h0, y, hL):
+    # A_bar (lt h n), B_bar (lt h n m), C (h p n), D (h p m), x (b l h m), h0 (b h n)
+    b, l, h, m = x.shape
+    n = A_bar.shape[2]
+    p = C.shape[1]
+    lt = A_bar.shape[0]
+    ltb = B_bar.shape[0]
+    for bh in nb.prange(b * h):
+        bi = bh // h
+        c = bh % h
+        s = h0[bi, c].copy()
+        for t in range(l):
+            ta = t if lt > 1 else 0
+            tb = t if ltb > 1 else 0
+            # h_t = A_bar h_{t-1} + B_bar x_t   (diagonal A_bar: elementwise)
+            for i in range(n):
+                acc = A_bar[ta, c, i] * s[i]
+                for j in range(m):
+                    acc += B_bar[tb, c, i, j] * x[bi, t, c, j]
+                s[i] = acc
+            # y_t = C h_t + D x_t
+            for q in range(p):
+                acc = y[bi, t, c, q] * 0
+                for i in range(n):
+                    acc += C[c, q, i] * s[i]
+                for j in range(m):
+                    acc += D[c, q, j] * x[bi, t, c, j]
+                y[bi, t, c, q] = acc
+        for i in range(n):
+            hL[bi, c, i] = s[i]
+
+
+@nb.njit(parallel=True, cache=True)
+def _recurrent_dense(A_bar, B_bar, C, D, x, h0, y, hL):
+    # A_bar (lt h n n), B_bar (lt h n m), C (h p n), D (h p m), x (b l h m), h0 (b h n)
+    b, l, h, m = x.shape
+    n = A_bar.shape[2]
+    p = C.shape[1]
+    lt = A_bar.shape[0]
+    ltb = B_bar.shape[0]
+    for bh in nb.prange(b * h):
+        bi = bh // h
+        c = bh % h
+        s = h0[bi, c].copy()
+        s_new = np.empty_like(s)
+        for t in range(l):
+            ta = t if lt > 1 else 0
+            tb = t if ltb > 1 else 0
+            # h_t = A_bar h_{t-1} + B_bar x_t
+            for i in range(n):
+                acc = s_new[i] * 0
+                for k in range(n):
+                    acc += A_bar[ta, c, i, k] * s[k]
+                for j in range(m):
+                    acc += B_bar[tb, c, i, j] * x[bi, t, c, j]
+                s_new[i] = acc
+            s[:] = s_new
+            # y_t = C h_t + D x_t
+            for q in range(p):
+                acc = y[bi, t, c, q] * 0
+                for i in range(n):
+                    acc += C[c, q, i] * s[i]
+                for j in range(m):
+                    acc += D[c, q, j] * x[bi, t, c, j]
+                y[bi, t, c, q] = acc
+        for i in range(n):
+            hL[bi, c, i] = s[i]
+
+
+def _prep(A_bar, B_bar, C, D, x, h0, diagonal, time_varying_ok=True):
+    A_bar, B_bar, C, D, x, h0, d = validate_system(A_bar, B_bar, C, D, x, h0, diagonal=diagonal,
+                                                   time_varying_ok=time_varying_ok)
+    dt = x.dtype
+    A_t = A_bar if d["tv"] else A_bar[None]
+    B_t = B_bar if B_bar.ndim == 4 else B_bar[None]
+    D_ = np.zeros((d["h"], d["p"], d["m"]), dtype=dt) if D is None else D
+    h0_ = np.zeros((d["b"], d["h"], d["n"]), dtype=dt) if h0 is None else h0
+    c = np.ascontiguousarray
+    return c(A_t), c(B_t), c(C), c(D_), c(x), c(h0_), d
+
+
+def recurrent(A_bar, B_bar, C, D, x, *, h0=None, diagonal: bool = False, return_state: bool = False):
+    """Numba recurrence; same signature and result as :func:`refimpl.ssm.lti.recurrent`."""
+    A_t, B_t, C_, D_, x_, h0_, d = _prep(A_bar, B_bar, C, D, x, h0, diagonal)
+    y = np.zeros((d["b"], d["l"], d["h"], d["p"]), dtype=x_.dtype)
+    hL = np.zeros((d["b"], d["h"], d["n"]), dtype=x_.dtype)
+    if x_.size or h0_.size:
+        (_recurrent_diag if diagonal else _recurrent_dense)(A_t, B_t, C_, D_, x_, h0_, y, hL)
+    return (y, hL) if return_state else y
+
+
+@nb.njit(parallel=True, cache=True)
+def _kernel_diag(A_bar, B_bar, C, K):
+    # K_k = C A_bar^k B_bar, with A_bar^k B_bar kept as P (n m) per channel
+    L, h, p, m = K.shape
+    n = A_bar.shape[1]
+    for c in nb.prange(h):
+        P = B_bar[c].copy()
+        for k in range(L):
+            for q in range(p):
+                for j in range(m):
+                    acc = K[k, c, q, j] * 0
+                    for i in range(n):
+                        acc += C[c, q, i] * P[i, j]
+                    K[k, c, q, j] = acc
+            # P <- A_bar P
+            for i in range(n):
+                for j in range(m):
+                    P[i, j] = A_bar[c, i] * P[i, j]
+
+
+@nb.njit(parallel=True, cache=True)
+def _kernel_dense(A_bar, B_bar, C, K):
+    L, h, p, m = K.shape
+    n = A_bar.shape[1]
+    for c in nb.prange(h):
+        P = B_bar[c].copy()
+        Pn = np.empty_like(P)
+        for k in range(L):
+            for q in range(p):
+                for j in range(m):
+                    acc = K[k, c, q, j] * 0
+                    for i in range(n):
+                        acc += C[c, q, i] * P[i, j]
+                    K[k, c, q, j] = acc
+            # P <- A_bar P
+            for i in range(n):
+                for j in range(m):
+                    acc = Pn[i, j] * 0
+                    for r in range(n):
+                        acc += A_bar[c, i, r] * P[r, j]
+                    Pn[i, j] = acc
+            P[:, :] = Pn
+
+
+def kernel(A_bar, B_bar, C, L: int, *, diagonal: bool = False) -> np.ndarray:
+    """Numba ``K_k = C A_bar^k B_bar``; same as :func:`refimpl.ssm.lti.kernel`."""
+    L = check_int(L, "L", minimum=0)
+    m = np.shape(B_bar)[-1] if np.ndim(B_bar) >= 1 else 0
+    h = np.shape(A_bar)[0] if np.ndim(A_bar) >= 1 else 0
+    dummy_x = np.zeros((1, 0, h, m), dtype=np.result_type(np.asarray(A_bar).dtype, np.float32))
+    A_bar, B_bar, C, _, _, _, d = validate_system(A_bar, B_bar, C, None, dummy_x, diagonal=diagonal,
+                                                  time_varying_ok=False)
+    dtype = np.result_type(A_bar, B_bar, C)
+    K = np.zeros((L, d["h"], d["p"], d["m"]), dtype=dtype)
+    if L and K.size:
+        c = np.ascontiguousarray
+        (_kernel_diag if diagonal else _kernel_dense)(c(A_bar.astype(dtype)), c(B_bar.astype(dtype)),
+                                                      c(C.astype(dtype)), K)
+    return K
+
+
+@nb.njit(parallel=True, cache=True)
+def _causal_conv(K, x, D, y):
+    # y_t = sum_{k<=t} K_k x_{t-k} + D x_t
+    b, l, h, m = x.shape
+    p = K.shape[2]
+    for bh in nb.prange(b * h):
+        bi = bh // h
+        c = bh % h
+        for t in range(l):
+            for q in range(p):
+                acc = y[bi, t, c, q] * 0
+                for k in range(t + 1):
+                    for j in range(m):
+                        acc += K[k, c, q, j] * x[bi, t - k, c, j]
+                for j in range(m):
+                    acc += D[c, q, j] * x[bi, t, c, j]
+                y[bi, t, c, q] = acc
+
+
+def causal_conv(K, x, D=None) -> np.ndarray:
+    """Numba direct causal convolution; same as :func:`refimpl.ssm.lti.causal_conv`."""
+    from refimpl._validate import as_float_array, check_shape, result_dtype
+
+    x = as_float_array(x, "x", ndim=4)
+    K = as_float_array(K, "K", ndim=4)
+    b, l, h, m = x.shape
+    if K.shape[0] < l or K.shape[1] != h or K.shape[3] != m:
+        raise ValueError(f"K: expected shape (>= {l}, {h}, p, {m}) for x of shape {x.shape}, got {K.shape}")
+    p = K.shape[2]
+    if D is not None:
+        D = as_float_array(D, "D", ndim=3)
+        check_shape(D, "D", (h, p, m), "(h, p, m)")
+    dtype = result_dtype(K, x, D)
+    D_ = np.zeros((h, p, m), dtype=dtype) if D is None else D.astype(dtype)
+    y = np.zeros((b, l, h, p), dtype=dtype)
+    if y.size:
+        c = np.ascontiguousarray
+        _causal_conv(c(K.astype(dtype)), c(x.astype(dtype)), c(D_), y)
+    return y
+
+
+def convolution(A_bar, B_bar, C, D, x, *, h0=None, diagonal: bool = False):
+    """Numba convolution view without an initial state: :func:`kernel` then :func:`causal_conv`."""
+    if h0 is not None:
+        raise ValueError("h0: the Numba convolution view takes no initial state; use the recurrent kernel")
+    A_bar, B_bar, C, D, x, _, d = validate_system(A_bar, B_bar, C, D, x, None, diagonal=diagonal,
+                                                  time_varying_ok=False)
+    K = kernel(A_bar, B_bar, C, d["l"], diagonal=diagonal)
+    return causal_conv(K, x, D).astype(x.dtype, copy=False)
+
+
+@warmup
+def _warm():
+    for dt in (np.float64, np.float32, np.complex128):
+        x = np.ones((1, 2, 1, 1), dtype=dt)
+        for diag in (True, False):
+            A = np.full((1, 2) if diag else (1, 2, 2), 0.5, dtype=dt)
+            B = np.ones((1, 2, 1), dtype=dt)
+            C = np.ones((1, 1, 2), dtype=dt)
+            recurrent(A, B, C, None, x, diagonal=diag)
+            convolution(A, B, C, None, x, diagonal=diag)
