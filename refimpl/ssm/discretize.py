@@ -78,7 +78,7 @@ def _prepare(A, B, dt, diagonal: bool):
         batch, n = A.shape[:-2], A.shape[-1]
     if B.ndim != len(batch) + 2 or B.shape[:-2] != batch or B.shape[-2] != n:
         raise ValueError(
-            f"B: expected shape {batch + (n, 'M')} to match A of shape {A.shape}, got {B.shape}"
+            f"B: expected shape ({', '.join(str(d) for d in batch + (n,))}, M) to match A of shape {A.shape}, got {B.shape}"
         )
     check_positive(dt, "dt")
     if dt.ndim == 0:
@@ -134,12 +134,18 @@ def phi1_dense(X: np.ndarray) -> np.ndarray:
     ``s`` times.  Independent of ``scipy.linalg.expm`` (the oracle's Van Loan route).
     """
     X = np.asarray(X)
+    if X.ndim > 2:
+        # one scaling per matrix, so a batched call equals the per-matrix calls bit for bit
+        out = np.empty_like(X)
+        for idx in np.ndindex(X.shape[:-2]):
+            out[idx] = phi1_dense(X[idx])
+        return out
     n = X.shape[-1]
-    eye = np.broadcast_to(np.eye(n, dtype=X.dtype), X.shape)
+    eye = np.eye(n, dtype=X.dtype)
     norm1 = float(np.max(np.sum(np.abs(X), axis=-2))) if X.size else 0.0
     s = max(0, int(math.ceil(math.log2(norm1 / 0.5)))) if norm1 > 0.5 else 0
     Y = X / (2.0 ** s)
-    # phi1(Y) = I + Y/2! + Y^2/3! + ... (Horner-free partial sums; terms shrink by ||Y||/(k+2))
+    # phi1(Y) = I + Y/2! + Y^2/3! + ... + Y^18/19!   (term_k = term_{k-1} Y / (k+1))
     term = eye.copy()
     P = eye.copy()
     for k in range(1, 19):
