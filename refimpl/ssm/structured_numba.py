@@ -1,0 +1,132 @@
+r"""Numba kernels for the structured SSMs: Cauchy kernel, Vandermonde kernel, diagonal complex scan.
+
+Each matches its NumPy reference (by property test, every size including ``L = 0, 1``):
+
+* :func:`cauchy` -- ``k[h, j] = sum_n v[h, n] / (g[h, j] - lam[h, n])``
+  (reference :func:`refimpl.ssm.s4.cauchy`), parallel over ``(h, j)``.
+* :func:`vandermonde` -- ``K[h, k] = sum_n v[h, n] z[h, n]^k``, powers by repeated multiplication
+  (reference :func:`refimpl.ssm.s4d.vandermonde`), parallel over ``h``.
+* :func:`diag_scan` -- ``s_t = a_t * s_{t-1} + b_t`` elementwise over ``n`` (complex), with initial
+  state ``s0``: ``a (l n)``, ``b (b l n)``, ``s0 (b n)`` -> all states ``(b l n)``
+  (reference: the literal recurrences of :mod:`refimpl.ssm.s5` / :mod:`refimpl.ssm.lru`),
+  parallel over ``(b, n)``.
+
+Signatures: complex128 and complex64 (the working dtype of the caller; no casting here).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from refimpl._numba import warmup
+from refimpl._validate import check_int
+
+__all__ = ["cauchy", "vandermonde", "diag_scan"]
+
+
+@numba.njit(cache=True, parallel=True)
+def _cauchy(v, g, lam, out):
+    H, N = v.shape
+    Lg = g.shape[1]
+    for idx in numba.prange(H * Lg):
+        h = idx // Lg
+        j = idx % Lg
+        acc = out.dtype.type(0)
+        gj = g[h, j]
+        for n in range(N):
+            # k_j += v_n / (g_j - lambda_n)
+            acc += v[h, n] / (gj - lam[h, n])
+        out[h, j] = acc
+
+
+@numba.njit(cache=True, parallel=True)
+def _vandermonde(v, z, out):
+    H, N = v.shape
+    L = out.shape[1]
+    for h in numba.prange(H):
+        for k in range(L):
+            out[h, k] = 0
+        for n in range(N):
+            zk = z.dtype.type(1)  # z^k
+            vn = v[h, n]
+            zn = z[h, n]
+            for k in range(L):
+                # K_k += v_n z_n^k
+                out[h, k] += vn * zk
+                # z^{k+1} = z z^k
+                zk = zk * zn
+
+
+@numba.njit(cache=True, parallel=True)
+def _diag_scan(a, b, s0, out):
+    Bsz, L, N = b.shape
+    for idx in numba.prange(Bsz * N):
+        i = idx // N
+        n = idx % N
+        s = s0[i, n]
+        for t in range(L):
+            # s_t = a_t s_{t-1} + b_t
+            s = a[t, n] * s + b[i, t, n]
+            out[i, t, n] = s
+
+
+def _complex(x, name, ndim):
+    x = np.asarray(x)
+    if x.dtype not in (np.complex64, np.complex128):
+        raise TypeError(f"{name}: expected complex64 or complex128, got {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def cauchy(v, g, lam) -> np.ndarray:
+    """``k[h, j] = sum_n v[h, n] / (g[h, j] - lam[h, n])``; ``v, lam (h n)``, ``g (h l)`` -> ``(h l)``."""
+    v, g, lam = _complex(v, "v", 2), _complex(g, "g", 2), _complex(lam, "lam", 2)
+    if lam.shape != v.shape or g.shape[0] != v.shape[0]:
+        raise ValueError(f"shapes: expected v, lam (h, n) and g (h, l); got v {v.shape}, lam {lam.shape}, g {g.shape}")
+    dt = np.result_type(v, g, lam)
+    out = np.empty(g.shape, dtype=dt)
+    _cauchy(v.astype(dt, copy=False), g.astype(dt, copy=False), lam.astype(dt, copy=False), out)
+    return out
+
+
+def vandermonde(v, z, L: int) -> np.ndarray:
+    """``K[h, k] = sum_n v[h, n] z[h, n]^k``, ``k < L``; ``v, z (h n)`` -> ``(h l)``."""
+    L = check_int(L, "L", minimum=0)
+    v, z = _complex(v, "v", 2), _complex(z, "z", 2)
+    if z.shape != v.shape:
+        raise ValueError(f"z: expected shape {v.shape} (same as v), got {z.shape}")
+    dt = np.result_type(v, z)
+    out = np.empty((v.shape[0], L), dtype=dt)
+    _vandermonde(v.astype(dt, copy=False), z.astype(dt, copy=False), out)
+    return out
+
+
+def diag_scan(a, b, s0=None) -> np.ndarray:
+    """All states of ``s_t = a_t * s_{t-1} + b_t``: ``a (l n)`` or ``(n)``, ``b (b l n)``, ``s0 (b n)`` -> ``(b l n)``."""
+    b = _complex(b, "b", 3)
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = np.broadcast_to(a, b.shape[1:])
+    a = _complex(a, "a", 2)
+    if a.shape != b.shape[1:]:
+        raise ValueError(f"a: expected shape {b.shape[1:]} (or ({b.shape[2]},)), got {a.shape}")
+    dt = np.result_type(a, b)
+    if s0 is None:
+        s0 = np.zeros((b.shape[0], b.shape[2]), dtype=dt)
+    s0 = _complex(s0, "s0", 2)
+    if s0.shape != (b.shape[0], b.shape[2]):
+        raise ValueError(f"s0: expected shape {(b.shape[0], b.shape[2])}, got {s0.shape}")
+    dt = np.result_type(dt, s0)
+    out = np.empty(b.shape, dtype=dt)
+    _diag_scan(a.astype(dt, copy=False), b.astype(dt, copy=False), s0.astype(dt, copy=False), out)
+    return out
+
+
+@warmup
+def _warm():
+    for dt in (np.complex128, np.complex64):
+        v = np.ones((1, 2), dtype=dt)
+        cauchy(v, np.full((1, 3), 2j, dtype=dt), v * 0.5)
+        vandermonde(v, v * 0.5, 3)
+        diag_scan(np.full((3, 2), 0.5, dtype=dt), np.ones((1, 3, 2), dtype=dt))
