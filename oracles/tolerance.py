@@ -339,7 +339,8 @@ def compare(candidate, oracle, bound: Bound, *, dtype=None) -> Comparison:
     nonfinite = int(np.sum(ofin & ~cfin))
     # Non-finite oracle entries must be matched exactly (same inf, or both NaN).
     mism_nf = int(np.sum(~ofin & ~((c == o) | (np.isnan(c) & np.isnan(o)))))
-    err = np.where(ofin & cfin, np.abs(c - o), np.where(ofin, np.inf, 0.0))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(ofin & cfin, np.abs(c - o), np.where(ofin, np.inf, 0.0))
     absmax_i = np.unravel_index(int(np.argmax(err)), err.shape)
     denom = np.abs(o)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -358,7 +359,7 @@ def compare(candidate, oracle, bound: Bound, *, dtype=None) -> Comparison:
     if realdt is not None:
         spacing = np.spacing(np.abs(o.real if o.dtype.kind == "c" else o).astype(realdt)).astype(np.float64)
         spacing = np.maximum(spacing, np.finfo(realdt).smallest_subnormal)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             ulps = np.where(ofin & cfin, err / spacing, np.inf)
     else:
         e = eps(dt)
