@@ -1,0 +1,245 @@
+r"""Feature maps ``phi`` for kernelized (linear) attention, and Performer's random projections.
+
+All maps act on the last axis: ``x (... d) -> phi(x) (... n)``.  float64 unless the input is float32.
+
+Deterministic maps
+------------------
+* :func:`identity` -- ``phi(x) = x`` (``n = d``).
+* :func:`elu_plus_one` -- ``phi(a) = elu(a) + 1 = a + 1 (a >= 0), exp(a) (a < 0)`` elementwise (``n = d``).
+* :func:`dpfp` -- Schlag et al. 2021: with ``r = [relu(x), relu(-x)]`` (length ``2d``),
+  ``phi_{(j-1) 2d + i}(x) = r_i r_{(i - j) mod 2d}`` for ``j = 1..nu``, ``i = 0..2d-1``
+  (``n = 2 d nu``, ``1 <= nu <= 2d - 1``).
+
+Performer random features (Choromanski et al. 2021); ``W`` is ``(m d)`` with rows ``w_i``
+-----------------------------------------------------------------------------------------
+* :func:`trig_features` -- ``phi(x) = exp(|x|^2/2)/sqrt(m) [sin(W x), cos(W x)]`` (``n = 2m``),
+  ``E[phi(x).phi(y)] = exp(x.y)`` for Gaussian rows.
+* :func:`positive_features` -- ``phi(x) = exp(W x - |x|^2/2)/sqrt(m)`` (``n = m``).
+* :func:`hyperbolic_features` -- the text's ``h(x) = exp(-|x|^2/2)/sqrt(2)``,
+  ``phi(x) = h(x)/sqrt(m) [exp(W x), exp(-W x)]`` (``n = 2m``).
+
+Unbiasedness ``E[phi(x).phi(y)] = exp(x.y)`` holds when each row ``w_i`` is marginally
+``N(0, I_d)``: iid Gaussian rows, or orthogonal rows with **chi-distributed norms**
+(:func:`random_projection` with ``norms="chi"``).  With ``norms="fixed"`` (every row of norm
+``sqrt(d)``, the "regularized" variant) the estimator is *biased*: its mean is
+``0F1(; d/2; d |x+y|^2/4) exp(-(|x|^2+|y|^2)/2)`` for positive/hyperbolic features
+(``u`` uniform on the sphere) -- documented, and tested against that exact mean.
+
+Stabilizers (``stabilizer=`` of :func:`positive_features` / :func:`hyperbolic_features`)
+-----------------------------------------------------------------------------------------
+Exponential features overflow for large ``|W x|``.  A stabilizer subtracts an offset ``c``
+inside the exponential, ``phi~(x) = phi(x) exp(-c)``, and (with ``return_offset=True``)
+returns ``c`` so the caller can account for it.  Effect on the estimator
+``phi~(q).phi~(k) = exp(-c_q - c_k) phi(q).phi(k)``:
+
+* ``"none"``: ``c = 0``; unbiased.
+* ``"row_max"``: ``c(x) = max_i (W x)_i`` (``max_i |W x|_i`` for hyperbolic), per row of ``x``.
+  On **queries** this scales every estimate of one query by the same ``exp(-c(q))``: normalized
+  attention is unchanged for ``eps = 0`` (the factor cancels), an ``eps > 0`` acts as
+  ``eps exp(c(q))``, an unnormalized output is scaled by ``exp(-c(q))``.  On **keys** each key
+  gets its own factor, which biases normalized attention unless the offsets are carried
+  (``refimpl.attention.linear.causal_recurrent_offsets`` carries them with a running max).
+* ``"global_max"``: one ``c = max`` over **every row passed in** (all positions of all batch
+  entries/heads given).  On keys: a common factor, so normalized attention is unchanged for
+  ``eps = 0``; but ``c`` depends on *every* key, so in *causal* attention the output at step
+  ``t`` depends on future keys (through ``eps exp(c)``, through underflow of early keys when a
+  later key is large, and directly for unnormalized outputs).  Use the causal-safe running
+  (prefix) max of ``linear.causal_recurrent_offsets`` instead.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+
+from refimpl._validate import as_float_array, check_choice, check_int
+
+__all__ = [
+    "FEATURE_KINDS",
+    "STABILIZERS",
+    "identity",
+    "elu_plus_one",
+    "dpfp",
+    "random_projection",
+    "sign_fixed_qr",
+    "trig_features",
+    "positive_features",
+    "hyperbolic_features",
+    "random_features",
+]
+
+FEATURE_KINDS = ("trig", "positive", "hyperbolic")
+STABILIZERS = ("none", "row_max", "global_max")
+
+
+def _x(x, name="x"):
+    return as_float_array(x, name, allow_complex=False)
+
+
+def identity(x) -> np.ndarray:
+    """``phi(x) = x`` (a copy, validated)."""
+    x = _x(x)
+    if x.ndim < 1:
+        raise ValueError(f"x: expected at least 1 dimension (... d), got shape {x.shape}")
+    return x.copy()
+
+
+def elu_plus_one(x) -> np.ndarray:
+    r"""``phi(a) = a + 1`` for ``a >= 0``, ``exp(a)`` for ``a < 0`` (elementwise; always > 0)."""
+    x = _x(x)
+    if x.ndim < 1:
+        raise ValueError(f"x: expected at least 1 dimension (... d), got shape {x.shape}")
+    # elu(a) + 1 = a + 1 (a >= 0);  exp(a) (a < 0)
+    return np.where(x >= 0, x + 1, np.exp(np.minimum(x, 0)))
+
+
+def dpfp(x, nu: int = 1) -> np.ndarray:
+    r"""DPFP-``nu``: ``phi_{(j-1) 2d + i} = r_i r_{(i-j) mod 2d}``, ``r = [relu(x), relu(-x)]``."""
+    x = _x(x)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x: expected shape (..., d) with d >= 1, got {x.shape}")
+    d = x.shape[-1]
+    nu = check_int(nu, "nu", minimum=1)
+    if nu > 2 * d - 1:
+        raise ValueError(f"nu: expected 1 <= nu <= 2d - 1 = {2 * d - 1} for d = {d}, got {nu}")
+    # r = [relu(x), relu(-x)]
+    r = np.concatenate([np.maximum(x, 0), np.maximum(-x, 0)], axis=-1)
+    # phi_{(j-1)2d + i} = r_i * r_{(i - j) mod 2d}
+    parts = [r * np.roll(r, j, axis=-1) for j in range(1, nu + 1)]
+    return np.concatenate(parts, axis=-1)
+
+
+def _rng(seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int or a numpy Generator (results must be reproducible), got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
+def sign_fixed_qr(G: np.ndarray) -> np.ndarray:
+    r"""The orthogonal factor of ``G = Q R`` with the signs fixed so that ``diag(R) > 0``.
+
+    ``Q <- Q diag(sign(diag(R)))``.  For Gaussian ``G`` this ``Q`` is Haar distributed
+    (Mezzadri 2007); LAPACK's raw ``Q`` is not (Householder QR makes the signs of
+    ``diag(R)`` depend on ``G``) and biases the random-feature estimator.
+    """
+    Q, R = np.linalg.qr(G)
+    s = np.sign(np.diagonal(R, axis1=-2, axis2=-1)).copy()
+    s[s == 0] = 1.0
+    # Q diag(sign(diag R))
+    return Q * s[..., None, :]
+
+
+def random_projection(m: int, d: int, seed, *, kind: str = "orthogonal", norms: str = "chi",
+                      dtype=np.float64) -> np.ndarray:
+    r"""A seeded ``(m, d)`` projection matrix ``W`` for Performer features.
+
+    kind : ``"iid"`` -- rows ``w_i ~ N(0, I_d)`` independently;
+        ``"orthogonal"`` -- blocks of ``d`` exactly orthogonal rows: each block is the
+        transpose of a sign-fixed QR factor (:func:`sign_fixed_qr`) of a fresh ``d x d``
+        Gaussian matrix (Haar); the last block is truncated to ``m mod d`` rows.
+    norms : ``"chi"`` -- each row rescaled to the norm of an independent ``N(0, I_d)`` vector
+        (chi_d distributed), so each row is marginally ``N(0, I_d)`` (unbiased estimator);
+        ``"fixed"`` -- every row has norm ``sqrt(d)`` (biased; see module docstring).
+        For ``kind="iid", norms="chi"`` the rows are the Gaussian draws themselves.
+    """
+    m = check_int(m, "m", minimum=1)
+    d = check_int(d, "d", minimum=1)
+    check_choice(kind, "kind", ("iid", "orthogonal"))
+    check_choice(norms, "norms", ("chi", "fixed"))
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    rng = _rng(seed)
+    if kind == "iid":
+        W = rng.standard_normal((m, d))
+        if norms == "chi":
+            return W.astype(dtype)
+        directions = W / np.linalg.norm(W, axis=1, keepdims=True)
+    else:
+        n_blocks = -(-m // d)
+        G = rng.standard_normal((n_blocks, d, d))
+        Q = sign_fixed_qr(G)  # (blocks d d), Haar
+        directions = np.swapaxes(Q, -1, -2).reshape(n_blocks * d, d)[:m]  # rows = columns of Q
+    if norms == "chi":
+        r = np.linalg.norm(rng.standard_normal((m, d)), axis=1)
+    else:
+        r = np.full(m, np.sqrt(d))
+    return (directions * r[:, None]).astype(dtype)
+
+
+def _check_W(x, W):
+    x = _x(x)
+    if x.ndim < 1:
+        raise ValueError(f"x: expected shape (..., d), got {x.shape}")
+    W = as_float_array(W, "W", ndim=2, allow_complex=False)
+    if W.shape[1] != x.shape[-1]:
+        raise ValueError(f"W: expected shape (m, {x.shape[-1]}) matching x's last axis d = {x.shape[-1]}, got {W.shape}")
+    if W.shape[0] < 1:
+        raise ValueError(f"W: expected at least one row, got shape {W.shape}")
+    dtype = np.result_type(x.dtype, W.dtype)
+    return x.astype(dtype, copy=False), W.astype(dtype, copy=False)
+
+
+def trig_features(x, W) -> np.ndarray:
+    r"""``phi(x) = exp(|x|^2/2)/sqrt(m) [sin(W x), cos(W x)]``; ``(... d) -> (... 2m)``."""
+    x, W = _check_W(x, W)
+    m = W.shape[0]
+    wx = x @ W.T
+    # h(x) = exp(|x|^2 / 2) / sqrt(m)
+    h = np.exp(0.5 * np.sum(x * x, axis=-1, keepdims=True)) / np.sqrt(m)
+    return h * np.concatenate([np.sin(wx), np.cos(wx)], axis=-1)
+
+
+def _offset(z, stabilizer, name_hint):
+    check_choice(stabilizer, "stabilizer", STABILIZERS)
+    if stabilizer == "none" or z.size == 0:
+        return np.zeros(z.shape[:-1] + (1,), dtype=z.dtype)
+    if stabilizer == "row_max":
+        return np.max(z, axis=-1, keepdims=True)
+    return np.full(z.shape[:-1] + (1,), np.max(z), dtype=z.dtype)
+
+
+def positive_features(x, W, *, stabilizer: str = "none", return_offset: bool = False):
+    r"""``phi(x) = exp(W x - |x|^2/2 - c)/sqrt(m)``; ``(... d) -> (... m)``.
+
+    ``c`` is the stabilizer's offset (0 for ``"none"``); with ``return_offset`` also returns
+    ``c`` of shape ``(...)`` so that the unstabilized features are ``phi * exp(c)``.
+    """
+    x, W = _check_W(x, W)
+    m = W.shape[0]
+    wx = x @ W.T
+    c = _offset(wx, stabilizer, "positive")
+    # phi(x) = exp(w_i.x - |x|^2/2 - c) / sqrt(m)
+    phi = np.exp(wx - 0.5 * np.sum(x * x, axis=-1, keepdims=True) - c) / np.sqrt(m)
+    return (phi, c[..., 0]) if return_offset else phi
+
+
+def hyperbolic_features(x, W, *, stabilizer: str = "none", return_offset: bool = False):
+    r"""``phi(x) = exp(-|x|^2/2)/sqrt(2m) [exp(W x - c), exp(-W x - c)]``; ``(... d) -> (... 2m)``.
+
+    (The text's ``h(x) = exp(-|x|^2/2)/sqrt(2)`` times ``1/sqrt(m)``.)  ``c`` as in
+    :func:`positive_features`, computed over ``[Wx, -Wx]``.
+    """
+    x, W = _check_W(x, W)
+    m = W.shape[0]
+    wx = x @ W.T
+    z = np.concatenate([wx, -wx], axis=-1)
+    c = _offset(z, stabilizer, "hyperbolic")
+    # phi(x) = exp(-|x|^2/2) / sqrt(2m) * [exp(Wx), exp(-Wx)]
+    phi = np.exp(z - 0.5 * np.sum(x * x, axis=-1, keepdims=True) - c) / np.sqrt(2 * m)
+    return (phi, c[..., 0]) if return_offset else phi
+
+
+def random_features(x, W, kind: str, **kwargs):
+    """Dispatch to ``trig_features`` / ``positive_features`` / ``hyperbolic_features`` by ``kind``."""
+    check_choice(kind, "kind", FEATURE_KINDS)
+    if kind == "trig":
+        if kwargs.get("stabilizer", "none") != "none":
+            raise ValueError("stabilizer: trigonometric features are bounded by exp(|x|^2/2)/sqrt(m); "
+                             f"only 'none' applies, got {kwargs['stabilizer']!r}")
+        kwargs.pop("stabilizer", None)
+        return trig_features(x, W)
+    fn = positive_features if kind == "positive" else hyperbolic_features
+    return fn(x, W, **kwargs)
