@@ -1,6 +1,11 @@
 """Session-wide test configuration: Hypothesis profiles and Numba warm-up."""
 import os
 
+# No GPU in CI: numba.cuda kernels run under the CUDA simulator unless REFIMPL_REAL_GPU=1
+# (the device check script sets it).  Must happen before numba is imported.
+if os.environ.get("REFIMPL_REAL_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import pytest
 from hypothesis import HealthCheck, settings
 
