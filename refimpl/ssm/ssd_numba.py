@@ -1,0 +1,131 @@
+r"""Numba chunked SSD (Mamba-2) kernel.
+
+Parallel over ``batch x heads`` (``prange``); for each ``(b, h)`` the chunks are processed in order
+with the ``(p n)`` state in a local array.  Per chunk ``[s, e)``:
+
+* ``seg(i, j) = sum_{k=j+1}^{i} dt_k A`` is accumulated backwards from ``j = i`` (a stable segment
+  sum: each entry is its own short sum, never a difference of prefix sums);
+* ``y_i = sum_{j<=i} exp(seg(i, j)) (C_i . B_j) dt_j x_j`` (intra-chunk, the quadratic form) ``+
+  exp(sum_{k=s}^{i} dt_k A) S C_i`` (the entering state), each masked by ``seq_idx``;
+* ``S <- exp(sum_{k in chunk} dt_k A) S + sum_j exp(seg(e-1, j)) dt_j x_j B_j^T`` (the state passed on).
+
+Arguments, conventions and results as :func:`refimpl.ssm.ssd.chunked` (validation, ``dt`` processing
+and the ``D``/``z`` epilogue are shared with the reference; the kernel does the ``O(L T (n + p))`` work).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from refimpl._numba import warmup
+from refimpl._validate import check_int
+from refimpl.ssm.ssd import prepare
+
+__all__ = ["ssd_chunked_numba"]
+
+
+@numba.njit(parallel=True, cache=True)
+def _ssd_kernel(x, dt, A, B, C, S0, seq, chunk, zero, y, final):
+    b, l, h, p = x.shape
+    g = B.shape[2]
+    n = B.shape[3]
+    per = h // g
+    for idx in prange(b * h):
+        bi = idx // h
+        hi = idx - bi * h
+        gi = hi // per
+        S = S0[bi, hi].copy()  # (p n)
+        Ah = A[hi]
+        a = np.empty(chunk, dtype=x.dtype)
+        cum = np.empty(chunk, dtype=x.dtype)
+        for s in range(0, l, chunk):
+            e = min(s + chunk, l)
+            T = e - s
+            seg_prev = seq[bi, max(s - 1, 0)]
+            run = zero
+            for j in range(T):
+                # a_j = dt_j A ;  cum_j = sum_{k=s}^{j} a_k
+                a[j] = dt[bi, s + j, hi] * Ah
+                run += a[j]
+                cum[j] = run
+            for i in range(T):
+                ti = s + i
+                sid_i = seq[bi, ti]
+                for q in range(p):
+                    y[bi, ti, hi, q] = zero
+                # intra-chunk: sum_{j<=i} exp(seg(i, j)) (C_i . B_j) dt_j x_j
+                seg = zero
+                for j in range(i, -1, -1):
+                    tj = s + j
+                    if seq[bi, tj] == sid_i:
+                        cb = zero
+                        for k in range(n):
+                            cb += C[bi, ti, gi, k] * B[bi, tj, gi, k]
+                        w = math.exp(seg) * cb * dt[bi, tj, hi]
+                        for q in range(p):
+                            y[bi, ti, hi, q] += w * x[bi, tj, hi, q]
+                    seg += a[j]
+                # entering state: exp(cum_i) S C_i
+                if sid_i == seg_prev:
+                    dec = math.exp(cum[i])
+                    for q in range(p):
+                        acc = zero
+                        for k in range(n):
+                            acc += S[q, k] * C[bi, ti, gi, k]
+                        y[bi, ti, hi, q] += dec * acc
+            # state passed on: S <- exp(cum_{T-1}) S + sum_j exp(seg(T-1, j)) dt_j x_j B_j^T
+            sid_e = seq[bi, e - 1]
+            G = math.exp(cum[T - 1]) if sid_e == seg_prev else zero
+            for q in range(p):
+                for k in range(n):
+                    S[q, k] *= G
+            seg = zero
+            for j in range(T - 1, -1, -1):
+                tj = s + j
+                if seq[bi, tj] == sid_e:
+                    w = math.exp(seg) * dt[bi, tj, hi]
+                    for q in range(p):
+                        wx = w * x[bi, tj, hi, q]
+                        for k in range(n):
+                            S[q, k] += wx * B[bi, tj, gi, k]
+                seg += a[j]
+        for q in range(p):
+            for k in range(n):
+                final[bi, hi, q, k] = S[q, k]
+
+
+def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
+                      dt_limit=(0.0, math.inf), initial_states=None, seq_idx=None, return_final_states: bool = False,
+                      allow_unstable: bool = False):
+    """The chunked SSD kernel; arguments and results as :func:`refimpl.ssm.ssd.chunked`."""
+    from refimpl.ssm.ssd import _output
+
+    chunk = check_int(chunk, "chunk", minimum=1)
+    p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
+                initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)
+    dtp = p.dtype
+    # the kernel reads B/C in their grouped layout (b l g n); prepare() expanded them per head
+    Bg = np.ascontiguousarray(np.asarray(B).astype(dtp, copy=False))
+    Cg = np.ascontiguousarray(np.asarray(C).astype(dtp, copy=False))
+    S0 = np.zeros((p.b, p.h, p.p, p.n), dtype=dtp) if p.S0 is None else np.ascontiguousarray(p.S0)
+    seq = (np.zeros((p.b, max(p.l, 1)), dtype=np.int64) if p.seq_idx is None
+           else np.ascontiguousarray(p.seq_idx, dtype=np.int64))
+    y = np.empty((p.b, p.l, p.h, p.p), dtype=dtp)
+    final = np.empty((p.b, p.h, p.p, p.n), dtype=dtp)
+    _ssd_kernel(np.ascontiguousarray(p.x), np.ascontiguousarray(p.dt), np.ascontiguousarray(p.A), Bg, Cg, S0, seq,
+                min(chunk, max(p.l, 1)), dtp.type(0), y, final)
+    out = _output(p, y)
+    return (out, final) if return_final_states else out
+
+
+@warmup
+def _warm():
+    rng = np.random.default_rng(0)
+    for dt in (np.float64, np.float32):
+        x = rng.standard_normal((1, 3, 2, 2)).astype(dt)
+        B = rng.standard_normal((1, 3, 1, 2)).astype(dt)
+        ssd_chunked_numba(x, np.ones((1, 3, 2), dtype=dt), -np.ones(2, dtype=dt), B, B, chunk=2,
+                          seq_idx=np.zeros((1, 3), dtype=np.int64))
