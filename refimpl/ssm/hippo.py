@@ -155,13 +155,17 @@ def lagt(N: int, *, sign: str) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def fout(N: int, *, sign: str) -> Tuple[np.ndarray, np.ndarray]:
-    r"""HiPPO-FouT ``(A, B)`` on the window ``[t - theta, t]``, basis ``[1, cos_1, sin_1, cos_2, ...]``.
+    r"""HiPPO-FouT ``(A, B)`` on the window ``[t - theta, t]``, basis ``[1, cos_1, sin_1, ..., cos_K, sin_K]`` (``N = 2K + 1``).
 
     ``A_ode = B B^T - Omega`` with ``Omega[cos_k, sin_k] = 2 pi k``, ``Omega[sin_k, cos_k] = -2 pi k``;
     ``B = (1, sqrt2, 0, sqrt2, 0, ...)`` (the basis at both window ends).  The rank-one term
     ``B B^T`` is ``f(t - theta) ~ B^T c`` leaving the window.
     """
     N = check_int(N, "N", minimum=1)
+    if N % 2 == 0:
+        raise ValueError(
+            f"N: FouT needs an odd N (the constant and (N-1)/2 cos/sin pairs), got {N}; an unpaired cosine "
+            "leaves A singular (a conserved combination of states)")
     B = np.zeros(N)
     B[0] = 1.0
     Omega = np.zeros((N, N))

@@ -39,6 +39,9 @@ With ``A = Lambda - P Q^*`` and ``R(g) = (g - Lambda)^{-1}`` (diagonal) the Wood
 ``k_{ab}(g_j) = sum_n a_n b_n / (g_j - lambda_n)``:
 
 ``K^(z_j) = 2/(1 + z_j) [k_{C_t,B} - k_{C_t,P} (I + k_{Q^*,P})^{-1} k_{Q^*,B}]``, then ``K = ifft(K^)``.
+Where a node coincides with an eigenvalue of the diagonal part (``|g_j - lambda_n| <= sqrt(eps)(1 + |g_j|
++ max|lambda|)``; FouT's ``lambda = 0`` at ``g_0 = 0``), ``R(g_j)`` does not exist while the resolvent does:
+that node is computed by a dense solve ``C_t (g_j I - A)^{-1} B`` instead.
 
 ZOH does not keep the DPLR structure (``exp`` of DPLR is not DPLR); for the diagonal case
 (``P = 0``) ZOH is :func:`refimpl.ssm.s4d.kernel`.
@@ -247,6 +250,11 @@ def _validate_dplr(Lambda, P, Q, B, C, dt):
     return Lambda, P, Q, B, C, dt
 
 
+def _coincide_tol(n: int, g: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """``|g - lambda| <= sqrt(eps) (1 + |g| + max|lambda|)``: the Cauchy/Woodbury route would lose half the digits."""
+    return np.sqrt(np.finfo(np.float64).eps) * (1.0 + np.abs(g) + (np.max(np.abs(lam)) if lam.size else 0.0))
+
+
 def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.ndarray:
     r"""S4 kernel (bilinear) by the generating function, Cauchy kernel and Woodbury: ``(h l)``.
 
@@ -272,10 +280,27 @@ def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.nda
     nyq = cos_h == 0.0  # z_j = -1 (j = L/2, even L)
     reg = ~nyq
     Khat = np.zeros((h, L), dtype=np.complex128)
+    idx_reg = np.flatnonzero(reg)
     for i in range(h):
         # g_j = (2/dt) (1 - z_j)/(1 + z_j) = (2/dt) i tan(phi_j)
-        g = (2.0 / dt[i]) * 1j * (sin_h[reg] / cos_h[reg])
-        pref = (cos_h[reg] + 1j * sin_h[reg]) / cos_h[reg]
+        g_all = (2.0 / dt[i]) * 1j * (sin_h[reg] / cos_h[reg])
+        pref_all = (cos_h[reg] + 1j * sin_h[reg]) / cos_h[reg]
+        # a node on an eigenvalue of the diagonal part (g_j = lambda_n up to rounding, e.g. FouT's
+        # lambda = 0 at g_0 = 0): R(g) does not exist, the resolvent (g - A)^{-1} does -- dense solve there
+        near = np.zeros(g_all.shape, dtype=bool)
+        if n:
+            near = np.min(np.abs(g_all[:, None] - Lambda[i][None, :]), axis=1) <= _coincide_tol(n, g_all, Lambda[i])
+        for jj in np.flatnonzero(near):
+            # K^(z_j) = 2/(1 + z_j) C_t (g_j I - A)^{-1} B
+            try:
+                x_j = np.linalg.solve(g_all[jj] * np.eye(n) - A[i], B[i])
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    f"Lambda, P, Q: g_{idx_reg[jj]} = {g_all[jj]:.3g} is an eigenvalue of A = diag(Lambda) - P Q^* "
+                    f"(channel {i}): A_bar has an eigenvalue on the root of unity z_{idx_reg[jj]}, where the truncated "
+                    "generating function has a removable pole; use kernel_dense for this system") from None
+            Khat[i, idx_reg[jj]] = pref_all[jj] * (C_t[i] @ x_j)
+        g, pref = g_all[~near], pref_all[~near]
         # Cauchy sums k_ab(g) = sum_n a_n b_n / (g - lambda_n)
         k00 = cauchy(C_t[i] * B[i], g, Lambda[i])                                   # (l,)
         k01 = cauchy(C_t[i][None, :] * P[i].T, g, Lambda[i][None, :])               # (r, l)
@@ -286,7 +311,7 @@ def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.nda
         M = np.eye(r)[:, :, None] + k11                                             # (r, r, l)
         sol = np.linalg.solve(np.moveaxis(M, -1, 0), np.moveaxis(k10, -1, 0)[..., None])[..., 0]  # (l, r)
         # K^(z_j) = 2/(1 + z_j) [k00 - k01 (I + k11)^{-1} k10]
-        Khat[i, reg] = pref * (k00 - np.einsum("rl,lr->l", k01, sol))
+        Khat[i, idx_reg[~near]] = pref * (k00 - np.einsum("rl,lr->l", k01, sol))
         # Nyquist node z = -1: (I + A_bar)^{-1} B_bar = dt/2 B  =>  K^(-1) = dt/2 C_t B
         Khat[i, nyq] = 0.5 * dt[i] * np.sum(C_t[i] * B[i])
     # K = ifft(K^)   (K^_j = sum_k K_k z_j^k = fft(K)_j)

@@ -1,0 +1,350 @@
+r"""Independent oracles for the structured SSMs (S4, S4D/DSS, S5, LRU, MEGA EMA) and their error bounds.
+
+Nothing here imports ``refimpl.ssm`` (only the tolerance model).  The ground truths are
+
+* **direct powers** ``K_k = C A_bar^k B_bar`` in complex128, with ``A_bar, B_bar`` from this module's
+  own discretizations: dense bilinear by ``numpy.linalg.solve``; ZOH by Van Loan's block
+  exponential ``expm([[dt A, dt B], [0, 0]]) = [[A_bar, B_bar], [0, I]]`` (``scipy.linalg.expm``),
+  never the Cauchy / Vandermonde / ``expm1`` code under test;
+* **mpmath** at 40 digits for small ``N, L`` (dense DPLR bilinear or diagonal ZOH/bilinear);
+* **dense operator materialization** for S5, LRU and EMA: the lower-triangular Toeplitz
+  operator ``y_t = sum_{s<=t} T_{t-s} u_s`` with closed-form powers ``lambda^j = exp(j log lambda)``
+  (or Python's ``float.__pow__`` for EMA), not the recurrence or scan under test.
+
+Bounds follow ``oracles/tolerance.py``: magnitudes are the same computation on absolute values;
+where the rounding depth differs per term (a power ``z^k`` carries ``k`` multiplications) the
+per-term depth ``d`` is folded into the magnitude (``gamma_n`` is linear in ``n`` to first
+order, ``gamma_{d} M ~ d u M``), with unit depth -- each such place says so.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.linalg
+
+from oracles.tolerance import Bound, gamma, unit_roundoff
+
+__all__ = [
+    "bilinear_dense", "zoh_diag_vanloan", "bilinear_diag", "kernel_powers", "dplr_dense",
+    "dplr_kernel_mpmath", "diag_kernel_mpmath", "s4_gf_bound", "diag_kernel_bound", "cauchy_bound",
+    "vandermonde_bound", "diag_scan_bound", "diag_ssm_dense", "ema_dense",
+]
+
+
+# ---------------------------------------------------------------- discretizations (own code)
+
+def bilinear_dense(A: np.ndarray, B: np.ndarray, dt: float):
+    """``A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)``, ``B_bar = (I - dt/2 A)^{-1} dt B`` by LU solve; ``A (n n)``, ``B (n)``."""
+    n = A.shape[0]
+    M = np.eye(n) - 0.5 * dt * A
+    return np.linalg.solve(M, np.eye(n) + 0.5 * dt * A), np.linalg.solve(M, dt * B)
+
+
+def zoh_diag_vanloan(lam: np.ndarray, B: np.ndarray, dt):
+    """Diagonal ZOH by Van Loan: ``expm([[dt l, dt], [0, 0]]) = [[e^{dt l}, dt phi1(dt l)], [0, 1]]``; any shape, broadcast."""
+    lam = np.asarray(lam, dtype=np.complex128)
+    dtb = np.broadcast_to(np.asarray(dt, dtype=np.float64), lam.shape)
+    blk = np.zeros(lam.shape + (2, 2), dtype=np.complex128)
+    blk[..., 0, 0] = dtb * lam
+    blk[..., 0, 1] = dtb
+    E = scipy.linalg.expm(blk.reshape(-1, 2, 2)).reshape(blk.shape) if lam.size else blk
+    return E[..., 0, 0], E[..., 0, 1] * B
+
+
+def bilinear_diag(lam, B, dt):
+    """Diagonal bilinear: ``(1 + dt/2 l)/(1 - dt/2 l)``, ``dt B/(1 - dt/2 l)``."""
+    lam = np.asarray(lam, dtype=np.complex128)
+    den = 1.0 - 0.5 * dt * lam
+    return (1.0 + 0.5 * dt * lam) / den, dt * B / den
+
+
+def kernel_powers(A_bar: np.ndarray, B_bar: np.ndarray, C: np.ndarray, L: int) -> np.ndarray:
+    """``K_k = C A_bar^k B_bar`` by successive products (dense ``A_bar (n n)`` or diagonal ``(n)``); ``(l,)``."""
+    diag = A_bar.ndim == 1
+    K = np.zeros(L, dtype=np.result_type(A_bar, B_bar, C))
+    P = B_bar.copy()
+    for k in range(L):
+        K[k] = C @ P
+        P = A_bar * P if diag else A_bar @ P
+    return K
+
+
+def dplr_dense(Lambda, P, Q) -> np.ndarray:
+    """``A = diag(Lambda) - P Q^*`` for one channel: ``Lambda (n)``, ``P, Q (n r)``."""
+    return np.diag(Lambda) - P @ Q.conj().T
+
+
+# ---------------------------------------------------------------- mpmath oracles
+
+def dplr_kernel_mpmath(Lambda, P, Q, B, C, dt, L: int, dps: int = 40) -> np.ndarray:
+    """Bilinear DPLR kernel ``C A_bar^k B_bar`` at ``dps`` digits (one channel), as complex128."""
+    import mpmath as mp
+
+    with mp.workdps(dps):
+        n = len(Lambda)
+        r = P.shape[1]
+        A = mp.matrix(n, n)
+        for i in range(n):
+            for j in range(n):
+                s = mp.mpc(complex(Lambda[i])) if i == j else mp.mpc(0)
+                for q in range(r):
+                    s -= mp.mpc(complex(P[i, q])) * mp.conj(mp.mpc(complex(Q[j, q])))
+                A[i, j] = s
+        h = mp.mpf(float(dt)) / 2
+        I = mp.eye(n)
+        M = I - h * A
+        Minv = mp.inverse(M)
+        Ab = Minv * (I + h * A)
+        Bv = mp.matrix([mp.mpc(complex(b)) for b in B])
+        Bb = Minv * (2 * h * Bv)
+        Cv = mp.matrix([[mp.mpc(complex(c)) for c in C]])
+        out = np.zeros(L, dtype=np.complex128)
+        Pk = Bb
+        for k in range(L):
+            out[k] = complex((Cv * Pk)[0, 0])
+            Pk = Ab * Pk
+        return out
+
+
+def diag_kernel_mpmath(lam, B, C, dt, L: int, method: str, dps: int = 40) -> np.ndarray:
+    """Diagonal kernel ``sum_n C_n B_bar_n A_bar_n^k`` at ``dps`` digits (one channel), as complex128."""
+    import mpmath as mp
+
+    with mp.workdps(dps):
+        d = mp.mpf(float(dt))
+        out = [mp.mpc(0)] * L
+        for ln, bn, cn in zip(lam, B, C):
+            l_ = mp.mpc(complex(ln))
+            if method == "zoh":
+                ab = mp.exp(d * l_)
+                bb = (ab - 1) / l_ * mp.mpc(complex(bn)) if l_ != 0 else d * mp.mpc(complex(bn))
+            else:
+                ab = (1 + d / 2 * l_) / (1 - d / 2 * l_)
+                bb = d * mp.mpc(complex(bn)) / (1 - d / 2 * l_)
+            v = mp.mpc(complex(cn)) * bb
+            for k in range(L):
+                out[k] += v * ab ** k
+        return np.array([complex(x) for x in out], dtype=np.complex128)
+
+
+# ---------------------------------------------------------------- bounds
+
+def s4_gf_bound(Lambda, P, Q, B, C, dt, L: int, *, oracle: str = "float64") -> Bound:
+    r"""First-order normwise bound on ``|K_k - oracle_k|`` for the S4 generating-function kernel (one channel).
+
+    Stages of the algorithm (``n`` states, rank ``r``; ``u`` unit roundoff, ``g^c_m`` = complex gamma):
+
+    1. ``A_bar`` by LU solve: ``||dA_bar|| <= d_A = kappa(I - dt/2 A) g_{3n} ||A_bar||`` (forward <= cond x backward).
+    2. ``A_bar^L`` by binary powering (<= ``2 ceil(log2 L)`` products, each ``g^c_n sqrt(n) ||X|| ||Y||``):
+       ``||d A_bar^L|| <= L M^2 d_A + 2 ceil(log2 L) sqrt(n) g^c_n M^3``, ``M = max_{k<=L} ||A_bar^k||_2``.
+    3. ``C_t = C (I - A_bar^L)``: ``||dC_t|| <= ||C|| ||d A_bar^L|| + g^c_{n+1} sqrt(n) ||C|| (1 + M)``.
+       Nodes the reference solves densely (``g_j`` on an eigenvalue): ``kappa(g - A) g^c_{3n} ||C_t|| ||x|| + ||dC_t|| ||x||``.
+    4. Cauchy sums ``k_ab(g) = sum a_n b_n/(g - l_n)``: ``g^c_{n+6} sum |a b| (1 + |g|/|g - l|)/|g - l|`` (the sum,
+       the division and the rounding of ``g = (2/dt) i tan(pi j/L)``), plus ``||dC_t|| sum |b|/|g - l|`` where ``C_t`` enters.
+    5. Woodbury ``t = k01 (I + k11)^{-1} k10`` (``W = (I + k11)^{-1}``, 2-norms in the rank dimension):
+       ``|dt| <= |dk01| ||W|| |k10| + |k01| ||W|| |dk10| + |k01| ||W||^2 (|dk11| + g_{3r} ||I + k11||) |k10|``.
+    6. ``K^_j = pref_j (k00 - t)``: ``|pref| (|dk00| + |dt|) + g^c_4 |pref| (|k00| + |t|)``; Nyquist:
+       ``dt/2 (||dC_t|| ||B|| + g^c_n sum |C_t B|)``.
+    7. ``K = ifft(K^)``: ``|dK_k| <= (1/L) sum_j |dK^_j| + 5 log2(L) u ||K^||_2 / sqrt(L)`` (Higham Thm 24.2).
+    8. Oracle share (``oracle="float64"``, direct powers): ``(k L^0) (k M^2 d_A + d_A M + (k+1) sqrt(n) g^c_n M) ||C|| ||B_bar||``;
+       ``oracle="mpmath"``: none (40 digits).
+    """
+    Lambda = np.asarray(Lambda, dtype=np.complex128)
+    P = np.asarray(P, dtype=np.complex128)
+    Q = np.asarray(Q, dtype=np.complex128)
+    B = np.asarray(B, dtype=np.complex128)
+    C = np.asarray(C, dtype=np.complex128)
+    n, r = P.shape
+    u = unit_roundoff(np.float64)
+    gc = lambda m: gamma(m, np.float64, complex_ops=True)  # noqa: E731
+    A = dplr_dense(Lambda, P, Q)
+    Mmat = np.eye(n) - 0.5 * dt * A
+    kappa = float(np.linalg.cond(Mmat))
+    A_bar, B_bar = bilinear_dense(A, B, dt)
+    # M = max_k ||A_bar^k||_2, k <= L
+    Pk = np.eye(n, dtype=np.complex128)
+    Mpow = 1.0
+    for _ in range(L):
+        Pk = A_bar @ Pk
+        Mpow = max(Mpow, float(np.linalg.norm(Pk, 2)))
+    A_bar_L = Pk
+    dA = kappa * gamma(3 * n, np.float64) * float(np.linalg.norm(A_bar, 2))
+    nC = float(np.linalg.norm(C))
+    dAL = L * Mpow ** 2 * dA + 2 * max(1, math.ceil(math.log2(max(L, 2)))) * math.sqrt(n) * gc(n) * Mpow ** 3
+    dCt = nC * dAL + gc(n + 1) * math.sqrt(n) * nC * (1 + Mpow)
+    C_t = C - C @ A_bar_L
+    j = np.arange(L)
+    cos_h = np.cos(np.pi * j / L)
+    sin_h = np.sin(np.pi * j / L)
+    nyq = (2 * j == L)
+    dK_hat = np.zeros(L)
+    K_hat_abs = np.zeros(L)
+    for jj in range(L):
+        if nyq[jj]:
+            dK_hat[jj] = 0.5 * dt * (dCt * float(np.linalg.norm(B)) + gc(n) * float(np.sum(np.abs(C_t * B))))
+            K_hat_abs[jj] = 0.5 * dt * abs(np.sum(C_t * B))
+            continue
+        g = (2.0 / dt) * 1j * sin_h[jj] / cos_h[jj]
+        pref = abs(1.0 / cos_h[jj])
+        if np.min(np.abs(g - Lambda)) <= math.sqrt(np.finfo(np.float64).eps) * (1 + abs(g) + float(np.max(np.abs(Lambda)))):
+            # the reference solves this node densely: forward error <= kappa(gI - A) g_{3n} |K^_j| + C_t's share
+            Gm = g * np.eye(n) - A
+            x = np.linalg.solve(Gm, B)
+            val = abs(C_t @ x)
+            dK_hat[jj] = pref * (float(np.linalg.cond(Gm)) * gamma(3 * n, np.float64, complex_ops=True)
+                                 * float(np.linalg.norm(C_t)) * float(np.linalg.norm(x)) + dCt * float(np.linalg.norm(x)))
+            K_hat_abs[jj] = pref * val
+            continue
+        inv = 1.0 / np.abs(g - Lambda)
+        rel = gc(n + 6) * (1.0 + abs(g) * inv)
+
+        def kab(a, b, with_ct=False):
+            val = np.sum(a * b / (g - Lambda))
+            err = np.sum(np.abs(a * b) * inv * rel)
+            if with_ct:
+                err += dCt * np.sqrt(np.sum((np.abs(b) * inv) ** 2))
+            return val, err
+
+        k00, e00 = kab(C_t, B, True)
+        k01 = np.zeros(r, complex); e01 = np.zeros(r)
+        k10 = np.zeros(r, complex); e10 = np.zeros(r)
+        k11 = np.zeros((r, r), complex); e11 = np.zeros((r, r))
+        for a in range(r):
+            k01[a], e01[a] = kab(C_t, P[:, a], True)
+            k10[a], e10[a] = kab(Q[:, a].conj(), B)
+            for b in range(r):
+                k11[a, b], e11[a, b] = kab(Q[:, a].conj(), P[:, b])
+        IK = np.eye(r) + k11
+        W = np.linalg.inv(IK)
+        nW = float(np.linalg.norm(W, 2))
+        n01, n10 = float(np.linalg.norm(k01)), float(np.linalg.norm(k10))
+        t = k01 @ W @ k10
+        dt_w = (float(np.linalg.norm(e01)) * nW * n10 + n01 * nW * float(np.linalg.norm(e10))
+                + n01 * nW ** 2 * (float(np.linalg.norm(e11)) + gamma(3 * r, np.float64) * float(np.linalg.norm(IK, 2))) * n10)
+        dK_hat[jj] = pref * (e00 + dt_w) + gc(4) * pref * (abs(k00) + abs(t))
+        K_hat_abs[jj] = pref * abs(k00 - t)
+    ifft_err = 5 * math.log2(max(L, 2)) * u * float(np.linalg.norm(K_hat_abs)) / math.sqrt(max(L, 1))
+    vals = np.full(L, float(np.sum(dK_hat)) / max(L, 1) + ifft_err)
+    src = "S4 generating-function bound (oracles.structured.s4_gf_bound: solve, powering, Cauchy, Woodbury, ifft)"
+    if oracle == "float64":
+        k = np.arange(L)
+        nBb = float(np.linalg.norm(B_bar))
+        vals = vals + (k * Mpow ** 2 * dA + dA * Mpow + (k + 1) * math.sqrt(n) * gc(n) * Mpow) * nC * nBb
+        src += " + direct-powers oracle share"
+    return Bound(vals, src)
+
+
+def diag_kernel_bound(lam, B, C, dt, L: int, method: str, *, oracle: str = "float64", factor: float = 1.0) -> Bound:
+    r"""Componentwise bound for ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (diagonal, one channel), either side.
+
+    Per term: ``A_bar`` carries relative error ``e_A = g_4 + u |dt l|`` (``exp`` plus the rounding of its
+    argument ``dt l``; for bilinear ``g_6``), ``B_bar`` ``g_8``, the power ``A_bar^k`` by ``k`` products
+    ``k (g^c_1 + e_A)``, the sum over ``n`` ``g^c_{n+1}``.  Per-term depths are folded into the magnitude
+    (first-order linearity of ``gamma``): ``bound_k = sum_n |C B_bar| |A_bar|^k (g^c_{n+9} + k (g^c_1 + e_A))``.
+    The oracle (Van Loan + direct powers) has the same structure: ``oracle="float64"`` doubles it,
+    ``"mpmath"`` adds nothing.  ``factor`` multiplies for a ``2 Re`` output (exact doubling).
+    """
+    lam = np.asarray(lam, dtype=np.complex128)
+    if method == "zoh":
+        Ab, Bb = zoh_diag_vanloan(lam, B, dt)
+        eA = gamma(4, np.float64) + unit_roundoff(np.float64) * np.abs(dt * lam)
+    else:
+        Ab, Bb = bilinear_diag(lam, B, dt)
+        eA = np.full(lam.shape, gamma(6, np.float64))
+    n = lam.shape[0]
+    k = np.arange(L)[:, None]
+    mag = np.abs(C * Bb)[None, :] * np.abs(Ab)[None, :] ** k
+    per = gamma(n + 9, np.float64, complex_ops=True) + k * (gamma(1, np.float64, complex_ops=True) + eA[None, :])
+    vals = np.sum(mag * per, axis=1) * factor
+    if oracle == "float64":
+        vals = 2 * vals
+    return Bound(vals + 1e-300, f"diagonal Vandermonde: sum_n |C B_bar||A_bar|^k (g^c_(n+9) + k(g^c_1 + e_A)) x {factor}"
+                 + (" x 2 (float64 oracle share)" if oracle == "float64" else " (mpmath oracle)"))
+
+
+def cauchy_bound(v, g, lam, dtype=np.complex128) -> Bound:
+    r"""Two implementations of ``sum_n v_n/(g_j - l_n)`` (any summation order): ``2 g^c_{n+2} sum |v|/|g - l|``."""
+    n = np.shape(v)[-1]
+    mag = np.sum(np.abs(v)[..., None, :] / np.abs(np.asarray(g)[..., :, None] - np.asarray(lam)[..., None, :]), axis=-1)
+    return Bound(2 * gamma(n + 2, dtype, complex_ops=True) * mag,
+                 f"Cauchy: 2 x gamma^c_(n+2)({np.dtype(dtype).name}) x sum|v|/|g - l| (two summation orders)")
+
+
+def vandermonde_bound(v, z, L: int, dtype=np.complex128) -> Bound:
+    r"""Two implementations of ``sum_n v_n z_n^k`` (repeated products, any sum order):
+    ``2 g^c_{n+k+1} sum_n |v||z|^k`` (``k`` products + ``n`` sums)."""
+    v = np.abs(np.asarray(v))
+    z = np.abs(np.asarray(z))
+    n = v.shape[-1]
+    k = np.arange(L)
+    mag = np.einsum("hn,hnk->hk", v, z[..., None] ** k)
+    depth = n + k + 1
+    u4 = 4 * unit_roundoff(dtype)
+    g = depth * u4 / (1 - depth * u4)
+    return Bound(2 * g[None, :] * mag, f"Vandermonde: 2 x gamma^c_(n+k+1)({np.dtype(dtype).name}) x sum|v||z|^k")
+
+
+def diag_scan_bound(a, b, s0, dtype=np.complex128) -> Bound:
+    r"""Two evaluations of ``s_t = a_t s_{t-1} + b_t``: ``2 g^c_{2(t+1)} S_t`` with ``S`` the recurrence on ``|a|, |b|, |s0|``."""
+    a = np.abs(np.asarray(a))
+    b = np.abs(np.asarray(b))
+    S = np.zeros(b.shape)
+    s = np.abs(np.asarray(s0)) if s0 is not None else np.zeros((b.shape[0], b.shape[2]))
+    for t in range(b.shape[1]):
+        s = a[t] * s + b[:, t]
+        S[:, t] = s
+    depth = 2 * (np.arange(b.shape[1]) + 1)
+    u4 = 4 * unit_roundoff(dtype)
+    g = depth * u4 / (1 - depth * u4)
+    return Bound(2 * g[None, :, None] * S, f"diagonal scan: 2 x gamma^c_(2(t+1))({np.dtype(dtype).name}) x recurrence on |a|,|b|")
+
+
+# ---------------------------------------------------------------- dense operators (S5, LRU, EMA)
+
+def diag_ssm_dense(lam_bar, B_bar, C, D, u, *, factor: float = 1.0, absolute: bool = False) -> np.ndarray:
+    r"""``y_t = factor Re sum_{s<=t} C diag(lam_bar^{t-s}) B_bar u_s + D u_t`` by the dense Toeplitz operator.
+
+    ``lam_bar (p)``, ``B_bar (p h)``, ``C (h p)``, ``D (h)`` or None, ``u (b l h)``; powers in closed form
+    ``lam^j = exp(j log lam)``.  ``absolute=True`` runs the same computation on absolute values
+    (no real part; the magnitude for a bound).
+    """
+    lam_bar = np.asarray(lam_bar, dtype=np.complex128)
+    L = u.shape[1]
+    j = np.arange(L)
+    if absolute:
+        powj = np.abs(lam_bar)[None, :] ** j[:, None]
+        T = np.einsum("hp,jp,pm->jhm", np.abs(C), powj, np.abs(B_bar))
+    else:
+        # lam^j = exp(j log lam)
+        powj = np.exp(j[:, None] * np.log(lam_bar)[None, :]) if lam_bar.size else np.zeros((L, 0), complex)
+        T = np.einsum("hp,jp,pm->jhm", C, powj, B_bar)
+    y = np.zeros(u.shape[:2] + (T.shape[1],), dtype=np.complex128)
+    uu = np.abs(u) if absolute else u
+    for t in range(L):
+        y[:, t] = np.einsum("shm,bsm->bh", T[t::-1][: t + 1], uu[:, : t + 1])
+    y = factor * (np.abs(y) if absolute else y.real)
+    if D is not None:
+        y = y + (np.abs(D) * np.abs(u) if absolute else D * u)
+    return y.real
+
+
+def ema_dense(x, alpha, delta, beta, eta, *, absolute: bool = False) -> np.ndarray:
+    r"""MEGA EMA by the dense operator: ``y_{t,j} = sum_{s<=t} sum_i eta alpha beta (1 - alpha delta)^{t-s} x_{s,j}``.
+
+    Powers by Python ``float.__pow__`` (closed form).  ``absolute=True``: the same on absolute values.
+    """
+    b, L, d = x.shape
+    e = alpha.shape[1]
+    T = np.zeros((L, d))
+    for jd in range(d):
+        for i in range(e):
+            q = 1.0 - float(alpha[jd, i]) * float(delta[jd, i])
+            w = float(eta[jd, i]) * float(alpha[jd, i]) * float(beta[jd, i])
+            for k in range(L):
+                T[k, jd] += (abs(w) if absolute else w) * q ** k
+    xx = np.abs(x) if absolute else x
+    y = np.zeros_like(x, dtype=np.float64)
+    for t in range(L):
+        y[:, t] = np.sum(T[t::-1][: t + 1][None] * xx[:, : t + 1], axis=1)
+    return y
