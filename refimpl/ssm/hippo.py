@@ -99,8 +99,8 @@ def legs(N: int, *, sign: str) -> Tuple[np.ndarray, np.ndarray]:
     N = check_int(N, "N", minimum=1)
     n = np.arange(N, dtype=np.float64)
     r = np.sqrt(2.0 * n + 1.0)
-    # A_nk = sqrt((2n+1)(2k+1)) for n > k
-    A = np.tril(np.outer(r, r), k=-1)
+    # A_nk = sqrt((2n+1)(2k+1)) for n > k   (one correctly rounded sqrt of the integer product)
+    A = np.tril(np.sqrt(np.outer(2.0 * n + 1.0, 2.0 * n + 1.0)), k=-1)
     # A_nn = n + 1
     A[np.diag_indices(N)] = n + 1.0
     # B_n = sqrt(2n+1)

@@ -61,7 +61,7 @@ from refimpl._validate import as_float_array, check_choice, check_int, check_pos
 from refimpl.ssm import discretize
 from refimpl.ssm import hippo
 
-__all__ = ["NPLR", "nplr", "eigenvector_condition", "unit_circle_half_angle", "cauchy", "kernel",
+__all__ = ["NPLR", "nplr", "eigenvector_condition", "unit_circle_half_angle", "cauchy", "generating_function", "kernel",
            "kernel_dense", "OUTPUTS", "real_output"]
 
 OUTPUTS = ("complex", "re", "2re")
@@ -255,19 +255,35 @@ def _coincide_tol(n: int, g: np.ndarray, lam: np.ndarray) -> np.ndarray:
     return np.sqrt(np.finfo(np.float64).eps) * (1.0 + np.abs(g) + (np.max(np.abs(lam)) if lam.size else 0.0))
 
 
-def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.ndarray:
-    r"""S4 kernel (bilinear) by the generating function, Cauchy kernel and Woodbury: ``(h l)``.
+def _cauchy_backend(v, g, lam, backend):
+    """Cauchy sums over the last axis of ``v``/``lam`` (``(... n)``) at the nodes ``g (l)``: ``(... l)``."""
+    if backend == "numpy":
+        return cauchy(v, g, lam)
+    from refimpl.ssm import structured_numba
+
+    lead = v.shape[:-1]
+    n = v.shape[-1]
+    v2 = np.ascontiguousarray(v.reshape(-1, n))
+    lam2 = np.ascontiguousarray(np.broadcast_to(lam, v.shape).reshape(-1, n))
+    g2 = np.ascontiguousarray(np.broadcast_to(g, (v2.shape[0], g.shape[0])))
+    return structured_numba.cauchy(v2, g2, lam2).reshape(lead + (g.shape[0],))
+
+
+def generating_function(Lambda, P, Q, B, C, dt, L: int, *, backend: str = "numpy") -> np.ndarray:
+    r"""``K^(z_j) = sum_{k<L} K_k z_j^k`` at ``z_j = exp(-2 pi i j/L)`` by Cauchy + Woodbury: ``(h l)`` complex.
 
     Shapes: ``Lambda (h n)``, ``P, Q (h n r)`` (``A = diag(Lambda) - P Q^*``), ``B, C (h n)``,
-    ``dt`` scalar or ``(h)``.  Complex128 throughout.  ``K_k = C A_bar^k B_bar`` for ``k < L``.
+    ``dt`` scalar or ``(h)``.  ``K^ = fft(K)``; see the module docstring for the formulas.
+    ``backend``: ``numpy`` (the reference :func:`cauchy`) or ``numba`` (:func:`refimpl.ssm.structured_numba.cauchy`).
     """
     L = check_int(L, "L", minimum=0)
-    check_choice(output, "output", OUTPUTS)
+    check_choice(backend, "backend", ("numpy", "numba"))
     Lambda, P, Q, B, C, dt = _validate_dplr(Lambda, P, Q, B, C, dt)
     h, n = Lambda.shape
     r = P.shape[2]
+    Khat = np.zeros((h, L), dtype=np.complex128)
     if L == 0:
-        return real_output(np.zeros((h, 0), dtype=np.complex128), output)
+        return Khat
     # A = diag(Lambda) - P Q^*   (dense, only for A_bar^L)
     A = np.einsum("hn,nm->hnm", Lambda, np.eye(n)) - np.einsum("hnr,hmr->hnm", P, Q.conj())
     # A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)  (refimpl.ssm.discretize.bilinear, per channel dt)
@@ -279,7 +295,6 @@ def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.nda
     cos_h, sin_h = unit_circle_half_angle(L)
     nyq = cos_h == 0.0  # z_j = -1 (j = L/2, even L)
     reg = ~nyq
-    Khat = np.zeros((h, L), dtype=np.complex128)
     idx_reg = np.flatnonzero(reg)
     for i in range(h):
         # g_j = (2/dt) (1 - z_j)/(1 + z_j) = (2/dt) i tan(phi_j)
@@ -302,18 +317,34 @@ def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.nda
             Khat[i, idx_reg[jj]] = pref_all[jj] * (C_t[i] @ x_j)
         g, pref = g_all[~near], pref_all[~near]
         # Cauchy sums k_ab(g) = sum_n a_n b_n / (g - lambda_n)
-        k00 = cauchy(C_t[i] * B[i], g, Lambda[i])                                   # (l,)
-        k01 = cauchy(C_t[i][None, :] * P[i].T, g, Lambda[i][None, :])               # (r, l)
-        k10 = cauchy(Q[i].conj().T * B[i][None, :], g, Lambda[i][None, :])          # (r, l)
-        k11 = cauchy(Q[i].conj().T[:, None, :] * P[i].T[None, :, :], g,
-                     np.broadcast_to(Lambda[i], (r, r, n)))                         # (r, r, l)
-        # Woodbury: C_t (g - A)^{-1} B = k00 - k01 (I + k11)^{-1} k10
-        M = np.eye(r)[:, :, None] + k11                                             # (r, r, l)
-        sol = np.linalg.solve(np.moveaxis(M, -1, 0), np.moveaxis(k10, -1, 0)[..., None])[..., 0]  # (l, r)
-        # K^(z_j) = 2/(1 + z_j) [k00 - k01 (I + k11)^{-1} k10]
-        Khat[i, idx_reg[~near]] = pref * (k00 - np.einsum("rl,lr->l", k01, sol))
+        k00 = _cauchy_backend(C_t[i] * B[i], g, Lambda[i], backend)                          # (l,)
+        if r == 0:
+            Khat[i, idx_reg[~near]] = pref * k00
+        else:
+            k01 = _cauchy_backend(C_t[i][None, :] * P[i].T, g, Lambda[i][None, :], backend)      # (r, l)
+            k10 = _cauchy_backend(Q[i].conj().T * B[i][None, :], g, Lambda[i][None, :], backend) # (r, l)
+            k11 = _cauchy_backend(Q[i].conj().T[:, None, :] * P[i].T[None, :, :], g,
+                                  np.broadcast_to(Lambda[i], (r, r, n)), backend)              # (r, r, l)
+            # Woodbury: C_t (g - A)^{-1} B = k00 - k01 (I + k11)^{-1} k10
+            M = np.eye(r)[:, :, None] + k11                                                    # (r, r, l)
+            sol = np.linalg.solve(np.moveaxis(M, -1, 0), np.moveaxis(k10, -1, 0)[..., None])[..., 0]  # (l, r)
+            # K^(z_j) = 2/(1 + z_j) [k00 - k01 (I + k11)^{-1} k10]
+            Khat[i, idx_reg[~near]] = pref * (k00 - np.einsum("rl,lr->l", k01, sol))
         # Nyquist node z = -1: (I + A_bar)^{-1} B_bar = dt/2 B  =>  K^(-1) = dt/2 C_t B
         Khat[i, nyq] = 0.5 * dt[i] * np.sum(C_t[i] * B[i])
+    return Khat
+
+
+def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex", backend: str = "numpy") -> np.ndarray:
+    r"""S4 kernel (bilinear) by the generating function, Cauchy kernel and Woodbury: ``(h l)``.
+
+    ``K_k = C A_bar^k B_bar`` for ``k < L``; ``K = ifft(K^)`` with ``K^`` from :func:`generating_function`.
+    ``output``: complex / re / 2re (see :func:`real_output`).
+    """
+    check_choice(output, "output", OUTPUTS)
+    Khat = generating_function(Lambda, P, Q, B, C, dt, L, backend=backend)
+    if Khat.shape[1] == 0:
+        return real_output(Khat, output)
     # K = ifft(K^)   (K^_j = sum_k K_k z_j^k = fft(K)_j)
     K = np.fft.ifft(Khat, axis=-1)
     return real_output(K, output)
