@@ -1,0 +1,29 @@
+"""The verify harness: is a third-party kernel computing the math?
+
+>>> from oracles.verify import verify, assert_conforms
+>>> report = verify("ssm.discretize", my_fn, conventions={"method": "bilinear"}, dtype=["float64", "float32"])
+>>> print(report.to_text())
+
+* :mod:`~oracles.verify.registry` -- op specs (signature, canonical layout, conventions, oracle, bounds, cases).
+* :mod:`~oracles.verify.adapters` -- declarative layout adapters (Mamba, Mamba-2, FLA, FlashAttention, scipy, ...).
+* :mod:`~oracles.verify.harness` -- ``verify`` / ``assert_conforms``; dtypes and frameworks.
+* :mod:`~oracles.verify.report` -- the report (text, JSON, JUnit XML) and ``.npz`` reproductions.
+* :mod:`~oracles.verify.vectors` -- golden test vectors for ports (``refimpl vectors export/check``).
+* ``ops_<family>.py`` -- the op specs of each family.
+
+The harness never imports the ``refimpl`` code as ground truth: oracles come
+from ``oracles/``; ``refimpl`` is used only for the low-precision baseline.
+"""
+from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, adapters_for, get_adapter, register_adapter
+from oracles.verify.harness import (DTYPES, PROFILES, assert_conforms, generate_cases, rerun_case, resolve_candidate,
+                                    verify)
+from oracles.verify.layout import rearrange
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, get_op, list_ops, register_op
+from oracles.verify.report import CaseResult, Report, load_case
+
+__all__ = [
+    "verify", "assert_conforms", "generate_cases", "rerun_case", "resolve_candidate", "load_case",
+    "Report", "CaseResult", "OpSpec", "Arg", "Convention", "Case", "Probe", "get_op", "list_ops", "register_op",
+    "Adapter", "In", "Conv", "Const", "Group", "Out", "register_adapter", "get_adapter", "adapters_for",
+    "rearrange", "DTYPES", "PROFILES",
+]

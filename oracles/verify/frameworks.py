@@ -1,0 +1,107 @@
+"""Arrays to and from the candidate's framework, through DLPack.
+
+NumPy always works.  ``torch``, ``jax`` and ``cupy`` (optionally with a device,
+``"torch:cuda"``) are imported **only** when the caller names them: the harness
+never imports a framework the user did not ask for.  Outputs coming back are
+recognised by their type's module name (``type(t).__module__``) without
+importing anything, and converted to NumPy through DLPack (after a copy to the
+host where needed).
+
+bfloat16 has no DLPack/NumPy standard code; it travels as its bit pattern
+(``uint16`` view), which is exact.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["FRAMEWORKS", "parse_framework", "to_framework", "to_numpy", "lowp_dtype"]
+
+FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
+
+
+def lowp_dtype(name: str) -> np.dtype:
+    """NumPy dtype for a dtype name (bfloat16 through ml_dtypes, imported only when asked)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def parse_framework(spec: Optional[str]) -> Tuple[str, Optional[str]]:
+    """``"torch:cuda"`` -> ``("torch", "cuda")``; ``None`` -> ``("numpy", None)``."""
+    if spec is None:
+        return "numpy", None
+    name, _, device = str(spec).partition(":")
+    if name not in FRAMEWORKS:
+        raise ValueError(f"framework: expected one of {', '.join(FRAMEWORKS)} (optionally ':device'), got {spec!r}")
+    return name, device or None
+
+
+def _is_bf16(a: np.ndarray) -> bool:
+    return a.dtype.name == "bfloat16"
+
+
+def to_framework(a: Any, framework: str, device: Optional[str] = None) -> Any:
+    """Convert a NumPy array (or None / Python scalar) to ``framework``'s array type."""
+    if a is None or not isinstance(a, np.ndarray):
+        return a
+    if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+        a = a.copy(order="C")
+    if framework == "numpy":
+        return a
+    if framework == "torch":
+        torch = importlib.import_module("torch")
+        if _is_bf16(a):
+            t = torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            t = torch.from_dlpack(a.copy())
+        return t.to(device) if device else t
+    if framework == "jax":
+        jnp = importlib.import_module("jax.numpy")
+        jax = importlib.import_module("jax")
+        out = jnp.asarray(a)  # jax understands ml_dtypes' bfloat16 natively
+        if device:
+            out = jax.device_put(out, jax.devices(device)[0])
+        return out
+    if framework == "cupy":
+        cp = importlib.import_module("cupy")
+        if _is_bf16(a):
+            raise TypeError("cupy has no bfloat16 dtype; verify cupy candidates in float16/float32/float64")
+        return cp.asarray(a)
+    raise ValueError(f"framework: unknown {framework!r}")
+
+
+def to_numpy(x: Any) -> Any:
+    """Bring a candidate's output back to NumPy (torch/jax/cupy/anything with ``__dlpack__``)."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (bool, int, float, complex, np.generic)):
+        return np.asarray(x)
+    mod = type(x).__module__.split(".")[0]
+    if mod == "torch":
+        torch = sys.modules["torch"]  # already imported by the candidate that returned it
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype == torch.bfloat16:
+            import ml_dtypes
+
+            return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+        if t.is_complex() and t.is_conj():
+            t = t.resolve_conj()
+        return t.contiguous().numpy().copy()
+    if mod in ("jax", "jaxlib"):
+        return np.asarray(x).copy()
+    if mod == "cupy":
+        return x.get()
+    if hasattr(x, "__dlpack__"):
+        try:
+            return np.from_dlpack(x).copy()
+        except (TypeError, BufferError, RuntimeError):
+            pass
+    return np.asarray(x)

@@ -1,0 +1,417 @@
+r"""``verify(op, candidate, ...) -> Report`` and ``assert_conforms(...)``.
+
+For every case (golden, edge, and random: drawn from the op's Hypothesis
+strategy when Hypothesis is installed, else from its seeded NumPy sampler) and
+every requested dtype:
+
+1. the canonical float64 inputs are cast to the candidate's dtype (complex data
+   to complex64/complex128; index data untouched);
+2. the oracle runs on those inputs cast back up *losslessly* (so input rounding
+   is never part of the budget -- :mod:`oracles.tolerance`'s convention);
+3. the candidate runs through its adapter, in its framework (arrays converted
+   through DLPack; a framework is imported only when asked for);
+4. each output is compared with :func:`oracles.tolerance.compare` under the op's
+   derived bound (float64/float32), or, for float16/bfloat16, the same-dtype
+   baseline rule :func:`oracles.tolerance.baseline_bound` with our reference as
+   the baseline; the candidate's error is also reported as a multiple of the
+   baseline's;
+5. a failing case is *diagnosed*: the harness re-runs the oracle under each
+   alternative value of each convention and says under which one the
+   candidate would conform (the usual cause of a mismatch is a convention, not
+   a bug) and, with ``save_failures``, writes the inputs and outputs to an
+   ``.npz`` with a script that reruns the case.
+
+Probes declared by the op (causality, row locality, ...) run once per
+verification on float64 inputs.
+
+The low-precision baseline: our reference cannot run its arithmetic in
+float16/bfloat16 (NumPy has no bfloat16 einsum/solve), so "our reference in
+the candidate's dtype" is our reference run in float32 arithmetic on the
+dtype's (exactly representable) inputs with its outputs rounded to the dtype --
+the arithmetic of a kernel that stores in low precision and accumulates in
+float32, which is what float16/bfloat16 kernels do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from oracles.tolerance import baseline_bound, compare
+from oracles.verify.adapters import Adapter, get_adapter
+from oracles.verify.frameworks import lowp_dtype, parse_framework, to_framework, to_numpy
+from oracles.verify.registry import Case, OpSpec, get_op, infer_dims
+from oracles.verify.report import CaseResult, OutputResult, ProbeResult, Report, load_case, save_case
+
+__all__ = ["verify", "assert_conforms", "generate_cases", "resolve_candidate", "rerun_case", "PROFILES",
+           "DTYPES", "CandidateCall"]
+
+PROFILES = {"ci": 10, "thorough": 200}
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+LOWP = ("float16", "bfloat16")
+
+
+class _Skip(Exception):
+    pass
+
+
+def resolve_candidate(spec: str) -> Callable:
+    """``"package.module:function"`` (or ``module:Class.method``) -> the callable."""
+    if ":" not in spec:
+        raise ValueError(f"candidate: expected MODULE:FUNCTION, got {spec!r}")
+    mod_name, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(mod_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"candidate: {spec} is not callable ({type(obj).__name__})")
+    return obj
+
+
+def _candidate_name(candidate: Callable) -> str:
+    mod = getattr(candidate, "__module__", None) or type(candidate).__module__
+    qn = getattr(candidate, "__qualname__", None) or getattr(candidate, "__name__", None) or type(candidate).__name__
+    return f"{mod}:{qn}"
+
+
+# -- cases ------------------------------------------------------------------------------------------------
+
+def _hypothesis_inputs(spec: OpSpec, conv: Dict[str, Any], n: int, seed: int) -> Optional[List[Dict[str, Any]]]:
+    """``n`` input dicts drawn from the op's Hypothesis strategy (None if Hypothesis or a strategy is missing)."""
+    if spec.strategy is None:
+        return None
+    try:
+        import hypothesis
+        from hypothesis import HealthCheck, Phase, given, settings
+    except ImportError:
+        return None
+    strategy = spec.strategy(conv)
+    if strategy is None:
+        return None
+    drawn: List[Dict[str, Any]] = []
+
+    @hypothesis.seed(seed)
+    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate], derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(inp):
+        if len(drawn) < n:
+            drawn.append(inp)
+
+    collect()
+    return drawn
+
+
+def generate_cases(spec: OpSpec, conv: Dict[str, Any], *, profile: str = "ci", max_examples: Optional[int] = None,
+                   seed: int = 0, kinds: Iterable[str] = ("golden", "edge", "random")) -> List[Case]:
+    """The op's golden and edge cases for ``conv`` plus ``max_examples`` random ones (``profile``'s count by default)."""
+    kinds = tuple(kinds)
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {sorted(PROFILES)}, got {profile!r}")
+    cases = [c for c in spec.cases(conv) if c.kind in kinds]
+    n = PROFILES[profile] if max_examples is None else int(max_examples)
+    if "random" in kinds and n > 0:
+        drawn = _hypothesis_inputs(spec, conv, n, seed)
+        if drawn is not None:
+            for i, inp in enumerate(drawn):
+                cases.append(Case(spec.name, f"hypothesis-{i}", "hypothesis", inp, dict(conv), seed=seed,
+                                  note=f"Hypothesis example {i} with @seed({seed})"))
+        else:
+            for i in range(n):
+                rng = np.random.default_rng([seed, i])
+                cases.append(Case(spec.name, f"random-{i}", "random", spec.sample(rng, conv), dict(conv), seed=seed,
+                                  note=f"np.random.default_rng([{seed}, {i}])"))
+    return cases
+
+
+# -- running the candidate --------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class CandidateCall:
+    """Runs a candidate on canonical NumPy inputs; returns canonical NumPy outputs (candidate dtype)."""
+
+    spec: OpSpec
+    candidate: Callable
+    adapter: Adapter
+    conv: Dict[str, Any]
+    framework: str = "numpy"
+    device: Optional[str] = None
+
+    def __call__(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
+        dims = infer_dims(self.spec.inputs, inputs)
+        convert = lambda a: to_framework(a, self.framework, self.device)  # noqa: E731
+        ax = self.adapter.vectorize
+        if ax is None:
+            args, kwargs = self.adapter.build_call(self.spec, inputs, self.conv, dims, convert)
+            return self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy)
+        size = dims.get(ax)
+        if size is None:
+            raise ValueError(f"adapter {self.adapter.name}: vectorized axis {ax!r} is not an axis of the inputs")
+        per: List[Dict[str, Any]] = []
+        for i in range(size):
+            sl = {}
+            for a in self.spec.inputs:
+                v = inputs.get(a.name)
+                if v is None:
+                    sl[a.name] = None
+                    continue
+                pat = a.pattern_for(np.ndim(v))
+                sl[a.name] = np.take(v, i, axis=pat.index(ax)) if pat and ax in pat else v
+            args, kwargs = self.adapter.build_call(self.spec, sl, self.conv, dims, convert)
+            per.append(self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy))
+        out: Dict[str, Any] = {}
+        for o in self.spec.outputs:
+            if not per or any(o.name not in p for p in per):
+                continue
+            first = np.asarray(per[0][o.name])
+            pat = next((alt for alt in o.alternatives() if len(alt) == first.ndim + 1 and ax in alt), None)
+            if pat is None:
+                raise ValueError(f"output {o.name}: cannot place the vectorized axis {ax!r} in ({o.shape})")
+            out[o.name] = np.stack([np.asarray(p[o.name]) for p in per], axis=pat.index(ax))
+        return out
+
+
+def _cast_inputs(spec: OpSpec, inputs: Mapping[str, Any], dtype: str) -> Dict[str, Any]:
+    dt = lowp_dtype(dtype)
+    out: Dict[str, Any] = {}
+    for a in spec.inputs:
+        v = inputs.get(a.name)
+        if v is None or a.kind != "float":
+            out[a.name] = None if v is None else np.asarray(v)
+            continue
+        v = np.asarray(v)
+        if np.iscomplexobj(v):
+            if dtype in LOWP:
+                raise _Skip(f"input {a.name} is complex: float16/bfloat16 have no complex form")
+            out[a.name] = v.astype(np.complex64 if dtype == "float32" else np.complex128)
+        else:
+            out[a.name] = v.astype(np.float64).astype(dt)
+    return out
+
+
+def _upcast(inputs: Mapping[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in inputs.items():
+        if v is None:
+            out[k] = None
+            continue
+        v = np.asarray(v)
+        if np.iscomplexobj(v):
+            out[k] = v.astype(np.complex128)
+        elif v.dtype.kind in "fV" or v.dtype.name in LOWP:
+            out[k] = v.astype(np.float64)
+        else:
+            out[k] = v
+    return out
+
+
+def _compare_outputs(spec: OpSpec, cand: Mapping[str, Any], inputs_up: Mapping[str, Any], conv: Dict[str, Any],
+                     dtype: str, oracle_out: Mapping[str, Any], ref_inputs: Optional[Mapping[str, Any]] = None
+                     ) -> List[OutputResult]:
+    """Compare every output the op declares (missing required output: a failing record)."""
+    results: List[OutputResult] = []
+    if dtype in LOWP:
+        if spec.reference is None:
+            raise _Skip(f"op {spec.name} has no reference for the low-precision baseline")
+        ref = spec.reference(dict(ref_inputs), conv)
+        bounds = {}
+        base_err = {}
+        dt = lowp_dtype(dtype)
+        for name, o in oracle_out.items():
+            if name not in ref:
+                continue
+            r = np.asarray(ref[name])
+            r_lowp = r.astype(dt) if not np.iscomplexobj(r) else r
+            bounds[name] = baseline_bound(r_lowp, o, dt)
+            diff = np.abs(np.asarray(r_lowp).astype(np.float64) - np.asarray(o)) if np.size(o) else np.zeros(0)
+            base_err[name] = float(np.max(diff)) if diff.size else 0.0
+    else:
+        bounds = spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(dtype))
+        base_err = {}
+    for a in spec.outputs:
+        if a.name not in oracle_out:
+            continue
+        o = oracle_out[a.name]
+        if a.name not in cand:
+            if a.optional:
+                continue
+            from oracles.tolerance import Comparison
+
+            cmp = Comparison(False, tuple(np.shape(o)), dtype, float("inf"), None, float("inf"), None, float("inf"),
+                             float("inf"), float("inf"), 0.0, 0.0, float("inf"), None, 0, "-",
+                             message=f"the candidate did not return output {a.name}")
+            results.append(OutputResult(a.name, cmp))
+            continue
+        c = np.asarray(cand[a.name])
+        if c.dtype.name in LOWP or c.dtype.kind == "V":
+            c_cmp = c.astype(np.float64)
+        else:
+            c_cmp = c
+        cmp = compare(c_cmp, o, bounds[a.name], dtype=lowp_dtype(dtype))
+        cmp.dtype = dtype
+        br = OutputResult(a.name, cmp)
+        if a.name in base_err:
+            br.baseline_err = base_err[a.name]
+            br.baseline_multiple = (cmp.max_abs_err / base_err[a.name]) if base_err[a.name] > 0 else (
+                0.0 if cmp.max_abs_err == 0 else float("inf"))
+        results.append(br)
+    return results
+
+
+def _diagnose(spec: OpSpec, cand: Mapping[str, Any], inputs_up, conv, dtype, oracle_out, ref_inputs,
+              results: List[OutputResult]) -> str:
+    """Say why a case fails: a different convention under which it would pass, or non-finite values."""
+    reasons = []
+    nf = [r.output for r in results if r.comparison.nonfinite]
+    if nf:
+        reasons.append(f"NaN/Inf in {', '.join(nf)} where the oracle is finite")
+    shape_bad = [r.comparison.message for r in results if "shape mismatch" in (r.comparison.message or "")]
+    if shape_bad:
+        reasons.append("; ".join(f"layout: {m} (wrong adapter or axis order?)" for m in shape_bad))
+    for c in spec.conventions:
+        if not c.choices or len(c.choices) < 2:
+            continue
+        for alt in c.choices:
+            if alt == conv[c.name]:
+                continue
+            conv2 = dict(conv, **{c.name: alt})
+            try:
+                o2 = spec.oracle(dict(inputs_up), conv2)
+                r2 = _compare_outputs(spec, cand, inputs_up, conv2, dtype, o2, ref_inputs)
+            except Exception:  # the alternative may not apply to these inputs
+                continue
+            if r2 and all(r.passed for r in r2):
+                reasons.append(f"the candidate conforms under convention {c.name}={alt!r} instead of "
+                               f"{conv[c.name]!r} ({c.doc})")
+    if not reasons:
+        bad = [r for r in results if not r.passed]
+        if bad:
+            r = bad[0]
+            reasons.append(f"{r.output} exceeds its bound {r.comparison.worst_ratio:.3g}x at {r.comparison.worst_index}; "
+                           "no single other convention explains it")
+    return "; ".join(reasons)
+
+
+def _run_case(spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: Dict[str, Any], meta: dict,
+              save_failures: Optional[str], diagnose: bool) -> CaseResult:
+    res = CaseResult(case.case_id, case.kind, dtype, dict(conv), case.shapes(), case.seed, note=case.note)
+    try:
+        x = _cast_inputs(spec, case.inputs, dtype)
+    except _Skip as s:
+        res.skipped = str(s)
+        return res
+    x_up = _upcast(x)
+    ref_inputs = None
+    if dtype in LOWP:
+        ref_inputs = {k: (None if v is None else (v.astype(np.float32) if v.dtype.kind == "f" else v))
+                      for k, v in x_up.items()}
+    oracle_out = spec.oracle(dict(x_up), conv)
+    cand: Dict[str, Any] = {}
+    try:
+        cand = call(x)
+    except Exception as exc:  # the candidate failed on this case: an error row with where it happened
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+        res.error = f"{type(exc).__name__}: {exc}{where}"
+    if res.error is None:
+        try:
+            res.outputs = _compare_outputs(spec, cand, x_up, conv, dtype, oracle_out, ref_inputs)
+        except _Skip as s:
+            res.skipped = str(s)
+            return res
+        if not res.outputs:
+            res.error = "the candidate returned none of the op's outputs " + str([a.name for a in spec.outputs])
+        elif not res.passed and diagnose:
+            res.diagnosis = _diagnose(spec, cand, x_up, conv, dtype, oracle_out, ref_inputs, res.outputs)
+    if not res.passed and save_failures:
+        res.repro = save_case(save_failures, meta, case.case_id, dtype, x, conv, oracle_out, cand)
+    return res
+
+
+def _merge_conventions(spec: OpSpec, adapter: Adapter, conventions: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    given = dict(conventions or {})
+    for k, v in adapter.implies.items():
+        if k in given and given[k] != v:
+            raise ValueError(f"conventions: adapter {adapter.name} implies {k}={v!r}, but {k}={given[k]!r} was asked for")
+        given[k] = v
+    return spec.resolve_conventions(given)
+
+
+def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str] = None,
+           conventions: Optional[Mapping[str, Any]] = None, dtype: Union[str, Sequence[str]] = "float64",
+           framework: Optional[str] = None, profile: str = "ci", max_examples: Optional[int] = None, seed: int = 0,
+           kinds: Iterable[str] = ("golden", "edge", "random"), cases: Optional[Sequence[Case]] = None,
+           save_failures: Optional[str] = None, probes: bool = True, diagnose: bool = True,
+           candidate_name: Optional[str] = None) -> Report:
+    """Verify ``candidate`` against the oracle of ``op`` under named ``conventions``.
+
+    Parameters
+    ----------
+    op : name of an op spec (``refimpl ops`` lists them) or an :class:`OpSpec`.
+    candidate : the function under test.  Called through ``adapter`` (default:
+        the op's canonical signature) with arrays of ``framework``
+        (``"numpy"``, ``"torch"``, ``"torch:cuda"``, ``"jax"``, ``"cupy"``).
+    conventions : the conventions the candidate claims to implement (defaults: the op's).
+    dtype : one name or a list of ``float64``, ``float32``, ``float16``, ``bfloat16``.
+    profile, max_examples, seed : how many random cases, and their seed.
+    kinds : which cases: ``golden``, ``edge``, ``random``.  ``cases`` replaces them.
+    save_failures : a directory for failing cases' ``.npz`` and rerun scripts.
+    """
+    spec = op if isinstance(op, OpSpec) else get_op(op)
+    ad = get_adapter(spec.name, adapter)
+    conv = _merge_conventions(spec, ad, conventions)
+    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {d!r}")
+    fw, device = parse_framework(framework)
+    name = candidate_name or _candidate_name(candidate)
+    call = CandidateCall(spec, candidate, ad, conv, fw, device)
+    report = Report(spec.name, name, ad.name, framework or "numpy", conv, dtypes, seed=seed, profile=profile)
+    meta = {"op": spec.name, "candidate": name, "adapter": ad.name, "framework": framework or "numpy", "seed": seed}
+    todo = list(cases) if cases is not None else generate_cases(spec, conv, profile=profile,
+                                                                 max_examples=max_examples, seed=seed, kinds=kinds)
+    for d in dtypes:
+        if d in LOWP and not spec.lowp:
+            for c in todo:
+                report.cases.append(CaseResult(c.case_id, c.kind, d, conv, c.shapes(), c.seed,
+                                               skipped=f"op {spec.name} has no low-precision rule"))
+            continue
+        for c in todo:
+            report.cases.append(_run_case(spec, call, c, d, conv, meta, save_failures, diagnose))
+    if probes:
+        for p in spec.probes:
+            if not p.applies(conv):
+                continue
+            try:
+                ok, msg = p.run(call, spec, conv, np.random.default_rng([seed, 7919]))
+            except Exception as exc:
+                ok, msg = False, f"the probe could not run the candidate: {type(exc).__name__}: {exc}"
+            report.probes.append(ProbeResult(p.name, bool(ok), msg, p.doc))
+    return report
+
+
+def assert_conforms(op, candidate, **kwargs) -> Report:
+    """:func:`verify`, raising ``AssertionError`` with the text report unless every case and probe passes."""
+    report = verify(op, candidate, **kwargs)
+    if not report.passed:
+        raise AssertionError(report.to_text())
+    return report
+
+
+def rerun_case(case: Mapping[str, Any], candidate: Optional[Callable] = None) -> Report:
+    """Rerun a case loaded with :func:`oracles.verify.load_case` (candidate imported by name unless given)."""
+    meta = case["meta"]
+    cand = candidate or resolve_candidate(meta["candidate"])
+    spec = get_op(meta["op"])
+    up = _upcast(case["inputs"])
+    c = Case(spec.name, meta["case_id"], "saved", up, dict(meta["conventions"]), seed=meta.get("seed"))
+    return verify(spec, cand, adapter=meta.get("adapter"), conventions=meta["conventions"], dtype=meta["dtype"],
+                  framework=None if meta.get("framework") in (None, "numpy") else meta["framework"], cases=[c],
+                  probes=False, candidate_name=meta["candidate"])
+
+
+__all__ += ["load_case"]

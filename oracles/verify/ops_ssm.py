@@ -1,0 +1,474 @@
+r"""Op specs for the SSM core: ``ssm.discretize`` and ``ssm.lti``.
+
+ssm.discretize
+--------------
+Canonical: ``fn(A, B, dt, C=None, D=None) -> (A_bar, B_bar[, C_d, D_d])`` with ``A``
+``(h n n)`` (or ``(h n)`` when ``diagonal=True``), ``B`` ``(h n m)``, ``C`` ``(h p n)``,
+``D`` ``(h p m)``, ``dt`` a positive scalar.  Conventions: ``method`` (zoh, bilinear,
+gbt with ``alpha``, forward/backward Euler, Mamba's mix), ``diagonal``, and the
+``output`` convention for ``C_d, D_d``: ``"s4"`` keeps ``C, D`` (the discrete
+output is ``y_k = C h_k + D x_k``), ``"shifted"`` is scipy's
+``cont2discrete``: for the gbt family ``C_d = C (I - alpha dt A)^{-1}``,
+``D_d = D + alpha C B_bar`` (a half-step-shifted state); zoh keeps ``C, D``.
+
+Oracles (independent of ``refimpl``): ZOH and Mamba's ``A_bar`` by the Van Loan
+block exponential (:func:`oracles.ssm.van_loan_zoh`); the gbt family (bilinear,
+gbt, forward and backward Euler) from its closed form evaluated in mpmath at 40
+digits (exact to float64: the bound then has no oracle share beyond the final
+rounding).
+
+ssm.lti
+-------
+Canonical: ``fn(A_bar, B_bar, C, D, x, h0=None) -> (y, h_last)`` in the layout of
+:mod:`refimpl.ssm.lti` (``x`` ``(b l h m)``, ``y`` ``(b l h p)``, ``h0``/``h_last``
+``(b h n)``; ``h0`` is the state *before* step 0).  Oracle: the dense
+time-varying operator (:func:`oracles.ssm.apply_dense`); bound:
+:func:`oracles.ssm.lti_bound`.  Probe: causality.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List
+
+import numpy as np
+
+from oracles.ssm import apply_dense, expm_bound, lti_bound, random_stable_system, van_loan_zoh
+from oracles.tolerance import Bound, componentwise_bound, conditioned_bound, gamma
+from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, register_adapter
+from oracles.verify.probes import causality_probe
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+
+OP_DISCRETIZE = "ssm.discretize"
+OP_LTI = "ssm.lti"
+
+_GBT_ALPHA = {"bilinear": 0.5, "forward_euler": 0.0, "backward_euler": 1.0}
+METHODS = ("zoh", "bilinear", "gbt", "forward_euler", "backward_euler", "mamba")
+
+
+def _alpha(conv) -> float:
+    return float(conv["alpha"]) if conv["method"] == "gbt" else _GBT_ALPHA[conv["method"]]
+
+
+def _dense(A, diagonal):
+    A = np.asarray(A)
+    if not diagonal:
+        return A
+    out = np.zeros(A.shape + (A.shape[-1],), dtype=A.dtype)
+    i = np.arange(A.shape[-1])
+    out[..., i, i] = A
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.discretize: oracle
+# ----------------------------------------------------------------------------------------------------------
+
+def _gbt_mpmath(A, B, C, D, dt, alpha):
+    """``(A_bar, B_bar, C_d, D_d)`` of the gbt transform of one system, in mpmath (40 digits), as complex128."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        n, m = B.shape
+        mA = mpmath.matrix(A.tolist())
+        I = mpmath.eye(n)
+        a = mpmath.mpf(alpha)
+        h = mpmath.mpf(float(dt))
+        M = I - a * h * mA  # I - alpha dt A
+        R = I + (1 - a) * h * mA  # I + (1 - alpha) dt A
+        Minv = mpmath.inverse(M)  # exact enough at 40 digits (not a floating-point algorithm under test)
+        # A_bar = (I - alpha dt A)^{-1} (I + (1 - alpha) dt A);  B_bar = (I - alpha dt A)^{-1} dt B
+        Ab = Minv * R
+        Bb = Minv * (h * mpmath.matrix(B.tolist()))
+        out = [np.array(Ab.tolist(), dtype=np.complex128), np.array(Bb.tolist(), dtype=np.complex128)]
+        if C is not None:
+            # scipy's shifted state:  C_d = C (I - alpha dt A)^{-1};  D_d = D + alpha C B_bar
+            mC = mpmath.matrix(C.tolist())
+            out.append(np.array((mC * Minv).tolist(), dtype=np.complex128))
+            if D is not None:
+                out.append(np.array((mpmath.matrix(D.tolist()) + a * mC * Bb).tolist(), dtype=np.complex128))
+        return out
+
+
+def _real_if(x, *like):
+    return x if any(np.iscomplexobj(a) for a in like if a is not None) else x.real.astype(np.float64)
+
+
+def discretize_oracle(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    A, B, dt = np.asarray(inp["A"]), np.asarray(inp["B"]), float(np.asarray(inp["dt"]))
+    C, D = inp.get("C"), inp.get("D")
+    method, diag = conv["method"], bool(conv["diagonal"])
+    h, n, m = B.shape
+    Ab = np.zeros(A.shape, dtype=np.complex128)
+    Bb = np.zeros(B.shape, dtype=np.complex128)
+    Cd = None if C is None else np.zeros(np.shape(C), dtype=np.complex128)
+    Dd = None if D is None else np.zeros(np.shape(D), dtype=np.complex128)
+    for c in range(h):
+        if method in ("zoh", "mamba"):
+            a_c, b_c = van_loan_zoh(A[c], B[c], dt, diagonal=diag)
+            Ab[c] = np.diagonal(a_c) if diag else a_c
+            # mamba: B_bar = dt B (Euler for B), exact up to one rounding
+            Bb[c] = b_c if method == "zoh" else dt * B[c]
+            if Cd is not None:
+                Cd[c] = C[c]
+            if Dd is not None:
+                Dd[c] = D[c]
+        else:
+            res = _gbt_mpmath(_dense(A[c], diag), B[c], None if C is None else np.asarray(C)[c],
+                              None if D is None else np.asarray(D)[c], dt, _alpha(conv))
+            Ab[c] = np.diagonal(res[0]) if diag else res[0]
+            Bb[c] = res[1]
+            if Cd is not None:
+                Cd[c] = res[2] if conv["output"] == "shifted" else C[c]
+            if Dd is not None:
+                Dd[c] = res[3] if conv["output"] == "shifted" else D[c]
+    out = {"A_bar": _real_if(Ab, A, B), "B_bar": _real_if(Bb, A, B)}
+    if Cd is not None:
+        out["C_d"] = _real_if(Cd, A, B, C)
+    if Dd is not None:
+        out["D_d"] = _real_if(Dd, A, B, C, D)
+    return out
+
+
+def discretize_bounds(inp, out, conv, dtype) -> Dict[str, Bound]:
+    r"""Bounds per output.
+
+    * zoh / mamba's ``A_bar``: :func:`oracles.ssm.expm_bound` (condition number of the Van Loan
+      exponential times a backward error ``gamma_{n+m}``, both sides).  Mamba's ``B_bar = dt B``:
+      one rounding, ``gamma_1 |dt B|`` per side.
+    * gbt family: a candidate solves ``M X = R`` with ``M = I - alpha dt A``; LU with partial
+      pivoting is backward stable with ``|dM| <= gamma_{3n} |L||U|`` (Higham Thm 9.4, small growth
+      for these well-conditioned ``M``) and forming ``M``, ``R`` rounds each entry (``<= 2u``), so
+      ``||dX||_F <= cond_2(M) gamma_{3n+2} ||X||_F`` (Higham 7.1); the oracle is mpmath (its share is
+      the final rounding to float64, ``gamma_1(float64) |X|``).  ``C_d = C M^{-1}`` likewise; ``D_d =
+      D + alpha C B_bar`` adds ``alpha ||C||_F`` times ``B_bar``'s bound and ``gamma_{n+2}`` of the sum.
+    * ``C_d, D_d`` under ``s4`` (and zoh/mamba): copies, one rounding allowed.
+    """
+    A, B, dt = np.asarray(inp["A"]), np.asarray(inp["B"]), float(np.asarray(inp["dt"]))
+    C, D = inp.get("C"), inp.get("D")
+    method, diag = conv["method"], bool(conv["diagonal"])
+    h, n, m = B.shape
+    bA = np.zeros(np.shape(out["A_bar"]))
+    bB = np.zeros(np.shape(out["B_bar"]))
+    bC = None if C is None else np.zeros(np.shape(C))
+    bD = None if D is None else np.zeros(np.shape(D))
+    src = ""
+    for c in range(h):
+        if method in ("zoh", "mamba"):
+            ea, eb = expm_bound(A[c], B[c] if method == "zoh" else np.zeros_like(B[c]), dt, dtype, diagonal=diag)
+            bA[c] = ea.max()
+            if method == "zoh":
+                bB[c] = eb.max()
+                src = ea.source
+            else:
+                bB[c] = componentwise_bound(np.abs(dt * B[c]), 1, dtype, what="B_bar = dt B, one rounding").values
+                src = ea.source + "; B_bar = dt B: gamma_1 |dt B|"
+            if bC is not None:
+                bC[c] = gamma(1, dtype) * np.abs(C[c])
+            if bD is not None:
+                bD[c] = gamma(1, dtype) * np.abs(D[c])
+        else:
+            a = _alpha(conv)
+            M = np.eye(n) - a * dt * _dense(A[c], diag)
+            kappa = float(np.linalg.cond(M))
+            k = 3 * n + 2
+            g = gamma(k, dtype)
+            nA = np.linalg.norm(np.asarray(out["A_bar"][c]))
+            nB = np.linalg.norm(np.asarray(out["B_bar"][c]))
+            bA[c] = kappa * g * nA + gamma(1, np.float64) * np.abs(out["A_bar"][c])
+            bB[c] = kappa * g * nB + gamma(1, np.float64) * np.abs(out["B_bar"][c])
+            src = (f"conditioned solve: cond_2(I - alpha dt A) x gamma_{{3n+2}}({np.dtype(dtype).name}) x ||X||_F "
+                   "(Higham Thm 9.4 and 7.1) + the mpmath oracle's final rounding")
+            if bC is not None:
+                if conv["output"] == "shifted":
+                    nC = np.linalg.norm(np.asarray(out["C_d"][c]))
+                    bC[c] = kappa * g * nC + gamma(1, np.float64) * np.abs(out["C_d"][c])
+                else:
+                    bC[c] = gamma(1, dtype) * np.abs(C[c])
+            if bD is not None:
+                if conv["output"] == "shifted":
+                    mag = np.abs(D[c]) + a * np.abs(C[c]) @ np.abs(out["B_bar"][c])
+                    bD[c] = (a * np.linalg.norm(C[c]) * kappa * g * nB + gamma(n + 2, dtype) * mag
+                             + gamma(1, np.float64) * np.abs(out["D_d"][c]))
+                else:
+                    bD[c] = gamma(1, dtype) * np.abs(D[c])
+    res = {"A_bar": Bound(bA, src), "B_bar": Bound(bB, src)}
+    shifted = conv["output"] == "shifted" and method not in ("zoh", "mamba")
+    if bC is not None:
+        res["C_d"] = Bound(bC, ("C_d = C (I - alpha dt A)^-1: " + src) if shifted else "C_d = C (a copy): gamma_1 |C|")
+    if bD is not None:
+        res["D_d"] = Bound(bD, ("D_d = D + alpha C B_bar: alpha ||C||_F x bound(B_bar) + gamma_{n+2} |D + alpha C B_bar| ["
+                                + src + "]") if shifted else "D_d = D (a copy): gamma_1 |D|")
+    return res
+
+
+def discretize_reference(inp, conv):
+    """Our literal reference (``refimpl.ssm.discretize``), for the low-precision baseline only."""
+    from refimpl.ssm.discretize import discretize
+
+    A, B = inp["A"], inp["B"]
+    dt = np.asarray(inp["dt"]).astype(np.result_type(np.asarray(A).real.dtype, np.float32))
+    Ab, Bb = discretize(A, B, dt, conv["method"], alpha=conv["alpha"] if conv["method"] == "gbt" else None,
+                        diagonal=bool(conv["diagonal"]))
+    out = {"A_bar": Ab, "B_bar": Bb}
+    C, D = inp.get("C"), inp.get("D")
+    if C is not None and conv["output"] == "shifted" and conv["method"] not in ("zoh", "mamba"):
+        a = _alpha(conv)
+        h, n, _ = np.shape(B)
+        M = np.eye(n, dtype=Ab.dtype) - a * dt * _dense(A, conv["diagonal"])
+        out["C_d"] = np.swapaxes(np.linalg.solve(np.swapaxes(M, -1, -2), np.swapaxes(C, -1, -2)), -1, -2)
+        if D is not None:
+            out["D_d"] = D + a * np.einsum("hpn,hnm->hpm", C, Bb)
+    else:
+        if C is not None:
+            out["C_d"] = C
+        if D is not None:
+            out["D_d"] = D
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.discretize: cases
+# ----------------------------------------------------------------------------------------------------------
+
+def _system(rng, conv, h, n, m, p, complex_=False, scale=1.0):
+    diag = bool(conv["diagonal"])
+    A, B, C, D = random_stable_system(rng, h, n, m, p, diagonal=diag, complex_=complex_ and diag, scale=scale)
+    if not (complex_ and diag):
+        B, C = B.real, C.real
+    return A, B, C, D
+
+
+def discretize_sample(rng: np.random.Generator, conv) -> Dict[str, Any]:
+    h, n, m, p = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    cplx = bool(conv["diagonal"]) and bool(rng.integers(0, 2))
+    A, B, C, D = _system(rng, conv, h, n, m, p, complex_=cplx)
+    dt = float(10.0 ** rng.uniform(-3, 0.3))
+    return {"A": A, "B": B, "dt": np.asarray(dt), "C": C, "D": D}
+
+
+def discretize_strategy(conv):
+    from hypothesis import strategies as st
+
+    @st.composite
+    def inputs(draw):
+        seed = draw(st.integers(0, 2**32 - 1))
+        return discretize_sample(np.random.default_rng(seed), conv)
+
+    return inputs()
+
+
+def discretize_cases(conv) -> List[Case]:
+    diag = bool(conv["diagonal"])
+    cases = []
+
+    def add(cid, kind, A, B, dt, C, D, note):
+        cases.append(Case(OP_DISCRETIZE, cid, kind, {"A": np.asarray(A), "B": np.asarray(B), "dt": np.asarray(float(dt)),
+                                                     "C": np.asarray(C), "D": np.asarray(D)}, dict(conv), note=note))
+
+    if diag:
+        add("golden-diag", "golden", [[-1.0, -0.5, -2.0]], [[[1.0], [0.5], [2.0]]], 0.1, [[[1.0, -1.0, 0.5]]], [[[0.25]]],
+            "three real decay rates, dt 0.1")
+        add("golden-diag-complex", "golden", [[-0.5 + 2j, -0.5 - 2j]], [[[1.0 + 0j], [1.0 + 0j]]], 0.05,
+            [[[0.5 - 0.25j, 0.5 + 0.25j]]], [[[0.0]]], "a conjugate pair (S4D-style complex diagonal)")
+        add("edge-A-zero", "edge", [[0.0, -1e-12]], [[[1.0], [1.0]]], 0.5, [[[1.0, 1.0]]], [[[1.0]]],
+            "A -> 0: ZOH's B_bar -> dt B exactly (the accumulator); the A^{-1}(e^{dtA} - I) formula breaks here")
+        add("edge-stiff", "edge", [[-50.0, -0.01]], [[[1.0], [1.0]]], 1.0, [[[1.0, 1.0]]], [[[0.0]]],
+            "stiff: dt |A| = 50 (A_bar ~ e^-50) next to dt |A| = 0.01")
+    else:
+        add("golden-oscillator", "golden", [[[0.0, 1.0], [-2.0, -0.5]]], [[[0.0], [1.0]]], 0.1, [[[1.0, 0.0]]], [[[0.0]]],
+            "damped oscillator x'' + 0.5 x' + 2 x = u, dt 0.1")
+        add("golden-two-channels", "golden", [[[-1.0, 0.5], [0.0, -2.0]], [[-0.3, 1.0], [-1.0, -0.3]]],
+            [[[1.0, 0.0], [0.5, 1.0]], [[0.0, 1.0], [1.0, 0.0]]], 0.25, [[[1.0, 2.0]], [[0.0, 1.0]]],
+            [[[0.5, 0.0]], [[0.0, 0.0]]], "two channels, m = 2 inputs")
+        add("edge-A-zero", "edge", [[[0.0, 0.0], [0.0, 0.0]]], [[[1.0], [2.0]]], 0.5, [[[1.0, 1.0]]], [[[1.0]]],
+            "A = 0: ZOH's B_bar = dt B exactly; an A^{-1} formula divides by zero")
+        add("edge-A-tiny", "edge", [[[-1e-9, 1e-9], [0.0, -2e-9]]], [[[1.0], [1.0]]], 1.0, [[[1.0, 0.0]]], [[[0.0]]],
+            "A -> 0: cancellation in e^{dtA} - I unless phi1 is evaluated stably")
+        add("edge-n1", "edge", [[[-3.0]]], [[[2.0, -1.0]]], 2.0, [[[1.0]]], [[[0.0, 0.0]]], "n = 1, m = 2, dt |A| = 6")
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.lti
+# ----------------------------------------------------------------------------------------------------------
+
+def lti_oracle(inp, conv):
+    y, hL = apply_dense(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], h0=inp.get("h0"),
+                        diagonal=bool(conv["diagonal"]))
+    cplx = any(np.iscomplexobj(inp[k]) for k in inp if inp[k] is not None and np.asarray(inp[k]).dtype.kind in "fc")
+    if not cplx:
+        y, hL = y.real, hL.real
+    return {"y": y, "h_last": hL}
+
+
+def lti_bounds(inp, out, conv, dtype):
+    by, bh = lti_bound(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], dtype, h0=inp.get("h0"),
+                       diagonal=bool(conv["diagonal"]))
+    return {"y": by, "h_last": bh}
+
+
+def lti_reference(inp, conv):
+    from refimpl.ssm.lti import recurrent
+
+    y, hL = recurrent(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], h0=inp.get("h0"),
+                      diagonal=bool(conv["diagonal"]), return_state=True)
+    return {"y": y, "h_last": hL}
+
+
+def _zoh_diag(A, B, dt):
+    """Discrete diagonal system for test inputs (Van Loan per channel; inputs only, not an oracle)."""
+    Ab = np.exp(dt * A)
+    Bb = np.stack([van_loan_zoh(A[c], B[c], dt, diagonal=True)[1] for c in range(A.shape[0])])
+    return Ab, Bb
+
+
+def lti_sample(rng, conv, L=None):
+    diag = bool(conv["diagonal"])
+    h, n, m, p, b = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 3)),
+                     int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    L = int(rng.choice([0, 1, 2, 3, 7, 16, 17])) if L is None else L
+    cplx = diag and bool(rng.integers(0, 2))
+    A, B, C, D = random_stable_system(rng, h, n, m, p, diagonal=diag, complex_=cplx)
+    dt = float(10.0 ** rng.uniform(-2, 0))
+    if diag:
+        Ab, Bb = _zoh_diag(A, B, dt)
+    else:
+        Ab = np.stack([van_loan_zoh(A[c], B[c], dt)[0] for c in range(h)])
+        Bb = np.stack([van_loan_zoh(A[c], B[c], dt)[1] for c in range(h)])
+    x = rng.standard_normal((b, L, h, m))
+    h0 = rng.standard_normal((b, h, n)) + (1j * rng.standard_normal((b, h, n)) if cplx else 0)
+    return {"A_bar": Ab, "B_bar": Bb, "C": C, "D": D, "x": x, "h0": h0}
+
+
+def lti_strategy(conv):
+    from hypothesis import strategies as st
+
+    try:
+        from oracles.strategies.ssm import lti_cases
+    except ImportError:
+        lti_cases = None
+    diag = bool(conv["diagonal"])
+    if lti_cases is None:
+        return st.integers(0, 2**32 - 1).map(lambda s: lti_sample(np.random.default_rng(s), conv))
+
+    def to_inputs(c):
+        # the family's strategy draws a continuous system; discretize it by Van Loan (test input only)
+        h = c.B.shape[0]
+        if c.diagonal:
+            Ab = np.exp(c.dt[:, None] * c.A)
+            Bb = np.stack([van_loan_zoh(c.A[k], c.B[k], c.dt[k], diagonal=True)[1] for k in range(h)])
+        else:
+            pairs = [van_loan_zoh(c.A[k], c.B[k], c.dt[k]) for k in range(h)]
+            Ab, Bb = np.stack([p_[0] for p_ in pairs]), np.stack([p_[1] for p_ in pairs])
+        return {"A_bar": Ab, "B_bar": Bb, "C": c.C, "D": c.D, "x": c.x, "h0": c.h0}
+
+    return lti_cases().filter(lambda c: c.diagonal == diag).map(to_inputs)
+
+
+def lti_cases_fn(conv) -> List[Case]:
+    out = []
+    for cid, kind, L, note in (("edge-L0", "edge", 0, "L = 0: empty output, final state = h0"),
+                               ("edge-L1", "edge", 1, "L = 1"),
+                               ("golden-L17", "golden", 17, "seeded system, L = 17 (odd, not a power of two)"),
+                               ("edge-long", "edge", 300, "long sequence, L = 300")):
+        rng = np.random.default_rng([2024, L])
+        inp = lti_sample(rng, conv, L=L)
+        out.append(Case(OP_LTI, cid, kind, inp, dict(conv), seed=2024, note=note))
+    return out
+
+
+register_op(OpSpec(
+    name=OP_DISCRETIZE,
+    summary="continuous (A, B[, C, D]) -> discrete (A_bar, B_bar[, C_d, D_d]) with the method named",
+    inputs=(Arg("A", "h n n | h n", "continuous state matrix (dense, or its diagonal when diagonal=True)"),
+            Arg("B", "h n m", "input matrix"),
+            Arg("dt", "", "step (a positive scalar)"),
+            Arg("C", "h p n", "output matrix (only needed to check C_d)", optional=True),
+            Arg("D", "h p m", "feedthrough (only needed to check D_d)", optional=True)),
+    outputs=(Arg("A_bar", "h n n | h n"), Arg("B_bar", "h n m"),
+             Arg("C_d", "h p n", optional=True), Arg("D_d", "h p m", optional=True)),
+    conventions=(
+        Convention("method", "zoh", "discretization: zoh (exact for held input), bilinear (Tustin), gbt(alpha), "
+                   "forward/backward Euler, mamba (A by ZOH, B by Euler: B_bar = dt B)", METHODS),
+        Convention("alpha", 0.5, "the gbt parameter in [0, 1] (only for method='gbt')"),
+        Convention("diagonal", False, "A given as its diagonal (h n) instead of dense (h n n)", (False, True)),
+        Convention("output", "s4", "C_d, D_d: 's4' keeps C and D (S4's convention); 'shifted' is scipy's "
+                   "half-step-shifted state for the gbt family (C_d = C (I - alpha dt A)^-1, D_d = D + alpha C B_bar)",
+                   ("s4", "shifted")),
+    ),
+    oracle=discretize_oracle,
+    bounds=discretize_bounds,
+    cases=discretize_cases,
+    sample=discretize_sample,
+    strategy=discretize_strategy,
+    reference=discretize_reference,
+    complex_inputs=("A", "B", "C"),
+    module=__name__,
+    notes="oracles: Van Loan block exponential (zoh, mamba) and the closed form in mpmath (gbt family)",
+))
+
+register_op(OpSpec(
+    name=OP_LTI,
+    summary="the discrete linear SSM h_t = A_bar h_{t-1} + B_bar x_t, y_t = C h_t + D x_t (any view)",
+    inputs=(Arg("A_bar", "h n n | h n"), Arg("B_bar", "h n m"), Arg("C", "h p n"), Arg("D", "h p m", optional=True),
+            Arg("x", "b l h m"), Arg("h0", "b h n", "the state before step 0", optional=True)),
+    outputs=(Arg("y", "b l h p"), Arg("h_last", "b h n", "h_{L-1} (h0 when L = 0)", optional=True)),
+    conventions=(Convention("diagonal", False, "A_bar given as its diagonal (h n)", (False, True)),),
+    oracle=lti_oracle,
+    bounds=lti_bounds,
+    cases=lti_cases_fn,
+    sample=lti_sample,
+    strategy=lti_strategy,
+    reference=lti_reference,
+    probes=(causality_probe({"x": "l"}, {"y": "l"}),),
+    complex_inputs=("A_bar", "B_bar", "C", "h0"),
+    module=__name__,
+    notes="oracle: the dense time-varying operator (oracles.ssm.apply_dense); bound: oracles.ssm.lti_bound",
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# adapters
+# ----------------------------------------------------------------------------------------------------------
+
+_SCIPY_NAMES = {"zoh": "zoh", "bilinear": "bilinear", "gbt": "gbt", "forward_euler": "euler",
+                "backward_euler": "backward_diff"}
+
+
+def _scipy_method(conv):
+    if conv["method"] == "mamba":
+        raise ValueError("scipy.signal.cont2discrete has no Mamba mix (A by ZOH, B by Euler)")
+    return _SCIPY_NAMES[conv["method"]]
+
+
+register_adapter(Adapter(
+    name="scipy.cont2discrete",
+    op=OP_DISCRETIZE,
+    doc="scipy.signal.cont2discrete((A, B, C, D), dt, method, alpha) -> (Ad, Bd, Cd, Dd, dt): one unbatched dense "
+        "system per call (looped over h), method names zoh/bilinear/gbt/euler/backward_diff.  Its C_d, D_d follow "
+        "output='shifted' (verify with --conv output=shifted); under S4's output='s4' they are reported as a deviation",
+    args=(Group(In("A"), In("B"), In("C"), In("D")), In("dt", scalar=True)),
+    kwargs={"method": Conv(_scipy_method), "alpha": Conv(lambda c: c["alpha"] if c["method"] == "gbt" else None)},
+    outputs=(Out("A_bar", 0), Out("B_bar", 1), Out("C_d", 2), Out("D_d", 3)),
+    implies={"diagonal": False},
+    vectorize="h",
+))
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP_DISCRETIZE,
+    doc="refimpl.ssm.discretize.discretize(A, B, dt, method, alpha=..., diagonal=...) -> (A_bar, B_bar)",
+    args=(In("A"), In("B"), In("dt"), Conv(lambda c: c["method"])),
+    kwargs={"alpha": Conv(lambda c: c["alpha"] if c["method"] == "gbt" else None),
+            "diagonal": Conv(lambda c: bool(c["diagonal"]))},
+    outputs=(Out("A_bar", 0), Out("B_bar", 1)),
+))
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP_LTI,
+    doc="refimpl.ssm.lti views: fn(A_bar, B_bar, C, D, x, h0=..., diagonal=..., return_state=True) -> (y, h_last)",
+    args=(In("A_bar"), In("B_bar"), In("C"), In("D"), In("x")),
+    kwargs={"h0": In("h0"), "diagonal": Conv(lambda c: bool(c["diagonal"])), "return_state": Const(True)},
+    outputs=(Out("y", 0), Out("h_last", 1)),
+))

@@ -1,0 +1,111 @@
+"""Structural probes shared by op specs: causality / row locality along a sequence axis.
+
+A causal map's outputs at positions ``< t0`` do not depend on inputs at
+positions ``>= t0``.  The probe perturbs the later inputs and requires the
+earlier outputs to agree within the sum of the two runs' derived bounds (each
+run is within its bound of the same exact value), so a kernel whose rounding
+legitimately mixes positions (an FFT convolution) passes and one whose math
+does not (a stabilizer taken over all positions) fails with the size of the
+dependence.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from oracles.verify.registry import Probe
+
+__all__ = ["causality_probe"]
+
+
+def _seq_len(x, spec, seq_inputs) -> int:
+    args = {a.name: a for a in spec.inputs}
+    for nm, ax in seq_inputs.items():
+        v = x.get(nm)
+        if v is not None:
+            pat = args[nm].pattern_for(np.ndim(v))
+            return int(np.shape(v)[pat.index(ax)])
+    return 0
+
+
+def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, name: str = "causality",
+                    doc: str = "", why: str = "", applies=lambda conv: True, local: bool = False) -> Probe:
+    """A probe: outputs at positions ``< t0`` must not change when inputs at ``>= t0`` change.
+
+    ``seq_inputs``/``seq_outputs`` map argument names to the name of their sequence axis.
+    ``local=True`` checks row locality instead: each output position depends only
+    on the same input position, so *any* other position's change must not matter
+    (a feature map applied per position).  ``why`` is appended to a failure.
+    """
+
+    def run(call, spec, conv, rng) -> Tuple[bool, str]:
+        # a sample long enough to split (samplers draw L from a small ladder; retry a few times)
+        for _ in range(50):
+            x = spec.sample(rng, conv)
+            if _seq_len(x, spec, seq_inputs) >= 4:
+                break
+        x = {k: (None if v is None else np.asarray(v, dtype=np.result_type(np.asarray(v).dtype, np.float64))
+                 if np.asarray(v).dtype.kind in "fc" else v) for k, v in x.items()}
+        args = {a.name: a for a in spec.inputs}
+        # the sequence length: from the first sequence input present
+        L = None
+        for nm, ax in seq_inputs.items():
+            v = x.get(nm)
+            if v is not None:
+                pat = args[nm].pattern_for(np.ndim(v))
+                L = np.shape(v)[pat.index(ax)]
+                break
+        if L is None or L < 2:
+            return True, "not applicable: sequence shorter than 2"
+        t0 = L // 2
+        x2 = dict(x)
+        for nm, ax in seq_inputs.items():
+            v = x.get(nm)
+            if v is None:
+                continue
+            pat = args[nm].pattern_for(np.ndim(v))
+            axis = pat.index(ax)
+            v2 = np.array(v, copy=True)
+            idx = [slice(None)] * v2.ndim
+            if local:
+                idx[axis] = slice(1, None)  # every position but 0
+            else:
+                idx[axis] = slice(t0, None)
+            noise = rng.standard_normal(v2[tuple(idx)].shape)
+            v2[tuple(idx)] = v2[tuple(idx)] + (np.abs(v2[tuple(idx)]) + 1.0) * noise
+            x2[nm] = v2
+        y1, y2 = call(x), call(x2)
+        o1 = spec.oracle(dict(x), conv)
+        o2 = spec.oracle(dict(x2), conv)
+        b1 = spec.bounds(dict(x), o1, conv, np.dtype(np.float64))
+        b2 = spec.bounds(dict(x2), o2, conv, np.dtype(np.float64))
+        outs = {a.name: a for a in spec.outputs}
+        worst = (0.0, None, None)
+        for nm, ax in seq_outputs.items():
+            if nm not in y1 or nm not in y2:
+                continue
+            pat = outs[nm].pattern_for(np.ndim(y1[nm]))
+            axis = pat.index(ax)
+            idx = [slice(None)] * np.ndim(y1[nm])
+            idx[axis] = slice(0, 1) if local else slice(0, t0)
+            d = np.abs(np.asarray(y1[nm], dtype=np.complex128)[tuple(idx)] - np.asarray(y2[nm], dtype=np.complex128)[tuple(idx)])
+            bb = (np.broadcast_to(np.asarray(b1[nm].values, dtype=float), np.shape(y1[nm]))[tuple(idx)]
+                  + np.broadcast_to(np.asarray(b2[nm].values, dtype=float), np.shape(y1[nm]))[tuple(idx)])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(bb > 0, d / bb, np.where(d > 0, np.inf, 0.0))
+            if r.size and float(np.max(r)) > worst[0]:
+                i = np.unravel_index(int(np.argmax(r)), r.shape)
+                worst = (float(r[i]), nm, (tuple(int(j) for j in i), float(d[i]), float(np.max(np.abs(np.asarray(y1[nm]))))))
+        where = "position 0" if local else f"positions < {t0}"
+        changed = "every other position" if local else f"positions >= {t0}"
+        if worst[0] <= 1.0:
+            return True, f"outputs at {where} unchanged (within bounds) when inputs at {changed} change"
+        r, nm, (i, d, scale) = worst
+        return False, (f"output {nm} at {where} changed by {d:.3e} (index {i}; {r:.3g}x the rounding bound; output "
+                       f"magnitude {scale:.3e}) when only inputs at {changed} changed: "
+                       + ("the map is not applied per position" if local else "the output depends on future inputs")
+                       + (f" -- {why}" if why else ""))
+
+    return Probe(name=name, doc=doc or ("each output position depends only on its own input position" if local else
+                                       "outputs never depend on later inputs"), run=run, applies=applies)

@@ -1,0 +1,310 @@
+"""The verification report: per case and output, in text, JSON and JUnit XML; failing cases saved to ``.npz``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import Any, Dict, List, Optional
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+__all__ = ["OutputResult", "CaseResult", "ProbeResult", "Report", "save_case", "load_case"]
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)
+    if isinstance(v, (np.floating, np.integer)):
+        return _clean(v.item())
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+@dataclasses.dataclass
+class OutputResult:
+    output: str
+    comparison: Any  # oracles.tolerance.Comparison
+    baseline_err: Optional[float] = None  # low precision: max |our reference in dtype - oracle|
+    baseline_multiple: Optional[float] = None  # candidate max err / baseline max err
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparison.passed)
+
+    def to_dict(self) -> dict:
+        d = {"output": self.output, **self.comparison.to_dict()}
+        if self.baseline_err is not None:
+            d["baseline_err"] = self.baseline_err
+            d["baseline_multiple"] = self.baseline_multiple
+        return _clean(d)
+
+    def line(self) -> str:
+        c = self.comparison
+        s = (f"{self.output}: {'pass' if c.passed else 'FAIL'}  max abs {c.max_abs_err:.3e} at {c.max_abs_index}, "
+             f"max rel {c.max_rel_err:.3e} at {c.max_rel_index}, normwise {c.normwise_rel_err:.3e}, "
+             f"err/bound {c.worst_ratio:.3g} at {c.worst_index} (bound there {c.bound:.3e})")
+        if self.baseline_multiple is not None:
+            s += f", {self.baseline_multiple:.3g}x our same-dtype baseline error ({self.baseline_err:.3e})"
+        if c.nonfinite:
+            s += f", {c.nonfinite} NaN/Inf where the oracle is finite"
+        if c.message:
+            s += f" [{c.message}]"
+        return s
+
+
+@dataclasses.dataclass
+class CaseResult:
+    case_id: str
+    kind: str
+    dtype: str
+    conventions: Dict[str, Any]
+    shapes: Dict[str, list]
+    seed: Optional[int]
+    outputs: List[OutputResult] = dataclasses.field(default_factory=list)
+    error: Optional[str] = None  # the candidate raised / returned something unusable
+    skipped: Optional[str] = None
+    diagnosis: str = ""
+    repro: Optional[str] = None  # path of the saved .npz
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        if self.skipped:
+            return True
+        return self.error is None and bool(self.outputs) and all(o.passed for o in self.outputs)
+
+    @property
+    def name(self) -> str:
+        return f"{self.case_id}[{self.dtype}]"
+
+    def to_dict(self) -> dict:
+        return _clean({
+            "case_id": self.case_id, "kind": self.kind, "dtype": self.dtype, "passed": self.passed,
+            "conventions": self.conventions, "shapes": self.shapes, "seed": self.seed,
+            "outputs": [o.to_dict() for o in self.outputs], "error": self.error, "skipped": self.skipped,
+            "diagnosis": self.diagnosis, "repro": self.repro, "note": self.note,
+        })
+
+    def text(self) -> str:
+        status = "skip" if self.skipped else ("pass" if self.passed else "FAIL")
+        head = f"[{status}] {self.name} ({self.kind}; shapes {self.shapes}; seed {self.seed})"
+        lines = [head]
+        if self.note:
+            lines.append(f"    note: {self.note}")
+        if self.skipped:
+            lines.append(f"    skipped: {self.skipped}")
+        if self.error:
+            lines.append(f"    error: {self.error}")
+        for o in self.outputs:
+            lines.append("    " + o.line())
+            if not o.passed:
+                lines.append(f"      bound from: {o.comparison.bound_source}")
+        if self.diagnosis:
+            lines.append(f"    diagnosis: {self.diagnosis}")
+        if self.repro:
+            lines.append(f"    reproduce: python {self.repro[:-4]}.py   (inputs in {self.repro})")
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    name: str
+    passed: bool
+    message: str
+    doc: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Report:
+    op: str
+    candidate: str
+    adapter: str
+    framework: str
+    conventions: Dict[str, Any]
+    dtypes: List[str]
+    cases: List[CaseResult] = dataclasses.field(default_factory=list)
+    probes: List[ProbeResult] = dataclasses.field(default_factory=list)
+    seed: Optional[int] = None
+    profile: str = "ci"
+
+    @property
+    def passed(self) -> bool:
+        ran = [c for c in self.cases if not c.skipped]
+        return bool(ran) and all(c.passed for c in ran) and all(p.passed for p in self.probes)
+
+    @property
+    def failures(self) -> List[CaseResult]:
+        return [c for c in self.cases if not c.passed]
+
+    def deviations(self) -> List[str]:
+        """One sentence per distinct reason the candidate does not conform (probes, diagnoses, errors)."""
+        out: List[str] = []
+        for p in self.probes:
+            if not p.passed:
+                out.append(f"probe {p.name}: {p.message}")
+        seen = set()
+        for c in self.failures:
+            for why in ([c.diagnosis] if c.diagnosis else []) + ([f"error: {c.error.splitlines()[0]}"] if c.error else []):
+                if why not in seen:
+                    seen.add(why)
+                    out.append(f"{c.name}: {why}")
+        return out
+
+    def summary(self) -> str:
+        ran = [c for c in self.cases if not c.skipped]
+        nf = sum(not c.passed for c in ran)
+        npf = sum(not p.passed for p in self.probes)
+        verdict = "CONFORMS" if self.passed else "DOES NOT CONFORM"
+        return (f"{self.op} <- {self.candidate} (adapter {self.adapter}, {self.framework}): {verdict}: "
+                f"{len(ran) - nf}/{len(ran)} cases pass, {len(self.probes) - npf}/{len(self.probes)} probes pass"
+                + (f", {len(self.cases) - len(ran)} skipped" if len(self.cases) != len(ran) else ""))
+
+    def to_text(self, verbose: bool = False) -> str:
+        lines = [self.summary(), f"conventions: {self.conventions}", f"dtypes: {', '.join(self.dtypes)}; seed {self.seed}; profile {self.profile}"]
+        for p in self.probes:
+            lines.append(f"[{'pass' if p.passed else 'FAIL'}] probe {p.name}: {p.message}")
+        for c in self.cases:
+            if verbose or not c.passed or c.skipped:
+                lines.append(c.text())
+        if not verbose:
+            npass = sum(c.passed and not c.skipped for c in self.cases)
+            lines.append(f"({npass} passing cases not shown; --verbose shows them)")
+        dev = self.deviations()
+        if dev:
+            lines.append("deviations:")
+            lines.extend("  - " + d for d in dev)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return _clean({
+            "op": self.op, "candidate": self.candidate, "adapter": self.adapter, "framework": self.framework,
+            "conventions": self.conventions, "dtypes": self.dtypes, "seed": self.seed, "profile": self.profile,
+            "passed": self.passed, "summary": self.summary(), "deviations": self.deviations(),
+            "probes": [p.to_dict() for p in self.probes], "cases": [c.to_dict() for c in self.cases],
+        })
+
+    def to_json(self, indent: int = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def to_junit(self) -> str:
+        """JUnit XML: one testsuite for the op, one testcase per case x dtype and per probe."""
+        tests = len(self.cases) + len(self.probes)
+        failures = sum(not c.passed for c in self.cases if c.error is None) + sum(not p.passed for p in self.probes)
+        errors = sum(c.error is not None for c in self.cases)
+        skipped = sum(bool(c.skipped) for c in self.cases)
+        suite = f"refimpl.verify.{self.op}"
+        out = ['<?xml version="1.0" encoding="UTF-8"?>',
+               f'<testsuites name="refimpl verify" tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}">',
+               f'  <testsuite name={quoteattr(suite)} tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}">',
+               '    <properties>',
+               f'      <property name="candidate" value={quoteattr(self.candidate)}/>',
+               f'      <property name="adapter" value={quoteattr(self.adapter)}/>',
+               f'      <property name="conventions" value={quoteattr(json.dumps(_clean(self.conventions), default=str))}/>',
+               f'      <property name="seed" value={quoteattr(str(self.seed))}/>',
+               '    </properties>']
+        for p in self.probes:
+            out.append(f'    <testcase classname={quoteattr(suite + ".probe")} name={quoteattr(p.name)}>')
+            if not p.passed:
+                out.append(f'      <failure message={quoteattr(p.message[:500])}>{escape(p.message)}</failure>')
+            out.append('    </testcase>')
+        for c in self.cases:
+            out.append(f'    <testcase classname={quoteattr(suite)} name={quoteattr(c.name)}>')
+            if c.skipped:
+                out.append(f'      <skipped message={quoteattr(c.skipped)}/>')
+            elif c.error is not None:
+                out.append(f'      <error message={quoteattr(c.error.splitlines()[0][:500])}>{escape(c.text())}</error>')
+            elif not c.passed:
+                first = next((o for o in c.outputs if not o.passed), None)
+                msg = first.line() if first else "no outputs"
+                out.append(f'      <failure message={quoteattr(msg[:500])}>{escape(c.text())}</failure>')
+            out.append(f'      <system-out>{escape(c.text())}</system-out>')
+            out.append('    </testcase>')
+        out += ['  </testsuite>', '</testsuites>']
+        return "\n".join(out) + "\n"
+
+    def render(self, fmt: str = "text", verbose: bool = False) -> str:
+        if fmt == "text":
+            return self.to_text(verbose=verbose)
+        if fmt == "json":
+            return self.to_json()
+        if fmt == "junit":
+            return self.to_junit()
+        raise ValueError(f"report format: expected text, json or junit, got {fmt!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reproductions: a failing case's inputs, conventions and outputs in an .npz, plus a script that reruns it.
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _store(arrays: Dict[str, Any], prefix: str, a: Any, key: str) -> None:
+    if a is None:
+        return
+    a = np.asarray(a)
+    if a.dtype.name == "bfloat16":  # npz cannot hold ml_dtypes: keep the bits, record the dtype
+        arrays[f"{prefix}{key}__bfloat16_bits"] = a.view(np.uint16)
+    else:
+        arrays[f"{prefix}{key}"] = a
+
+
+def _restore(z, prefix: str) -> Dict[str, Any]:
+    out = {}
+    for k in z.files:
+        if not k.startswith(prefix):
+            continue
+        name = k[len(prefix):]
+        if name.endswith("__bfloat16_bits"):
+            import ml_dtypes
+
+            out[name[: -len("__bfloat16_bits")]] = z[k].view(ml_dtypes.bfloat16)
+        else:
+            out[name] = z[k]
+    return out
+
+
+def save_case(directory: str, report_meta: dict, case_id: str, dtype: str, inputs: Dict[str, Any],
+              conventions: Dict[str, Any], oracle: Dict[str, Any], candidate_out: Dict[str, Any]) -> str:
+    """Write ``<dir>/<op>-<case>-<dtype>.npz`` and a ``.py`` that reloads and reruns it; return the .npz path."""
+    os.makedirs(directory, exist_ok=True)
+    stem = _safe(f"{report_meta['op']}-{case_id}-{dtype}")
+    path = os.path.join(directory, stem + ".npz")
+    arrays: Dict[str, Any] = {}
+    for k, v in inputs.items():
+        _store(arrays, "in__", v, k)
+    for k, v in oracle.items():
+        _store(arrays, "oracle__", v, k)
+    for k, v in candidate_out.items():
+        _store(arrays, "candidate__", v, k)
+    meta = dict(report_meta, case_id=case_id, dtype=dtype, conventions=_clean(conventions))
+    arrays["meta_json"] = np.array(json.dumps(meta, default=str))
+    np.savez(path, **arrays)
+    script = f'''"""Rerun failing case {case_id} ({dtype}) of {report_meta['op']} against {report_meta['candidate']}."""
+from oracles.verify import load_case, rerun_case
+
+case = load_case({path!r})
+print(case["meta"])                       # op, candidate, adapter, conventions, dtype, seed
+report = rerun_case(case)                 # imports the candidate by its MODULE:FUNCTION name
+print(report.to_text(verbose=True))
+'''
+    with open(os.path.join(directory, stem + ".py"), "w") as fh:
+        fh.write(script)
+    return path
+
+
+def load_case(path: str) -> Dict[str, Any]:
+    """``{"meta", "inputs", "oracle", "candidate"}`` from a saved ``.npz``."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta_json"]))
+        return {"meta": meta, "inputs": _restore(z, "in__"), "oracle": _restore(z, "oracle__"),
+                "candidate": _restore(z, "candidate__")}
