@@ -1,0 +1,161 @@
+"""Property tests for SSD (Mamba-2): views, the Numba kernel, the duality, packing, split-and-resume.
+
+Bounds come from :func:`oracles.selective.ssd_bound` (the S6 running-error analysis on the
+per-channel form), evaluated for the view under test.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oracles import selective as O
+from oracles.strategies.selective import ssd_problems
+from oracles.tolerance import assert_within
+from refimpl.ssm import selective as S6
+from refimpl.ssm import ssd as S
+from refimpl.ssm.selective_numba import selective_scan_numba
+from refimpl.ssm.ssd_numba import ssd_chunked_numba
+
+KEYS = ("dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx")
+VIEWS = ("recurrent", "quadratic", "chunked", "numba_chunked")
+
+
+def _args(pr):
+    return [pr[k] for k in ("x", "dt", "A", "B", "C", "D", "z")]
+
+
+def _kw(pr):
+    return {k: pr[k] for k in KEYS}
+
+
+def _run(view, pr, **over):
+    kw = dict(_kw(pr), return_final_states=True)
+    kw.update(over)
+    if view == "numba_chunked":
+        return ssd_chunked_numba(*_args(pr), chunk=pr["chunk"], **kw)
+    if view == "chunked":
+        return S.chunked(*_args(pr), chunk=pr["chunk"], **kw)
+    return {"recurrent": S.recurrent, "quadratic": S.quadratic}[view](*_args(pr), **kw)
+
+
+def _check(view, pr, dtype):
+    y, fin = _run(view, pr)
+    assert y.dtype == np.dtype(dtype) and y.shape == pr["x"].shape
+    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+    bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=dtype, view=view, chunk=pr["chunk"])
+    assert_within(y, yo, bo, context=f"{view} y")
+    assert_within(fin, So, bs, context=f"{view} final state")
+
+
+@given(pr=ssd_problems(), view=st.sampled_from(VIEWS))
+def test_views_match_loop_oracle_float64(pr, view):
+    _check(view, pr, np.float64)
+
+
+@given(pr=ssd_problems(dtype=np.float32), view=st.sampled_from(VIEWS))
+def test_views_float32_within_derived_bound(pr, view):
+    _check(view, pr, np.float32)
+
+
+@given(pr=ssd_problems(max_len=12))
+def test_loop_oracle_equals_dense_operator(pr):
+    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+    yd, Sd = O.ssd_dense(*_args(pr), **_kw(pr))
+    bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="quadratic")
+    assert_within(yd, yo, bo, context="dense vs loop")
+    assert_within(Sd, So, bs, context="dense vs loop (state)")
+
+
+@given(pr=ssd_problems(allow_seq_idx=False), s6_view=st.sampled_from(("recurrent", "scan", "chunked", "numba")),
+       ssd_view=st.sampled_from(VIEWS))
+def test_duality_ssd_equals_selective_scan_and_linear_attention(pr, s6_view, ssd_view):
+    """SSD == the selective scan with A broadcast per head == causal linear attention with decay."""
+    y_ssd, fin = _run(ssd_view, pr)
+    b, l, h, p = pr["x"].shape
+    # the selective scan on channels (h p), A_h on every state entry, grouped B/C, dt already processed
+    a = O.ssd_as_s6(*_args(pr), **_kw(pr))
+    s6_kw = dict(D=a["D"], z=a["z"], h0=a["h0"], return_last_state=True)
+    if s6_view == "numba":
+        o, hl = selective_scan_numba(a["u"], a["delta"], a["A"], a["B"], a["C"], **s6_kw)
+    else:
+        o, hl = S6.selective_scan(a["u"], a["delta"], a["A"], a["B"], a["C"], view=s6_view, chunk=pr["chunk"], **s6_kw)
+    y_s6 = np.transpose(o.reshape(b, h, p, l), (0, 3, 1, 2))
+    n = pr["B"].shape[-1]
+    fin_s6 = hl.reshape(b, h, p, n)
+    # causal linear attention: q = C, k = B (per head), v = dt x, decay a = exp(dt A), S0 = initial state
+    dte = O.ssd_effective_dt(pr["dt"], pr["dt_bias"], pr["dt_softplus"], pr["dt_limit"])
+    grp = np.arange(h) // (h // pr["B"].shape[2])
+    q, k = pr["C"][:, :, grp], pr["B"][:, :, grp]
+    v = dte[..., None] * pr["x"]
+    o_la = O.decayed_linear_attention(q, k, v, np.exp(dte * pr["A"]), S0=pr["initial_states"])
+    if pr["D"] is not None:
+        Dv = np.asarray(pr["D"], dtype=np.float64)
+        o_la = o_la + (Dv[:, None] if Dv.ndim == 1 else Dv) * pr["x"]
+    if pr["z"] is not None:
+        o_la = o_la * (pr["z"] / (1.0 + np.exp(-pr["z"].astype(np.float64))))
+    bo_ssd, bs_ssd = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view=ssd_view, chunk=pr["chunk"])
+    bo_s6, bs_s6 = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64,
+                               view={"numba": "recurrent"}.get(s6_view, s6_view), chunk=pr["chunk"])
+    bo_la, _ = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="quadratic")
+    # two candidates agree within the sum of their bounds against the (shared) exact answer
+    assert_within(y_s6, y_ssd, bo_ssd + bo_s6, context="SSD vs selective scan")
+    assert_within(fin_s6, fin, bs_ssd + bs_s6, context="SSD vs selective scan (state)")
+    assert_within(o_la, y_ssd, bo_ssd + bo_la, context="SSD vs decayed linear attention")
+
+
+@given(pr=ssd_problems(allow_seq_idx=False), view=st.sampled_from(VIEWS), data=st.data())
+def test_split_and_resume_equals_whole(pr, view, data):
+    L = pr["x"].shape[1]
+    k = data.draw(st.integers(0, L), label="split")
+    first, second = dict(pr), dict(pr)
+    for key in ("x", "dt", "B", "C", "z"):
+        if pr[key] is not None:
+            first[key], second[key] = pr[key][:, :k], pr[key][:, k:]
+    y1, S1 = _run(view, first)
+    second["initial_states"] = S1
+    y2, S2 = _run(view, second)
+    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+    bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view=view, chunk=pr["chunk"])
+    assert_within(np.concatenate([y1, y2], axis=1), yo, bo, context="split run")
+    assert_within(S2, So, bs, context="split run final state")
+    if view == "recurrent":
+        np.testing.assert_array_equal(np.concatenate([y1, y2], axis=1), _run(view, pr)[0])
+
+
+@given(pr=ssd_problems(allow_seq_idx=False, max_batch=1), view=st.sampled_from(VIEWS), data=st.data())
+def test_seq_idx_packing_equals_separate_runs(pr, view, data):
+    """Two sequences packed in one row with seq_idx give the same outputs as two separate runs."""
+    L = pr["x"].shape[1]
+    k = data.draw(st.integers(0, L), label="boundary")
+    packed = dict(pr, seq_idx=np.concatenate([np.zeros(k, np.int64), np.ones(L - k, np.int64)])[None])
+    yp, Sp = _run(view, packed)
+    # the initial state belongs to the row's first sequence (the second one only when k == 0)
+    first, second = dict(pr), dict(pr, initial_states=None if k > 0 else pr["initial_states"])
+    for key in ("x", "dt", "B", "C", "z"):
+        if pr[key] is not None:
+            first[key], second[key] = pr[key][:, :k], pr[key][:, k:]
+    y1, S1 = _run(view, first)
+    y2, S2 = _run(view, second)
+    yo, So = O.ssd_loop(*_args(packed), **_kw(packed))
+    bo, bs = O.ssd_bound(*_args(packed), **_kw(packed), dtype=np.float64, view=view, chunk=pr["chunk"])
+    b1, bs1 = O.ssd_bound(*_args(first), **_kw(first), dtype=np.float64, view=view, chunk=pr["chunk"])
+    b2, bs2 = O.ssd_bound(*_args(second), **_kw(second), dtype=np.float64, view=view, chunk=pr["chunk"])
+    from oracles.tolerance import Bound
+
+    bsep = Bound(np.concatenate([np.asarray(b1.values), np.asarray(b2.values)], axis=1), b1.source)
+    assert_within(np.concatenate([y1, y2], axis=1), yp, bo + bsep, context="packed vs separate")
+    if L - k > 0:
+        assert_within(S2, Sp, bs + bs2, context="packed final state = last sequence's")
+
+
+@settings(max_examples=8)
+@given(pr=ssd_problems(max_batch=1, max_heads=2, max_headdim=2, max_state=2, max_len=5))
+def test_loop_oracle_against_mpmath(pr):
+    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+    ym, Sm = O.ssd_mpmath(*_args(pr), **_kw(pr))
+    bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="recurrent", oracle_dtype=None)
+    assert_within(yo, ym, bo, context="float64 SSD loop vs mpmath")
+    assert_within(So, Sm, bs, context="float64 SSD loop vs mpmath (state)")
