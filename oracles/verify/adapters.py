@@ -10,10 +10,10 @@ over when the function is unbatched.  The harness does everything else.
 
 Building blocks for ``args``/``kwargs``:
 
-* ``In(name, pattern=None, complex=None, scalar=False)`` -- a canonical input.
+* ``In(name, pattern=None, complex=None, scalar=False, min_ndim=0)`` -- a canonical input.
   ``pattern`` maps canonical -> candidate layout.  ``complex="interleave"``
   passes complex data as real with (re, im) interleaved along the last axis
-  (Mamba's complex B/C).  ``scalar=True`` passes a Python float.
+  (Mamba's complex variable B/C: ``min_ndim=3``).  ``scalar=True`` passes a Python float.
 * ``Conv(fn)`` -- a value computed from the conventions (``fn(conv)``).
 * ``Const(value)``.
 * ``Group(item, ...)`` -- a tuple of items (scipy's ``(A, B, C, D)`` system).
@@ -41,6 +41,7 @@ class In:
     pattern: Optional[str] = None
     complex: Optional[str] = None
     scalar: bool = False
+    min_ndim: int = 0  # apply ``complex`` only to arrays with at least this many axes (Mamba: variable B/C)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Adapter:
             v = np.asarray(v)
             if item.pattern:
                 v = rearrange(v, item.pattern, **{**dims, **self.sizes})
-            if item.complex == "interleave" and np.iscomplexobj(v):
+            if item.complex == "interleave" and np.iscomplexobj(v) and v.ndim >= item.min_ndim:
                 v = interleave_complex(v)
             if item.scalar:
                 return v.item()
