@@ -64,6 +64,7 @@ __all__ = [
     "linear_attention_mpmath",
     "linear_attention_fsum",
     "linear_attention_bound",
+    "linear_attention_magnitude",
     "fast_weights_mpmath",
     "delta_rule_mpmath",
     "delta_rule_bound",
@@ -312,10 +313,14 @@ def linear_attention_fsum(phi_q, phi_k, v, *, causal: bool, normalize: bool, eps
     return out
 
 
-def linear_attention_bound(phi_q, phi_k, v, o_exact, *, causal: bool, normalize: bool, eps: float = 0.0,
-                           S0=None, u0=None, layout: str = "vk", dtype=np.float64, oracle_dtype=None,
-                           oracle_depth: Optional[float] = None) -> Bound:
-    """The derived bound of the module docstring for every linear-attention view."""
+def linear_attention_magnitude(phi_q, phi_k, v, o_exact, *, causal: bool, normalize: bool, eps: float = 0.0,
+                               S0=None, u0=None, layout: str = "vk") -> np.ndarray:
+    """``N_abs`` (unnormalized) or ``(N_abs + |o| D_abs) / |den + eps|`` (normalized), ``(b lq h e)``.
+
+    Also the sensitivity to relative perturbations of the features: if every feature carries a relative
+    error ``<= f``, every product ``phi_q.phi_k`` moves by ``<= 2f`` relative, so the output moves by
+    ``<= 2 f`` times this magnitude (first order).
+    """
     pq, pk, v = (np.abs(np.asarray(a, dtype=np.float64)) for a in (phi_q, phi_k, v))
     S0 = _layout_S0(S0, layout)
     b, lq, h, n = pq.shape
@@ -329,11 +334,8 @@ def linear_attention_bound(phi_q, phi_k, v, o_exact, *, causal: bool, normalize:
         N_abs = N_abs + np.einsum("bhen,bihn->bihe", np.abs(S0), pq)
     if u0 is not None:
         D_abs = D_abs + np.einsum("bhn,bihn->bih", np.abs(np.asarray(u0, dtype=np.float64)), pq)
-    depth = n + lk + 3
     if not normalize:
-        return componentwise_bound(N_abs, depth, dtype, oracle_dtype=oracle_dtype, oracle_depth=oracle_depth,
-                                   what="linear attention, unnormalized: dot n, multiply, sum over L+1 terms")
-    # den + eps, exact, from the dense float64 sum of the signed values (a bound needs only its size)
+        return N_abs
     sq, sk = np.asarray(phi_q, dtype=np.float64), np.asarray(phi_k, dtype=np.float64)
     As = np.einsum("bihn,bjhn->bhij", sq, sk)
     if causal:
@@ -342,7 +344,20 @@ def linear_attention_bound(phi_q, phi_k, v, o_exact, *, causal: bool, normalize:
     if u0 is not None:
         den = den + np.einsum("bhn,bihn->bih", np.asarray(u0, dtype=np.float64), sq)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mag = (N_abs + np.abs(np.asarray(o_exact, dtype=np.float64)) * D_abs[..., None]) / np.abs(den)[..., None]
+        return (N_abs + np.abs(np.asarray(o_exact, dtype=np.float64)) * D_abs[..., None]) / np.abs(den)[..., None]
+
+
+def linear_attention_bound(phi_q, phi_k, v, o_exact, *, causal: bool, normalize: bool, eps: float = 0.0,
+                           S0=None, u0=None, layout: str = "vk", dtype=np.float64, oracle_dtype=None,
+                           oracle_depth: Optional[float] = None) -> Bound:
+    """The derived bound of the module docstring for every linear-attention view."""
+    n, lk = np.shape(phi_q)[-1], np.shape(phi_k)[1]
+    mag = linear_attention_magnitude(phi_q, phi_k, v, o_exact, causal=causal, normalize=normalize, eps=eps,
+                                     S0=S0, u0=u0, layout=layout)
+    depth = n + lk + 3
+    if not normalize:
+        return componentwise_bound(mag, depth, dtype, oracle_dtype=oracle_dtype, oracle_depth=oracle_depth,
+                                   what="linear attention, unnormalized: dot n, multiply, sum over L+1 terms")
     return componentwise_bound(mag, depth + 1, dtype, oracle_dtype=oracle_dtype, oracle_depth=oracle_depth,
                                what="linear attention, normalized: (N_abs + |o| D_abs)/|den + eps|, one more rounding")
 

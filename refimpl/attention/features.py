@@ -33,13 +33,14 @@ returns ``c`` so the caller can account for it.  Effect on the estimator
 ``phi~(q).phi~(k) = exp(-c_q - c_k) phi(q).phi(k)``:
 
 * ``"none"``: ``c = 0``; unbiased.
-* ``"row_max"``: ``c(x) = max_i (W x)_i`` (``max_i |W x|_i`` for hyperbolic), per row of ``x``.
+* ``"row_max"``: ``c(x) = max_i (W x)_i - |x|^2/2`` (``max_i |W x|_i - |x|^2/2`` for hyperbolic), the
+  largest exponent, per row of ``x`` (the largest stabilized feature is ``1/sqrt(m)``).
   On **queries** this scales every estimate of one query by the same ``exp(-c(q))``: normalized
   attention is unchanged for ``eps = 0`` (the factor cancels), an ``eps > 0`` acts as
   ``eps exp(c(q))``, an unnormalized output is scaled by ``exp(-c(q))``.  On **keys** each key
   gets its own factor, which biases normalized attention unless the offsets are carried
   (``refimpl.attention.linear.causal_recurrent_offsets`` carries them with a running max).
-* ``"global_max"``: one ``c = max`` over **every row passed in** (all positions of all batch
+* ``"global_max"``: one ``c`` = the largest exponent over **every row passed in** (all positions of all batch
   entries/heads given).  On keys: a common factor, so normalized attention is unchanged for
   ``eps = 0``; but ``c`` depends on *every* key, so in *causal* attention the output at step
   ``t`` depends on future keys (through ``eps exp(c)``, through underflow of early keys when a
@@ -48,6 +49,7 @@ returns ``c`` so the caller can account for it.  Effect on the estimator
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import numpy as np
@@ -188,7 +190,7 @@ def trig_features(x, W) -> np.ndarray:
     m = W.shape[0]
     wx = x @ W.T
     # h(x) = exp(|x|^2 / 2) / sqrt(m)
-    h = np.exp(0.5 * np.sum(x * x, axis=-1, keepdims=True)) / np.sqrt(m)
+    h = np.exp(0.5 * np.sum(x * x, axis=-1, keepdims=True)) / math.sqrt(m)
     return h * np.concatenate([np.sin(wx), np.cos(wx)], axis=-1)
 
 
@@ -210,9 +212,11 @@ def positive_features(x, W, *, stabilizer: str = "none", return_offset: bool = F
     x, W = _check_W(x, W)
     m = W.shape[0]
     wx = x @ W.T
-    c = _offset(wx, stabilizer, "positive")
+    # exponent z_i = w_i.x - |x|^2/2 ;  c = stabilizer offset over z
+    z = wx - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
+    c = _offset(z, stabilizer, "positive")
     # phi(x) = exp(w_i.x - |x|^2/2 - c) / sqrt(m)
-    phi = np.exp(wx - 0.5 * np.sum(x * x, axis=-1, keepdims=True) - c) / np.sqrt(m)
+    phi = np.exp(z - c) / math.sqrt(m)
     return (phi, c[..., 0]) if return_offset else phi
 
 
@@ -225,10 +229,11 @@ def hyperbolic_features(x, W, *, stabilizer: str = "none", return_offset: bool =
     x, W = _check_W(x, W)
     m = W.shape[0]
     wx = x @ W.T
-    z = np.concatenate([wx, -wx], axis=-1)
+    # exponents z = [Wx, -Wx] - |x|^2/2 ;  c = stabilizer offset over z
+    z = np.concatenate([wx, -wx], axis=-1) - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
     c = _offset(z, stabilizer, "hyperbolic")
-    # phi(x) = exp(-|x|^2/2) / sqrt(2m) * [exp(Wx), exp(-Wx)]
-    phi = np.exp(z - 0.5 * np.sum(x * x, axis=-1, keepdims=True) - c) / np.sqrt(2 * m)
+    # phi(x) = exp(-|x|^2/2) / sqrt(2m) * [exp(Wx), exp(-Wx)]  (times exp(-c))
+    phi = np.exp(z - c) / math.sqrt(2 * m)
     return (phi, c[..., 0]) if return_offset else phi
 
 

@@ -241,7 +241,8 @@ def causal_recurrent_offsets(phi_q, phi_k_scaled, k_offset, v, *, normalize: boo
         if normalize:
             den = np.einsum("bhn,bhn->bh", u_t, phi_q[:, t])
             # o_t = num~ / (den~ + eps exp(-m_t))
-            scaled_eps = eps * np.exp(-m_t)
+            with np.errstate(over="ignore"):
+                scaled_eps = np.zeros_like(m_t) if eps == 0 else eps * np.exp(-m_t)
             if eps_mode == "add":
                 num = num / (den + scaled_eps)[..., None]
             else:
