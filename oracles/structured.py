@@ -348,3 +348,87 @@ def ema_dense(x, alpha, delta, beta, eta, *, absolute: bool = False) -> np.ndarr
     for t in range(L):
         y[:, t] = np.sum(T[t::-1][: t + 1][None] * xx[:, : t + 1], axis=1)
     return y
+
+
+def diag_ssm_bound(lam_bar, B_bar, C, D, u, *, factor: float = 1.0, extra_rel_per_step: float = 0.0) -> Bound:
+    r"""Bound between a recurrence/scan evaluation and :func:`diag_ssm_dense` (both sides, complex ops).
+
+    Reference: ``2`` roundings per step over ``L`` steps, ``h + 1`` for ``B_bar u``, ``p + 1`` for the readout,
+    1 for ``D u``.  Oracle: ``lam^j = exp(j log lam)`` (relative ``u (2 + j |log lam|)``), ``p + 1`` for the
+    Toeplitz taps, ``L + h`` for the convolution sum.  A relative error ``e`` per step in ``lam_bar``
+    (the discretization / parameterization mismatch between the two sides) grows to ``j e`` in
+    ``lam^j``: pass ``extra_rel_per_step = e/u``.  Total depth
+    ``D = 3L + 2(h + p) + 8 + L (max|log lam| + extra_rel_per_step)``, magnitude = the dense operator on
+    absolute values (:func:`diag_ssm_dense` with ``absolute=True``); ``gamma^c_D``.
+    """
+    lam_bar = np.asarray(lam_bar)
+    L = u.shape[1]
+    p = lam_bar.shape[0]
+    h = u.shape[2]
+    logmax = float(np.max(np.abs(np.log(lam_bar)))) if p else 0.0
+    depth = 3 * L + 2 * (h + p) + 8 + L * (logmax + extra_rel_per_step)
+    mag = diag_ssm_dense(lam_bar, B_bar, C, D, u, factor=factor, absolute=True)
+    return Bound(gamma(depth, np.float64, complex_ops=True) * mag + 1e-300,
+                 f"diagonal SSM vs dense operator: gamma^c_{depth:.0f} x dense operator on |inputs|")
+
+
+def ema_bound(x, alpha, delta, beta, eta, *, fft: bool = False) -> Bound:
+    r"""Bound between a MEGA-EMA evaluation (recurrence or closed-form kernel) and :func:`ema_dense`.
+
+    Per step the recurrence rounds ``beta x``, ``alpha u``, ``1 - alpha delta`` (two), the product and the
+    sum: 6; the projection sums ``e`` terms.  ``q = 1 - alpha delta`` carries relative error
+    ``u (1 + alpha delta / q)`` (twice: both sides form it), so ``q^k`` carries ``k`` times that; the kernel
+    route's ``exp(k log1p(-alpha delta))`` carries ``u (k |log q| + 4)``.  Depth
+    ``D = 6L + e + 10 + L (2 + 2 max(alpha delta/q) + max|log q|)``, both sides: ``2 gamma_D`` times the
+    dense operator on absolute values.  ``fft=True`` adds :func:`oracles.tolerance.fft_convolution_bound`
+    for the kernel ``K`` and ``x`` per feature.
+    """
+    from oracles.tolerance import fft_convolution_bound
+
+    L = x.shape[1]
+    e = alpha.shape[1]
+    q = 1.0 - alpha * delta
+    depth = 6 * L + e + 10 + L * (2 + 2 * float(np.max(alpha * delta / q)) + float(np.max(np.abs(np.log(q)))))
+    mag = ema_dense(x, alpha, delta, beta, eta, absolute=True)
+    vals = 2 * gamma(depth, np.float64) * mag
+    src = f"EMA vs dense operator: 2 gamma_{depth:.0f} x dense operator on |inputs|"
+    if fft and L:
+        k = np.arange(L)
+        K = np.sum((eta * alpha * beta)[None] * q[None] ** k[:, None, None], axis=-1)  # (l d)
+        n_fft = 1 << max(1, int(2 * L - 1).bit_length())
+        fb = fft_convolution_bound(K.T[None], np.moveaxis(x, 1, 2), n_fft, np.float64, axis=-1)  # (b d 1)
+        vals = vals + np.moveaxis(np.broadcast_to(fb.values, (x.shape[0], x.shape[2], 1)), 1, 2)
+        src += " + " + fb.source
+    return Bound(vals + 1e-300, src)
+
+
+def dss_softmax_mpmath(lam, w, dt, L: int, dps: int = 40) -> np.ndarray:
+    """DSS-softmax kernel ``Re sum_n w_n/l_n e^{k dt l_n} / sum_{r<L} e^{r dt l_n}`` at ``dps`` digits (one channel)."""
+    import mpmath as mp
+
+    with mp.workdps(dps):
+        d = mp.mpf(float(dt))
+        out = [mp.mpf(0)] * L
+        for ln, wn in zip(lam, w):
+            l_ = mp.mpc(complex(ln))
+            S = mp.fsum(mp.exp(r * d * l_) for r in range(L))
+            for k in range(L):
+                out[k] += mp.re(mp.mpc(complex(wn)) / l_ * mp.exp(k * d * l_) / S)
+        return np.array([float(v) for v in out])
+
+
+def dss_softmax_bound(lam, w, dt, L: int) -> Bound:
+    r"""DSS-softmax (max-subtracted, one channel) vs mpmath: per term relative error
+    ``g^c_{L+6} sum_r |e^{p_r}|/|S| + u (2 k |dt l| + 6)`` (normalizer sum of ``L`` terms, the exponent
+    ``k dt l`` and its max-shift, the division), times ``|w/l| |e^{p_k}/S|``, summed over ``n`` with ``g^c_n``."""
+    lam = np.asarray(lam, dtype=np.complex128)
+    k = np.arange(L)[:, None]
+    p = k * dt * lam[None, :]
+    p = p - np.max(p.real, axis=0, keepdims=True)
+    E = np.exp(p)
+    S = np.sum(E, axis=0, keepdims=True)
+    u = unit_roundoff(np.float64)
+    rel = gamma(L + 6, np.float64, complex_ops=True) * np.sum(np.abs(E), axis=0, keepdims=True) / np.abs(S) \
+        + u * (2 * k * np.abs(dt * lam)[None, :] + 6) + gamma(lam.shape[0] + 2, np.float64, complex_ops=True)
+    vals = np.sum(np.abs(w / lam)[None, :] * np.abs(E / S) * rel, axis=1)
+    return Bound(vals + 1e-300, "DSS softmax: normalizer, exponent and sum roundings (oracles.structured.dss_softmax_bound)")
