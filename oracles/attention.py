@@ -434,8 +434,12 @@ def _norm_keys(k, key_norm):
 
 
 def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurrent", chunk: int = 64,
-                     key_norm=None, dtype=np.float64) -> Bound:
-    """Normwise-propagated bound for the (gated) delta rule outputs (module docstring); ``(b l h e)``."""
+                     key_norm=None, dtype=np.float64, state: bool = False):
+    """Normwise-propagated bound for the (gated) delta rule outputs (module docstring); ``(b l h e)``.
+
+    With ``state=True`` returns ``(bound_o, bound_S)``; ``bound_S`` ``(b h e n)`` holds the Frobenius
+    bound ``||E_L||_F`` of the final state's error (which bounds every entry).
+    """
     q, k, v, beta = (np.asarray(t, dtype=np.float64) for t in (q, k, v, beta))
     k = _norm_keys(k, key_norm)
     b, l, h, n = k.shape
@@ -446,6 +450,7 @@ def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurre
         raise ValueError("delta_rule_bound: needs 0 <= beta |k|^2 <= 2 and 0 < alpha <= 1 (contractive transition)")
     g = lambda m: gamma(m, dtype)  # noqa: E731  (the oracle is mpmath: no oracle share)
     bound = np.zeros((b, l, h, e))
+    bound_S = np.zeros((b, h, e, n))
     for bi in range(b):
         for hi in range(h):
             S = np.zeros((e, n)) if S0 is None else np.asarray(S0, dtype=np.float64)[bi, hi].copy()
@@ -486,6 +491,13 @@ def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurre
                     magS = gam[-1] * (aS + (aS @ absW.T) @ np.abs(K)) + (absU * Gam[-1][:, None]).T @ np.abs(K)
                     extra_state += g(depth) * np.linalg.norm(magS)
                     Sent = Ssnap[s + T - 1]
+                bound_S[bi, hi] = extra_state
+            else:
+                bound_S[bi, hi] = err
+    src = (f"delta rule ({view}): normwise propagation through contractive transitions, "
+           f"local gamma_(n+4) steps{', WY solves |T^-1||T||U| gamma_T per chunk' if view == 'chunked' else ''}")
+    if state:
+        return Bound(bound, src), Bound(bound_S, src + " (final state, Frobenius)")
     return Bound(bound, f"delta rule ({view}): normwise propagation through contractive transitions, "
                         f"local gamma_(n+4) steps{', WY solves |T^-1||T||U| gamma_T per chunk' if view == 'chunked' else ''}")
 
@@ -501,3 +513,24 @@ def sinusoidal_mpmath(length: int, d: int, base: float = 10000.0, offset: int = 
                 ang = pos / mpmath.power(_mp(base), mpmath.mpf(i2) / d)
                 out[p, c] = float(mpmath.sin(ang) if c % 2 == 0 else mpmath.cos(ang))
     return out
+
+
+# ----------------------------------------------------------------------------- associative memory
+
+
+def overlap_pmf(d: int, ones: int):
+    """Exact pmf of the overlap ``c`` of two uniformly random ``ones``-subsets of ``{1..d}`` (hypergeometric),
+    as a list of ``Fraction``: ``P(c) = C(ones, c) C(d - ones, ones - c) / C(d, ones)``."""
+    from fractions import Fraction
+
+    tot = math.comb(d, ones)
+    return [Fraction(math.comb(ones, c) * math.comb(d - ones, ones - c), tot) for c in range(ones + 1)]
+
+
+def bernstein_threshold(var: float, bound_range: float, n: int, alpha: float) -> float:
+    r"""``t`` with ``P(|mean_n - mu| >= t) <= alpha`` for iid ``X`` with ``Var X = var`` and ``|X - mu| <= bound_range``
+    (Bernstein: ``2 exp(-n t^2 / (2 var + 2 b t / 3))``), solved for ``t``."""
+    L = math.log(2.0 / alpha)
+    b = bound_range
+    # n t^2 = L (2 var + 2 b t / 3)  ->  n t^2 - (2 b L / 3) t - 2 var L = 0
+    return ((2 * b * L / 3) + math.sqrt((2 * b * L / 3) ** 2 + 8 * n * var * L)) / (2 * n)
