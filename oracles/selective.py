@@ -336,10 +336,10 @@ def s6_bound(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softpl
     kD = k_D[..., None]
     k_a = k_fn + aw * (kD + 1.0 + chain_S)
     if discretization == "zoh":
-        b_mag = Dt[..., None] * _phi1_64(w.real) * Bm * np.abs(u_)[..., None]
+        b_mag = np.abs(Dt)[..., None] * _phi1_64(w.real) * Bm * np.abs(u_)[..., None]
         k_b = kD + 2.0 + 1.0 + k_fn + 1.0 + aw * (kD + 1.0)
     else:
-        b_mag = Dt[..., None] * Bm * np.abs(u_)[..., None]
+        b_mag = np.abs(Dt)[..., None] * Bm * np.abs(u_)[..., None]
         k_b = kD + 2.0
     keep = np.ones((b, l), dtype=bool) if reset is None else ~np.asarray(reset, dtype=bool)
     H = np.zeros((b, d, n)) if h0 is None else np.abs(_c(h0)).astype(np.float64)
@@ -561,11 +561,12 @@ def ssd_bound(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False
         eff = ssd_effective_dt(dt, dt_bias, dt_softplus, dt_limit)
         pre = ssd_effective_dt(dt, dt_bias, dt_softplus)
         clamped = np.repeat(np.transpose(eff != pre, (0, 2, 1)), p, axis=1)
+        eff_s6 = np.repeat(np.transpose(eff, (0, 2, 1)), p, axis=1)
     else:
         clamped = None
     bo, bs = s6_bound(a["u"], raw, a["A"], a["B"], a["C"], a["D"], a["z"], delta_bias=bias, delta_softplus=dt_softplus,
                       h0=a["h0"], dtype=dtype, view=view, chunk=chunk, reset=a["reset"], oracle_dtype=oracle_dtype,
-                      delta_override=None if clamped is None else (a["delta"], clamped))
+                      delta_override=None if clamped is None else (eff_s6, clamped))
     n = a["A"].shape[1]
     vo = np.asarray(bo.values)
     vs = np.asarray(bs.values)

@@ -1,0 +1,204 @@
+"""Example tests for SSD (Mamba-2): worked examples, the stable segment sum, options, long sequences, bad input."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from oracles import selective as O
+from oracles.tolerance import assert_within, componentwise_bound
+from refimpl.ssm import ssd as S
+from refimpl.ssm.selective import segsum
+from refimpl.ssm.ssd_numba import ssd_chunked_numba
+
+VIEWS = ("recurrent", "quadratic", "chunked", "numba_chunked")
+
+
+def run(view, *args, chunk=3, **kw):
+    if view == "numba_chunked":
+        return ssd_chunked_numba(*args, chunk=chunk, **kw)
+    return S.ssd(*args, view=view, chunk=chunk, **kw)
+
+
+def _problem(rng, b=2, l=10, h=4, p=3, g=2, n=5):
+    return (rng.standard_normal((b, l, h, p)), np.exp(rng.standard_normal((b, l, h)) - 1.0),
+            -np.exp(rng.standard_normal(h)), rng.standard_normal((b, l, g, n)), rng.standard_normal((b, l, g, n)))
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_worked_example_scalar_head(view):
+    """h = p = n = 1, dt = ln 2, A = -1, B = C = x = 1: a_t = 1/2, y_t = ln2 (2 - 2^-t)."""
+    L = 7
+    ones = np.ones((1, L, 1, 1))
+    y, fin = run(view, ones, np.full((1, L, 1), math.log(2.0)), -np.ones(1), ones, ones, return_final_states=True)
+    expect = math.log(2.0) * (2.0 - 0.5 ** np.arange(L))
+    bound = componentwise_bound(2.0 * np.ones(L), 6 * (L + 4), np.float64, what="closed form, O(L) roundings")
+    assert_within(y[0, :, 0, 0], expect, bound)
+    assert abs(fin[0, 0, 0, 0] - expect[-1]) <= bound.max()
+
+
+def test_segsum_is_stable_and_exact_on_integers():
+    """segsum(x)[i, j] = sum_{k=j+1}^{i} x_k, -inf above the diagonal; no prefix-sum difference."""
+    x = np.array([1e16, 1.0, 2.0, 3.0])
+    Sx = segsum(x)
+    # a difference of prefix sums would give (1e16 + 1 + 2) - (1e16 + 1) = 2 or 4 (rounding), not 2 exactly
+    assert Sx[2, 1] == 2.0 and Sx[3, 1] == 5.0 and Sx[3, 2] == 3.0 and Sx[3, 0] == 6.0
+    assert np.all(np.diag(Sx) == 0.0)
+    assert np.all(np.isneginf(Sx[np.triu_indices(4, 1)]))
+    # the 1-semiseparable mask of a decaying system: exp(segsum) in [0, 1], lower triangular
+    Lm = np.exp(segsum(-np.abs(np.random.default_rng(0).standard_normal(6))))
+    assert np.all(np.triu(Lm, 1) == 0.0) and np.all(np.diag(Lm) == 1.0) and np.all(Lm <= 1.0)
+
+
+def test_quadratic_mask_is_L_of_the_paper():
+    """Y = (L o C B^T)(dt x) with L_ij = exp(sum_{k=j+1}^{i} dt_k A): compare against the matrix built by hand."""
+    rng = np.random.default_rng(1)
+    x, dt, A, B, C = _problem(rng, b=1, l=6, h=1, p=1, g=1, n=2)
+    a = dt[0, :, 0] * A[0]
+    Lm = np.zeros((6, 6))
+    for i in range(6):
+        for j in range(i + 1):
+            Lm[i, j] = math.exp(math.fsum(a[j + 1:i + 1]))
+    M = Lm * (C[0, :, 0] @ B[0, :, 0].T)
+    expect = M @ (dt[0, :, 0] * x[0, :, 0, 0])
+    y = S.quadratic(x, dt, A, B, C)
+    bo, _ = O.ssd_bound(x, dt, A, B, C, dtype=np.float64, view="quadratic")
+    assert_within(y[0, :, 0, 0], expect, type(bo)(np.asarray(bo.values)[0, :, 0, 0] * 2, bo.source))
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_D_per_head_equals_D_broadcast_per_channel(view):
+    rng = np.random.default_rng(2)
+    args = _problem(rng)
+    Dh = rng.standard_normal(4)
+    y1 = run(view, *args, D=Dh)
+    y2 = run(view, *args, D=np.repeat(Dh[:, None], 3, axis=1))
+    np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_dt_processing_bias_softplus_and_clamp(view):
+    """dt_bias then softplus (threshold 20) then clamp: equal to passing the processed dt directly."""
+    rng = np.random.default_rng(4)
+    x, dt, A, B, C = _problem(rng)
+    raw = 3.0 * rng.standard_normal(dt.shape)
+    raw[0, 0, 0] = 25.0  # above the softplus threshold: taken as is, then clamped to 1.5
+    bias = rng.standard_normal(4)
+    y1, s1 = run(view, x, raw, A, B, C, dt_bias=bias, dt_softplus=True, dt_limit=(0.01, 1.5), return_final_states=True)
+    pre = raw + bias
+    eff = np.where(pre <= 20.0, np.log1p(np.exp(np.minimum(pre, 20.0))), pre)
+    eff = np.clip(eff, 0.01, 1.5)
+    y2, s2 = run(view, x, eff, A, B, C, return_final_states=True)
+    bo, bs = O.ssd_bound(x, raw, A, B, C, dt_bias=bias, dt_softplus=True, dt_limit=(0.01, 1.5), dtype=np.float64,
+                         view=view if view != "numba_chunked" else "chunked", chunk=3)
+    assert_within(y1, y2, bo + bo)
+    assert_within(s1, s2, bs + bs)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_seq_idx_blocks_all_state_flow(view):
+    """With seq_idx [0 0 0 1 1 ...] the second sequence's outputs do not depend on the first's inputs."""
+    rng = np.random.default_rng(6)
+    x, dt, A, B, C = _problem(rng, b=1, l=9)
+    seq = np.array([[0, 0, 0, 0, 1, 1, 1, 1, 1]])
+    y1 = run(view, x, dt, A, B, C, seq_idx=seq, initial_states=rng.standard_normal((1, 4, 3, 5)))
+    x2 = x.copy()
+    x2[:, :4] = 100.0 * rng.standard_normal(x2[:, :4].shape)  # change the first sequence only
+    y2 = run(view, x2, dt, A, B, C, seq_idx=seq)  # and drop the initial state (it belongs to sequence 0)
+    np.testing.assert_array_equal(y1[:, 4:], y2[:, 4:])
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_empty_sequence_returns_initial_states(view):
+    S0 = np.random.default_rng(0).standard_normal((1, 2, 3, 4))
+    y, fin = run(view, np.zeros((1, 0, 2, 3)), np.zeros((1, 0, 2)), -np.ones(2), np.zeros((1, 0, 1, 4)),
+                 np.zeros((1, 0, 1, 4)), initial_states=S0, return_final_states=True)
+    assert y.shape == (1, 0, 2, 3)
+    np.testing.assert_array_equal(fin, S0)
+
+
+def test_step_decode_equals_recurrent():
+    rng = np.random.default_rng(8)
+    x, dt, A, B, C = _problem(rng, l=6)
+    D, z = rng.standard_normal((4, 3)), rng.standard_normal(x.shape)
+    y, fin = S.recurrent(x, dt, A, B, C, D, z, dt_softplus=True, return_final_states=True)
+    state = np.zeros_like(fin)
+    for t in range(6):
+        state, yt = S.step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D, z[:, t], dt_softplus=True)
+        np.testing.assert_array_equal(yt, y[:, t])
+    np.testing.assert_array_equal(state, fin)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("A_value", [0.0, -1e-5])
+def test_long_sequence_float32_one_head(A_value):
+    """L = 65,536, one head, headdim 1, float32: A = 0 (accumulator) and A -> 0; the chunked views
+    (reference and Numba) and the recurrence stay inside the derived bound."""
+    rng = np.random.default_rng(7)
+    L = 65536
+    f = np.float32
+    x = rng.standard_normal((1, L, 1, 1)).astype(f)
+    dt = rng.standard_normal((1, L, 1)).astype(f)
+    A = np.array([A_value], dtype=f)
+    B = rng.standard_normal((1, L, 1, 2)).astype(f)
+    C = rng.standard_normal((1, L, 1, 2)).astype(f)
+    kw = dict(dt_bias=np.full(1, -2.0, dtype=f), dt_softplus=True)
+    yo, So = O.ssd_loop(x, dt, A, B, C, **kw)
+    for view in ("recurrent", "chunked", "numba_chunked"):
+        y, fin = run(view, x, dt, A, B, C, chunk=64, return_final_states=True, **kw)
+        bo, bs = O.ssd_bound(x, dt, A, B, C, **kw, dtype=f, view=view, chunk=64)
+        assert_within(y, yo, bo, context=f"{view} L=65536")
+        assert_within(fin, So, bs, context=f"{view} L=65536 state")
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+def _call(fn, **over):
+    rng = np.random.default_rng(0)
+    x, dt, A, B, C = _problem(rng, b=1, l=5)
+    a = dict(x=x, dt=dt, A=A, B=B, C=C)
+    a.update(over)
+    return fn(a.pop("x"), a.pop("dt"), a.pop("A"), a.pop("B"), a.pop("C"), **a)
+
+
+@pytest.mark.parametrize("fn", [S.recurrent, S.quadratic, S.chunked, ssd_chunked_numba])
+@pytest.mark.parametrize("over, exc, msg", [
+    (dict(B=np.ones((1, 5, 3, 5)), C=np.ones((1, 5, 3, 5))), ValueError, "must divide"),  # 3 groups, 4 heads
+    (dict(C=np.ones((1, 5, 1, 5))), ValueError, "C: expected shape"),  # groups differ from B
+    (dict(B=np.ones((1, 2, 5, 5))), ValueError, "layout (b, l, g, n)"),  # a (b g l n) array
+    (dict(x=np.ones((1, 5, 4))), ValueError, "x: expected 4 dimensions"),
+    (dict(dt=np.ones((1, 4, 5))), ValueError, "dt: expected shape"),
+    (dict(dt=np.full((1, 5, 4), np.nan)), ValueError, "dt: expected finite"),
+    (dict(A=np.ones(4)), ValueError, "A: expected A <= 0"),
+    (dict(A=-np.ones((4, 2))), ValueError, "A: expected 1 dimensions"),
+    (dict(A=-np.ones(4) + 0j), TypeError, "A: expected a real"),
+    (dict(dt=-np.ones((1, 5, 4))), ValueError, "effective step"),
+    (dict(D=np.ones(3)), ValueError, "D: expected shape"),
+    (dict(D=np.ones((4, 2))), ValueError, "D: expected shape"),
+    (dict(z=np.ones((1, 5, 4, 2))), ValueError, "z: expected shape"),
+    (dict(dt_bias=np.ones(3)), ValueError, "dt_bias: expected shape"),
+    (dict(initial_states=np.ones((1, 4, 5, 3))), ValueError, "initial_states: expected shape"),
+    (dict(seq_idx=np.zeros((1, 5))), TypeError, "seq_idx: expected an integer"),
+    (dict(seq_idx=np.array([[0, 1, 1, 0, 2]])), ValueError, "non-decreasing"),
+    (dict(seq_idx=np.zeros((1, 4), dtype=int)), ValueError, "seq_idx: expected shape"),
+    (dict(dt_limit=(1.0, 0.5)), ValueError, "dt_limit: expected 0 <= lo <= hi"),
+    (dict(dt_limit=(0.0,)), ValueError, "dt_limit: expected a pair"),
+    (dict(dt_softplus="yes"), TypeError, "dt_softplus: expected a bool"),
+    (dict(x=np.ones((1, 5, 4, 3), dtype=np.int32)), TypeError, "x: expected a floating-point"),
+])
+def test_bad_inputs(fn, over, exc, msg):
+    with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        _call(fn, **over)
+
+
+def test_allow_unstable_and_bad_chunk():
+    out = _call(S.recurrent, A=0.1 * np.ones(4), allow_unstable=True)
+    assert np.all(np.isfinite(out))
+    with pytest.raises(ValueError, match="chunk: expected an integer >= 1"):
+        _call(S.chunked, chunk=0)
+    with pytest.raises(ValueError, match="chunk: expected an integer >= 1"):
+        _call(ssd_chunked_numba, chunk=0)
+    with pytest.raises(ValueError, match="view: expected one of"):
+        _call(S.ssd, view="scan")
