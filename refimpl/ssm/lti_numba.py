@@ -65,7 +65,7 @@ def _recurrent_dense(A_bar, B_bar, C, D, x, h0, y, hL):
         bi = bh // h
         c = bh % h
         s = h0[bi, c].copy()
-        s_new = np.empty_like(s)
+        s_new = np.zeros_like(s)
         for t in range(l):
             ta = t if lt > 1 else 0
             tb = t if ltb > 1 else 0
@@ -138,7 +138,7 @@ def _kernel_dense(A_bar, B_bar, C, K):
     n = A_bar.shape[1]
     for c in nb.prange(h):
         P = B_bar[c].copy()
-        Pn = np.empty_like(P)
+        Pn = np.zeros_like(P)
         for k in range(L):
             for q in range(p):
                 for j in range(m):
