@@ -72,10 +72,15 @@ def test_ulps_are_counted_in_candidate_dtype():
 def test_baseline_bound_rule():
     o = np.array([1.0, -2.0])
     ref_lowp = np.array([1.01, -2.0])
-    b = baseline_bound(ref_lowp, o, np.float16)
     u = 2.0 ** -11
     tiny16 = 2.0 ** -14  # the underflow floor
-    np.testing.assert_allclose(np.asarray(b.values), [2 * 0.01 + u * 1.0 + tiny16, 0 + u * 2.0 + tiny16], rtol=1e-12)
+    # normwise: 2 x max error (0.01) everywhere, plus storing the answer in float16
+    b = baseline_bound(ref_lowp, o, np.float16)
+    np.testing.assert_allclose(np.asarray(b.values), [2 * 0.01 + u * 1.0 + tiny16, 2 * 0.01 + u * 2.0 + tiny16],
+                               rtol=1e-12)
+    # with a magnitude: the worst relative error (0.01 / 1) scales with each entry's magnitude
+    b = baseline_bound(ref_lowp, o, np.float16, magnitude=np.array([1.0, 4.0]))
+    np.testing.assert_allclose(np.asarray(b.values), [2 * 0.01 + u + tiny16, 2 * 0.04 + 2 * u + tiny16], rtol=1e-12)
 
 
 def test_fft_convolution_bound_holds_for_float32():
