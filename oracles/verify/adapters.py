@@ -11,7 +11,8 @@ over when the function is unbatched.  The harness does everything else.
 Building blocks for ``args``/``kwargs``:
 
 * ``In(name, pattern=None, complex=None, scalar=False, min_ndim=0)`` -- a canonical input.
-  ``pattern`` maps canonical -> candidate layout.  ``complex="interleave"``
+  ``pattern`` maps canonical -> candidate layout (a string, or a function of the conventions
+  returning one or None, e.g. a state transposed only for ``state_layout="kv"``).  ``complex="interleave"``
   passes complex data as real with (re, im) interleaved along the last axis
   (Mamba's complex variable B/C: ``min_ndim=3``).  ``scalar=True`` passes a Python float.
 * ``Conv(fn)`` -- a value computed from the conventions (``fn(conv)``).
@@ -101,12 +102,13 @@ class Adapter:
             if v is None:
                 return None
             v = np.asarray(v)
-            if item.pattern:
-                v = rearrange(v, item.pattern, **{**dims, **self.sizes})
+            pat = item.pattern(conv) if callable(item.pattern) else item.pattern
+            if pat:
+                v = rearrange(v, pat, **{**dims, **self.sizes})
             if item.complex == "interleave" and np.iscomplexobj(v) and v.ndim >= item.min_ndim:
                 v = interleave_complex(v)
             if item.scalar:
-                return v.item()
+                return int(v) if v.dtype.kind in "iu" else v.item()
             return convert(v)
         if isinstance(item, Conv):
             return item.fn(conv)
@@ -120,7 +122,8 @@ class Adapter:
                    convert: Callable[[Any], Any] = lambda a: a) -> Tuple[list, dict]:
         """The positional and keyword arguments for one call (arrays passed through ``convert``)."""
         if self.args is None:
-            args = [convert(inputs.get(a.name)) for a in spec.inputs]
+            args = [int(inputs[a.name]) if (a.kind == "int" and a.shape == "" and inputs.get(a.name) is not None)
+                    else convert(inputs.get(a.name)) for a in spec.inputs]
             while args and args[-1] is None and spec.inputs[len(args) - 1].optional:
                 args.pop()
         else:
@@ -132,11 +135,13 @@ class Adapter:
                 kwargs[k] = v
         return args, kwargs
 
-    def read_outputs(self, spec, ret: Any, dims: Mapping[str, int], to_numpy: Callable[[Any], Any]) -> Dict[str, Any]:
+    def read_outputs(self, spec, ret: Any, dims: Mapping[str, int], to_numpy: Callable[[Any], Any],
+                     conv: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """Canonical outputs (NumPy, candidate dtype) from the candidate's return value."""
         outs = self.outputs
         if outs is None:
-            outs = tuple(Out(a.name, i if len(spec.outputs) > 1 else None) for i, a in enumerate(spec.outputs))
+            rets = getattr(spec, "returns", None) or spec.outputs
+            outs = tuple(Out(a.name, i if len(rets) > 1 else None) for i, a in enumerate(rets))
         result: Dict[str, Any] = {}
         for o in outs:
             if o.index is None:
@@ -158,8 +163,9 @@ class Adapter:
             v = to_numpy(v)
             if o.complex == "interleave" and not np.iscomplexobj(v):
                 v = deinterleave_complex(v)
-            if o.pattern:
-                v = rearrange(v, o.pattern, **{**dims, **self.sizes})
+            pat = o.pattern(conv or {}) if callable(o.pattern) else o.pattern
+            if pat:
+                v = rearrange(v, pat, **{**dims, **self.sizes})
             result[o.name] = v
         return result
 

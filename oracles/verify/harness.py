@@ -143,10 +143,16 @@ class CandidateCall:
     def __call__(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
         dims = infer_dims(self.spec.inputs, inputs)
         convert = lambda a: to_framework(a, self.framework, self.device)  # noqa: E731
+        out = self._call(inputs, dims, convert)
+        if self.spec.derive is not None:
+            out = self.spec.derive(out, dict(inputs))
+        return out
+
+    def _call(self, inputs, dims, convert) -> Dict[str, Any]:
         ax = self.adapter.vectorize
         if ax is None:
             args, kwargs = self.adapter.build_call(self.spec, inputs, self.conv, dims, convert)
-            return self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy)
+            return self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy, self.conv)
         size = dims.get(ax)
         if size is None:
             raise ValueError(f"adapter {self.adapter.name}: vectorized axis {ax!r} is not an axis of the inputs")
@@ -161,7 +167,7 @@ class CandidateCall:
                 pat = a.pattern_for(np.ndim(v))
                 sl[a.name] = np.take(v, i, axis=pat.index(ax)) if pat and ax in pat else v
             args, kwargs = self.adapter.build_call(self.spec, sl, self.conv, dims, convert)
-            per.append(self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy))
+            per.append(self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy, self.conv))
         out: Dict[str, Any] = {}
         for o in self.spec.outputs:
             if not per or any(o.name not in p for p in per):

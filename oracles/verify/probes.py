@@ -30,19 +30,21 @@ def _seq_len(x, spec, seq_inputs) -> int:
 
 
 def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, name: str = "causality",
-                    doc: str = "", why: str = "", applies=lambda conv: True, local: bool = False) -> Probe:
+                    doc: str = "", why: str = "", applies=lambda conv: True, local: bool = False,
+                    sampler=None) -> Probe:
     """A probe: outputs at positions ``< t0`` must not change when inputs at ``>= t0`` change.
 
     ``seq_inputs``/``seq_outputs`` map argument names to the name of their sequence axis.
     ``local=True`` checks row locality instead: each output position depends only
     on the same input position, so *any* other position's change must not matter
     (a feature map applied per position).  ``why`` is appended to a failure.
+    ``sampler(rng, conv)`` draws the probe's inputs (default: the op's sampler).
     """
 
     def run(call, spec, conv, rng) -> Tuple[bool, str]:
         # a sample long enough to split (samplers draw L from a small ladder; retry a few times)
         for _ in range(50):
-            x = spec.sample(rng, conv)
+            x = (sampler or spec.sample)(rng, conv)
             if _seq_len(x, spec, seq_inputs) >= 4:
                 break
         x = {k: (None if v is None else np.asarray(v, dtype=np.result_type(np.asarray(v).dtype, np.float64))

@@ -127,6 +127,8 @@ class OpSpec:
     complex_inputs: Tuple[str, ...] = ()  # inputs that may be complex (kept complex, never cast to a real lowp dtype)
     notes: str = ""
     module: str = ""
+    returns: Optional[Tuple[Arg, ...]] = None  # what the candidate returns, when it differs from ``outputs``
+    derive: Optional[Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = None  # returns -> outputs
 
     def convention(self, name: str) -> Convention:
         for c in self.conventions:

@@ -1,0 +1,352 @@
+r"""Op specs ``features.performer`` (random-feature maps) and ``features.orthogonal_projection`` (the draw).
+
+features.performer
+------------------
+Canonical: ``fn(x, W) -> phi`` with ``x`` (b l h d), ``W`` (m d), ``phi`` (b l h m) (positive) or
+(b l h 2m) (trig, hyperbolic)::
+
+    positive    phi(x) = (exp(W x - |x|^2/2 - c) + eps) / sqrt(m)
+    trig        phi(x) = exp(|x|^2/2)/sqrt(m) [sin(W x), cos(W x)]
+    hyperbolic  phi(x) = (exp(-|x|^2/2 - c)/sqrt(2m) [exp(W x), exp(-W x)]) (+ eps/sqrt(2m))
+
+Conventions: ``kind``; ``data_scale`` (``"d^-1/4"``: ``x`` is first multiplied by ``d^{-1/4}``,
+Performer's softmax-kernel convention so that ``phi(q).phi(k) ~ exp(q.k/sqrt(d))``); ``eps`` added
+after the exponential; ``stabilizer`` -- the offset ``c`` subtracted in the exponent:
+``none``; ``row_max`` (max over the features of one position of the exponent ``W x - |x|^2/2``);
+``global_max`` (the same max over *all* positions, batches and heads passed in);
+``row_max_wx`` (max over the features of ``W x`` alone, per position: performer-pytorch's queries);
+``head_max_wx`` (max of ``W x`` over all positions and features of one batch entry and head:
+performer-pytorch's keys).  A global or per-head offset couples positions: a causal output then
+depends on future keys -- the row-locality probe reports it.
+
+Oracle: :func:`oracles.attention.features_mpmath` (the definitions in mpmath) times ``exp(-c)``
+with ``c`` computed in float64; bound :func:`oracles.attention.feature_bound` plus the scaling of
+``x``, the offset's error and ``eps``.
+
+features.orthogonal_projection
+------------------------------
+Canonical: ``fn(m, d, seed) -> W`` (m d): orthogonal random features, blocks of ``d`` exactly
+orthogonal rows whose directions are Haar distributed.  Checked by law, not by value: the rows
+of each block are orthonormal (to rounding), and a statistical probe over many seeds tests the
+mean of the diagonal direction cosines ``u_ii = W_ii/|W_i|``, which is 0 for a Haar draw; an
+*unsigned* QR (LAPACK's raw ``Q``, signs of ``diag R`` left to the algorithm) is not Haar and
+biases it (and the Performer estimator).  The threshold is Bernstein's inequality for the R
+per-draw means ``X_r = mean_i u_ii`` (independent across seeds, ``|X_r| <= 1``): under Haar
+``E u_ii = 0``, ``E u_ii^2 = 1/d`` (a uniform unit vector) and ``E u_ii u_jj = 0`` for ``i != j``
+(flipping the sign of row ``i`` preserves Haar measure), so ``Var X_r = 1/d^2`` and
+``P(|mean_r X_r| >= t) <= 2 exp(-R t^2 / (2/d^2 + 2t/3))``, solved for a false-failure rate of 1e-6.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List
+
+import numpy as np
+
+from oracles.attention import feature_bound, features_mpmath
+from oracles.tolerance import Bound, componentwise_bound, gamma
+from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
+from oracles.verify.probes import causality_probe
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, register_op
+
+OP = "features.performer"
+OP_DRAW = "features.orthogonal_projection"
+STABILIZERS = ("none", "row_max", "global_max", "row_max_wx", "head_max_wx")
+
+
+def _scaled_x(x, conv):
+    x = np.asarray(x, dtype=np.float64)
+    return x * x.shape[-1] ** -0.25 if conv["data_scale"] == "d^-1/4" else x
+
+
+def _offset(xs, W, conv):
+    """The stabilizer's offset ``c`` (b l h 1), float64."""
+    st = conv["stabilizer"]
+    wx = xs @ np.asarray(W, dtype=np.float64).T
+    if conv["kind"] == "hyperbolic":
+        wx = np.concatenate([wx, -wx], axis=-1)
+    z = wx - 0.5 * np.sum(xs * xs, axis=-1, keepdims=True)
+    if st == "none" or z.size == 0:
+        return np.zeros(z.shape[:-1] + (1,))
+    if st == "row_max":
+        return np.max(z, axis=-1, keepdims=True)
+    if st == "global_max":
+        return np.full(z.shape[:-1] + (1,), np.max(z))
+    if st == "row_max_wx":
+        return np.max(wx, axis=-1, keepdims=True)
+    # head_max_wx: max over positions (axis 1) and features (axis -1) per batch entry and head
+    return np.broadcast_to(np.max(wx, axis=(1, 3), keepdims=True), z.shape[:-1] + (1,)).copy()
+
+
+def oracle(inp, conv) -> Dict[str, np.ndarray]:
+    xs = _scaled_x(inp["x"], conv)
+    W = np.asarray(inp["W"], dtype=np.float64)
+    kind = conv["kind"]
+    if kind == "trig":
+        if conv["stabilizer"] != "none" or float(conv["eps"]) != 0.0:
+            raise ValueError("trig features take no stabilizer or eps")
+        return {"phi": features_mpmath(xs, "trig", W)}
+    phi = features_mpmath(xs, kind, W)
+    c = _offset(xs, W, conv)
+    n_feat = phi.shape[-1]
+    return {"phi": phi * np.exp(-c) + float(conv["eps"]) / math.sqrt(n_feat if kind == "positive" else n_feat)}
+
+
+def bounds(inp, out, conv, dtype):
+    xs = _scaled_x(inp["x"], conv)
+    W = np.asarray(inp["W"], dtype=np.float64)
+    kind = conv["kind"]
+    d = xs.shape[-1]
+    phi = np.asarray(out["phi"])
+    eps = float(conv["eps"])
+    n_feat = phi.shape[-1]
+    core = phi - eps / math.sqrt(n_feat)  # the exponential part
+    b = feature_bound(xs, kind, core, dtype, W)
+    A = np.abs(xs) @ np.abs(W).T
+    if kind != "positive":
+        A = np.concatenate([A, A], axis=-1)
+    sq = np.sum(xs * xs, axis=-1, keepdims=True)
+    extra = []
+    if conv["data_scale"] == "d^-1/4":
+        # x * d^(-1/4): one rounding per entry of x -> the exponent moves by <= gamma_2 (|W||x| + |x|^2)
+        extra.append(Bound(gamma(2, dtype) * (A + sq) * np.abs(core), "x * d^-1/4: one rounding of x"))
+    if conv["stabilizer"] != "none":
+        # the offset c is an exponent computed like the others (depth d + 2) in the candidate and in float64
+        Amax = np.max(A, axis=-1, keepdims=True) if A.size else np.zeros(A.shape[:-1] + (1,))
+        if conv["stabilizer"] in ("global_max", "head_max_wx"):
+            Amax = np.full_like(Amax, np.max(Amax) if Amax.size else 0.0)
+        cmag = Amax + sq + 1.0
+        extra.append(Bound((gamma(d + 3, dtype) + gamma(d + 3, np.float64)) * cmag * np.abs(core),
+                           "the stabilizer's offset: an exponent of depth d + 2, both sides"))
+    if eps:
+        extra.append(Bound(gamma(2, dtype) * (np.abs(core) + eps / math.sqrt(n_feat)), "+ eps, / sqrt(m)"))
+    for e in extra:
+        b = b + e
+    return {"phi": b}
+
+
+def reference(inp, conv):
+    from refimpl.attention import features
+
+    x = np.asarray(inp["x"])
+    if conv["data_scale"] == "d^-1/4":
+        x = x * x.dtype.type(x.shape[-1] ** -0.25)
+    st = conv["stabilizer"]
+    if st not in ("none", "row_max", "global_max"):
+        raise ValueError(f"our reference has no stabilizer {st!r}")
+    kind = conv["kind"]
+    if kind == "trig":
+        phi = features.trig_features(x, inp["W"])
+    elif kind == "positive":
+        phi = features.positive_features(x, inp["W"], stabilizer=st)
+    else:
+        phi = features.hyperbolic_features(x, inp["W"], stabilizer=st)
+    return {"phi": phi + float(conv["eps"]) / math.sqrt(phi.shape[-1])}
+
+
+def sample(rng, conv, *, l=None, b=None, h=None, d=None, m=None):
+    b = int(rng.integers(1, 3)) if b is None else b
+    h = int(rng.integers(1, 3)) if h is None else h
+    d = int(rng.integers(1, 6)) if d is None else d
+    m = int(rng.integers(1, 9)) if m is None else m
+    l = int(rng.choice([1, 2, 3, 5, 8])) if l is None else l
+    # |x| kept moderate: the features are exponentials of |W x| and |x|^2
+    x = 0.5 * rng.standard_normal((b, l, h, d))
+    W = rng.standard_normal((m, d))
+    return {"x": x, "W": W}
+
+
+def strategy(conv):
+    from hypothesis import strategies as st
+
+    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+
+
+def cases(conv) -> List[Case]:
+    out = []
+
+    def add(cid, kind, note, seed, scale=None, **kw):
+        inp = sample(np.random.default_rng([47, seed]), conv, **kw)
+        if scale is not None:
+            inp["x"] = inp["x"] * scale
+        out.append(Case(OP, cid, kind, inp, dict(conv), seed=seed, note=note))
+
+    add("golden-small", "golden", "b=1, l=4, h=2, d=3, m=5", 1, l=4, b=1, h=2, d=3, m=5)
+    add("edge-one-feature", "edge", "m = 1, d = 1", 2, m=1, d=1)
+    add("edge-large-x", "edge", "|x| ~ 3: large exponents (a stabilizer matters here)", 3, scale=6.0, l=6, d=4, m=8)
+    add("edge-x-zero", "edge", "x = 0: phi = 1/sqrt(m) (positive) exactly", 4, scale=0.0, l=2, d=3, m=4)
+    return out
+
+
+def _row_local(conv):
+    return conv["stabilizer"] in ("none", "row_max", "row_max_wx")
+
+
+register_op(OpSpec(
+    name=OP,
+    summary="Performer random-feature maps (positive, trig, hyperbolic) with named data scaling, eps and stabilizer",
+    inputs=(Arg("x", "b l h d"), Arg("W", "m d", "projection rows w_i")),
+    outputs=(Arg("phi", "b l h m | b l h M"),),
+    conventions=(
+        Convention("kind", "positive", "positive: exp(Wx - |x|^2/2)/sqrt(m); trig: exp(|x|^2/2)/sqrt(m) [sin, cos]; "
+                   "hyperbolic: exp(-|x|^2/2)/sqrt(2m) [exp(Wx), exp(-Wx)] (the text's h(x))",
+                   ("positive", "trig", "hyperbolic")),
+        Convention("data_scale", "none", "x multiplied by d^-1/4 first (Performer's softmax kernel) or not",
+                   ("none", "d^-1/4")),
+        Convention("eps", 0.0, "added to the exponential before the 1/sqrt(m) factor"),
+        Convention("stabilizer", "none", "offset c subtracted in the exponent: none, row_max, global_max (exponent), "
+                   "row_max_wx, head_max_wx (of W x: performer-pytorch's queries / keys)", STABILIZERS),
+    ),
+    oracle=oracle,
+    bounds=bounds,
+    cases=cases,
+    sample=sample,
+    strategy=strategy,
+    reference=reference,
+    probes=(causality_probe({"x": "l"}, {"phi": "l"}, name="row_locality", local=True, applies=_row_local,
+                            why="a stabilizer or normalizer taken over several positions (e.g. a max over all keys) "
+                                "makes a causal attention output depend on future keys",
+                            sampler=lambda rng, conv: sample(rng, conv, l=6)),),
+    module=__name__,
+    notes="oracle: oracles.attention.features_mpmath x exp(-offset); bound: feature_bound + scaling/offset/eps",
+))
+
+register_adapter(Adapter(
+    name="performer_pytorch.softmax_kernel",
+    op=OP,
+    doc="performer-pytorch's softmax_kernel(data, projection_matrix=W, is_query=..., normalize_data=True, eps=1e-4): "
+        "head-first data (b h n d); x scaled by d^-1/4, positive features with eps=1e-4 inside, a max over W x "
+        "subtracted: per position for queries (is_query=True), over all positions of a head for keys",
+    args=(In("x", "b l h d -> b h l d"),),
+    kwargs={"projection_matrix": In("W"), "is_query": Const(False)},
+    outputs=(Out("phi", None, "b h l m -> b l h m"),),
+    implies={"kind": "positive", "data_scale": "d^-1/4", "eps": 1e-4},
+))
+
+register_adapter(Adapter(
+    name="performer_pytorch.softmax_kernel.query",
+    op=OP,
+    doc="the same with is_query=True (the max over W x is per position)",
+    args=(In("x", "b l h d -> b h l d"),),
+    kwargs={"projection_matrix": In("W"), "is_query": Const(True)},
+    outputs=(Out("phi", None, "b h l m -> b l h m"),),
+    implies={"kind": "positive", "data_scale": "d^-1/4", "eps": 1e-4},
+))
+
+
+def _refimpl_fn(c):
+    return {"positive": "positive", "trig": "trig", "hyperbolic": "hyperbolic"}[c["kind"]]
+
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP,
+    doc="refimpl.attention.features.random_features(x, W, kind, stabilizer=) (positive/hyperbolic take a stabilizer)",
+    args=(In("x"), In("W"), Conv(_refimpl_fn)),
+    kwargs={"stabilizer": Conv(lambda c: None if c["kind"] == "trig" else c["stabilizer"])},
+    outputs=(Out("phi", None),),
+    implies={"data_scale": "none", "eps": 0.0},
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# features.orthogonal_projection: a law, checked statistically
+# ----------------------------------------------------------------------------------------------------------
+
+FALSE_FAILURE = 1e-6
+DRAWS = 400
+
+
+def _directions(W):
+    W = np.asarray(W, dtype=np.float64)
+    return W / np.linalg.norm(W, axis=1, keepdims=True)
+
+
+def draw_oracle(inp, conv):
+    """The deterministic part of the law: each block of d rows is orthonormal after normalising the rows."""
+    m, d = int(inp["m"]), int(inp["d"])
+    return {"gram": np.tile(np.eye(d), (-(-m // d), 1, 1))}
+
+
+def draw_bounds(inp, out, conv, dtype):
+    d = int(inp["d"])
+    # Householder QR: ||Q^T Q - I|| <= gamma_{c d^2}-ish; we allow gamma_{4d} per entry (Higham Thm 19.4, small d)
+    return {"gram": Bound(gamma(4 * d + 4, dtype) + gamma(4 * d + 4, np.float64), "orthonormality of a "
+                          "Householder QR factor: gamma_(4d+4) per Gram entry (Higham Thm 19.4) + row normalisation")}
+
+
+def _gram_adapter_out(W, m, d):
+    U = _directions(W)
+    nb = -(-m // d)
+    grams = np.zeros((nb, d, d))
+    for i in range(nb):
+        blk = U[i * d:(i + 1) * d]
+        g = blk @ blk.T
+        grams[i, :g.shape[0], :g.shape[1]] = g
+        if g.shape[0] < d:  # a truncated last block: pad with the identity
+            grams[i, g.shape[0]:, g.shape[0]:] = np.eye(d - g.shape[0])
+    return grams
+
+
+def _haar_probe(call, spec, conv, rng) -> tuple:
+    """Mean of the diagonal direction cosines over DRAWS seeds vs Bernstein's threshold."""
+    d = 6
+    means = []
+    for s in range(DRAWS):
+        W = call({"m": np.asarray(d), "d": np.asarray(d), "seed": np.asarray(1000 + s)})["W"]
+        U = _directions(W)
+        means.append(float(np.mean(np.diagonal(U))))
+    T = float(np.mean(means))
+    # Bernstein: R t^2 = log(2/alpha) (2 sigma^2 + 2 t / 3) with sigma^2 = 1/d^2, |X_r| <= 1
+    Lg = math.log(2.0 / FALSE_FAILURE)
+    a, b_, c = DRAWS, -Lg * 2.0 / 3.0, -Lg * 2.0 / d**2
+    t = (-b_ + math.sqrt(b_ * b_ - 4 * a * c)) / (2 * a)
+    if abs(T) <= t:
+        return True, (f"mean diagonal direction cosine {T:+.4f} over {DRAWS} draws is within the Bernstein threshold "
+                      f"{t:.4f} (false-failure rate {FALSE_FAILURE:g}) of its Haar value 0")
+    return False, (f"mean diagonal direction cosine {T:+.4f} over {DRAWS} draws exceeds the Bernstein threshold {t:.4f} "
+                   f"(false-failure rate {FALSE_FAILURE:g}): the orthogonal draw is not Haar distributed -- an unsigned "
+                   f"QR (signs of diag R not fixed) biases the random-feature estimator")
+
+
+def draw_sample(rng, conv):
+    d = int(rng.integers(2, 7))
+    m = int(rng.integers(1, 3 * d + 1))
+    return {"m": np.asarray(m), "d": np.asarray(d), "seed": np.asarray(int(rng.integers(0, 2**31)))}
+
+
+def draw_cases(conv) -> List[Case]:
+    return [Case(OP_DRAW, f"golden-m{m}-d{d}", "golden", {"m": np.asarray(m), "d": np.asarray(d),
+                                                        "seed": np.asarray(s)}, dict(conv), seed=s,
+                 note=f"m = {m}, d = {d}" + (" (a truncated last block)" if m % d else ""))
+            for (m, d, s) in ((8, 4, 0), (10, 4, 1), (3, 5, 2), (16, 16, 3))]
+
+
+register_op(OpSpec(
+    name=OP_DRAW,
+    summary="orthogonal random projection for Performer features: blocks of exactly orthogonal rows, Haar directions",
+    inputs=(Arg("m", "", "rows", kind="int"), Arg("d", "", "dimension", kind="int"), Arg("seed", "", kind="int")),
+    outputs=(Arg("gram", "blocks d d", "Gram matrices of the normalised rows of each block (identity)"),),
+    conventions=(Convention("norms", "any", "row norms (chi or fixed sqrt(d)); only directions are checked",
+                            ("any",)),),
+    oracle=draw_oracle,
+    bounds=draw_bounds,
+    cases=draw_cases,
+    sample=draw_sample,
+    probes=(Probe("haar_directions", "the mean diagonal direction cosine is 0 for Haar-distributed blocks "
+                  "(Bernstein threshold, false-failure rate 1e-6)", _haar_probe),),
+    lowp=False,
+    returns=(Arg("W", "m d"),),
+    derive=lambda ret, inputs: draw_derive(ret, inputs),
+    module=__name__,
+    notes="checked by law: orthonormal blocks (to rounding) and a seeded statistical probe",
+))
+
+
+def draw_derive(ret: Dict[str, Any], inputs: Dict[str, Any]) -> Dict[str, Any]:
+    """The candidate returns W; the compared output is the Gram matrix of each block's normalised rows."""
+    W = np.asarray(ret["W"], dtype=np.float64)
+    m, d = int(inputs["m"]), int(inputs["d"])
+    if W.shape != (m, d):
+        return {"W": W}  # reported as a missing output with the shape in the error
+    return {"W": W, "gram": _gram_adapter_out(W, m, d)}
