@@ -213,8 +213,11 @@ def features_mpmath(x, kind: str, W=None, nu: int = 1) -> np.ndarray:
                 else:
                     raise ValueError(f"kind: unknown feature map {kind!r}")
             rows.append([float(a) for a in f])
-    out = np.array(rows, dtype=np.float64).reshape(x.shape[:-1] + (-1,))
-    return out
+    if not rows:
+        m_ = 0 if W is None else np.shape(W)[0]
+        width = {"identity": d, "elu1": d, "dpfp": 2 * d * nu, "positive": m_}.get(kind, 2 * m_)
+        return np.zeros(x.shape[:-1] + (width,))
+    return np.array(rows, dtype=np.float64).reshape(x.shape[:-1] + (-1,))
 
 
 def feature_bound(x, kind: str, exact, dtype, W=None) -> Bound:
