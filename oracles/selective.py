@@ -34,11 +34,13 @@ __all__ = [
     "s6_mpmath",
     "s6_dense",
     "s6_bound",
+    "s6_bounds",
     "ssd_effective_dt",
     "ssd_loop",
     "ssd_mpmath",
     "ssd_dense",
     "ssd_bound",
+    "ssd_bounds",
     "ssd_as_s6",
     "decayed_linear_attention",
 ]
@@ -145,7 +147,6 @@ def s6_mpmath(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softp
     """The loop in mpmath at ``dps`` digits, scalar by scalar (tiny cases only).  Returns float64/complex128."""
     import mpmath
 
-    mp = mpmath.mp.clone() if hasattr(mpmath.mp, "clone") else mpmath.mp
     old = mpmath.mp.dps
     mpmath.mp.dps = dps
     try:
@@ -277,10 +278,13 @@ def _view_constants(view: str, L: int, chunk: Optional[int], N: int, k_fn: float
     raise ValueError(f"view: unknown view {view!r} for the error bound")
 
 
-def s6_bound(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus=False, h0=None,
-             discretization="mamba", dtype=np.float32, view="recurrent", chunk=None, reset=None,
-             oracle_dtype=np.float64, delta_override=None) -> Tuple[Bound, Bound]:
-    r"""Derived componentwise bounds ``(on out (b d l), on h_last (b d n))`` for a candidate in ``dtype``.
+def s6_bounds(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus=False, h0=None,
+              discretization="mamba", dtype=np.float32, views=("recurrent",), chunk=None, reset=None,
+              oracle_dtype=np.float64, delta_override=None) -> dict:
+    r"""Derived componentwise bounds ``{view: (on out (b d l), on h_last (b d n))}`` for candidates in ``dtype``.
+
+    One pass over the sequence evaluates the bound of every view in ``views`` (they differ only
+    in the per-view constants); :func:`s6_bound` is the one-view form.
 
     A running-error analysis of the recurrence (Higham ch. 3 applied step by step), first order in
     ``u`` then lifted to ``gamma``.  In units of ``u`` (``4u`` for complex data, ``complex_ops``):
@@ -310,7 +314,11 @@ def s6_bound(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softpl
     n = A.shape[1]
     cplx = bool(np.iscomplexobj(A) or np.iscomplexobj(B) or np.iscomplexobj(C) or np.iscomplexobj(h0))
     k_fn = TRANSCENDENTAL_U
-    K_fix, chain_S, K_out = _view_constants(view, l, chunk, n, k_fn)
+    consts = np.array([_view_constants(v, l, chunk, n, k_fn) for v in views], dtype=np.float64)  # (V 3)
+    V = len(views)
+    K_fix = consts[:, 0].reshape(V, 1, 1, 1)
+    chain_S = consts[:, 1].reshape(V, 1, 1, 1, 1)
+    K_out = consts[:, 2].reshape(V, 1, 1)
     # the step and its relative error weight
     x = np.asarray(delta, dtype=np.float64)
     k_x = np.zeros_like(x)
@@ -334,7 +342,7 @@ def s6_bound(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softpl
     aw = np.abs(w)
     a_mag = np.exp(w.real)
     kD = k_D[..., None]
-    k_a = k_fn + aw * (kD + 1.0 + chain_S)
+    k_a = k_fn + aw[None] * (kD[None] + 1.0 + chain_S)  # (V b d l n)
     if discretization == "zoh":
         b_mag = np.abs(Dt)[..., None] * _phi1_64(w.real) * Bm * np.abs(u_)[..., None]
         k_b = kD + 2.0 + 1.0 + k_fn + 1.0 + aw * (kD + 1.0)
@@ -343,38 +351,48 @@ def s6_bound(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softpl
         k_b = kD + 2.0
     keep = np.ones((b, l), dtype=bool) if reset is None else ~np.asarray(reset, dtype=bool)
     H = np.zeros((b, d, n)) if h0 is None else np.abs(_c(h0)).astype(np.float64)
-    E = (K_fix + 1.0) * H
+    E = (K_fix + 1.0) * H[None]  # (V b d n)
     Y = np.zeros((b, d, l))
-    Eo = np.zeros((b, d, l))
-    chain = np.zeros((b, d, n)) + (K_fix + 1.0)
+    Eo = np.zeros((V, b, d, l))
+    chain = np.zeros((V, b, d, n)) + (K_fix + 1.0)
     for t in range(l):
         kp = keep[:, t, None, None]
         H, E, chain = H * kp, E * kp, chain * kp
-        step_w = 2.0 + k_a[:, :, t]
+        step_w = 2.0 + k_a[:, :, :, t]
         E = a_mag[:, :, t] * (E + step_w * H) + (k_b[:, :, t] + K_fix) * b_mag[:, :, t]
         H = a_mag[:, :, t] * H + b_mag[:, :, t]
         chain = np.maximum(chain + step_w, k_b[:, :, t] + K_fix)
         Y[:, :, t] = np.sum(Cm[:, :, t] * H, axis=-1)
-        Eo[:, :, t] = np.sum(Cm[:, :, t] * E, axis=-1) + (n + K_out) * Y[:, :, t]
+        Eo[..., t] = np.sum(Cm[:, :, t] * E, axis=-1) + (n + K_out) * Y[:, :, t]
     if np.iscomplexobj(A):
         Y, Eo = 2.0 * Y, 2.0 * Eo
-    chain_max = float(np.max(chain)) if chain.size else K_fix + 1.0
-    k_max = chain_max + n + K_out + 2.0
-    if D is not None:
-        Du = np.abs(np.asarray(D, dtype=np.float64))[:, None] * np.abs(u_)
-        Eo = Eo + Y + 2.0 * Du
-        Y = Y + Du
-    if z is not None:
-        sz = np.abs(_silu64(z))
-        Eo = sz * (Eo + (k_fn + 4.0) * Y)
-        k_max += k_fn + 4.0
-    uc = unit_roundoff(dtype) * (4.0 if cplx else 1.0)
-    hi = 1.0 / (1.0 - uc * k_max) if uc * k_max < 1.0 else math.inf
-    what = (f"running-error weights of the {view} view (K_fix={K_fix:g}, chain_S={chain_S:g}, K_out={K_out:g}), "
-            f"k_fn={k_fn:g}, higher-order factor 1/(1 - u k_max), k_max={k_max:.4g}")
-    bo = componentwise_bound(Eo, 1, dtype, oracle_dtype=oracle_dtype, complex_ops=cplx, what=what)
-    bs = componentwise_bound(E, 1, dtype, oracle_dtype=oracle_dtype, complex_ops=cplx, what=what + " (state)")
-    return bo.scaled(hi, "higher order"), bs.scaled(hi, "higher order")
+    out = {}
+    for iv, view in enumerate(views):
+        Kf, cS, Ko = consts[iv]
+        chain_max = float(np.max(chain[iv])) if chain[iv].size else Kf + 1.0
+        k_max = chain_max + n + Ko + 2.0
+        Eov, Yv = Eo[iv], Y
+        if D is not None:
+            Du = np.abs(np.asarray(D, dtype=np.float64))[:, None] * np.abs(u_)
+            Eov = Eov + Yv + 2.0 * Du
+            Yv = Yv + Du
+        if z is not None:
+            sz = np.abs(_silu64(z))
+            Eov = sz * (Eov + (k_fn + 4.0) * Yv)
+            k_max += k_fn + 4.0
+        uc = unit_roundoff(dtype) * (4.0 if cplx else 1.0)
+        hi = 1.0 / (1.0 - uc * k_max) if uc * k_max < 1.0 else math.inf
+        what = (f"running-error weights of the {view} view (K_fix={Kf:g}, chain_S={cS:g}, K_out={Ko:g}), "
+                f"k_fn={k_fn:g}, higher-order factor 1/(1 - u k_max), k_max={k_max:.4g}")
+        bo = componentwise_bound(Eov, 1, dtype, oracle_dtype=oracle_dtype, complex_ops=cplx, what=what)
+        bs = componentwise_bound(E[iv], 1, dtype, oracle_dtype=oracle_dtype, complex_ops=cplx, what=what + " (state)")
+        out[view] = (bo.scaled(hi, "higher order"), bs.scaled(hi, "higher order"))
+    return out
+
+
+def s6_bound(u, delta, A, B, C, D=None, z=None, *, view="recurrent", **kwargs) -> Tuple[Bound, Bound]:
+    """The bounds ``(on out, on h_last)`` of one view; see :func:`s6_bounds` for the derivation."""
+    return s6_bounds(u, delta, A, B, C, D, z, views=(view,), **kwargs)[view]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,9 +556,9 @@ def ssd_dense(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False
     return _s6_to_ssd_y(y, b, l, h, p), hl.reshape(b, h, p, n)
 
 
-def ssd_bound(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False, dt_limit=(0.0, math.inf),
-              initial_states=None, seq_idx=None, dtype=np.float32, view="recurrent", chunk=None,
-              oracle_dtype=np.float64) -> Tuple[Bound, Bound]:
+def ssd_bounds(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False, dt_limit=(0.0, math.inf),
+               initial_states=None, seq_idx=None, dtype=np.float32, views=("recurrent",), chunk=None,
+               oracle_dtype=np.float64) -> dict:
     r"""Bounds ``(on y (b l h p), on final state (b h p n))``: :func:`s6_bound` on the S6 form.
 
     The step's own error (bias add, softplus; the clamp is exact) is counted as in the S6 bound by
@@ -564,14 +582,20 @@ def ssd_bound(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus=False
         eff_s6 = np.repeat(np.transpose(eff, (0, 2, 1)), p, axis=1)
     else:
         clamped = None
-    bo, bs = s6_bound(a["u"], raw, a["A"], a["B"], a["C"], a["D"], a["z"], delta_bias=bias, delta_softplus=dt_softplus,
-                      h0=a["h0"], dtype=dtype, view=view, chunk=chunk, reset=a["reset"], oracle_dtype=oracle_dtype,
-                      delta_override=None if clamped is None else (eff_s6, clamped))
+    res = s6_bounds(a["u"], raw, a["A"], a["B"], a["C"], a["D"], a["z"], delta_bias=bias, delta_softplus=dt_softplus,
+                    h0=a["h0"], dtype=dtype, views=views, chunk=chunk, reset=a["reset"], oracle_dtype=oracle_dtype,
+                    delta_override=None if clamped is None else (eff_s6, clamped))
     n = a["A"].shape[1]
-    vo = np.asarray(bo.values)
-    vs = np.asarray(bs.values)
-    return (Bound(_s6_to_ssd_y(vo, b, l, h, p), bo.source),
-            Bound(vs.reshape(b, h, p, n), bs.source))
+    out = {}
+    for view, (bo, bs) in res.items():
+        out[view] = (Bound(_s6_to_ssd_y(np.asarray(bo.values), b, l, h, p), bo.source),
+                     Bound(np.asarray(bs.values).reshape(b, h, p, n), bs.source))
+    return out
+
+
+def ssd_bound(x, dt, A, B, C, D=None, z=None, *, view="recurrent", **kwargs) -> Tuple[Bound, Bound]:
+    """The bounds ``(on y, on the final state)`` of one SSD view; see :func:`ssd_bounds`."""
+    return ssd_bounds(x, dt, A, B, C, D, z, views=(view,), **kwargs)[view]
 
 
 def decayed_linear_attention(q, k, v, a, *, S0=None):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from oracles import selective as O
 from oracles.strategies.selective import s6_problems
-from oracles.tolerance import assert_within, componentwise_bound
+from oracles.tolerance import assert_within
 from refimpl.ssm import selective as S
 from refimpl.ssm.selective_numba import selective_scan_numba
 

@@ -5,7 +5,6 @@ per-channel form), evaluated for the view under test.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from hypothesis import given, settings

@@ -145,9 +145,11 @@ def test_long_sequence_float32_one_head(A_value):
     C = rng.standard_normal((1, L, 1, 2)).astype(f)
     kw = dict(dt_bias=np.full(1, -2.0, dtype=f), dt_softplus=True)
     yo, So = O.ssd_loop(x, dt, A, B, C, **kw)
-    for view in ("recurrent", "chunked", "numba_chunked"):
+    views = ("recurrent", "chunked", "numba_chunked")
+    bounds = O.ssd_bounds(x, dt, A, B, C, **kw, dtype=f, views=views, chunk=64)
+    for view in views:
         y, fin = run(view, x, dt, A, B, C, chunk=64, return_final_states=True, **kw)
-        bo, bs = O.ssd_bound(x, dt, A, B, C, **kw, dtype=f, view=view, chunk=64)
+        bo, bs = bounds[view]
         assert_within(y, yo, bo, context=f"{view} L=65536")
         assert_within(fin, So, bs, context=f"{view} L=65536 state")
 

@@ -49,7 +49,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_shape, result_dtype
-from refimpl.ssm.selective import SOFTPLUS_THRESHOLD, segsum, silu, softplus
+from refimpl.ssm.selective import segsum, silu, softplus
 
 __all__ = ["VIEWS", "prepare", "effective_dt", "recurrent", "quadratic", "chunked", "step", "ssd"]
 

@@ -1,0 +1,188 @@
+"""Report rows for the selective scan (S6) and SSD (Mamba-2): every view and backend vs the oracles.
+
+Candidates run in float32 on seeded inputs with every option switched on; the oracle is the
+float64 loop of :mod:`oracles.selective` on the same inputs cast up, the bound
+:func:`oracles.selective.s6_bound` / :func:`~oracles.selective.ssd_bound` for the view.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+
+from oracles import selective as O
+from oracles.checks import check, row, timed
+from oracles.tolerance import compare
+
+SEED = 20261126
+
+
+def _s6_inputs(cplx: bool, disc: str, dtype=np.float32):
+    rng = np.random.default_rng(SEED + 7 * cplx + (disc == "zoh"))
+    b, d, l, n = 2, 4, 37, 4
+    A = -np.exp(rng.standard_normal((d, n)))
+    if cplx:
+        A = A + 1j * np.pi * rng.standard_normal((d, n))
+    cdt = np.result_type(dtype, np.complex64)
+    args = [rng.standard_normal((b, d, l)), rng.standard_normal((b, d, l)) - 1.0, A,
+            rng.standard_normal((b, 2, n, l)), rng.standard_normal((b, n, l)), rng.standard_normal(d),
+            rng.standard_normal((b, d, l))]
+    args = [a.astype(cdt if np.iscomplexobj(a) else dtype) for a in args]
+    h0 = rng.standard_normal((b, d, n)) + (1j * rng.standard_normal((b, d, n)) if cplx else 0)
+    kw = dict(delta_bias=rng.standard_normal(d).astype(dtype), delta_softplus=True,
+              h0=h0.astype(cdt if cplx else dtype), discretization=disc)
+    return args, kw
+
+
+@check
+def selective_scan_views():
+    from refimpl.ssm import selective as S
+    from refimpl.ssm.selective_numba import selective_scan_numba
+
+    rows = []
+    for cplx, disc in ((False, "mamba"), (True, "mamba"), (False, "zoh"), (True, "zoh")):
+        op = f"ssm.selective_scan.{disc}.{'complex' if cplx else 'real'}"
+        args, kw = _s6_inputs(cplx, disc)
+        y, h = O.s6_loop(*args, **kw)
+        chunk = 8
+        runs = {
+            "reference/recurrent": (lambda: S.recurrent(*args, **kw, return_last_state=True), "recurrent"),
+            "reference/scan": (lambda: S.scan(*args, **kw, return_last_state=True), "scan"),
+            "reference/chunked": (lambda: S.chunked(*args, **kw, chunk=chunk, return_last_state=True), "chunked"),
+            "numba/fused": (lambda: selective_scan_numba(*args, **kw, return_last_state=True), "numba"),
+        }
+        for impl, (fn, view) in runs.items():
+            if impl.startswith("numba"):
+                fn()  # JIT / cache load outside the timing
+            (out, last), t = timed(fn)
+            bo, _ = O.s6_bound(*args, **kw, dtype=np.float32, view=view, chunk=chunk)
+            rows.append(row(op, impl, compare(out, y, bo), t, note=f"b d l n = {args[0].shape + (args[2].shape[1],)}, "
+                                                                      "grouped B, variable C, D, z, bias, softplus, h0"))
+        # the decode step, one token at a time
+        u, delta, A, B, C, D, z = args
+        b, d, l = u.shape
+        state = kw["h0"]
+        outs = []
+
+        def decode():
+            st = state
+            for t_ in range(l):
+                st, o = S.step(st, u[..., t_], delta[..., t_], A, B[..., t_], np.broadcast_to(C[..., t_][:, None], (b, 1, C.shape[1])),
+                               D, z[..., t_], delta_bias=kw["delta_bias"], delta_softplus=True, discretization=disc)
+                outs.append(o)
+            return st
+
+        _, t = timed(decode)
+        bo, _ = O.s6_bound(*args, **kw, dtype=np.float32, view="recurrent")
+        rows.append(row(op, "reference/step", compare(np.stack(outs, axis=-1), y, bo), t, note="decode loop of step()"))
+    return rows
+
+
+@check
+def selective_scan_oracles():
+    """The oracles checked against each other: dense operator vs loop (float64), loop vs mpmath (tiny)."""
+    rows = []
+    args, kw = _s6_inputs(True, "zoh", dtype=np.float64)
+    (yd, hd), t = timed(O.s6_dense, *args, **kw)
+    y, h = O.s6_loop(*args, **kw)
+    bq, _ = O.s6_bound(*args, **kw, dtype=np.float64, view="quadratic")
+    rows.append(row("ssm.selective_scan.zoh.complex", "oracle/dense_operator", compare(yd, y, bq), t,
+                    note="materialized M vs the float64 loop oracle"))
+    small = [a[:1, :2, :6] if a.ndim == 3 and a.shape[-1] == 37 else a for a in args]
+    small = [small[0], small[1], args[2][:2, :2], args[3][:1, :1, :2, :6], args[4][:1, :2, :6], args[5][:2], small[6]]
+    skw = dict(kw, delta_bias=kw["delta_bias"][:2], h0=kw["h0"][:1, :2, :2])
+    (ym, hm), t = timed(O.s6_mpmath, *small, **skw)
+    yl, hl = O.s6_loop(*small, **skw)
+    bl, _ = O.s6_bound(*small, **skw, dtype=np.float64, oracle_dtype=None)
+    rows.append(row("ssm.selective_scan.zoh.complex", "oracle/loop_vs_mpmath", compare(yl, ym, bl), t,
+                    note="float64 loop oracle vs 50-digit mpmath, b d l n = 1 2 6 2"))
+    return rows
+
+
+def _ssd_inputs(dtype=np.float32):
+    rng = np.random.default_rng(SEED + 100)
+    b, l, h, p, g, n = 2, 29, 4, 3, 2, 5
+    args = [rng.standard_normal((b, l, h, p)), rng.standard_normal((b, l, h)) - 1.0, -np.exp(rng.standard_normal(h)),
+            rng.standard_normal((b, l, g, n)), rng.standard_normal((b, l, g, n)), rng.standard_normal((h, p)),
+            rng.standard_normal((b, l, h, p))]
+    args = [a.astype(dtype) for a in args]
+    seq = np.zeros((b, l), dtype=np.int64)
+    seq[0, 11:] = 1
+    seq[0, 20:] = 2
+    kw = dict(dt_bias=rng.standard_normal(h).astype(dtype), dt_softplus=True, dt_limit=(0.01, 2.0),
+              initial_states=rng.standard_normal((b, h, p, n)).astype(dtype), seq_idx=seq)
+    return args, kw
+
+
+@check
+def ssd_views():
+    from refimpl.ssm import ssd as S
+    from refimpl.ssm.ssd_numba import ssd_chunked_numba
+
+    rows = []
+    args, kw = _ssd_inputs()
+    y, fin = O.ssd_loop(*args, **kw)
+    chunk = 8
+    note = "b l h p g n = 2 29 4 3 2 5, chunk 8, D (h,p), z, dt_bias, softplus, dt_limit, initial_states, seq_idx"
+    runs = {
+        "reference/recurrent": (lambda: S.recurrent(*args, **kw, return_final_states=True), "recurrent"),
+        "reference/quadratic": (lambda: S.quadratic(*args, **kw, return_final_states=True), "quadratic"),
+        "reference/chunked": (lambda: S.chunked(*args, **kw, chunk=chunk, return_final_states=True), "chunked"),
+        "numba/chunked": (lambda: ssd_chunked_numba(*args, **kw, chunk=chunk, return_final_states=True), "numba_chunked"),
+    }
+    for impl, (fn, view) in runs.items():
+        if impl.startswith("numba"):
+            fn()  # JIT / cache load outside the timing
+        (out, _), t = timed(fn)
+        bo, _ = O.ssd_bound(*args, **kw, dtype=np.float32, view=view, chunk=chunk)
+        rows.append(row("ssm.ssd", impl, compare(out, y, bo), t, note=note))
+    # decode: step() over the second batch row (one sequence, so no seq_idx is needed)
+    x, dt, A, B, C, D, z = args
+    y1, _ = O.ssd_loop(*[a[1:] if a.ndim > 2 else a for a in args], **dict(kw, initial_states=kw["initial_states"][1:],
+                                                                            seq_idx=None))
+
+    def decode():
+        st = kw["initial_states"][1:]
+        outs = []
+        for t_ in range(x.shape[1]):
+            st, o = S.step(st, x[1:, t_], dt[1:, t_], A, B[1:, t_], C[1:, t_], D, z[1:, t_], dt_bias=kw["dt_bias"],
+                           dt_softplus=True, dt_limit=kw["dt_limit"])
+            outs.append(o)
+        return np.stack(outs, axis=1)
+
+    out, t = timed(decode)
+    bo, _ = O.ssd_bound(*[a[1:] if a.ndim > 2 else a for a in args], **dict(kw, initial_states=kw["initial_states"][1:],
+                                                                            seq_idx=None), dtype=np.float32)
+    rows.append(row("ssm.ssd", "reference/step", compare(out, y1, bo), t, note="decode loop of step(), batch row 1"))
+    return rows
+
+
+@check
+def ssd_duality():
+    """SSD == selective scan with A broadcast per head == causal linear attention with decay (float64)."""
+    from refimpl.ssm import selective as S6
+    from refimpl.ssm.selective_numba import selective_scan_numba
+
+    rows = []
+    args, kw = _ssd_inputs(np.float64)
+    kw = dict(kw, seq_idx=None)
+    x, dt, A, B, C, D, z = args
+    b, l, h, p = x.shape
+    y, fin = O.ssd_loop(*args, **kw)
+    a = O.ssd_as_s6(*args, **kw)
+    for impl, fn, view in (("reference/selective_scan.recurrent", S6.recurrent, "recurrent"),
+                           ("reference/selective_scan.scan", S6.scan, "scan"),
+                           ("numba/selective_scan.fused", selective_scan_numba, "numba")):
+        fn(a["u"][:, :, :2], a["delta"][:, :, :2], a["A"], a["B"][..., :2], a["C"][..., :2])  # warm
+        o, t = timed(fn, a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], h0=a["h0"])
+        ys = np.transpose(o.reshape(b, h, p, l), (0, 3, 1, 2))
+        bo, _ = O.ssd_bound(*args, **kw, dtype=np.float64, view=view)
+        rows.append(row("ssm.ssd.duality", impl, compare(ys, y, bo), t, note="S6 on channels (h p), A_h on every state"))
+    dte = O.ssd_effective_dt(dt, kw["dt_bias"], True, kw["dt_limit"])
+    grp = np.arange(h) // (h // B.shape[2])
+    (o_la), t = timed(O.decayed_linear_attention, C[:, :, grp], B[:, :, grp], dte[..., None] * x, np.exp(dte * A),
+                      S0=kw["initial_states"])
+    o_la = (o_la + D * x) * (z / (1.0 + np.exp(-z)))
+    bo, _ = O.ssd_bound(*args, **kw, dtype=np.float64, view="quadratic")
+    rows.append(row("ssm.ssd.duality", "oracle/linear_attention", compare(o_la, y, bo), t,
+                    note="q = C, k = B, v = dt x, decay exp(dt A), masked attention matrix"))
+    return rows
