@@ -127,3 +127,31 @@ def test_loop_oracle_against_mpmath(pr):
     bo, bs = O.s6_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="recurrent", oracle_dtype=None)
     assert_within(y1, y2, bo, context="float64 loop vs mpmath")
     assert_within(h1, h2.astype(h1.dtype) if np.iscomplexobj(h1) else h2.real, bs, context="state vs mpmath")
+
+
+@given(pr=s6_problems(), view=st.sampled_from(VIEWS), data=st.data())
+def test_padded_tail_does_not_leak_into_the_prefix(pr, view, data):
+    """Causality with garbage tails: appending arbitrary (large) inputs after position L leaves the
+    first L outputs unchanged -- the regime of kernels that read past a partial last chunk."""
+    L = pr["u"].shape[2]
+    pad = data.draw(st.integers(1, 9), label="pad")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    padded = dict(pr)
+    for key in ("u", "delta", "z"):
+        if pr[key] is not None:
+            tail = 1e3 * rng.standard_normal(pr[key].shape[:2] + (pad,))
+            if key == "delta" and not pr["delta_softplus"]:
+                tail = np.abs(tail)
+            padded[key] = np.concatenate([pr[key], tail.astype(pr[key].dtype)], axis=-1)
+    for key in ("B", "C"):
+        if pr[key].ndim >= 3:
+            tail = 1e3 * rng.standard_normal(pr[key].shape[:-1] + (pad,))
+            padded[key] = np.concatenate([pr[key], tail.astype(pr[key].dtype)], axis=-1)
+    out, _ = _run(view, pr)
+    out_p, _ = _run(view, padded)
+    if view in ("recurrent", "numba"):
+        np.testing.assert_array_equal(out_p[..., :L], out)
+    else:
+        y, _ = O.s6_loop(*_args(pr), **_kw(pr))
+        bo, _ = O.s6_bound(*_args(pr), **_kw(pr), dtype=np.float64, view=view, chunk=pr["chunk"])
+        assert_within(out_p[..., :L], y, bo, context="prefix of the padded run")

@@ -158,3 +158,27 @@ def test_loop_oracle_against_mpmath(pr):
     bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="recurrent", oracle_dtype=None)
     assert_within(yo, ym, bo, context="float64 SSD loop vs mpmath")
     assert_within(So, Sm, bs, context="float64 SSD loop vs mpmath (state)")
+
+
+@given(pr=ssd_problems(), view=st.sampled_from(VIEWS), data=st.data())
+def test_padded_tail_does_not_leak_into_the_prefix(pr, view, data):
+    """Appending arbitrary large inputs after position L (a padded tail, possibly inside the last
+    chunk) leaves the first L outputs inside their bound."""
+    L = pr["x"].shape[1]
+    pad = data.draw(st.integers(1, 9), label="pad")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    padded = dict(pr)
+    for key in ("x", "dt", "B", "C", "z"):
+        if pr[key] is not None:
+            shp = (pr[key].shape[0], pad) + pr[key].shape[2:]
+            tail = 1e3 * rng.standard_normal(shp)
+            if key == "dt" and not pr["dt_softplus"]:
+                tail = np.abs(tail)
+            padded[key] = np.concatenate([pr[key], tail.astype(pr[key].dtype)], axis=1)
+    if pr["seq_idx"] is not None:
+        last = pr["seq_idx"][:, -1:] if L else np.zeros((pr["x"].shape[0], 1), np.int64)
+        padded["seq_idx"] = np.concatenate([pr["seq_idx"], np.repeat(last, pad, axis=1)], axis=1)
+    y_p, _ = _run(view, padded)
+    yo, _ = O.ssd_loop(*_args(pr), **_kw(pr))
+    bo, _ = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view=view, chunk=pr["chunk"])
+    assert_within(y_p[:, :L], yo, bo, context="prefix of the padded run")

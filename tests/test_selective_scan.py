@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 import tracemalloc
 
 import numpy as np
@@ -249,3 +250,35 @@ def test_step_bad_inputs():
         S.step(None, np.ones((1, 2)), np.ones((1, 2)), -np.ones((2, 3)), np.ones((1, 3)), np.ones((1, 3)))
     with pytest.raises(ValueError, match="delta_t: expected shape"):
         S.step(np.zeros((1, 2, 3)), np.ones((1, 2)), np.ones((1, 3)), -np.ones((2, 3)), np.ones((1, 3)), np.ones((1, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# every layout x discretization x real/complex, with all options on and all off
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("options", ["all", "none"])
+@pytest.mark.parametrize("disc", ["mamba", "zoh"])
+@pytest.mark.parametrize("cplx", [False, True])
+@pytest.mark.parametrize("c_mode", ["fixed", "variable", "grouped"])
+@pytest.mark.parametrize("b_mode", ["fixed", "variable", "grouped"])
+def test_every_option_combination(b_mode, c_mode, cplx, disc, options):
+    rng = np.random.default_rng(zlib.crc32(repr((b_mode, c_mode, cplx, disc, options)).encode()))
+    b, d, l, n, g = 2, 4, 11, 3, 2
+    A = -np.exp(rng.standard_normal((d, n))) + (1j * rng.standard_normal((d, n)) if cplx else 0)
+
+    def bc(mode):
+        shape = {"fixed": (d, n), "variable": (b, n, l), "grouped": (b, g, n, l)}[mode]
+        X = rng.standard_normal(shape)
+        return X + 1j * rng.standard_normal(shape) if (cplx and mode == "fixed") else X
+
+    on = options == "all"
+    args = (rng.standard_normal((b, d, l)), (rng.standard_normal((b, d, l)) if on else np.exp(rng.standard_normal((b, d, l)) - 1)),
+            A, bc(b_mode), bc(c_mode), rng.standard_normal(d) if on else None, rng.standard_normal((b, d, l)) if on else None)
+    kw = dict(delta_bias=rng.standard_normal(d) if on else None, delta_softplus=on,
+              h0=(rng.standard_normal((b, d, n)) + (1j * rng.standard_normal((b, d, n)) if cplx else 0)) if on else None,
+              discretization=disc)
+    y, h = O.s6_loop(*args, **kw)
+    bounds = O.s6_bounds(*args, **kw, dtype=np.float64, views=VIEWS, chunk=4)
+    for view in VIEWS:
+        out, last = run(view, *args, chunk=4, return_last_state=True, **kw)
+        assert_within(out, y, bounds[view][0], context=view)
+        assert_within(last, h, bounds[view][1], context=view + " state")

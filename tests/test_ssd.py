@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -204,3 +205,29 @@ def test_allow_unstable_and_bad_chunk():
         _call(ssd_chunked_numba, chunk=0)
     with pytest.raises(ValueError, match="view: expected one of"):
         _call(S.ssd, view="scan")
+
+
+@pytest.mark.parametrize("seq", [False, True])
+@pytest.mark.parametrize("S0", [False, True])
+@pytest.mark.parametrize("limit", [(0.0, math.inf), (0.05, 1.0)])
+@pytest.mark.parametrize("sp_bias", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("z", [False, True])
+@pytest.mark.parametrize("D", [None, "h", "hp"])
+def test_every_option_combination(D, z, sp_bias, limit, S0, seq):
+    rng = np.random.default_rng(zlib.crc32(repr((D, z, sp_bias, limit, S0, seq)).encode()))
+    b, l, h, p, g, n = 2, 10, 4, 2, 2, 3
+    x, dt, A, B, C = _problem(rng, b=b, l=l, h=h, p=p, g=g, n=n)
+    sp, bias = sp_bias
+    if sp:
+        dt = rng.standard_normal(dt.shape) - 1.0
+    args = (x, dt, A, B, C, None if D is None else rng.standard_normal((h,) if D == "h" else (h, p)),
+            rng.standard_normal(x.shape) if z else None)
+    kw = dict(dt_bias=rng.standard_normal(h) if bias else None, dt_softplus=sp, dt_limit=limit,
+              initial_states=rng.standard_normal((b, h, p, n)) if S0 else None,
+              seq_idx=np.array([[0] * 3 + [1] * 4 + [2] * 3, [0] * 10]) if seq else None)
+    yo, So = O.ssd_loop(*args, **kw)
+    bounds = O.ssd_bounds(*args, **kw, dtype=np.float64, views=VIEWS, chunk=3)
+    for view in VIEWS:
+        y, fin = run(view, *args, chunk=3, return_final_states=True, **kw)
+        assert_within(y, yo, bounds[view][0], context=view)
+        assert_within(fin, So, bounds[view][1], context=view + " final state")
