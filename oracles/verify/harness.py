@@ -267,9 +267,14 @@ def _compare_outputs(spec: OpSpec, cand: Mapping[str, Any], inputs_up: Mapping[s
     return results
 
 
-def _diagnose(spec: OpSpec, cand: Mapping[str, Any], inputs_up, conv, dtype, oracle_out, ref_inputs,
-              results: List[OutputResult]) -> str:
-    """Say why a case fails: a different convention under which it would pass, or non-finite values."""
+def _diagnose(spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str, Any]], inputs_up, conv, dtype,
+              ref_inputs, results: List[OutputResult]) -> str:
+    """Say why a case fails: a different convention under which it would pass, or non-finite values.
+
+    First the oracle is recomputed under each alternative value of each convention and compared with
+    the candidate's outputs (cheap); if none explains the failure, the candidate is re-run through its
+    adapter under each alternative (a convention may change the call itself, e.g. a state layout).
+    """
     reasons = []
     nf = [r.output for r in results if r.comparison.nonfinite]
     if nf:
@@ -277,21 +282,29 @@ def _diagnose(spec: OpSpec, cand: Mapping[str, Any], inputs_up, conv, dtype, ora
     shape_bad = [r.comparison.message for r in results if "shape mismatch" in (r.comparison.message or "")]
     if shape_bad:
         reasons.append("; ".join(f"layout: {m} (wrong adapter or axis order?)" for m in shape_bad))
-    for c in spec.conventions:
-        if not c.choices or len(c.choices) < 2:
-            continue
-        for alt in c.choices:
-            if alt == conv[c.name]:
-                continue
+    alts = [(c, alt) for c in spec.conventions if c.choices and len(c.choices) > 1
+            for alt in c.choices if alt != conv[c.name] and c.name not in call.adapter.implies]
+    explained = []
+    for recall in (False, True):
+        for c, alt in alts:
             conv2 = dict(conv, **{c.name: alt})
             try:
                 o2 = spec.oracle(dict(inputs_up), conv2)
-                r2 = _compare_outputs(spec, cand, inputs_up, conv2, dtype, o2, ref_inputs)
-            except Exception:  # the alternative may not apply to these inputs
+                if recall:
+                    cand2 = dataclasses.replace(call, conv=conv2)(x)
+                elif cand is None:
+                    continue
+                else:
+                    cand2 = cand
+                r2 = _compare_outputs(spec, cand2, inputs_up, conv2, dtype, o2, ref_inputs)
+            except Exception:  # the alternative does not apply to these inputs (or the candidate refuses it)
                 continue
             if r2 and all(r.passed for r in r2):
-                reasons.append(f"the candidate conforms under convention {c.name}={alt!r} instead of "
-                               f"{conv[c.name]!r} ({c.doc})")
+                explained.append(f"the candidate conforms under convention {c.name}={alt!r} instead of "
+                                 f"{conv[c.name]!r} ({c.doc})")
+        if explained:
+            break
+    reasons.extend(explained)
     if not reasons:
         bad = [r for r in results if not r.passed]
         if bad:
@@ -331,7 +344,9 @@ def _run_case(spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: D
         if not res.outputs:
             res.error = "the candidate returned none of the op's outputs " + str([a.name for a in spec.outputs])
         elif not res.passed and diagnose:
-            res.diagnosis = _diagnose(spec, cand, x_up, conv, dtype, oracle_out, ref_inputs, res.outputs)
+            res.diagnosis = _diagnose(spec, call, x, cand, x_up, conv, dtype, ref_inputs, res.outputs)
+    elif diagnose:
+        res.diagnosis = _diagnose(spec, call, x, None, x_up, conv, dtype, ref_inputs, [])
     if not res.passed and save_failures:
         res.repro = save_case(save_failures, meta, case.case_id, dtype, x, conv, oracle_out, cand)
     return res
@@ -380,6 +395,9 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     meta = {"op": spec.name, "candidate": name, "adapter": ad.name, "framework": framework or "numpy", "seed": seed}
     todo = list(cases) if cases is not None else generate_cases(spec, conv, profile=profile,
                                                                  max_examples=max_examples, seed=seed, kinds=kinds)
+    if todo:  # an adapter that cannot express the requested conventions is a usage error, raised now
+        first = todo[0].inputs
+        ad.build_call(spec, first, conv, infer_dims(spec.inputs, first))
     for d in dtypes:
         if d in LOWP and not spec.lowp:
             for c in todo:

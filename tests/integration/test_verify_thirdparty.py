@@ -1,0 +1,127 @@
+"""The verify harness on code nobody here wrote: scipy, mambapy, performer-pytorch, PyTorch.
+
+Each test skips cleanly when its package is absent (``.ci/optional-requirements.txt`` installs them
+in CI).  Where the third-party code deviates from the math, the harness must say so with a clear
+reason -- and these tests assert that it does.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+from oracles.verify import verify
+
+FEW = dict(max_examples=3, seed=3)
+
+
+# -- scipy.signal.cont2discrete ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["zoh", "bilinear"])
+def test_scipy_cont2discrete_conforms_under_its_output_convention(method):
+    scipy_signal = pytest.importorskip("scipy.signal")
+    rep = verify("ssm.discretize", scipy_signal.cont2discrete, adapter="scipy.cont2discrete",
+                 conventions={"method": method, "output": "shifted"}, dtype="float64", **FEW)
+    assert rep.passed, rep.to_text()
+    # every case compared all four matrices
+    assert all({o.output for o in c.outputs} == {"A_bar", "B_bar", "C_d", "D_d"} for c in rep.cases)
+
+
+def test_scipy_bilinear_deviates_from_s4s_output_convention_and_the_harness_says_why():
+    scipy_signal = pytest.importorskip("scipy.signal")
+    rep = verify("ssm.discretize", scipy_signal.cont2discrete, adapter="scipy.cont2discrete",
+                 conventions={"method": "bilinear"}, dtype="float64", **FEW)  # output='s4' (the default)
+    assert not rep.passed
+    for c in rep.failures:
+        ok = {o.output for o in c.outputs if o.passed}
+        assert {"A_bar", "B_bar"} <= ok  # the transition and input matrices are right...
+        assert "output='shifted' instead of 's4'" in c.diagnosis  # ...C_d, D_d follow the shifted state
+    # zoh keeps C and D: no deviation there
+    zoh = verify("ssm.discretize", scipy_signal.cont2discrete, adapter="scipy.cont2discrete",
+                 conventions={"method": "zoh"}, dtype="float64", **FEW)
+    assert zoh.passed, zoh.to_text()
+
+
+# -- mambapy's selective scan ------------------------------------------------------------------------------
+
+def _mambapy_scan():
+    pytest.importorskip("torch")
+    mamba = pytest.importorskip("mambapy.mamba")
+    fn = functools.partial(mamba.MambaBlock.selective_scan, None)  # the method does not use self
+    fn.__module__, fn.__qualname__ = "mambapy.mamba", "MambaBlock.selective_scan"
+    return fn
+
+
+def test_mambapy_selective_scan_conforms_except_at_L0():
+    fn = _mambapy_scan()
+    rep = verify("ssm.selective_scan", fn, adapter="mambapy.selective_scan", framework="torch",
+                 dtype=["float64", "float32"], **FEW)
+    ran = [c for c in rep.cases if not c.skipped]
+    empty = [c for c in ran if c.shapes["u"][2] == 0]
+    nonempty = [c for c in ran if c.shapes["u"][2] > 0]
+    assert empty and nonempty
+    # every non-empty sequence (L = 1, 5, 40, 65 = 2^6 + 1 padded, 2048, ...) is within the derived bound
+    assert all(c.passed for c in nonempty), rep.to_text()
+    # the known deviation: its power-of-two padding takes log2(0) on an empty sequence
+    for c in empty:
+        assert not c.passed and "math domain error" in c.error and "npo2" in c.error
+    assert rep.probes and rep.probes[0].passed  # causal
+
+
+# -- performer-pytorch -------------------------------------------------------------------------------------
+
+def _softmax_kernel():
+    pytest.importorskip("torch")
+    return pytest.importorskip("performer_pytorch.performer_pytorch").softmax_kernel
+
+
+def test_performer_pytorch_key_features_depend_on_future_keys_and_the_harness_says_why():
+    softmax_kernel = _softmax_kernel()
+    rep = verify("features.performer", softmax_kernel, adapter="performer_pytorch.softmax_kernel",
+                 framework="torch", dtype="float64", **FEW)  # against the math: no stabilizer
+    assert not rep.passed
+    probe = {p.name: p for p in rep.probes}["row_locality"]
+    assert not probe.passed
+    assert "depend on future keys" in probe.message and "not applied per position" in probe.message
+    # the value mismatch is diagnosed as the per-head max over all key positions
+    assert any("stabilizer='head_max_wx'" in d for d in rep.deviations()), rep.deviations()
+    # under that (named) convention the values are right
+    named = verify("features.performer", softmax_kernel, adapter="performer_pytorch.softmax_kernel",
+                   framework="torch", conventions={"stabilizer": "head_max_wx"}, dtype=["float64", "float32"], **FEW)
+    assert named.passed, named.to_text()
+
+
+def test_performer_pytorch_query_features_are_row_local():
+    softmax_kernel = _softmax_kernel()
+    rep = verify("features.performer", softmax_kernel, adapter="performer_pytorch.softmax_kernel.query",
+                 framework="torch", conventions={"stabilizer": "row_max_wx"}, dtype=["float64", "float32"], **FEW)
+    assert rep.passed, rep.to_text()
+    assert [p.name for p in rep.probes] == ["row_locality"] and rep.probes[0].passed
+
+
+def test_performer_pytorch_orthogonal_draw_is_not_haar():
+    torch = pytest.importorskip("torch")
+    pp = pytest.importorskip("performer_pytorch.performer_pytorch")
+
+    def draw(m, d, seed):
+        torch.manual_seed(seed)
+        return pp.gaussian_orthogonal_random_matrix(m, d, scaling=0)
+
+    rep = verify("features.orthogonal_projection", draw, dtype="float32", kinds=("golden",))
+    assert all(c.passed for c in rep.cases), rep.to_text()  # the blocks are orthogonal (float32 rounding)...
+    probe = rep.probes[0]
+    assert not probe.passed and "unsigned QR" in probe.message  # ...but the directions are not Haar
+
+
+# -- PyTorch's scaled_dot_product_attention --------------------------------------------------------------
+
+def test_torch_sdpa_conforms_in_every_dtype():
+    torch = pytest.importorskip("torch")
+    rep = verify("attention.softmax", torch.nn.functional.scaled_dot_product_attention, adapter="torch.sdpa",
+                 framework="torch", conventions={"causal": "top_left"},
+                 dtype=["float64", "float32", "float16", "bfloat16"], **FEW)
+    assert rep.passed, rep.to_text()
+    lowp = [o for c in rep.cases if c.dtype in ("float16", "bfloat16") for o in c.outputs]
+    assert lowp and all(o.baseline_multiple is not None for o in lowp)
+    with pytest.raises(ValueError, match="top-left"):
+        verify("attention.softmax", torch.nn.functional.scaled_dot_product_attention, adapter="torch.sdpa",
+               framework="torch", conventions={"causal": "bottom_right"}, kinds=("golden",))
