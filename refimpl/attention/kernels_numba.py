@@ -2,7 +2,10 @@ r"""Numba kernels for linear attention, the chunked delta rule and the feature m
 
 Each public function validates exactly like its NumPy reference (same arguments, same errors) and
 returns the same result up to rounding (property-tested against the reference for L = 0, 1, odd,
-not a multiple of the chunk, long).  float32 inputs stay float32; anything else runs in float64.
+not a multiple of the chunk, long).  The output dtype is the reference's (float32 only when every input is
+float32); the scalar accumulators of the dot products and the normalizer are float64 in every case (Numba
+types a ``0.0`` accumulator as float64), so a float32 run is at least as accurate as the float32 reference
+and is checked against the same float32 bound.
 
 * :func:`causal_recurrent` -- ``refimpl.attention.linear.causal_recurrent``.
 * :func:`causal_chunked` -- ``refimpl.attention.linear.causal_chunked``.

@@ -35,6 +35,7 @@ Views
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -290,7 +291,7 @@ def performer_attention(q, k, v, W, *, kind: str = "positive", causal: bool = Fa
         scale = 1.0 / np.sqrt(d) if d > 0 else 1.0
     if isinstance(scale, (bool, np.bool_)) or not np.isscalar(scale) or not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale: expected a finite number > 0 (it is split as sqrt(scale) on q and k), got {scale!r}")
-    r = np.sqrt(scale)
+    r = math.sqrt(float(scale))  # a Python float: float32 inputs stay float32
     # q' = sqrt(scale) q,  k' = sqrt(scale) k  =>  exp(q'.k') = exp(scale q.k)
     qs, ks = q * r, k * r
     fq = {"stabilizer": "row_max"} if stabilizer == "query_max" else {}
