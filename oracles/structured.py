@@ -432,3 +432,21 @@ def dss_softmax_bound(lam, w, dt, L: int) -> Bound:
         + u * (2 * k * np.abs(dt * lam)[None, :] + 6) + gamma(lam.shape[0] + 2, np.float64, complex_ops=True)
     vals = np.sum(np.abs(w / lam)[None, :] * np.abs(E / S) * rel, axis=1)
     return Bound(vals + 1e-300, "DSS softmax: normalizer, exponent and sum roundings (oracles.structured.dss_softmax_bound)")
+
+
+def cauchy_mpmath(v, g, lam, dps: int = 40) -> np.ndarray:
+    """``sum_n v_n/(g_j - l_n)`` at ``dps`` digits for ``v, lam (h n)``, ``g (h l)``; complex128 ``(h l)``."""
+    import mpmath as mp
+
+    v = np.asarray(v)
+    g = np.asarray(g)
+    lam = np.asarray(lam)
+    out = np.zeros(g.shape, dtype=np.complex128)
+    with mp.workdps(dps):
+        for i in range(g.shape[0]):
+            vv = [mp.mpc(complex(a)) for a in v[i]]
+            ll = [mp.mpc(complex(a)) for a in lam[i]]
+            for j in range(g.shape[1]):
+                gj = mp.mpc(complex(g[i, j]))
+                out[i, j] = complex(mp.fsum(a / (gj - b) for a, b in zip(vv, ll)))
+    return out
