@@ -156,6 +156,7 @@ def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
         KK = np.zeros((chunk, chunk), dtype=q.dtype)
         g = np.zeros(chunk, dtype=q.dtype)
         SW = np.zeros((chunk, e), dtype=q.dtype)
+        Gm = np.zeros((chunk, chunk), dtype=q.dtype)
         for s in range(0, l, chunk):
             T = min(chunk, l - s)
             # g_t = sum_{i<=t} log alpha_i
@@ -163,6 +164,10 @@ def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
             for t in range(T):
                 acc += log_alpha[bi, s + t, hi]
                 g[t] = acc
+            # Gamma_ti = exp(g_t - g_i), i <= t (<= 1 for decays in (0, 1])
+            for t in range(T):
+                for i in range(t + 1):
+                    Gm[t, i] = np.exp(g[t] - g[i])
             for t in range(T):
                 for i in range(t):
                     dot = 0.0
@@ -181,7 +186,7 @@ def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
                 for p in range(e):
                     acc = v[bi, s + t, hi, p]
                     for i in range(t):
-                        acc -= np.exp(g[t] - g[i]) * KK[t, i] * U[i, p]
+                        acc -= Gm[t, i] * KK[t, i] * U[i, p]
                     U[t, p] = bt * acc
             # SW_i = S_0 w_i
             for i in range(T):
@@ -202,7 +207,7 @@ def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
                     kq = 0.0
                     for c in range(n):
                         kq += k[bi, s + i, hi, c] * q[bi, s + t, hi, c]
-                    r = np.exp(g[t] - g[i])
+                    r = Gm[t, i]
                     for p in range(e):
                         o[bi, s + t, hi, p] += r * kq * U[i, p] - gt * kq * SW[i, p]
             # S_T = gamma_{T-1} (S_0 - sum_i (S_0 w_i) k_i^T) + sum_i exp(g_{T-1} - g_i) u_i k_i^T
@@ -213,7 +218,7 @@ def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
                     acc2 = 0.0
                     for i in range(T):
                         acc -= SW[i, p] * k[bi, s + i, hi, c]
-                        acc2 += np.exp(g[T - 1] - g[i]) * U[i, p] * k[bi, s + i, hi, c]
+                        acc2 += Gm[T - 1, i] * U[i, p] * k[bi, s + i, hi, c]
                     S[bi, hi, p, c] = gT * acc + acc2
     return o
 
