@@ -235,7 +235,8 @@ def s4_gf_bound(Lambda, P, Q, B, C, dt, L: int, *, oracle: str = "float64") -> B
     return Bound(vals, src)
 
 
-def diag_kernel_bound(lam, B, C, dt, L: int, method: str, *, oracle: str = "float64", factor: float = 1.0) -> Bound:
+def diag_kernel_bound(lam, B, C, dt, L: int, method: str, *, oracle: str = "float64", factor: float = 1.0,
+                      discretized=None) -> Bound:
     r"""Componentwise bound for ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (diagonal, one channel), either side.
 
     Per term: ``A_bar`` carries relative error ``e_A = g_4 + u |dt l|`` (``exp`` plus the rounding of its
@@ -244,13 +245,14 @@ def diag_kernel_bound(lam, B, C, dt, L: int, method: str, *, oracle: str = "floa
     (first-order linearity of ``gamma``): ``bound_k = sum_n |C B_bar| |A_bar|^k (g^c_{n+9} + k (g^c_1 + e_A))``.
     The oracle (Van Loan + direct powers) has the same structure: ``oracle="float64"`` doubles it,
     ``"mpmath"`` adds nothing.  ``factor`` multiplies for a ``2 Re`` output (exact doubling).
+    ``discretized``: the oracle's own ``(A_bar, B_bar)`` if already computed (saves a Van Loan call).
     """
     lam = np.asarray(lam, dtype=np.complex128)
     if method == "zoh":
-        Ab, Bb = zoh_diag_vanloan(lam, B, dt)
+        Ab, Bb = zoh_diag_vanloan(lam, B, dt) if discretized is None else discretized
         eA = gamma(4, np.float64) + unit_roundoff(np.float64) * np.abs(dt * lam)
     else:
-        Ab, Bb = bilinear_diag(lam, B, dt)
+        Ab, Bb = bilinear_diag(lam, B, dt) if discretized is None else discretized
         eA = np.full(lam.shape, gamma(6, np.float64))
     n = lam.shape[0]
     k = np.arange(L)[:, None]

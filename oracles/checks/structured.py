@@ -178,7 +178,7 @@ def s4d_kernels():
             disc = OS.zoh_diag_vanloan if method == "zoh" else OS.bilinear_diag
             Ab, Bb = disc(lam, B, dt)
             K_or = 2 * OS.kernel_powers(Ab, Bb, C, L).real
-            b = OS.diag_kernel_bound(lam, B, C, dt, L, method, factor=2.0)
+            b = OS.diag_kernel_bound(lam, B, C, dt, L, method, factor=2.0, discretized=(Ab, Bb))
             rows.append(row(f"ssm.s4d.kernel.{method}", "reference/vandermonde", compare(K[0], K_or, b), t,
                             note=f"S4D-{init.capitalize()}, N=64 (32 pairs, 2 Re), L={L}, oracle: Van Loan + direct powers"))
             A_bar, B_bar = s4d.discretize_diag(lam[None], B[None], dt, method)
@@ -194,7 +194,7 @@ def s4d_kernels():
     K, t = timed(s4d.dss_kernel, lam[None], w[None], 0.5, 64, variant="exp")
     Ab, Bb = OS.zoh_diag_vanloan(lam, np.ones(4), 0.5)
     rows.append(row("ssm.s4d.dss.exp", "reference/exp", compare(K[0], OS.kernel_powers(Ab, Bb, w, 64).real,
-                                                                  OS.diag_kernel_bound(lam, np.ones(4), w, 0.5, 64, "zoh")), t,
+                                                                  OS.diag_kernel_bound(lam, np.ones(4), w, 0.5, 64, "zoh", discretized=(Ab, Bb))), t,
                     note="N=4, L=64, oracle: Van Loan + direct powers"))
     return rows
 
