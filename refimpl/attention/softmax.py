@@ -12,7 +12,8 @@ Shapes (einops style; the head axis ``h`` is always present, one head is h=1)
 Conventions
 -----------
 * ``scale`` is explicit: ``scores = scale * q.k``; ``scale=None`` means ``1/sqrt(d)``
-  (the text's ``1/sqrt(d_k)``).  The bias is added *after* scaling.
+  (the text's ``1/sqrt(d_k)``).  The scale is rounded to the working dtype (float32 for all-float32
+  inputs) and multiplies the float dot product.  The bias is added *after* scaling.
 * Causal alignment when ``lq != lk`` (position ``i`` of the query, ``j`` of the key):
 
   - ``"top_left"`` (PyTorch ``is_causal=True``, ``torch.tril(ones(lq, lk))``): keep ``j <= i``.
