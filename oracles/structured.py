@@ -235,6 +235,36 @@ def s4_gf_bound(Lambda, P, Q, B, C, dt, L: int, *, oracle: str = "float64") -> B
     return Bound(vals, src)
 
 
+def zoh_gf_bound(lam, B, C, dt, L: int) -> Bound:
+    r"""Bound for the diagonal ZOH generating-function kernel (one channel) vs :func:`diag_kernel_bound`'s oracle.
+
+    ``A_bar``, ``B_bar``: relative ``e_A = g_4 + u|dt l|``, ``g_8``; ``C_t = -C expm1(L dt l)``: relative
+    ``g_4 + u L |dt l|``; ``w_j`` from an exactly reduced angle: absolute ``g_3 pi/4 + 2u``.  Cauchy term
+    ``v/(w - a)``: relative ``g^c_{n+4} + (|dw| + e_A |a|)/|w - a|``; times ``|w| = 1``.  Then
+    ``|dK_k| <= (1/L) sum_j |dK^_j| + 5 log2(L) u ||K^||_2/sqrt(L)``, plus the direct-powers oracle's share
+    (:func:`diag_kernel_bound` with ``oracle="mpmath"``, i.e. one side).
+    """
+    lam = np.asarray(lam, dtype=np.complex128)
+    Ab, Bb = zoh_diag_vanloan(lam, B, dt)
+    u = unit_roundoff(np.float64)
+    n = lam.shape[0]
+    eA = gamma(4, np.float64) + u * np.abs(dt * lam)
+    Ct = -C * np.expm1(L * dt * lam)
+    v = Ct * Bb
+    ev = np.abs(v) * (gamma(12, np.float64) + u * L * np.abs(dt * lam))
+    j = np.arange(L)
+    w = np.exp(2j * np.pi * j / L)
+    dw = gamma(3, np.float64) * np.pi / 4 + 2 * u
+    den = np.abs(w[:, None] - Ab[None, :])
+    rel = gamma(n + 4, np.float64, complex_ops=True) + (dw + eA[None, :] * np.abs(Ab)[None, :]) / den
+    dKhat = np.sum((np.abs(v)[None, :] * rel + ev[None, :]) / den, axis=1)
+    Khat_abs = np.abs(np.sum(v[None, :] / den, axis=1))
+    vals = np.full(L, float(np.sum(dKhat)) / max(L, 1)
+                   + 5 * math.log2(max(L, 2)) * u * float(np.linalg.norm(Khat_abs)) / math.sqrt(max(L, 1)))
+    own = diag_kernel_bound(lam, B, C, dt, L, "zoh", oracle="mpmath", discretized=(Ab, Bb))
+    return Bound(vals + own.values, "diagonal ZOH generating function (oracles.structured.zoh_gf_bound) + direct-powers oracle share")
+
+
 def diag_kernel_bound(lam, B, C, dt, L: int, method: str, *, oracle: str = "float64", factor: float = 1.0,
                       discretized=None) -> Bound:
     r"""Componentwise bound for ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (diagonal, one channel), either side.

@@ -183,3 +183,25 @@ def test_bad_inputs():
     lam = np.array([[0.0 + 0j, -1.0 + 0j]])
     with pytest.raises(ValueError, match="removable pole"):
         s4.kernel(lam, np.zeros((1, 2, 1)), np.zeros((1, 2, 1)), np.ones((1, 2)), np.ones((1, 2)), 0.1, 4)
+
+
+@pytest.mark.parametrize("L", [1, 2, 7, 8, 64, 1000])
+def test_s4_zoh_generating_function_for_diagonal_systems(L):
+    # ZOH applies to P = 0: a Cauchy sum in z; oracle: Van Loan + direct powers
+    rng = np.random.default_rng(L)
+    lam = -rng.uniform(0.05, 1, (2, 5)) + 1j * rng.uniform(-10, 10, (2, 5))
+    B = rng.standard_normal((2, 5)) + 1j * rng.standard_normal((2, 5))
+    C = rng.standard_normal((2, 5)) + 1j * rng.standard_normal((2, 5))
+    z = np.zeros((2, 5, 0))
+    dt = np.array([0.05, 0.4])
+    for backend in ("numpy", "numba"):
+        K = s4.kernel(lam, z, z, B, C, dt, L, method="zoh", backend=backend)
+        for i in range(2):
+            K_or = OS.kernel_powers(*OS.zoh_diag_vanloan(lam[i], B[i], dt[i]), C[i], L)
+            assert_within(K[i], K_or, OS.zoh_gf_bound(lam[i], B[i], C[i], dt[i], L), context=backend)
+
+
+def test_s4_zoh_refused_for_low_rank():
+    d, C = _system("legs", 4)
+    with pytest.raises(ValueError, match="zoh"):
+        s4.kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1, 8, method="zoh")

@@ -131,6 +131,18 @@ def s4_kernel():
             K, t = timed(s4.kernel, *args, backend=backend)
             rows.append(row(f"ssm.s4.kernel.{measure}", f"{'reference' if backend == 'numpy' else 'numba'}/cauchy-woodbury",
                             compare(K[0], K_or, bound), t, note=f"bilinear, N={N}, L={L} (Nyquist node), oracle: direct powers"))
+    # ZOH where it applies (P = 0): S4D-LegS eigenvalues, generating function in z
+    from refimpl.ssm import s4d
+
+    lam, B = s4d.init("legs", 64)
+    C = rng.standard_normal(32) + 1j * rng.standard_normal(32)
+    z = np.zeros((1, 32, 0))
+    K_or = OS.kernel_powers(*OS.zoh_diag_vanloan(lam, B, 0.01), C, 1024)
+    for backend in ("numpy", "numba"):
+        K, t = timed(s4.kernel, lam[None], z, z, B[None], C[None], 0.01, 1024, method="zoh", backend=backend)
+        rows.append(row("ssm.s4.kernel.diag.zoh", f"{'reference' if backend == 'numpy' else 'numba'}/cauchy-in-z",
+                        compare(K[0], K_or, OS.zoh_gf_bound(lam, B, C, 0.01, 1024)), t,
+                        note="P = 0 (S4D-LegS spectrum, 32 states), L=1024; oracle: Van Loan + direct powers"))
     d = s4.nplr("legs", 6)
     C = rng.standard_normal(6) @ d.V
     K, t = timed(s4.kernel, d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1, 16)

@@ -43,8 +43,12 @@ Where a node coincides with an eigenvalue of the diagonal part (``|g_j - lambda_
 + max|lambda|)``; FouT's ``lambda = 0`` at ``g_0 = 0``), ``R(g_j)`` does not exist while the resolvent does:
 that node is computed by a dense solve ``C_t (g_j I - A)^{-1} B`` instead.
 
-ZOH does not keep the DPLR structure (``exp`` of DPLR is not DPLR); for the diagonal case
-(``P = 0``) ZOH is :func:`refimpl.ssm.s4d.kernel`.
+ZOH where it applies: ``exp`` of a DPLR matrix is not DPLR, so ZOH has no Cauchy/Woodbury form for
+``rank > 0`` (``method="zoh"`` raises there).  For the diagonal case (``P = 0``) the generating function is
+again a Cauchy sum, in ``z``: with ``A_bar = exp(dt Lambda)``, ``B_bar = dt expm1(dt Lambda)/(dt Lambda) B``,
+``C_t = C (1 - A_bar^L)`` (``A_bar^L = exp(L dt Lambda)``) and ``w_j = 1/z_j = exp(2 pi i j/L)``,
+``K^(z_j) = sum_n C_t B_bar / (1 - A_bar_n z_j) = w_j sum_n C_t B_bar / (w_j - A_bar_n)``
+(no 0/0 at ``z = -1``; ``w_j`` from the same exact octant reduction).
 
 Real output: ``output="complex"`` returns ``K`` as computed; ``"re"`` takes ``Re K`` (use with
 the full spectrum, e.g. :func:`nplr` of a real matrix); ``"2re"`` takes ``2 Re K`` (use with one
@@ -269,21 +273,48 @@ def _cauchy_backend(v, g, lam, backend):
     return structured_numba.cauchy(v2, g2, lam2).reshape(lead + (g.shape[0],))
 
 
-def generating_function(Lambda, P, Q, B, C, dt, L: int, *, backend: str = "numpy") -> np.ndarray:
+def _generating_function_zoh_diag(Lambda, B, C, dt, L: int, backend: str) -> np.ndarray:
+    """ZOH generating function of a diagonal system (``P = 0``) by a Cauchy sum in ``z`` (module docstring)."""
+    h, n = Lambda.shape
+    # A_bar = exp(dt Lambda),  B_bar = dt phi1(dt Lambda) B   (refimpl.ssm.discretize.zoh, expm1 form)
+    A_bar, B_bar = discretize.zoh(Lambda, B[..., None], dt, diagonal=True)
+    # C_t = C (1 - A_bar^L),  A_bar^L = exp(L dt Lambda)
+    C_t = -C * np.expm1(L * dt[:, None] * Lambda)
+    v = C_t * B_bar[..., 0]
+    # w_j = 1/z_j = exp(2 pi i j / L) = cos(pi (2j)/L) + i sin(pi (2j)/L)  (exact octant reduction)
+    c_w, s_w = _cos_sin_pi_frac(2 * np.arange(L), L)
+    w = c_w + 1j * s_w
+    if n and np.any(np.min(np.abs(w[None, :, None] - A_bar[:, None, :]), axis=1) == 0):
+        raise ValueError("Lambda: an A_bar = exp(dt lambda) lies on a root of unity (|A_bar| = 1); "
+                         "the truncated generating function has a removable pole there")
+    # K^(z_j) = w_j sum_n v_n / (w_j - A_bar_n)
+    Khat = np.stack([w * _cauchy_backend(v[i], w, A_bar[i], backend) for i in range(h)])
+    return Khat
+
+
+def generating_function(Lambda, P, Q, B, C, dt, L: int, *, method: str = "bilinear",
+                        backend: str = "numpy") -> np.ndarray:
     r"""``K^(z_j) = sum_{k<L} K_k z_j^k`` at ``z_j = exp(-2 pi i j/L)`` by Cauchy + Woodbury: ``(h l)`` complex.
 
     Shapes: ``Lambda (h n)``, ``P, Q (h n r)`` (``A = diag(Lambda) - P Q^*``), ``B, C (h n)``,
     ``dt`` scalar or ``(h)``.  ``K^ = fft(K)``; see the module docstring for the formulas.
     ``backend``: ``numpy`` (the reference :func:`cauchy`) or ``numba`` (:func:`refimpl.ssm.structured_numba.cauchy`).
+    ``method``: ``bilinear`` (any rank) or ``zoh`` (rank 0 only: ZOH does not keep the DPLR structure).
     """
     L = check_int(L, "L", minimum=0)
     check_choice(backend, "backend", ("numpy", "numba"))
+    check_choice(method, "method", ("bilinear", "zoh"))
     Lambda, P, Q, B, C, dt = _validate_dplr(Lambda, P, Q, B, C, dt)
     h, n = Lambda.shape
     r = P.shape[2]
     Khat = np.zeros((h, L), dtype=np.complex128)
+    if method == "zoh" and r > 0 and np.any(P != 0):
+        raise ValueError(f"method: 'zoh' applies to diagonal systems only (P = 0); got a rank-{r} P "
+                         "(exp of a DPLR matrix is not DPLR) -- use method='bilinear'")
     if L == 0:
         return Khat
+    if method == "zoh":
+        return _generating_function_zoh_diag(Lambda, B, C, dt, L, backend)
     # A = diag(Lambda) - P Q^*   (dense, only for A_bar^L)
     A = np.einsum("hn,nm->hnm", Lambda, np.eye(n)) - np.einsum("hnr,hmr->hnm", P, Q.conj())
     # A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)  (refimpl.ssm.discretize.bilinear, per channel dt)
@@ -335,14 +366,15 @@ def generating_function(Lambda, P, Q, B, C, dt, L: int, *, backend: str = "numpy
     return Khat
 
 
-def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex", backend: str = "numpy") -> np.ndarray:
-    r"""S4 kernel (bilinear) by the generating function, Cauchy kernel and Woodbury: ``(h l)``.
+def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex", method: str = "bilinear",
+           backend: str = "numpy") -> np.ndarray:
+    r"""S4 kernel by the generating function, Cauchy kernel and Woodbury (bilinear; ZOH for ``P = 0``): ``(h l)``.
 
     ``K_k = C A_bar^k B_bar`` for ``k < L``; ``K = ifft(K^)`` with ``K^`` from :func:`generating_function`.
     ``output``: complex / re / 2re (see :func:`real_output`).
     """
     check_choice(output, "output", OUTPUTS)
-    Khat = generating_function(Lambda, P, Q, B, C, dt, L, backend=backend)
+    Khat = generating_function(Lambda, P, Q, B, C, dt, L, method=method, backend=backend)
     if Khat.shape[1] == 0:
         return real_output(Khat, output)
     # K = ifft(K^)   (K^_j = sum_k K_k z_j^k = fft(K)_j)
