@@ -322,3 +322,19 @@ def test_ema_bad_inputs():
         ema.convolution(np.zeros((1, 4, 2)), a, dl, b, e)
     with pytest.raises(ValueError, match="method"):
         ema.convolution(x, a, dl, b, e, method="chunked")
+
+
+def test_float32_stays_float32_and_mixed_inputs_upcast():
+    lam, B = s4d.init("lin", 8)
+    c64 = lambda a: a.astype(np.complex64)  # noqa: E731
+    assert s4d.kernel(c64(lam[None]), c64(B[None]), c64(B[None]), np.float32(0.1), 10, output="2re").dtype == np.float32
+    assert s4d.kernel(c64(lam[None]), c64(B[None]), B[None], np.float32(0.1), 10, output="2re").dtype == np.float64
+    Lam, Bt, Ct, D, dt = s5.init(4, 2)
+    u32 = np.ones((1, 5, 2), np.float32)
+    y = s5.apply(c64(Lam), c64(Bt), c64(Ct), D.astype(np.float32), dt.astype(np.float32), u32, output="2re")
+    assert y.dtype == np.float32
+    assert s5.apply(Lam, Bt, Ct, D, dt, u32, output="2re", view="numba").dtype == np.float64
+    a = np.full((2, 3), 0.5, np.float32)
+    x32 = np.ones((1, 4, 2), np.float32)
+    assert ema.recurrent(x32, a, a, a, a).dtype == np.float32
+    assert ema.convolution(x32, a, a, a, a).dtype == np.float32

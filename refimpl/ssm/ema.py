@@ -68,7 +68,8 @@ def kernel(alpha, delta, beta, eta, L: int) -> np.ndarray:
     r"""``K_{j,k} = sum_i eta alpha beta (1 - alpha delta)^k``, ``k < L``: shape ``(l d)``."""
     alpha, delta, beta, eta = _params(alpha, delta, beta, eta)
     L = check_int(L, "L", minimum=0)
-    k = np.arange(L)
+    dtype = result_dtype(alpha, delta, beta, eta)
+    k = np.arange(L).astype(dtype)
     # q^k = exp(k log1p(-alpha delta))
     qk = np.exp(k[:, None, None] * np.log1p(-alpha * delta)[None])
     # K_k = sum_i eta alpha beta q^k

@@ -84,7 +84,7 @@ def _validate(Lambda, B, C, dt):
     check_positive(dt, "dt")
     if dt.ndim == 1 and dt.shape != (h,):
         raise ValueError(f"dt: expected a scalar or shape ({h},), got {dt.shape}")
-    dt = np.broadcast_to(dt.astype(np.float64), (h,)).copy()
+    dt = np.broadcast_to(dt, (h,)).copy()
     # complex64 only when every input is float32/complex64 (no silent downcast)
     cdt = np.result_type(result_dtype(Lambda, B, C, dt), np.complex64)
     return Lambda.astype(cdt), B.astype(cdt), C.astype(cdt), dt.astype(np.finfo(cdt).dtype)
