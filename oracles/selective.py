@@ -95,10 +95,13 @@ def _channel_matrix(X: np.ndarray, b: int, d: int, l: int) -> np.ndarray:
 
 
 def _phi1_64(w: np.ndarray) -> np.ndarray:
+    """(e^w - 1)/w; the series 1 + w/2 + w^2/6 + w^3/24 below |w| = 1e-4 (no division by tiny w)."""
     w = np.asarray(w)
     out = np.ones_like(w)
-    nz = w != 0
-    out[nz] = np.expm1(w[nz]) / w[nz]
+    big = np.abs(w) >= 1e-4
+    out[big] = np.expm1(w[big]) / w[big]
+    s = w[~big]
+    out[~big] = 1 + s * (0.5 + s * (1.0 / 6.0 + s / 24.0))
     return out
 
 

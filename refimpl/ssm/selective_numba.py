@@ -34,8 +34,9 @@ def _phi1_ov(w):
     # phi1(w) = (e^w - 1)/w; phi1(0) = 1
     if isinstance(w, types.Complex):
         def impl(w):
-            if w == 0:
-                return w * 0 + 1
+            if abs(w) < 1e-5:
+                # 1 + w/2 + w^2/6: truncation |w|^3/24 below float64's u; no division by a tiny w
+                return 1 + w * 0.5 + w * w / 6
             # expm1(a + ib) = expm1(a) cos b - 2 sin^2(b/2) + i e^a sin b  (no cancellation near 0)
             a, b = w.real, w.imag
             s = math.sin(b * 0.5)
@@ -44,8 +45,9 @@ def _phi1_ov(w):
         return impl
 
     def impl_r(w):
-        if w == 0:
-            return w * 0 + 1
+        if abs(w) < 1e-5:
+            # 1 + w/2 + w^2/6: truncation |w|^3/24 below float64's u; no division by a tiny w
+            return 1 + w * 0.5 + w * w / 6
         return math.expm1(w) / w
     return impl_r
 
