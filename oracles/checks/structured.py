@@ -191,11 +191,11 @@ def s4d_kernels():
             Ab, Bb = disc(lam, B, dt)
             K_or = 2 * OS.kernel_powers(Ab, Bb, C, L).real
             b = OS.diag_kernel_bound(lam, B, C, dt, L, method, factor=2.0, discretized=(Ab, Bb))
-            rows.append(row(f"ssm.s4d.kernel.{method}", "reference/vandermonde", compare(K[0], K_or, b), t,
+            rows.append(row(f"ssm.s4d.kernel.{method}.{init}", "reference/vandermonde", compare(K[0], K_or, b), t,
                             note=f"S4D-{init.capitalize()}, N=64 (32 pairs, 2 Re), L={L}, oracle: Van Loan + direct powers"))
             A_bar, B_bar = s4d.discretize_diag(lam[None], B[None], dt, method)
             Kn, t = timed(SN.vandermonde, C[None] * B_bar, A_bar, L)
-            rows.append(row(f"ssm.s4d.kernel.{method}", "numba/vandermonde", compare(2 * Kn[0].real, K_or, b), t,
+            rows.append(row(f"ssm.s4d.kernel.{method}.{init}", "numba/vandermonde", compare(2 * Kn[0].real, K_or, b), t,
                             note=f"S4D-{init.capitalize()}"))
     lam = -rng.uniform(0.1, 0.5, 4) + 1j * rng.uniform(-5, 5, 4)
     w = rng.standard_normal(4) + 1j * rng.standard_normal(4)
