@@ -229,3 +229,35 @@ def test_numpy_candidates_never_import_a_framework():
             "print([m for m in ('torch', 'jax', 'cupy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("view, alg", [("recurrent", "recurrent"), ("quadratic", "quadratic"), ("chunked", "chunked")])
+def test_refimpl_ssd_views_conform(view, alg):
+    import functools
+
+    from refimpl.ssm import ssd
+
+    fn = functools.partial(getattr(ssd, view), chunk=16) if view == "chunked" else getattr(ssd, view)
+    rep = verify("ssm.ssd", fn, adapter="refimpl", conventions={"algorithm": alg, "chunk": 16, "dt_softplus": True},
+                 dtype=["float64", "float32"], candidate_name=f"refimpl.ssm.ssd:{view}", **FEW)
+    assert rep.passed, rep.to_text()
+    assert any(c.case_id == "edge-packed" for c in rep.cases)
+
+
+@pytest.mark.parametrize("key_norm", ["none", "sum", "l2"])
+def test_refimpl_delta_rule_conforms(key_norm):
+    from refimpl.attention.delta import delta_recurrent
+
+    rep = verify("attention.delta_rule", delta_recurrent, adapter="refimpl", conventions={"key_norm": key_norm},
+                 dtype=["float64", "float32"], **FEW)
+    assert rep.passed, rep.to_text()
+
+
+def test_ungated_candidate_is_diagnosed():
+    from refimpl.attention.delta import delta_recurrent
+
+    def ignores_alpha(q, k, v, beta, alpha=None, **kw):
+        return delta_recurrent(q, k, v, beta, **kw)
+
+    rep = verify("attention.delta_rule", ignores_alpha, adapter="refimpl", kinds=("golden",))
+    assert not rep.passed and any("use_alpha=False" in d for d in rep.deviations()), rep.deviations()

@@ -116,3 +116,74 @@ def test_generic_adapter_declaration():
     assert kwargs == {"flag": 4}  # None-valued kwargs are not passed
     out = ad.read_outputs(None, {"res": a.T}, {}, np.asarray)
     np.testing.assert_array_equal(out["y"], a)
+
+
+def test_mamba2_chunk_scan_adapter():
+    spec = get_op("ssm.ssd")
+    ad = get_adapter(spec.name, "mamba2.chunk_scan")
+    rng = np.random.default_rng(0)
+    inp = {"x": rng.standard_normal((2, 5, 4, 3)), "dt": rng.uniform(0, 1, (2, 5, 4)), "A": -np.ones(4),
+           "B": rng.standard_normal((2, 5, 2, 6)), "C": rng.standard_normal((2, 5, 2, 6)), "D": np.ones(4), "z": None,
+           "dt_bias": None, "initial_states": rng.standard_normal((2, 4, 3, 6)),
+           "seq_idx": np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=np.int32)}
+    conv = spec.resolve_conventions(dict(ad.implies, chunk=16, dt_softplus=True))
+    args, kwargs = ad.build_call(spec, inp, conv, infer_dims(spec.inputs, inp))
+    assert [a.shape for a in args[:5]] == [(2, 5, 4, 3), (2, 5, 4), (4,), (2, 5, 2, 6), (2, 5, 2, 6)]
+    assert args[5] == 16  # chunk_size, positional
+    assert kwargs["seq_idx"].dtype == np.int32 and kwargs["initial_states"].shape == (2, 4, 3, 6)
+    assert kwargs["dt_softplus"] is True and kwargs["return_final_states"] is True and "z" not in kwargs
+    assert ad.implies == {"algorithm": "chunked"}
+
+
+@pytest.mark.parametrize("name, head_first", [("fla.linear_attn", False), ("fla.linear_attn.head_first", True)])
+def test_linear_attention_kernel_library_adapters(name, head_first):
+    spec = get_op("attention.linear")
+    ad = get_adapter(spec.name, name)
+    rng = np.random.default_rng(1)
+    b, l, h, n, e = 2, 7, 3, 4, 5
+    inp = {"phi_q": rng.random((b, l, h, n)), "phi_k": rng.random((b, l, h, n)), "v": rng.random((b, l, h, e)),
+           "S0": rng.random((b, h, e, n)), "u0": None}
+    conv = spec.resolve_conventions(dict(ad.implies, scale=0.25, use_state=True))
+    dims = infer_dims(spec.inputs, inp)
+    args, kwargs = ad.build_call(spec, inp, conv, dims)
+    q = args[0]
+    if head_first:  # [B, H, T, K]
+        np.testing.assert_array_equal(q, inp["phi_q"].transpose(0, 2, 1, 3))
+    else:  # [B, T, H, K]
+        np.testing.assert_array_equal(q, inp["phi_q"])
+    assert kwargs["scale"] == 0.25  # the scale goes to the kernel, which applies it to q
+    np.testing.assert_array_equal(kwargs["initial_state"], inp["S0"].transpose(0, 1, 3, 2))  # K x V
+    o = rng.random((b, h, l, e) if head_first else (b, l, h, e))
+    S_kv = rng.random((b, h, n, e))
+    outs = ad.read_outputs(spec, (o, S_kv), dims, np.asarray, conv)
+    np.testing.assert_array_equal(outs["S_last"], S_kv.transpose(0, 1, 3, 2))  # back to V x K
+    assert outs["o"].shape == (b, l, h, e)
+    assert conv["state_layout"] == "kv" and conv["normalize"] is False
+
+
+def test_flash_attention_adapter_windows_and_alignment():
+    spec = get_op("attention.softmax")
+    ad = get_adapter(spec.name, "flash_attn.flash_attn_func")
+    rng = np.random.default_rng(2)
+    inp = {"q": rng.random((1, 3, 2, 4)), "k": rng.random((1, 5, 2, 4)), "v": rng.random((1, 5, 2, 4))}
+    conv = spec.resolve_conventions({"causal": "bottom_right", "window_left": 2, "window_right": 0, "scale": 0.5})
+    args, kwargs = ad.build_call(spec, inp, conv, {})
+    assert args[0].shape == (1, 3, 2, 4)  # (B, S, H, D): no transpose
+    assert kwargs == {"dropout_p": 0.0, "softmax_scale": 0.5, "causal": True, "window_size": (2, 0)}
+    with pytest.raises(ValueError, match="bottom-right"):
+        ad.build_call(spec, inp, spec.resolve_conventions({"causal": "top_left"}), {})
+    # torch's SDPA is head-first and top-left aligned
+    ts = get_adapter(spec.name, "torch.sdpa")
+    args, kwargs = ts.build_call(spec, inp, spec.resolve_conventions({"causal": "top_left"}), {})
+    assert args[1].shape == (1, 2, 5, 4) and kwargs == {"is_causal": True}
+
+
+def test_gated_delta_rule_adapter_passes_log_decays():
+    spec = get_op("attention.delta_rule")
+    ad = get_adapter(spec.name, "fla.gated_delta_rule")
+    rng = np.random.default_rng(3)
+    inp = {"q": rng.random((1, 4, 2, 3)), "k": rng.random((1, 4, 2, 3)), "v": rng.random((1, 4, 2, 5)),
+           "beta": rng.random((1, 4, 2)), "alpha": rng.uniform(0.5, 1, (1, 4, 2)), "S0": rng.random((1, 2, 5, 3))}
+    args, kwargs = ad.build_call(spec, inp, spec.resolve_conventions(ad.implies), {})
+    np.testing.assert_allclose(np.exp(args[3]), inp["alpha"], rtol=1e-15)  # g = log(alpha)
+    assert kwargs["initial_state"].shape == (1, 2, 3, 5)

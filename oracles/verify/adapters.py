@@ -43,6 +43,7 @@ class In:
     complex: Optional[str] = None
     scalar: bool = False
     min_ndim: int = 0  # apply ``complex`` only to arrays with at least this many axes (Mamba: variable B/C)
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None  # elementwise map (e.g. np.log: decay -> log decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +103,8 @@ class Adapter:
             if v is None:
                 return None
             v = np.asarray(v)
+            if item.transform is not None:
+                v = np.asarray(item.transform(v))
             pat = item.pattern(conv) if callable(item.pattern) else item.pattern
             if pat:
                 v = rearrange(v, pat, **{**dims, **self.sizes})

@@ -1,7 +1,9 @@
 """Structural probes shared by op specs: causality / row locality along a sequence axis.
 
 A causal map's outputs at positions ``< t0`` do not depend on inputs at
-positions ``>= t0``.  The probe perturbs the later inputs and requires the
+positions ``>= t0``.  The probe changes the later inputs (a cyclic shift of the
+positions ``>= t0`` among themselves, the same for every sequence input, then a
+random shrink by a factor in [0.5, 1), so every input stays in its domain) and requires the
 earlier outputs to agree within the sum of the two runs' derived bounds (each
 run is within its bound of the same exact value), so a kernel whose rounding
 legitimately mixes positions (an FFT convolution) passes and one whose math
@@ -68,14 +70,19 @@ def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, 
                 continue
             pat = args[nm].pattern_for(np.ndim(v))
             axis = pat.index(ax)
-            v2 = np.array(v, copy=True)
-            idx = [slice(None)] * v2.ndim
-            if local:
-                idx[axis] = slice(1, None)  # every position but 0
-            else:
-                idx[axis] = slice(t0, None)
-            noise = rng.standard_normal(v2[tuple(idx)].shape)
-            v2[tuple(idx)] = v2[tuple(idx)] + (np.abs(v2[tuple(idx)]) + 1.0) * noise
+            # permute the later positions among themselves (the same permutation for every input):
+            # each value stays a valid sample, jointly (steps, decays, key norms keep their domains)
+            start = 1 if local else t0
+            order = np.arange(v.shape[axis])
+            order[start:] = np.roll(order[start:], 1)
+            v2 = np.take(np.asarray(v), order, axis=axis)
+            # and shrink them by a random factor in [0.5, 1): a permutation alone keeps every symmetric
+            # function of the later positions (a max over keys); shrinking keeps positive inputs positive
+            # and bounded ones (decays <= 1, beta |k|^2 <= 2) within their bounds
+            tail = [slice(None)] * v2.ndim
+            tail[axis] = slice(start, None)
+            v2 = v2.astype(np.result_type(v2.dtype, np.float64), copy=True)
+            v2[tuple(tail)] = v2[tuple(tail)] * rng.uniform(0.5, 1.0, size=v2[tuple(tail)].shape)
             x2[nm] = v2
         y1, y2 = call(x), call(x2)
         o1 = spec.oracle(dict(x), conv)
