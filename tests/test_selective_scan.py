@@ -282,3 +282,18 @@ def test_every_option_combination(b_mode, c_mode, cplx, disc, options):
         out, last = run(view, *args, chunk=4, return_last_state=True, **kw)
         assert_within(out, y, bounds[view][0], context=view)
         assert_within(last, h, bounds[view][1], context=view + " state")
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_zoh_with_subnormal_steps_stays_finite(view):
+    """phi1 at |Delta A| ~ 1e-310 (subnormal): the series branch, no inf/nan from dividing by a tiny x."""
+    u = np.ones((1, 1, 4))
+    delta = np.array([[[1e-300, 1e-310, 5e-324, 0.0]]])
+    A = np.array([[-1e-6 + 3j, -2.0 + 0j]])
+    B = np.ones((1, 2), dtype=complex)
+    C = np.ones((1, 2))
+    out_zoh = run(view, u, delta, A, B, C, discretization="zoh")
+    out_euler = run(view, u, delta, A, B, C)
+    assert np.all(np.isfinite(out_zoh))
+    # phi1(Delta A) rounds to exactly 1 (|Delta A| / 2 < 1e-290), so ZOH and Euler do the same arithmetic
+    np.testing.assert_array_equal(out_zoh, out_euler)
