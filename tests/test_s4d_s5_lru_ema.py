@@ -45,13 +45,14 @@ def _diag_case(seed, h=2, n=4):
 @pytest.mark.parametrize("L", [0, 1, 2, 7, 64, 1000])
 def test_s4d_kernel_vs_direct_powers(method, L):
     lam, B, C, dt = _diag_case(0)
-    K = s4d.kernel(lam, B, C, dt, L, method=method, output="complex")
-    assert K.shape == (2, L)
-    for i in range(2):
-        disc = OS.zoh_diag_vanloan if method == "zoh" else OS.bilinear_diag
-        Ab, Bb = disc(lam[i], B[i], dt[i])
-        K_or = OS.kernel_powers(Ab, Bb, C[i], L)
-        assert_within(K[i], K_or, OS.diag_kernel_bound(lam[i], B[i], C[i], dt[i], L, method))
+    for backend in ("numpy", "numba"):
+        K = s4d.kernel(lam, B, C, dt, L, method=method, output="complex", backend=backend)
+        assert K.shape == (2, L)
+        for i in range(2):
+            disc = OS.zoh_diag_vanloan if method == "zoh" else OS.bilinear_diag
+            Ab, Bb = disc(lam[i], B[i], dt[i])
+            K_or = OS.kernel_powers(Ab, Bb, C[i], L)
+            assert_within(K[i], K_or, OS.diag_kernel_bound(lam[i], B[i], C[i], dt[i], L, method), context=backend)
 
 
 @pytest.mark.parametrize("method", ["zoh", "bilinear"])

@@ -114,15 +114,24 @@ def vandermonde(v, z, L: int) -> np.ndarray:
     return K
 
 
-def kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str) -> np.ndarray:
-    r"""S4D kernel ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (``(h l)``); ``output`` in complex/re/2re (required)."""
+def kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str, backend: str = "numpy") -> np.ndarray:
+    r"""S4D kernel ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (``(h l)``); ``output`` in complex/re/2re (required).
+
+    ``backend``: ``numpy`` (:func:`vandermonde`) or ``numba`` (:func:`refimpl.ssm.structured_numba.vandermonde`).
+    """
     L = check_int(L, "L", minimum=0)
     check_choice(method, "method", METHODS)
     check_choice(output, "output", OUTPUTS)
+    check_choice(backend, "backend", ("numpy", "numba"))
     Lambda, B, C, dt = _validate(Lambda, B, C, dt)
     A_bar, B_bar = discretize_diag(Lambda, B, dt, method)
     # K = (C * B_bar) @ V,  V[n, k] = A_bar_n^k
-    K = vandermonde(C * B_bar, A_bar, L)
+    if backend == "numba":
+        from refimpl.ssm import structured_numba
+
+        K = structured_numba.vandermonde(C * B_bar, A_bar, L)
+    else:
+        K = vandermonde(C * B_bar, A_bar, L)
     return real_output(K, output)
 
 
