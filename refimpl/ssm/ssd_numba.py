@@ -7,10 +7,11 @@ with the ``(p n)`` state in a local array.  Per chunk ``[s, e)``:
   sum: each entry is its own short sum, never a difference of prefix sums);
 * ``y_i = sum_{j<=i} exp(seg(i, j)) (C_i . B_j) dt_j x_j`` (intra-chunk, the quadratic form) ``+
   exp(sum_{k=s}^{i} dt_k A) S C_i`` (the entering state), each masked by ``seq_idx``;
+* ``y_i <- (y_i + D x_i) silu(z_i)`` (the skip and the gate, fused);
 * ``S <- exp(sum_{k in chunk} dt_k A) S + sum_j exp(seg(e-1, j)) dt_j x_j B_j^T`` (the state passed on).
 
-Arguments, conventions and results as :func:`refimpl.ssm.ssd.chunked` (validation, ``dt`` processing
-and the ``D``/``z`` epilogue are shared with the reference; the kernel does the ``O(L T (n + p))`` work).
+Arguments, conventions and results as :func:`refimpl.ssm.ssd.chunked` (validation and the ``dt``
+processing -- bias, softplus, clamp -- are shared with the reference and done before the kernel).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ __all__ = ["ssd_chunked_numba"]
 
 
 @numba.njit(parallel=True, cache=True)
-def _ssd_kernel(x, dt, A, B, C, S0, seq, chunk, zero, y, final):
+def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final):
     b, l, h, p = x.shape
     g = B.shape[2]
     n = B.shape[3]
@@ -76,6 +77,13 @@ def _ssd_kernel(x, dt, A, B, C, S0, seq, chunk, zero, y, final):
                         for k in range(n):
                             acc += S[q, k] * C[bi, ti, gi, k]
                         y[bi, ti, hi, q] += dec * acc
+                # y = (y + D x) * silu(z)
+                for q in range(p):
+                    o = y[bi, ti, hi, q] + D[hi, q] * x[bi, ti, hi, q]
+                    if has_z:
+                        zz = z[bi, ti, hi, q]
+                        o = o * (zz / (one + math.exp(-zz)))
+                    y[bi, ti, hi, q] = o
             # state passed on: S <- exp(cum_{T-1}) S + sum_j exp(seg(T-1, j)) dt_j x_j B_j^T
             sid_e = seq[bi, e - 1]
             G = math.exp(cum[T - 1]) if sid_e == seg_prev else zero
@@ -101,8 +109,6 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
                       dt_limit=(0.0, math.inf), initial_states=None, seq_idx=None, return_final_states: bool = False,
                       allow_unstable: bool = False):
     """The chunked SSD kernel; arguments and results as :func:`refimpl.ssm.ssd.chunked`."""
-    from refimpl.ssm.ssd import _output
-
     chunk = check_int(chunk, "chunk", minimum=1)
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
                 initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)
@@ -115,10 +121,11 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
            else np.ascontiguousarray(p.seq_idx, dtype=np.int64))
     y = np.empty((p.b, p.l, p.h, p.p), dtype=dtp)
     final = np.empty((p.b, p.h, p.p, p.n), dtype=dtp)
-    _ssd_kernel(np.ascontiguousarray(p.x), np.ascontiguousarray(p.dt), np.ascontiguousarray(p.A), Bg, Cg, S0, seq,
-                min(chunk, max(p.l, 1)), dtp.type(0), y, final)
-    out = _output(p, y)
-    return (out, final) if return_final_states else out
+    Dhp = np.zeros((p.h, p.p), dtype=dtp) if p.D is None else np.ascontiguousarray(p.D)
+    zz = np.zeros((1, 1, 1, 1), dtype=dtp) if p.z is None else np.ascontiguousarray(p.z)
+    _ssd_kernel(np.ascontiguousarray(p.x), np.ascontiguousarray(p.dt), np.ascontiguousarray(p.A), Bg, Cg, Dhp, zz, S0,
+                seq, min(chunk, max(p.l, 1)), p.z is not None, dtp.type(0), dtp.type(1), y, final)
+    return (y, final) if return_final_states else y
 
 
 @warmup
@@ -127,5 +134,5 @@ def _warm():
     for dt in (np.float64, np.float32):
         x = rng.standard_normal((1, 3, 2, 2)).astype(dt)
         B = rng.standard_normal((1, 3, 1, 2)).astype(dt)
-        ssd_chunked_numba(x, np.ones((1, 3, 2), dtype=dt), -np.ones(2, dtype=dt), B, B, chunk=2,
-                          seq_idx=np.zeros((1, 3), dtype=np.int64))
+        ssd_chunked_numba(x, np.ones((1, 3, 2), dtype=dt), -np.ones(2, dtype=dt), B, B, np.ones(2, dtype=dt), x,
+                          chunk=2, seq_idx=np.zeros((1, 3), dtype=np.int64))
