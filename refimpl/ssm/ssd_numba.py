@@ -1,14 +1,16 @@
 r"""Numba chunked SSD (Mamba-2) kernel.
 
 Parallel over ``batch x heads`` (``prange``); for each ``(b, h)`` the chunks are processed in order
-with the ``(p n)`` state in a local array.  Per chunk ``[s, e)``:
+with the ``(p n)`` state in a local array.  Per chunk ``[s, e)`` (the products are matrix
+products, ``np.dot`` -> BLAS):
 
 * ``seg(i, j) = sum_{k=j+1}^{i} dt_k A`` is accumulated backwards from ``j = i`` (a stable segment
-  sum: each entry is its own short sum, never a difference of prefix sums);
-* ``y_i = sum_{j<=i} exp(seg(i, j)) (C_i . B_j) dt_j x_j`` (intra-chunk, the quadratic form) ``+
-  exp(sum_{k=s}^{i} dt_k A) S C_i`` (the entering state), each masked by ``seq_idx``;
+  sum: each entry is its own short sum, never a difference of prefix sums), giving the masked
+  ``M[i, j] = exp(seg(i, j)) dt_j`` (0 above the diagonal and across a ``seq_idx`` boundary);
+* ``Y = (M o C B^T) X`` (intra-chunk, the quadratic form) ``+ exp(sum_{k=s}^{i} dt_k A) S C_i``
+  (the entering state, for positions in its sequence);
 * ``y_i <- (y_i + D x_i) silu(z_i)`` (the skip and the gate, fused);
-* ``S <- exp(sum_{k in chunk} dt_k A) S + sum_j exp(seg(e-1, j)) dt_j x_j B_j^T`` (the state passed on).
+* ``S <- exp(sum_{k in chunk} dt_k A) S + sum_j M[e-1, j] x_j B_j^T`` (the state passed on).
 
 Arguments, conventions and results as :func:`refimpl.ssm.ssd.chunked` (validation and the ``dt``
 processing -- bias, softplus, clamp -- are shared with the reference and done before the kernel).
@@ -37,69 +39,57 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final
     for idx in prange(b * h):
         bi = idx // h
         hi = idx - bi * h
-        gi = hi // per
+        gi = hi // per  # head h reads group h // (H/g)
         S = S0[bi, hi].copy()  # (p n)
         Ah = A[hi]
-        a = np.empty(chunk, dtype=x.dtype)
-        cum = np.empty(chunk, dtype=x.dtype)
         for s in range(0, l, chunk):
             e = min(s + chunk, l)
             T = e - s
-            seg_prev = seq[bi, max(s - 1, 0)]
+            xc = np.ascontiguousarray(x[bi, s:e, hi, :])  # (T p)
+            Bc = np.ascontiguousarray(B[bi, s:e, gi, :])  # (T n)
+            Cc = np.ascontiguousarray(C[bi, s:e, gi, :])  # (T n)
+            a = np.empty(T, dtype=x.dtype)
+            cum = np.empty(T, dtype=x.dtype)
             run = zero
             for j in range(T):
                 # a_j = dt_j A ;  cum_j = sum_{k=s}^{j} a_k
                 a[j] = dt[bi, s + j, hi] * Ah
                 run += a[j]
                 cum[j] = run
+            seg_prev = seq[bi, max(s - 1, 0)]  # the sequence of the entering state
+            sid_e = seq[bi, e - 1]
+            # M[i, j] = exp(seg(i, j)) dt_j, seg(i, j) = sum_{k=j+1}^{i} a_k accumulated backwards from j = i
+            # (a stable segment sum), 0 across a sequence boundary and above the diagonal
+            M = np.zeros((T, T), dtype=x.dtype)
             for i in range(T):
-                ti = s + i
-                sid_i = seq[bi, ti]
-                for q in range(p):
-                    y[bi, ti, hi, q] = zero
-                # intra-chunk: sum_{j<=i} exp(seg(i, j)) (C_i . B_j) dt_j x_j
+                sid_i = seq[bi, s + i]
                 seg = zero
                 for j in range(i, -1, -1):
-                    tj = s + j
-                    if seq[bi, tj] == sid_i:
-                        cb = zero
-                        for k in range(n):
-                            cb += C[bi, ti, gi, k] * B[bi, tj, gi, k]
-                        w = math.exp(seg) * cb * dt[bi, tj, hi]
-                        for q in range(p):
-                            y[bi, ti, hi, q] += w * x[bi, tj, hi, q]
+                    if seq[bi, s + j] == sid_i:
+                        M[i, j] = math.exp(seg) * dt[bi, s + j, hi]
                     seg += a[j]
-                # entering state: exp(cum_i) S C_i
-                if sid_i == seg_prev:
+            # intra-chunk: Y = (M o C B^T) x
+            Y = np.dot(np.dot(Cc, Bc.T) * M, xc)  # (T p)
+            # entering state: + exp(cum_i) S C_i  (for positions in the entering state's sequence)
+            CS = np.dot(Cc, S.T)  # (T p)
+            for i in range(T):
+                if seq[bi, s + i] == seg_prev:
                     dec = math.exp(cum[i])
                     for q in range(p):
-                        acc = zero
-                        for k in range(n):
-                            acc += S[q, k] * C[bi, ti, gi, k]
-                        y[bi, ti, hi, q] += dec * acc
-                # y = (y + D x) * silu(z)
+                        Y[i, q] += dec * CS[i, q]
+            # y = (Y + D x) * silu(z)
+            for i in range(T):
+                ti = s + i
                 for q in range(p):
-                    o = y[bi, ti, hi, q] + D[hi, q] * x[bi, ti, hi, q]
+                    o = Y[i, q] + D[hi, q] * xc[i, q]
                     if has_z:
                         zz = z[bi, ti, hi, q]
                         o = o * (zz / (one + math.exp(-zz)))
                     y[bi, ti, hi, q] = o
-            # state passed on: S <- exp(cum_{T-1}) S + sum_j exp(seg(T-1, j)) dt_j x_j B_j^T
-            sid_e = seq[bi, e - 1]
+            # state passed on: S <- exp(cum_{T-1}) S + sum_j M[T-1, j] x_j B_j^T  (0 across a boundary)
             G = math.exp(cum[T - 1]) if sid_e == seg_prev else zero
-            for q in range(p):
-                for k in range(n):
-                    S[q, k] *= G
-            seg = zero
-            for j in range(T - 1, -1, -1):
-                tj = s + j
-                if seq[bi, tj] == sid_e:
-                    w = math.exp(seg) * dt[bi, tj, hi]
-                    for q in range(p):
-                        wx = w * x[bi, tj, hi, q]
-                        for k in range(n):
-                            S[q, k] += wx * B[bi, tj, gi, k]
-                seg += a[j]
+            Xw = xc * M[T - 1].reshape(T, 1)
+            S = G * S + np.dot(np.ascontiguousarray(Xw.T), Bc)
         for q in range(p):
             for k in range(n):
                 final[bi, hi, q, k] = S[q, k]
