@@ -118,7 +118,12 @@ def softmax_sample(rng, conv, *, lq=None, lk=None, b=None, h=None, d=None, e=Non
 def softmax_strategy(conv):
     from hypothesis import strategies as st
 
-    return st.integers(0, 2**32 - 1).map(lambda s: softmax_sample(np.random.default_rng(s), conv))
+    try:  # the family's strategy (lq, lk from 0: empty and fully masked rows); its own mask/scale are ignored
+        from oracles.strategies.attention import softmax_cases
+
+        return softmax_cases().map(lambda c: {"q": c.q, "k": c.k, "v": c.v})
+    except ImportError:
+        return st.integers(0, 2**32 - 1).map(lambda s: softmax_sample(np.random.default_rng(s), conv))
 
 
 def softmax_cases(conv) -> List[Case]:
@@ -293,7 +298,13 @@ def linear_sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
 def linear_strategy(conv):
     from hypothesis import strategies as st
 
-    return st.integers(0, 2**32 - 1).map(lambda s: linear_sample(np.random.default_rng(s), conv))
+    try:  # the family's strategy (positive features, optional state)
+        from oracles.strategies.attention import linear_cases
+
+        return linear_cases(with_state=bool(conv["use_state"])).map(
+            lambda c: {"phi_q": c.phi_q, "phi_k": c.phi_k, "v": c.v, "S0": c.S0, "u0": c.u0})
+    except ImportError:
+        return st.integers(0, 2**32 - 1).map(lambda s: linear_sample(np.random.default_rng(s), conv))
 
 
 def linear_cases(conv) -> List[Case]:

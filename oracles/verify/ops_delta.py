@@ -104,6 +104,21 @@ def sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
 def strategy(conv):
     from hypothesis import strategies as st
 
+    if conv["key_norm"] != "sum":  # the family's keys are unit-norm, not positive
+        try:
+            from oracles.strategies.attention import delta_cases
+
+            def fill(c):
+                S0 = c.S0
+                if conv["use_state"] and S0 is None:  # a claimed feature is always exercised
+                    b, l, h, n = c.k.shape
+                    S0 = np.random.default_rng(c.seed).standard_normal((b, h, c.v.shape[-1], n))
+                return {"q": c.q, "k": c.k, "v": c.v, "beta": c.beta, "alpha": c.alpha,
+                        "S0": S0 if conv["use_state"] else None}
+
+            return delta_cases(gated=bool(conv["use_alpha"])).map(fill)
+        except ImportError:
+            pass
     return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
 
 

@@ -9,8 +9,8 @@ Canonical layout = Mamba's ``selective_scan_fn`` / :mod:`refimpl.ssm.selective`:
 ``h0``/``h_last`` ``(b d n)``.  Conventions: ``discretization`` (Mamba's mix: ``B_bar = Delta B``,
 or exact ``zoh``), ``delta_softplus``, the complex ``real_output`` (``2re``: Mamba's
 ``2 Re``; ``re``), and the features a candidate supports (``B_layout``, ``C_layout``,
-``complex_A``, ``use_D``, ``use_z``, ``use_delta_bias``, ``use_h0``): cases only use what the
-candidate claims, and a failing case that would pass with a feature switched off is
+``complex_A``, ``use_D``, ``use_z``, ``use_delta_bias``, ``use_h0``): every case exercises each
+feature the candidate claims and none it does not, and a failing case that would pass with a feature switched off is
 diagnosed as "the candidate ignores it" (e.g. a dropped ``D`` skip).  ``algorithm``
 (recurrent / scan / chunked) names the candidate's evaluation order, which sets the depth
 of the derived bound (:func:`oracles.selective.s6_bound`), not the math.
@@ -21,6 +21,8 @@ checked against mpmath and the dense operator in the family's tests).
 from __future__ import annotations
 
 from typing import Any, Dict, List
+
+import zlib
 
 import numpy as np
 
@@ -126,9 +128,41 @@ def sample(rng: np.random.Generator, conv, *, L=None, b=None, d=None, n=None, a_
     return inp
 
 
+def _from_family(p, conv):
+    """A problem of the family's strategy (oracles.strategies.selective.s6_problems) as canonical inputs
+    under ``conv``: options the candidate does not claim are dropped; a pre-softplus delta is mapped through
+    softplus (and the bias made non-negative) when the candidate takes Delta directly."""
+    inp = {k: p.get(k) for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")}
+    if p.get("delta_softplus") and not conv["delta_softplus"]:
+        inp["delta"] = np.logaddexp(0.0, inp["delta"])
+        if inp["delta_bias"] is not None:
+            inp["delta_bias"] = np.abs(inp["delta_bias"])
+    # a feature the candidate claims is always exercised: fill what the problem left out (seeded by its data)
+    b, d, l = np.shape(inp["u"])
+    n = np.shape(inp["A"])[1]
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(inp["u"]).tobytes()))
+    if conv["use_D"] and inp["D"] is None:
+        inp["D"] = rng.standard_normal(d)
+    if conv["use_z"] and inp["z"] is None:
+        inp["z"] = rng.standard_normal((b, d, l))
+    if conv["use_delta_bias"] and inp["delta_bias"] is None:
+        inp["delta_bias"] = rng.uniform(0.0, 0.5, d)
+    if conv["use_h0"] and inp["h0"] is None:
+        inp["h0"] = rng.standard_normal((b, d, n)) + (1j * rng.standard_normal((b, d, n))
+                                                       if np.iscomplexobj(inp["A"]) else 0)
+    return _eff(inp, conv)
+
+
 def strategy(conv):
     from hypothesis import strategies as st
 
+    if conv["B_layout"] == "any" and conv["C_layout"] == "any" and conv["complex_A"]:
+        try:  # the family's strategy: every option and A regime drawn, shrinking on sizes and flags
+            from oracles.strategies.selective import s6_problems
+
+            return s6_problems(max_len=40).map(lambda p: _from_family(p, conv))
+        except ImportError:
+            pass
     return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
 
 

@@ -8,7 +8,8 @@ Canonical layout = Mamba-2's ``(b, l, h, p)`` / :mod:`refimpl.ssm.ssd`::
 dividing ``h``; ``D`` (h,) or (h, p); ``initial_states``/``final_states`` (b h p n); ``seq_idx``
 (b l) non-decreasing integers (no state crosses a change).  Conventions: ``dt_softplus``,
 ``dt_limit`` (a clamp after the softplus), the features a candidate supports (``use_D``,
-``use_z``, ``use_dt_bias``, ``use_initial_states``, ``use_seq_idx``), and ``algorithm`` / ``chunk``
+``use_z``, ``use_dt_bias``, ``use_initial_states``, ``use_seq_idx``; every case exercises each claimed
+feature), and ``algorithm`` / ``chunk``
 (the evaluation order, which sets the bound's depth only).
 
 Oracle: :func:`oracles.selective.ssd_loop` (float64 recurrence); bound :func:`oracles.selective.ssd_bound`.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import math
 from typing import Any, Dict, List
+
+import zlib
 
 import numpy as np
 
@@ -85,6 +88,8 @@ def sample(rng, conv, *, L=None, b=None, h=None, p=None, n=None, a_scale=None, p
         inp["dt_bias"] = rng.uniform(-0.5, 0.5, size=h) if conv["dt_softplus"] else rng.uniform(0.0, 0.2, size=h)
     if conv["use_initial_states"]:
         inp["initial_states"] = rng.standard_normal((b, h, p, n))
+    if conv["use_seq_idx"]:
+        inp["seq_idx"] = np.zeros((b, L), dtype=np.int32)
     if conv["use_seq_idx"] and (packed if packed is not None else rng.random() < 0.5) and L > 1:
         cuts = np.sort(rng.integers(1, L, size=2))
         inp["seq_idx"] = np.stack([(np.arange(L) >= cuts[0]).astype(np.int32) + (np.arange(L) >= cuts[1])
@@ -92,10 +97,39 @@ def sample(rng, conv, *, L=None, b=None, h=None, p=None, n=None, a_scale=None, p
     return inp
 
 
+def _from_family(p, conv):
+    """A problem of oracles.strategies.selective.ssd_problems as canonical inputs under ``conv``."""
+    inp = {k: p.get(k) for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states", "seq_idx")}
+    if p.get("dt_softplus") and not conv["dt_softplus"]:
+        inp["dt"] = np.logaddexp(0.0, inp["dt"])
+        if inp["dt_bias"] is not None:
+            inp["dt_bias"] = np.abs(inp["dt_bias"])
+    # a feature the candidate claims is always exercised: fill what the problem left out (seeded by its data)
+    b, l, h, pp = np.shape(inp["x"])
+    n = np.shape(inp["B"])[-1]
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(inp["x"]).tobytes()))
+    if conv["use_D"] and inp["D"] is None:
+        inp["D"] = rng.standard_normal(h)
+    if conv["use_z"] and inp["z"] is None:
+        inp["z"] = rng.standard_normal((b, l, h, pp))
+    if conv["use_dt_bias"] and inp["dt_bias"] is None:
+        inp["dt_bias"] = rng.uniform(0.0, 0.5, h)
+    if conv["use_initial_states"] and inp["initial_states"] is None:
+        inp["initial_states"] = rng.standard_normal((b, h, pp, n))
+    if conv["use_seq_idx"] and inp["seq_idx"] is None:
+        inp["seq_idx"] = np.zeros((b, l), dtype=np.int32)  # one sequence per row
+    return _eff(inp, conv)
+
+
 def strategy(conv):
     from hypothesis import strategies as st
 
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    try:  # the family's strategy: every option and A regime drawn
+        from oracles.strategies.selective import ssd_problems
+
+        return ssd_problems(max_len=40, allow_seq_idx=bool(conv["use_seq_idx"])).map(lambda p: _from_family(p, conv))
+    except ImportError:
+        return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
 
 
 def cases(conv) -> List[Case]:
