@@ -187,3 +187,20 @@ def test_gated_delta_rule_adapter_passes_log_decays():
     args, kwargs = ad.build_call(spec, inp, spec.resolve_conventions(ad.implies), {})
     np.testing.assert_allclose(np.exp(args[3]), inp["alpha"], rtol=1e-15)  # g = log(alpha)
     assert kwargs["initial_state"].shape == (1, 2, 3, 5)
+
+
+def test_strategy_for_users_own_suites():
+    from hypothesis import given, settings
+
+    from oracles.verify import strategy_for
+
+    seen = []
+
+    @settings(max_examples=5, database=None)
+    @given(strategy_for("ssm.selective_scan", {"use_z": False, "delta_softplus": True}))
+    def collect(inputs):
+        assert inputs["z"] is None and inputs["D"] is not None  # claimed features always present, others never
+        seen.append(inputs["u"].shape)
+
+    collect()
+    assert len(seen) == 5

@@ -16,13 +16,13 @@ from ``oracles/``; ``refimpl`` is used only for the low-precision baseline.
 """
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, adapters_for, get_adapter, register_adapter
 from oracles.verify.harness import (DTYPES, PROFILES, assert_conforms, generate_cases, rerun_case, resolve_candidate,
-                                    verify)
+                                    strategy_for, verify)
 from oracles.verify.layout import rearrange
 from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, get_op, list_ops, register_op
 from oracles.verify.report import CaseResult, Report, load_case
 
 __all__ = [
-    "verify", "assert_conforms", "generate_cases", "rerun_case", "resolve_candidate", "load_case",
+    "verify", "assert_conforms", "generate_cases", "strategy_for", "rerun_case", "resolve_candidate", "load_case",
     "Report", "CaseResult", "OpSpec", "Arg", "Convention", "Case", "Probe", "get_op", "list_ops", "register_op",
     "Adapter", "In", "Conv", "Const", "Group", "Out", "register_adapter", "get_adapter", "adapters_for",
     "rearrange", "DTYPES", "PROFILES",

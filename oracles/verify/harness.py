@@ -46,7 +46,7 @@ from oracles.verify.frameworks import lowp_dtype, parse_framework, to_framework,
 from oracles.verify.registry import Case, OpSpec, get_op, infer_dims
 from oracles.verify.report import CaseResult, OutputResult, ProbeResult, Report, load_case, save_case
 
-__all__ = ["verify", "assert_conforms", "generate_cases", "resolve_candidate", "rerun_case", "PROFILES",
+__all__ = ["verify", "assert_conforms", "generate_cases", "strategy_for", "resolve_candidate", "rerun_case", "PROFILES",
            "DTYPES", "CandidateCall"]
 
 PROFILES = {"ci": 10, "thorough": 200}
@@ -103,6 +103,23 @@ def _hypothesis_inputs(spec: OpSpec, conv: Dict[str, Any], n: int, seed: int) ->
 
     collect()
     return drawn
+
+
+def strategy_for(op: Union[str, OpSpec], conventions: Optional[Mapping[str, Any]] = None):
+    """The Hypothesis strategy of canonical input dicts for ``op`` under ``conventions``, for users' own suites.
+
+    >>> @given(strategy_for("ssm.selective_scan", {"delta_softplus": True}))
+    ... def test_my_kernel(inputs): ...
+    """
+    spec = op if isinstance(op, OpSpec) else get_op(op)
+    conv = spec.resolve_conventions(conventions)
+    if spec.strategy is not None:
+        st = spec.strategy(conv)
+        if st is not None:
+            return st
+    from hypothesis import strategies as hst
+
+    return hst.integers(0, 2**32 - 1).map(lambda s: spec.sample(np.random.default_rng(s), conv))
 
 
 def generate_cases(spec: OpSpec, conv: Dict[str, Any], *, profile: str = "ci", max_examples: Optional[int] = None,
@@ -273,7 +290,8 @@ def _diagnose(spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str
 
     First the oracle is recomputed under each alternative value of each convention and compared with
     the candidate's outputs (cheap); if none explains the failure, the candidate is re-run through its
-    adapter under each alternative (a convention may change the call itself, e.g. a state layout).
+    adapter under each alternative of a *layout* convention (one that changes only how arrays are laid
+    out for the candidate, e.g. a state's orientation -- never what it is asked to compute).
     """
     reasons = []
     nf = [r.output for r in results if r.comparison.nonfinite]
@@ -288,6 +306,8 @@ def _diagnose(spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str
     for recall in (False, True):
         for c, alt in alts:
             conv2 = dict(conv, **{c.name: alt})
+            if recall and not c.layout:
+                continue
             try:
                 o2 = spec.oracle(dict(inputs_up), conv2)
                 if recall:

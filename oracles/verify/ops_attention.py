@@ -342,7 +342,7 @@ register_op(OpSpec(
         Convention("eps", 0.0, "epsilon in the denominator"),
         Convention("eps_mode", "add", "'add': /(den + eps); 'clamp': /max(den, eps)", ("add", "clamp")),
         Convention("state_layout", "vk", "the candidate's state orientation: 'vk' S (b h e n), 'kv' S (b h n e)",
-                   ("vk", "kv")),
+                   ("vk", "kv"), layout=True),
         Convention("scale", 1.0, "multiplies phi_q (kernel libraries' scale on q)"),
         Convention("use_state", True, "initial state S0, u0 supported", (True, False)),
     ),

@@ -157,7 +157,7 @@ register_op(OpSpec(
         Convention("key_norm", "none", "keys normalised first: none, sum (k / sum k), l2 (k / |k|)",
                    ("none", "sum", "l2")),
         Convention("state_layout", "vk", "the candidate's state orientation: vk (b h e n) or kv (b h n e)",
-                   ("vk", "kv")),
+                   ("vk", "kv"), layout=True),
         Convention("scale", 1.0, "multiplies q"),
         Convention("use_alpha", True, "the gated rule (a decay alpha_t)", (True, False)),
         Convention("use_state", True, "an initial state S0", (True, False)),

@@ -69,6 +69,8 @@ class Convention:
     default: Any
     doc: str
     choices: Optional[Tuple[Any, ...]] = None
+    layout: bool = False  # True: it only changes how arrays are laid out for the candidate (e.g. a state's
+    #                       orientation), never what the candidate is asked to compute
 
     def check(self, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
