@@ -204,3 +204,35 @@ def test_strategy_for_users_own_suites():
 
     collect()
     assert len(seen) == 5
+
+
+def test_frameworks_roundtrip_every_dtype_through_torch():
+    torch = pytest.importorskip("torch")
+    from oracles.verify.frameworks import lowp_dtype, parse_framework, to_framework, to_numpy
+
+    x = np.linspace(-3, 3, 12).reshape(3, 4)
+    for name in ("float64", "float32", "float16", "bfloat16"):
+        a = x.astype(lowp_dtype(name))
+        t = to_framework(a, "torch")
+        assert isinstance(t, torch.Tensor) and str(t.dtype) == f"torch.{name}"
+        back = to_numpy(t.requires_grad_(name != "bfloat16" and name != "float16") * 1)
+        assert back.dtype == a.dtype and np.array_equal(back.astype(np.float64), a.astype(np.float64))
+    z = to_numpy(torch.tensor([1 + 2j]).conj())  # a lazily conjugated tensor is resolved
+    np.testing.assert_array_equal(z, [1 - 2j])
+    assert to_framework(np.asarray(0.5), "torch").shape == ()  # 0-d stays 0-d
+    assert parse_framework("torch:cuda") == ("torch", "cuda") and parse_framework(None) == ("numpy", None)
+    with pytest.raises(ValueError, match="framework: expected one of"):
+        parse_framework("tensorflow")
+
+
+def test_random_cases_without_hypothesis(monkeypatch):
+    import sys
+
+    from oracles.verify import generate_cases
+
+    monkeypatch.setitem(sys.modules, "hypothesis", None)  # import hypothesis -> ImportError
+    spec = get_op("ssm.discretize")
+    cases = generate_cases(spec, spec.resolve_conventions({}), max_examples=3, seed=7, kinds=("random",))
+    assert [c.kind for c in cases] == ["random"] * 3
+    again = generate_cases(spec, spec.resolve_conventions({}), max_examples=3, seed=7, kinds=("random",))
+    np.testing.assert_array_equal(cases[2].inputs["A"], again[2].inputs["A"])  # seeded: reproducible

@@ -165,7 +165,8 @@ class Report:
         npf = sum(not p.passed for p in self.probes)
         verdict = "CONFORMS" if self.passed else "DOES NOT CONFORM"
         return (f"{self.op} <- {self.candidate} (adapter {self.adapter}, {self.framework}): {verdict}: "
-                f"{len(ran) - nf}/{len(ran)} cases pass, {len(self.probes) - npf}/{len(self.probes)} probes pass"
+                f"{len(ran) - nf}/{len(ran)} cases pass"
+                + (f", {len(self.probes) - npf}/{len(self.probes)} probes pass" if self.probes else "")
                 + (f", {len(self.cases) - len(ran)} skipped" if len(self.cases) != len(ran) else ""))
 
     def to_text(self, verbose: bool = False) -> str:
