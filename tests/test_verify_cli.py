@@ -103,3 +103,16 @@ def test_vectors_export_and_check(tmp_path, capsys):
     np.savez(f, **arrays)
     assert main(["vectors", "check", str(out)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("op", ["ssm.lti", "ssm.selective_scan", "ssm.ssd", "attention.softmax", "attention.linear",
+                                "attention.delta_rule", "features.performer"])
+def test_vectors_roundtrip_for_every_op(op, tmp_path):
+    from oracles.verify.vectors import check, export, load
+
+    m = export(op, str(tmp_path), max_examples=0, kinds=("golden", "edge"))
+    json.dumps(m)  # the manifest is plain JSON (non-finite conventions as strings)
+    data = load(str(tmp_path))
+    assert [c.case_id for c in data["cases"]] == [c["id"] for c in m["cases"]]
+    res = check(str(tmp_path))
+    assert res["passed"], res["lines"]

@@ -43,6 +43,14 @@ def _generator_version() -> str:
         return f"refimpl (source tree); {FORMAT} v{FORMAT_VERSION}"
 
 
+def _flags(c: Case) -> List[str]:
+    """Default flags: the kind, the tokens of the case id, ``empty`` when an input has a zero-length axis."""
+    out = [c.kind] + [t for t in c.case_id.split("-")[1:] if t and not t.isdigit()]
+    if any(v is not None and 0 in np.shape(v) for v in c.inputs.values()):
+        out.append("empty")
+    return out
+
+
 def _dtype_name(a) -> str:
     return np.asarray(a).dtype.name
 
@@ -70,7 +78,8 @@ def export(op: str, out_dir: str, *, conventions: Optional[Mapping[str, Any]] = 
         fname = _safe(c.case_id) + ".npz"
         np.savez(os.path.join(out_dir, fname), **arrays)
         entries.append({
-            "id": c.case_id, "file": fname, "kind": c.kind, "flags": list(c.flags), "note": c.note, "seed": c.seed,
+            "id": c.case_id, "file": fname, "kind": c.kind, "flags": list(c.flags) or _flags(c), "note": c.note,
+            "seed": c.seed,
             "inputs": {k: {"shape": list(np.shape(v)), "dtype": _dtype_name(v)} for k, v in inputs.items() if v is not None},
             "outputs": {k: {"shape": list(np.shape(v)), "dtype": _dtype_name(v)} for k, v in out.items()},
         })
@@ -85,7 +94,7 @@ def export(op: str, out_dir: str, *, conventions: Optional[Mapping[str, Any]] = 
         "op": spec.name, "summary": spec.summary, "signature": spec.signature(),
         "inputs": [{"name": a.name, "shape": a.shape, "optional": a.optional, "kind": a.kind, "doc": a.doc} for a in spec.inputs],
         "outputs": [{"name": a.name, "shape": a.shape, "optional": a.optional, "doc": a.doc} for a in spec.outputs],
-        "conventions": _clean(conv),
+        "conventions": _clean(conv),  # JSON-safe: non-finite floats as the strings "inf", "-inf", "nan"
         "convention_docs": {c.name: c.doc for c in spec.conventions},
         "tolerance": {
             "rule": "a candidate computing in DTYPE conforms on a case when |candidate - out__NAME| <= bound_DTYPE__NAME "
@@ -105,6 +114,18 @@ def export(op: str, out_dir: str, *, conventions: Optional[Mapping[str, Any]] = 
     return manifest
 
 
+_NONFINITE = {"inf": float("inf"), "-inf": float("-inf"), "nan": float("nan")}
+
+
+def _decode(v):
+    """Undo the manifest's JSON-safe encoding: 'inf'/'-inf'/'nan' strings back to floats, lists to tuples."""
+    if isinstance(v, str) and v in _NONFINITE:
+        return _NONFINITE[v]
+    if isinstance(v, list):
+        return tuple(_decode(x) for x in v)
+    return v
+
+
 def load(directory: str) -> Dict[str, Any]:
     """``{"manifest", "cases": [Case], "outputs": {id: {name: array}}, "bounds": {id: {dtype: {name: array}}}}``."""
     with open(os.path.join(directory, "manifest.json")) as fh:
@@ -112,7 +133,7 @@ def load(directory: str) -> Dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{directory}: not a {FORMAT} directory (format {manifest.get('format')!r})")
     spec = get_op(manifest["op"])
-    conv = spec.resolve_conventions(manifest["conventions"])
+    conv = spec.resolve_conventions({k: _decode(v) for k, v in manifest["conventions"].items()})
     cases: List[Case] = []
     outputs: Dict[str, Dict[str, np.ndarray]] = {}
     bounds: Dict[str, Dict[str, Dict[str, np.ndarray]]] = {}
