@@ -44,8 +44,9 @@ def _generator_version() -> str:
 
 
 def _flags(c: Case) -> List[str]:
-    """Default flags: the kind, the tokens of the case id, ``empty`` when an input has a zero-length axis."""
-    out = [c.kind] + [t for t in c.case_id.split("-")[1:] if t and not t.isdigit()]
+    """Default flags: the kind, the rest of the case id (``edge-chunk+1`` -> ``chunk+1``), ``empty`` when an input has a zero-length axis."""
+    rest = c.case_id.split("-", 1)[1] if "-" in c.case_id else ""
+    out = [c.kind] + ([rest] if rest and not rest.isdigit() else [])
     if any(v is not None and 0 in np.shape(v) for v in c.inputs.values()):
         out.append("empty")
     return out
