@@ -76,10 +76,26 @@ def timed(fn, *args, **kwargs):
 
 
 def discover() -> List[Callable[[], List[Row]]]:
-    """Import every module of this package; return the registered checks."""
+    """Import every module of this package; return the registered checks.
+
+    A module that fails to import becomes one failing check (its rows are missing, and the
+    report must say so rather than pass without them).
+    """
     for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
+        if mod.name.startswith("_"):
+            continue
+        try:
             importlib.import_module(f"{__name__}.{mod.name}")
+        except Exception as exc:  # noqa: BLE001
+            msg = f"{type(exc).__name__}: {exc}"
+
+            def failed(name=mod.name, msg=msg):
+                return [Row(op=f"checks.{name}", impl="import failed", dtype="-", max_abs_err=float("nan"),
+                            max_rel_err=float("nan"), bound=float("nan"), passed=False, time_s=0.0, note=msg)]
+
+            if not any(getattr(f, "_failed_module", None) == mod.name for f in _REGISTRY):
+                failed._failed_module = mod.name
+                _REGISTRY.append(failed)
     return list(_REGISTRY)
 
 
