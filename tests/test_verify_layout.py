@@ -236,3 +236,15 @@ def test_random_cases_without_hypothesis(monkeypatch):
     assert [c.kind for c in cases] == ["random"] * 3
     again = generate_cases(spec, spec.resolve_conventions({}), max_examples=3, seed=7, kinds=("random",))
     np.testing.assert_array_equal(cases[2].inputs["A"], again[2].inputs["A"])  # seeded: reproducible
+
+
+def test_mamba_adapter_promotes_real_variable_B_when_A_is_complex():
+    spec = get_op("ssm.selective_scan")
+    ad = get_adapter(spec.name, "mamba.selective_scan_fn")
+    inp = _mamba_inputs(cplx=True)
+    inp["B"] = inp["B"].real.copy()  # a real grouped B next to a complex A
+    args, _ = ad.build_call(spec, inp, spec.resolve_conventions(ad.implies), infer_dims(spec.inputs, inp))
+    B = args[3]
+    assert B.shape == (2, 2, 3, 10)
+    np.testing.assert_array_equal(B[..., 0::2], inp["B"])
+    np.testing.assert_array_equal(B[..., 1::2], 0.0)

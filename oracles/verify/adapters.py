@@ -14,7 +14,9 @@ Building blocks for ``args``/``kwargs``:
   ``pattern`` maps canonical -> candidate layout (a string, or a function of the conventions
   returning one or None, e.g. a state transposed only for ``state_layout="kv"``).  ``complex="interleave"``
   passes complex data as real with (re, im) interleaved along the last axis
-  (Mamba's complex variable B/C: ``min_ndim=3``).  ``scalar=True`` passes a Python float.
+  (Mamba's complex variable B/C: ``min_ndim=3``; ``complex_with="A"``: whenever ``A`` is complex,
+  a real variable B/C is passed as complex with zero imaginary part, since the interface has no
+  real-B-with-complex-A form).  ``scalar=True`` passes a Python float.
 * ``Conv(fn)`` -- a value computed from the conventions (``fn(conv)``).
 * ``Const(value)``.
 * ``Group(item, ...)`` -- a tuple of items (scipy's ``(A, B, C, D)`` system).
@@ -44,6 +46,7 @@ class In:
     scalar: bool = False
     min_ndim: int = 0  # apply ``complex`` only to arrays with at least this many axes (Mamba: variable B/C)
     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None  # elementwise map (e.g. np.log: decay -> log decay)
+    complex_with: Optional[str] = None  # with complex="interleave": interleave (as complex) whenever this input is complex
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,9 @@ class Adapter:
             pat = item.pattern(conv) if callable(item.pattern) else item.pattern
             if pat:
                 v = rearrange(v, pat, **{**dims, **self.sizes})
+            if (item.complex == "interleave" and item.complex_with is not None and v.ndim >= item.min_ndim
+                    and np.iscomplexobj(inputs.get(item.complex_with))):
+                v = v.astype(np.result_type(v.dtype, np.complex64))  # real data in a complex slot: imaginary part 0
             if item.complex == "interleave" and np.iscomplexobj(v) and v.ndim >= item.min_ndim:
                 v = interleave_complex(v)
             if item.scalar:

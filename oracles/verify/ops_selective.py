@@ -235,8 +235,8 @@ register_adapter(Adapter(
     doc="mamba_ssm's selective_scan_fn / selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, "
         "delta_softplus=False, return_last_state=False): (batch, channels, length) layout, grouped B/C (b g n l), "
         "complex variable B/C passed as real with (re, im) interleaved along L; Euler B, 2 Re, no initial state",
-    args=(In("u"), In("delta"), In("A"), In("B", complex="interleave", min_ndim=3),
-          In("C", complex="interleave", min_ndim=3), In("D"), In("z")),
+    args=(In("u"), In("delta"), In("A"), In("B", complex="interleave", min_ndim=3, complex_with="A"),
+          In("C", complex="interleave", min_ndim=3, complex_with="A"), In("D"), In("z")),
     kwargs={"delta_bias": In("delta_bias"), "delta_softplus": Conv(lambda c: bool(c["delta_softplus"])),
             "return_last_state": Const(True)},
     outputs=(Out("out", 0), Out("h_last", 1)),

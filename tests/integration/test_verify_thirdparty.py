@@ -125,3 +125,57 @@ def test_torch_sdpa_conforms_in_every_dtype():
     with pytest.raises(ValueError, match="top-left"):
         verify("attention.softmax", torch.nn.functional.scaled_dot_product_attention, adapter="torch.sdpa",
                framework="torch", conventions={"causal": "bottom_right"}, kinds=("golden",))
+
+
+# -- the Mamba selective_scan_fn interface, end to end ---------------------------------------------------------
+
+def _scan_in_mamba_interface(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                             return_last_state=False):
+    """A PyTorch selective scan written to mamba_ssm's selective_scan_fn interface (our own code): complex
+    variable B/C arrive as real tensors with (re, im) interleaved along L; output 2 Re(C h) for complex A."""
+    import torch
+
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = torch.nn.functional.softplus(delta)
+    cplx = A.is_complex()
+
+    def per_step(X):  # -> (b or 1, d or 1, n, l) complex/real
+        if X.dim() == 2:  # fixed (d n)
+            return X[None, :, :, None]
+        if cplx:
+            X = torch.view_as_complex(X.reshape(*X.shape[:-1], X.shape[-1] // 2, 2).contiguous())
+        if X.dim() == 3:  # variable (b n l)
+            return X[:, None]
+        g = X.shape[1]  # grouped (b g n l): channel c reads group c // (d / g)
+        return X.repeat_interleave(u.shape[1] // g, dim=1)
+
+    Bs, Cs = per_step(B), per_step(C)
+    b, d, l = u.shape
+    h = torch.zeros(b, d, A.shape[1], dtype=A.dtype if cplx else u.dtype)
+    ys = []
+    for t in range(l):
+        Bt = Bs[..., t if Bs.shape[-1] > 1 else 0]
+        Ct = Cs[..., t if Cs.shape[-1] > 1 else 0]
+        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t, None] * Bt) * u[:, :, t, None]
+        y = (h * Ct).sum(-1)
+        ys.append(2 * y.real if cplx else y)
+    out = torch.stack(ys, dim=-1) if ys else torch.zeros(b, d, 0, dtype=u.dtype)
+    if D is not None:
+        out = out + D[:, None] * u
+    if z is not None:
+        out = out * torch.nn.functional.silu(z)
+    return (out, h) if return_last_state else out
+
+
+def test_mamba_selective_scan_fn_interface_with_complex_interleaved_B_C():
+    pytest.importorskip("torch")
+    for complex_A in (False, True):
+        rep = verify("ssm.selective_scan", _scan_in_mamba_interface, adapter="mamba.selective_scan_fn",
+                     framework="torch", conventions={"delta_softplus": True, "complex_A": complex_A},
+                     dtype=["float64", "float32"], **FEW)
+        assert rep.passed, rep.to_text()
+    # cases did include complex A with variable and grouped B/C (the interleaved path)
+    interleaved = [c for c in rep.cases if len(c.shapes["B"]) >= 3]
+    assert interleaved
