@@ -100,3 +100,39 @@ def test_state_orientation_is_diagnosed():
                  kinds=("golden", "edge"))
     assert not rep.passed
     assert any("state_layout='vk' instead of 'kv'" in d for d in rep.deviations()), rep.deviations()
+
+
+def flash_interface(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), _shift=0):
+    """A kernel with flash_attn_func's interface (our own code on top of the reference, mask by index arithmetic):
+    (B, S, H, D), causal bottom-right, window (left, right) around the bottom-right diagonal."""
+    assert dropout_p == 0.0
+    lq, lk = q.shape[1], k.shape[1]
+    rel = np.arange(lk)[None, :] - (np.arange(lq)[:, None] + lk - lq)  # key offset from the diagonal
+    left, right = window_size
+    right = 0 if causal else right
+    keep = np.ones((lq, lk), dtype=bool)
+    if left >= 0:
+        keep &= rel >= -(left + _shift)
+    if right >= 0:
+        keep &= rel <= right
+    return sdpa(q, k, v, scale=softmax_scale, mask=keep)
+
+
+@pytest.mark.parametrize("causal, window", [(None, (2, 1)), ("bottom_right", (3, -1)), (None, (-1, 0)),
+                                            ("bottom_right", (-1, -1))])
+def test_flash_attention_interface_with_windows(causal, window):
+    conv = {"causal": causal, "window_left": window[0], "window_right": window[1], "scale": 0.7}
+    rep = verify("attention.softmax", flash_interface, adapter="flash_attn.flash_attn_func", conventions=conv,
+                 dtype=["float64", "float32"], **FEW)
+    assert rep.passed, rep.to_text()
+
+
+def test_flash_window_off_by_one_is_caught():
+    import functools
+
+    wide = functools.partial(flash_interface, _shift=1)  # one key too many on the left
+    rep = verify("attention.softmax", wide, adapter="flash_attn.flash_attn_func",
+                 conventions={"causal": "bottom_right", "window_left": 2}, kinds=("golden", "edge"),
+                 candidate_name="wide_window")
+    assert not rep.passed
+    assert all(not c.passed for c in rep.cases if c.shapes["k"][1] >= 4), rep.to_text()
