@@ -157,6 +157,28 @@ def ssd_views():
 
 
 @check
+def ssd_oracles():
+    """SSD oracles checked against each other: dense operator vs loop (float64), loop vs mpmath (tiny)."""
+    rows = []
+    args, kw = _ssd_inputs(np.float64)
+    (yd, _), t = timed(O.ssd_dense, *args, **kw)
+    y, _ = O.ssd_loop(*args, **kw)
+    bq, _ = O.ssd_bound(*args, **kw, dtype=np.float64, view="quadratic")
+    rows.append(row("ssm.ssd", "oracle/dense_operator", compare(yd, y, bq), t,
+                    note="materialized M with explicit transition products vs the float64 loop oracle"))
+    x, dt, A, B, C, D, z = args
+    small = [x[:1, :7, :2, :2], dt[:1, :7, :2], A[:2], B[:1, :7, :1, :2], C[:1, :7, :1, :2], D[:2, :2], z[:1, :7, :2, :2]]
+    skw = dict(kw, dt_bias=kw["dt_bias"][:2], initial_states=kw["initial_states"][:1, :2, :2, :2],
+               seq_idx=np.array([[0, 0, 0, 1, 1, 1, 1]]))
+    (ym, _), t = timed(O.ssd_mpmath, *small, **skw)
+    yl, _ = O.ssd_loop(*small, **skw)
+    bl, _ = O.ssd_bound(*small, **skw, dtype=np.float64, oracle_dtype=None)
+    rows.append(row("ssm.ssd", "oracle/loop_vs_mpmath", compare(yl, ym, bl), t,
+                    note="float64 loop oracle vs 50-digit mpmath, b l h p n = 1 7 2 2 2 with seq_idx"))
+    return rows
+
+
+@check
 def ssd_duality():
     """SSD == selective scan with A broadcast per head == causal linear attention with decay (float64)."""
     from refimpl.ssm import selective as S6
