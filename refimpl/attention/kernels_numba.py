@@ -3,9 +3,12 @@ r"""Numba kernels for linear attention, the chunked delta rule and the feature m
 Each public function validates exactly like its NumPy reference (same arguments, same errors) and
 returns the same result up to rounding (property-tested against the reference for L = 0, 1, odd,
 not a multiple of the chunk, long).  The output dtype is the reference's (float32 only when every input is
-float32); the scalar accumulators of the dot products and the normalizer are float64 in every case (Numba
-types a ``0.0`` accumulator as float64), so a float32 run is at least as accurate as the float32 reference
-and is checked against the same float32 bound.
+float32).  The recurrent kernel's scalar accumulators are float64 (Numba types a ``0.0`` accumulator as
+float64).  The chunked kernels do their matrix products through BLAS (:func:`refimpl._blas.gemm`, on the
+strided rows of one head in place, one thread per call) and so accumulate in the working dtype, in
+BLAS's order; the derived componentwise bounds of the tests count the longest chain of roundings
+(``n + L + 3`` for linear attention, ``n + T + 4`` per chunk for the delta rule), which holds for any
+summation order, so they apply unchanged; the normalizer is still a float64 scalar.
 
 * :func:`causal_recurrent` -- ``refimpl.attention.linear.causal_recurrent``.
 * :func:`causal_chunked` -- ``refimpl.attention.linear.causal_chunked``.
@@ -20,6 +23,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl._validate import check_int
 from refimpl.attention import delta as _delta
@@ -64,49 +68,52 @@ def _lin_recurrent(phi_q, phi_k, v, S, u, normalize, eps, eps_add):
 
 @numba.njit(cache=True, parallel=True)
 def _lin_chunked(phi_q, phi_k, v, S, u, chunk, normalize, eps, eps_add):
+    # Per (batch, head), chunk by chunk. The chunk's rows of one head, Q = phi_q[bi, s:s+T, hi, :] (T n) etc.,
+    # are strided views that BLAS multiplies in place (refimpl._blas.gemm); the output rows are written the
+    # same way. The state is kept transposed, St = S^T (n e). Accumulation is in the working dtype (BLAS);
+    # the componentwise bound of the tests (depth n + L + 3) holds for any summation order.
     b, l, h, n = phi_k.shape
     e = v.shape[3]
-    o = np.zeros((b, l, h, e), dtype=phi_q.dtype)
+    dt = phi_q.dtype
+    o = np.empty((b, l, h, e), dtype=dt)
     for bh in prange(b * h):
         bi = bh // h
         hi = bh % h
-        A = np.zeros((chunk, chunk), dtype=phi_q.dtype)
+        Af = np.empty(chunk * chunk, dtype=dt)
+        St = np.ascontiguousarray(S[bi, hi].T)
         for s in range(0, l, chunk):
             T = min(chunk, l - s)
-            # A_ij = phi(q_i).phi(k_j), j <= i
+            Q, K, V = phi_q[bi, s:s + T, hi, :], phi_k[bi, s:s + T, hi, :], v[bi, s:s + T, hi, :]
+            O = o[bi, s:s + T, hi, :]
+            A = Af[:T * T].reshape((T, T))
+            # A = Q K^T, then the causal mask: A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal
+            gemm(Q, False, K, True, A, 0.0)
             for i in range(T):
-                for j in range(i + 1):
-                    acc = 0.0
+                for j in range(i + 1, T):
+                    A[i, j] = 0.0
+            # num = Q S_s^T + A V   (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), written into o
+            gemm(Q, False, St, False, O, 0.0)
+            gemm(A, False, V, False, O, 1.0)
+            if normalize:
+                for i in range(T):
+                    # den_i = u_s . phi(q_i) + sum_{j<=i} A_ij  (+ eps, or max(., eps)); a float64 scalar
+                    den = 0.0
                     for c in range(n):
-                        acc += phi_q[bi, s + i, hi, c] * phi_k[bi, s + j, hi, c]
-                    A[i, j] = acc
-            for i in range(T):
-                den = 0.0
-                if normalize:
-                    # den_i = u_s . phi(q_i) + sum_j A_ij
-                    for c in range(n):
-                        den += u[bi, hi, c] * phi_q[bi, s + i, hi, c]
+                        den += u[bi, hi, c] * Q[i, c]
                     for j in range(i + 1):
                         den += A[i, j]
                     if eps_add:
                         den += eps
                     else:
                         den = max(den, eps)
-                for p in range(e):
-                    # num_i = S_s phi(q_i) + sum_j A_ij v_j
-                    acc = 0.0
-                    for c in range(n):
-                        acc += S[bi, hi, p, c] * phi_q[bi, s + i, hi, c]
-                    for j in range(i + 1):
-                        acc += A[i, j] * v[bi, s + j, hi, p]
-                    o[bi, s + i, hi, p] = acc / den if normalize else acc
-            # S_{s+T} = S_s + sum_j v_j phi(k_j)^T ; u_{s+T} = u_s + sum_j phi(k_j)
-            for j in range(T):
-                for p in range(e):
-                    for c in range(n):
-                        S[bi, hi, p, c] += v[bi, s + j, hi, p] * phi_k[bi, s + j, hi, c]
+                    for p in range(e):
+                        O[i, p] = O[i, p] / den
+            # S_{s+T} = S_s + V^T K (as St += K^T V) ; u_{s+T} = u_s + sum_j phi(k_j)
+            gemm(K, True, V, False, St, 1.0)
+            for i in range(T):
                 for c in range(n):
-                    u[bi, hi, c] += phi_k[bi, s + j, hi, c]
+                    u[bi, hi, c] += K[i, c]
+        S[bi, hi] = St.T
     return o
 
 
@@ -145,81 +152,86 @@ def causal_chunked(phi_q, phi_k, v, *, chunk: int = 64, normalize: bool = True, 
 
 @numba.njit(cache=True, parallel=True)
 def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
+    # Per (batch, head), chunk by chunk, in the WY form of refimpl.attention.delta (module docstring).
+    # Chunk rows Q, K (T n), V (T e) and the output rows are strided views that BLAS reads/writes in place
+    # (refimpl._blas.gemm); the state is kept transposed, St = S^T (n e).
     b, l, h, n = k.shape
     e = v.shape[3]
-    o = np.zeros((b, l, h, e), dtype=q.dtype)
+    dt = q.dtype
+    o = np.empty((b, l, h, e), dtype=dt)
     for bh in prange(b * h):
         bi = bh // h
         hi = bh % h
-        W = np.zeros((chunk, n), dtype=q.dtype)
-        U = np.zeros((chunk, e), dtype=q.dtype)
-        KK = np.zeros((chunk, chunk), dtype=q.dtype)
-        g = np.zeros(chunk, dtype=q.dtype)
-        SW = np.zeros((chunk, e), dtype=q.dtype)
-        Gm = np.zeros((chunk, chunk), dtype=q.dtype)
+        St = np.ascontiguousarray(S[bi, hi].T)
+        Wf, Uf, SWf = np.empty(chunk * n, dtype=dt), np.empty(chunk * e, dtype=dt), np.empty(chunk * e, dtype=dt)
+        KKf, QKf, Mf = np.empty(chunk * chunk, dtype=dt), np.empty(chunk * chunk, dtype=dt), np.empty(chunk * chunk, dtype=dt)
+        g = np.empty(chunk, dtype=dt)
+        gam = np.empty(chunk, dtype=dt)
         for s in range(0, l, chunk):
             T = min(chunk, l - s)
-            # g_t = sum_{i<=t} log alpha_i
+            Q, K, V, O = q[bi, s:s + T, hi, :], k[bi, s:s + T, hi, :], v[bi, s:s + T, hi, :], o[bi, s:s + T, hi, :]
+            W, U, SW = Wf[:T * n].reshape((T, n)), Uf[:T * e].reshape((T, e)), SWf[:T * e].reshape((T, e))
+            KK, QK, M = KKf[:T * T].reshape((T, T)), QKf[:T * T].reshape((T, T)), Mf[:T * T].reshape((T, T))
+            # g_t = sum_{i<=t} log alpha_i ; gamma_t = exp(g_t)
             acc = 0.0
             for t in range(T):
                 acc += log_alpha[bi, s + t, hi]
                 g[t] = acc
-            # Gamma_ti = exp(g_t - g_i), i <= t (<= 1 for decays in (0, 1])
-            for t in range(T):
-                for i in range(t + 1):
-                    Gm[t, i] = np.exp(g[t] - g[i])
-            for t in range(T):
-                for i in range(t):
-                    dot = 0.0
-                    for c in range(n):
-                        dot += k[bi, s + i, hi, c] * k[bi, s + t, hi, c]
-                    KK[t, i] = dot
-            # forward substitution: w_t = beta_t (k_t - sum_{i<t} (k_i.k_t) w_i)
-            #                       u_t = beta_t (v_t - sum_{i<t} exp(g_t - g_i) (k_i.k_t) u_i)
+                gam[t] = np.exp(g[t])
+            # KK = K K^T
+            gemm(K, False, K, True, KK, 0.0)
+            # forward substitution (one unit-lower-triangular solve each, row by row):
+            #   w_t = beta_t (k_t - sum_{i<t} (k_i.k_t) w_i)
+            #   u_t = beta_t (v_t - sum_{i<t} exp(g_t - g_i) (k_i.k_t) u_i)
             for t in range(T):
                 bt = beta[bi, s + t, hi]
                 for c in range(n):
-                    acc = k[bi, s + t, hi, c]
-                    for i in range(t):
-                        acc -= KK[t, i] * W[i, c]
-                    W[t, c] = bt * acc
+                    W[t, c] = K[t, c]
                 for p in range(e):
-                    acc = v[bi, s + t, hi, p]
-                    for i in range(t):
-                        acc -= Gm[t, i] * KK[t, i] * U[i, p]
-                    U[t, p] = bt * acc
-            # SW_i = S_0 w_i
-            for i in range(T):
-                for p in range(e):
-                    acc = 0.0
+                    U[t, p] = V[t, p]
+                for i in range(t):
+                    a = KK[t, i]
+                    r = np.exp(g[t] - g[i]) * a
                     for c in range(n):
-                        acc += S[bi, hi, p, c] * W[i, c]
-                    SW[i, p] = acc
-            # o_t = gamma_t (S_0 q_t - sum_{i<=t} (k_i.q_t) S_0 w_i) + sum_{i<=t} exp(g_t - g_i) (k_i.q_t) u_i
-            for t in range(T):
-                gt = np.exp(g[t])
-                for p in range(e):
-                    acc0 = 0.0
-                    for c in range(n):
-                        acc0 += S[bi, hi, p, c] * q[bi, s + t, hi, c]
-                    o[bi, s + t, hi, p] = gt * acc0
-                for i in range(t + 1):
-                    kq = 0.0
-                    for c in range(n):
-                        kq += k[bi, s + i, hi, c] * q[bi, s + t, hi, c]
-                    r = Gm[t, i]
+                        W[t, c] -= a * W[i, c]
                     for p in range(e):
-                        o[bi, s + t, hi, p] += r * kq * U[i, p] - gt * kq * SW[i, p]
-            # S_T = gamma_{T-1} (S_0 - sum_i (S_0 w_i) k_i^T) + sum_i exp(g_{T-1} - g_i) u_i k_i^T
-            gT = np.exp(g[T - 1])
-            for p in range(e):
+                        U[t, p] -= r * U[i, p]
                 for c in range(n):
-                    acc = S[bi, hi, p, c]
-                    acc2 = 0.0
-                    for i in range(T):
-                        acc -= SW[i, p] * k[bi, s + i, hi, c]
-                        acc2 += Gm[T - 1, i] * U[i, p] * k[bi, s + i, hi, c]
-                    S[bi, hi, p, c] = gT * acc + acc2
+                    W[t, c] *= bt
+                for p in range(e):
+                    U[t, p] *= bt
+            # SW = W S_0^T
+            gemm(W, False, St, False, SW, 0.0)
+            # QK = tril(Q K^T); M = Gamma o QK (Gamma_ti = exp(g_t - g_i), i <= t)
+            gemm(Q, False, K, True, QK, 0.0)
+            for t in range(T):
+                for i in range(t + 1):
+                    M[t, i] = np.exp(g[t] - g[i]) * QK[t, i]
+                for i in range(t + 1, T):
+                    QK[t, i] = 0.0
+                    M[t, i] = 0.0
+            # O = diag(gamma) (Q S_0^T - QK SW) + M U
+            gemm(Q, False, St, False, O, 0.0)
+            for t in range(T):
+                for i in range(T):
+                    QK[t, i] = -QK[t, i]
+            gemm(QK, False, SW, False, O, 1.0)
+            for t in range(T):
+                for p in range(e):
+                    O[t, p] *= gam[t]
+            gemm(M, False, U, False, O, 1.0)
+            # S_T = gamma_{T-1} S_0 (I - W^T K) + U^T diag(gamma_{T-1}/gamma) K, transposed:
+            # St <- gamma_{T-1} (St - K^T SW) + K^T diag(exp(g_{T-1} - g_i)) U
+            for i in range(T):
+                r = np.exp(g[T - 1] - g[i])
+                for p in range(e):
+                    U[i, p] *= r
+            gemm(K, True, SW, False, St, -1.0)
+            for c in range(n):
+                for p in range(e):
+                    St[c, p] = -gam[T - 1] * St[c, p]
+            gemm(K, True, U, False, St, 1.0)
+        S[bi, hi] = St.T
     return o
 
 

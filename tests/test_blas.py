@@ -1,0 +1,53 @@
+"""refimpl._blas.gemm: C = op(A) op(B) + beta C on strided row-major views, against NumPy's matmul."""
+import numpy as np
+import pytest
+
+from oracles.tolerance import assert_within, componentwise_bound
+from refimpl._blas import GEMM_SINGLE_THREAD, gemm
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("mnk", [(5, 3, 4), (0, 3, 2), (3, 0, 2), (3, 2, 0), (1, 1, 1), (70, 65, 64), (300, 40, 30)])
+def test_gemm_strided_views(dtype, ta, tb, mnk):
+    m, n, k = mnk
+    rng = np.random.default_rng(m * 100 + n * 10 + k)
+    X = rng.standard_normal((2, max(m, k) + 3, 3, max(m, k) + 5)).astype(dtype)
+    A = X[1, :k, 1, :m] if ta else X[1, :m, 1, :k]  # a strided head slice, as the kernels pass it
+    Y = rng.standard_normal((max(n, k) + 2, 2 * max(n, k) + 1)).astype(dtype)
+    B = Y[:n, :k] if tb else Y[:k, :n]
+    Z = rng.standard_normal((m + 1, 2, n + 3)).astype(dtype)
+    C = Z[:m, 1, :n]
+    Z_before = Z.copy()
+    opA, opB = (A.T if ta else A).astype(np.float64), (B.T if tb else B).astype(np.float64)
+    exact = opA @ opB + 0.5 * C.astype(np.float64)
+    gemm(A, ta, B, tb, C, 0.5)
+    # each entry: a dot of length k plus one scaled addend -> depth k + 2 (products, sums, the beta term)
+    mag = np.abs(opA) @ np.abs(opB) + 0.5 * np.abs(Z_before[:m, 1, :n].astype(np.float64))
+    assert_within(C, exact, componentwise_bound(mag, k + 2, dtype, what="gemm: k products summed, plus beta C"))
+    # nothing outside the view is touched
+    Z_after = Z.copy()
+    Z_after[:m, 1, :n] = Z_before[:m, 1, :n]
+    np.testing.assert_array_equal(Z_after, Z_before)
+
+
+def test_gemm_splits_large_products_into_single_thread_blocks():
+    # m n k above the single-thread size: the result is the same as one product
+    rng = np.random.default_rng(1)
+    m, n, k = 200, 64, 64
+    assert m * n * k > GEMM_SINGLE_THREAD
+    A, B = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    C = np.zeros((m, n))
+    gemm(A, False, B, False, C, 0.0)
+    assert_within(C, A @ B, componentwise_bound(np.abs(A) @ np.abs(B), k + 1, np.float64))
+
+
+def test_gemm_bad_inputs():
+    A = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="shapes"):
+        gemm(A, False, np.zeros((5, 2)), False, np.zeros((3, 2)), 0.0)
+    with pytest.raises(ValueError, match="unit stride"):
+        gemm(A[:, ::2], False, np.zeros((2, 2)), False, np.zeros((3, 2)), 0.0)
+    with pytest.raises(TypeError, match="dtype"):
+        gemm(A.astype(np.float32), False, np.zeros((4, 2)), False, np.zeros((3, 2)), 0.0)
