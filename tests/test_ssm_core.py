@@ -77,6 +77,21 @@ def test_phi1_complex_expm1_matches_mpmath():
         assert abs(gi - ex) <= gamma(4, np.float64, complex_ops=True) * abs(ex)
 
 
+def test_phi1_tiny_and_subnormal_arguments_stay_finite():
+    # complex division by a subnormal overflows; the series branch keeps phi1 -> 1 exactly in the limit
+    z = np.array([-1e-309 + 0j, 1e-310 + 1e-310j, -4e-6 + 3e-6j, 0j])
+    got = D.phi1(z)
+    assert np.all(np.isfinite(got))
+    mp.mp.dps = 40
+    for zi, gi in zip(z[:3], got[:3]):
+        ex = complex(mp.expm1(mp.mpc(zi.real, zi.imag)) / mp.mpc(zi.real, zi.imag))
+        # three roundings in 1 + z/2 + z*z/6 plus the truncation |z|^3/24 < u: gamma_4 (complex)
+        assert abs(gi - ex) <= gamma(4, np.float64, complex_ops=True) * abs(ex)
+    assert got[3] == 1
+    _, Bb = D.zoh(np.array([[-1e-309 + 1e-309j]]), np.ones((1, 1, 1), complex), 1.0, diagonal=True)
+    assert np.isfinite(Bb).all() and abs(Bb[0, 0, 0] - 1) <= gamma(4, np.float64)  # exact value 1 - 5e-310
+
+
 def test_float32_diagonal_zoh_stays_accurate_as_dA_goes_to_zero():
     # B_bar = expm1(dA)/A * B in float32 vs the exact value; the naive (exp(dA) - 1)/A loses everything.
     mp.mp.dps = 40
