@@ -132,16 +132,23 @@ def reference(inp, conv):
     if conv["data_scale"] == "d^-1/4":
         x = x * x.dtype.type(x.shape[-1] ** -0.25)
     st = conv["stabilizer"]
-    if st not in ("none", "row_max", "global_max"):
-        raise ValueError(f"our reference has no stabilizer {st!r}")
     kind = conv["kind"]
+    W = np.asarray(inp["W"]).astype(x.dtype)
+    ours = st if st in ("none", "row_max", "global_max") else "none"
     if kind == "trig":
-        phi = features.trig_features(x, inp["W"])
+        phi = features.trig_features(x, W)
     elif kind == "positive":
-        phi = features.positive_features(x, inp["W"], stabilizer=st)
+        phi = features.positive_features(x, W, stabilizer=ours)
     else:
-        phi = features.hyperbolic_features(x, inp["W"], stabilizer=st)
-    return {"phi": phi + float(conv["eps"]) / math.sqrt(phi.shape[-1])}
+        phi = features.hyperbolic_features(x, W, stabilizer=ours)
+    if st in ("row_max_wx", "head_max_wx"):
+        # performer-pytorch's offsets (a max of W x) on top of our unstabilized features, in the same dtype
+        wx = x @ W.T
+        if kind == "hyperbolic":
+            wx = np.concatenate([wx, -wx], axis=-1)
+        c = np.max(wx, axis=-1, keepdims=True) if st == "row_max_wx" else np.max(wx, axis=(1, 3), keepdims=True)
+        phi = phi * np.exp(-c)
+    return {"phi": phi + x.dtype.type(float(conv["eps"]) / math.sqrt(phi.shape[-1]))}
 
 
 def sample(rng, conv, *, l=None, b=None, h=None, d=None, m=None):
