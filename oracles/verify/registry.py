@@ -159,15 +159,17 @@ class OpSpec:
         from oracles.verify.adapters import adapters_for
 
         lines = [f"{self.name}: {self.summary}", f"  signature: {self.signature()}"]
+        if self.returns:
+            lines.append("  the candidate returns: " + ", ".join(f"{a.name} ({a.shape})" for a in self.returns)
+                         + " (the harness derives the compared outputs)")
         for c in self.conventions:
             ch = f" in {list(c.choices)}" if c.choices is not None else ""
             lines.append(f"  convention {c.name} = {c.default!r}{ch}: {c.doc}")
         for p in self.probes:
             lines.append(f"  probe {p.name}: {p.doc}")
-        ads = adapters_for(self.name)
-        if ads:
-            for a in ads:
-                lines.append(f"  adapter {a.name}: {a.doc}")
+        lines.append("  adapter canonical: the signature above, inputs positionally in order, outputs as a tuple")
+        for a in adapters_for(self.name):
+            lines.append(f"  adapter {a.name}: {a.doc}")
         if self.notes:
             lines.append(f"  notes: {self.notes}")
         return "\n".join(lines)
