@@ -13,6 +13,14 @@
 
 The harness never imports the ``refimpl`` code as ground truth: oracles come
 from ``oracles/``; ``refimpl`` is used only for the low-precision baseline.
+
+Adding an op (a family's ``oracles/verify/ops_<family>.py``): ``register_op(OpSpec(name=..., inputs=(Arg(...),),
+outputs=..., conventions=(Convention(...),), oracle=fn(inputs, conv) -> {output: float64 array},
+bounds=fn(inputs, oracle_out, conv, dtype) -> {output: Bound}, cases=fn(conv) -> [Case], sample=fn(rng, conv),
+strategy=..., reference=..., probes=(causality_probe(...),)))`` and ``register_adapter(Adapter(...))`` for the
+interfaces people have; ``refimpl ops`` then lists it and ``refimpl verify``/``vectors`` accept it.  Conventions
+with ``choices`` are tried by the diagnosis; ``use_<feature>`` conventions make every case exercise a feature
+(or never); ``layout=True`` marks a convention that only changes how arrays are laid out for the candidate.
 """
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, adapters_for, get_adapter, register_adapter
 from oracles.verify.harness import (DTYPES, PROFILES, assert_conforms, generate_cases, rerun_case, resolve_candidate,

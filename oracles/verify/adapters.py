@@ -23,7 +23,8 @@ Building blocks for ``args``/``kwargs``:
 
 Outputs: ``Out(name, index, pattern=None, complex=None)`` -- ``index`` is a
 position in a returned tuple, a key of a returned dict, or ``None`` for a
-single returned array; ``pattern`` maps candidate -> canonical layout.
+single returned array; ``pattern`` maps candidate -> canonical layout.  A
+candidate may also return a dict keyed by the canonical output names.
 """
 from __future__ import annotations
 
@@ -153,7 +154,11 @@ class Adapter:
             outs = tuple(Out(a.name, i if len(rets) > 1 else None) for i, a in enumerate(rets))
         result: Dict[str, Any] = {}
         for o in outs:
-            if o.index is None:
+            if isinstance(ret, dict) and (o.index is None or isinstance(o.index, int)):
+                if o.name not in ret:  # a candidate returning a dict keyed by the canonical output names
+                    continue
+                v = ret[o.name]
+            elif o.index is None:
                 v = ret[0] if isinstance(ret, (tuple, list)) else ret
             elif isinstance(ret, dict):
                 if o.index not in ret:

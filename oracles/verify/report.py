@@ -169,8 +169,27 @@ class Report:
                 + (f", {len(self.probes) - npf}/{len(self.probes)} probes pass" if self.probes else "")
                 + (f", {len(self.cases) - len(ran)} skipped" if len(self.cases) != len(ran) else ""))
 
+    def worst(self) -> str:
+        """The largest error/bound ratio per dtype (and the largest low-precision baseline multiple)."""
+        parts = []
+        for d in self.dtypes:
+            outs = [(c, o) for c in self.cases if c.dtype == d for o in c.outputs]
+            if not outs:
+                continue
+            c, o = max(outs, key=lambda co: co[1].comparison.worst_ratio)
+            s = f"{d}: worst err/bound {o.comparison.worst_ratio:.3g} ({c.case_id}, {o.output})"
+            bm = [x.baseline_multiple for _, x in outs if x.baseline_multiple is not None]
+            if bm:
+                s += f", max {max(bm):.3g}x the same-dtype baseline"
+            parts.append(s)
+        return "; ".join(parts)
+
     def to_text(self, verbose: bool = False) -> str:
-        lines = [self.summary(), f"conventions: {self.conventions}", f"dtypes: {', '.join(self.dtypes)}; seed {self.seed}; profile {self.profile}"]
+        lines = [self.summary(), f"conventions: {self.conventions}",
+                 f"dtypes: {', '.join(self.dtypes)}; seed {self.seed}; profile {self.profile}"]
+        w = self.worst()
+        if w:
+            lines.append(w)
         for p in self.probes:
             lines.append(f"[{'pass' if p.passed else 'FAIL'}] probe {p.name}: {p.message}")
         for c in self.cases:
@@ -189,7 +208,7 @@ class Report:
         return _clean({
             "op": self.op, "candidate": self.candidate, "adapter": self.adapter, "framework": self.framework,
             "conventions": self.conventions, "dtypes": self.dtypes, "seed": self.seed, "profile": self.profile,
-            "passed": self.passed, "summary": self.summary(), "deviations": self.deviations(),
+            "passed": self.passed, "summary": self.summary(), "worst": self.worst(), "deviations": self.deviations(),
             "probes": [p.to_dict() for p in self.probes], "cases": [c.to_dict() for c in self.cases],
         })
 
