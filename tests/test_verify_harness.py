@@ -261,3 +261,14 @@ def test_ungated_candidate_is_diagnosed():
 
     rep = verify("attention.delta_rule", ignores_alpha, adapter="refimpl", kinds=("golden",))
     assert not rep.passed and any("use_alpha=False" in d for d in rep.deviations()), rep.deviations()
+
+
+def test_canonical_signature_and_dict_outputs():
+    def canonical(A, B, dt, C=None, D=None):  # the op's canonical signature; outputs by name
+        A_bar, B_bar = disc.bilinear(A, B, dt)
+        return {"A_bar": A_bar, "B_bar": B_bar}
+
+    rep = verify("ssm.discretize", canonical, conventions={"method": "bilinear"}, kinds=("golden", "edge"))
+    assert rep.passed, rep.to_text()
+    assert rep.adapter == "canonical" and all({o.output for o in c.outputs} == {"A_bar", "B_bar"} for c in rep.cases)
+    assert "float64: worst err/bound" in rep.to_text()
