@@ -272,3 +272,23 @@ def test_canonical_signature_and_dict_outputs():
     assert rep.passed, rep.to_text()
     assert rep.adapter == "canonical" and all({o.output for o in c.outputs} == {"A_bar", "B_bar"} for c in rep.cases)
     assert "float64: worst err/bound" in rep.to_text()
+
+
+@pytest.mark.parametrize("method", ["zoh", "bilinear"])
+def test_refimpl_s4d_kernel_conforms(method):
+    from refimpl.ssm import s4d
+
+    rep = verify("ssm.s4d_kernel", s4d.kernel, adapter="refimpl", conventions={"method": method},
+                 dtype=["float64", "float32"], **FEW)
+    assert rep.passed, rep.to_text()
+
+
+def test_real_output_convention_is_diagnosed():
+    from refimpl.ssm import s4d
+
+    def re_only(Lambda, B, C, dt, L, method="zoh", output="2re"):  # ignores the 2 Re convention
+        return s4d.kernel(Lambda, B, C, dt, L, method=method, output="re")
+
+    rep = verify("ssm.s4d_kernel", re_only, adapter="refimpl", kinds=("golden",))
+    assert not rep.passed
+    assert any("output='re' instead of '2re'" in d for d in rep.deviations()), rep.deviations()
