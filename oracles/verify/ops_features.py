@@ -276,10 +276,15 @@ def draw_oracle(inp, conv):
 
 
 def draw_bounds(inp, out, conv, dtype):
+    r"""Householder QR of a d x d matrix: the computed factor is within ``||dQ||_F <= sqrt(d) gamma~_{d^2}`` of an
+    exactly orthogonal one (Higham Thm 19.4, with the unspecified small constant of ``gamma~`` taken as 1), so
+    every entry of ``Q^T Q - I`` is at most ``2 ||dQ||_2 + ||dQ||^2 <= 2 sqrt(d) gamma_{d^2}`` (first order);
+    normalising the rows and forming the Gram dot products adds ``gamma_{d+2}`` in the candidate's dtype
+    (scaling) and in float64 (our Gram matrix)."""
     d = int(inp["d"])
-    # Householder QR: ||Q^T Q - I|| <= gamma_{c d^2}-ish; we allow gamma_{4d} per entry (Higham Thm 19.4, small d)
-    return {"gram": Bound(gamma(4 * d + 4, dtype) + gamma(4 * d + 4, np.float64), "orthonormality of a "
-                          "Householder QR factor: gamma_(4d+4) per Gram entry (Higham Thm 19.4) + row normalisation")}
+    b = 2.0 * np.sqrt(d) * gamma(d * d, dtype) + gamma(d + 2, dtype) + gamma(d + 2, np.float64)
+    return {"gram": Bound(b, "orthonormality of a Householder QR factor: 2 sqrt(d) gamma_(d^2) per Gram entry "
+                             "(Higham Thm 19.4, constant 1) + gamma_(d+2) for normalising and the Gram products")}
 
 
 def _gram_adapter_out(W, m, d):
