@@ -50,9 +50,25 @@ def bounds(inp, out, conv, dtype):
     bo = delta_rule_bound(q, inp["k"], inp["v"], inp["beta"], alpha, S0, view=conv["algorithm"],
                           chunk=int(conv["chunk"]), key_norm=key_norm, dtype=dtype)
     if float(conv["scale"]) != 1.0:
-        # q * scale: one rounding per entry of q -> |S_t| |q_t| u more on each output
-        bo = bo + Bound(gamma(1, dtype) * np.abs(np.asarray(out["o"])) + gamma(2, dtype) * np.abs(np.asarray(out["o"])),
-                        "scale on q: one rounding of q")
+        # q * scale: one rounding per entry of q (relative u) -> at most gamma_1 |S_t| |scale q_t| on each output,
+        # with S_t the exact state trajectory (float64 loop; a magnitude, not a compared value)
+        k = np.asarray(inp["k"], dtype=np.float64)
+        if key_norm == "sum":
+            k = k / np.sum(k, axis=-1, keepdims=True)
+        elif key_norm == "l2":
+            k = k / np.linalg.norm(k, axis=-1, keepdims=True)
+        v = np.asarray(inp["v"], dtype=np.float64)
+        beta = np.asarray(inp["beta"], dtype=np.float64)
+        b, l, h, n = k.shape
+        S = np.zeros((b, h, v.shape[-1], n)) if S0 is None else np.asarray(S0, dtype=np.float64).copy()
+        mag = np.zeros(np.shape(out["o"]))
+        for t in range(l):
+            a = 1.0 if alpha is None else np.asarray(alpha, dtype=np.float64)[:, t, :, None, None]
+            S = a * S
+            S = S + (beta[:, t, :, None] * (v[:, t] - np.einsum("bhen,bhn->bhe", S, k[:, t])))[..., None] \
+                * k[:, t, :, None, :]
+            mag[:, t] = np.einsum("bhen,bhn->bhe", np.abs(S), np.abs(q[:, t]))
+        bo = bo + Bound(gamma(1, dtype) * mag, "scale on q: one rounding of each q entry, gamma_1 |S_t| |scale q_t|")
     # the final state: S_L's error is bounded by the accumulated state error of the bound's derivation;
     # we use the same normwise propagation on the state with |q| = 1 (each entry <= the Frobenius norm)
     e, n = np.shape(out["S_last"])[-2:]
