@@ -1,14 +1,18 @@
-"""Arrays to and from the candidate's framework, through DLPack.
+"""Arrays to and from the candidate's framework.
 
 NumPy always works.  ``torch``, ``jax`` and ``cupy`` (optionally with a device,
 ``"torch:cuda"``) are imported **only** when the caller names them: the harness
-never imports a framework the user did not ask for.  Outputs coming back are
-recognised by their type's module name (``type(t).__module__``) without
-importing anything, and converted to NumPy through DLPack (after a copy to the
-host where needed).
+never imports a framework the user did not ask for.  NumPy -> torch goes through
+DLPack (``torch.from_dlpack``, then ``.to(device)``); NumPy -> JAX through
+``jnp.asarray`` (JAX reads ml_dtypes' bfloat16 natively), then ``device_put``;
+NumPy -> CuPy through ``cp.asarray`` (a host-to-device copy).  Outputs coming
+back are recognised by their type's module name (``type(t).__module__``) without
+importing anything, and converted to NumPy (torch: after ``.cpu()``; cupy:
+``.get()``; anything else with ``__dlpack__``: ``np.from_dlpack``).
 
-bfloat16 has no DLPack/NumPy standard code; it travels as its bit pattern
-(``uint16`` view), which is exact.
+bfloat16 has no NumPy DLPack code; to and from torch it travels as its bit
+pattern (an ``int16`` view), which is exact.  Only torch (CPU) conversions are
+exercised by the tests here; JAX and CuPy are not installed on the CI machines.
 """
 from __future__ import annotations
 
