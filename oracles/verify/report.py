@@ -31,7 +31,7 @@ class OutputResult:
     output: str
     comparison: Any  # oracles.tolerance.Comparison
     baseline_err: Optional[float] = None  # low precision: max |our reference in dtype - oracle|
-    baseline_multiple: Optional[float] = None  # candidate max err / baseline max err
+    baseline_multiple: Optional[float] = None  # candidate / baseline error in the rule's metric max_i |err_i| / M_i
 
     @property
     def passed(self) -> bool:
@@ -50,7 +50,8 @@ class OutputResult:
              f"max rel {c.max_rel_err:.3e} at {c.max_rel_index}, normwise {c.normwise_rel_err:.3e}, "
              f"err/bound {c.worst_ratio:.3g} at {c.worst_index} (bound there {c.bound:.3e})")
         if self.baseline_multiple is not None:
-            s += f", {self.baseline_multiple:.3g}x our same-dtype baseline error ({self.baseline_err:.3e})"
+            s += (f", {self.baseline_multiple:.3g}x our same-dtype baseline's error (max abs of our reference "
+                  f"in this dtype: {self.baseline_err:.3e})")
         if c.nonfinite:
             s += f", {c.nonfinite} NaN/Inf where the oracle is finite"
         if c.message:

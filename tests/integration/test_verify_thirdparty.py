@@ -179,3 +179,24 @@ def test_mamba_selective_scan_fn_interface_with_complex_interleaved_B_C():
     # cases did include complex A with variable and grouped B/C (the interleaved path)
     interleaved = [c for c in rep.cases if len(c.shapes["B"]) >= 3]
     assert interleaved
+
+
+# -- a JAX candidate (arrays reach it as jax.Array) ---------------------------------------------------------
+
+def test_jax_candidate_receives_jax_arrays():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    seen = []
+
+    def jax_attention(q, k, v, scale=None, causal=None):
+        seen.append(type(q).__module__)
+        s = jnp.einsum("bihd,bjhd->bhij", q, k) * (q.shape[-1] ** -0.5 if scale is None else scale)
+        if causal == "top_left":
+            s = jnp.where(jnp.tril(jnp.ones(s.shape[-2:], bool)), s, -jnp.inf)
+        p = jnp.nan_to_num(jax.nn.softmax(s, axis=-1))  # fully masked (empty) rows -> 0
+        return jnp.einsum("bhij,bjhe->bihe", p, v)
+
+    rep = verify("attention.softmax", jax_attention, adapter="refimpl", framework="jax",
+                 conventions={"causal": "top_left"}, dtype="float32", **FEW)
+    assert rep.passed, rep.to_text()
+    assert seen and all(m.startswith("jax") for m in seen)
