@@ -292,3 +292,21 @@ def test_real_output_convention_is_diagnosed():
     rep = verify("ssm.s4d_kernel", re_only, adapter="refimpl", kinds=("golden",))
     assert not rep.passed
     assert any("output='re' instead of '2re'" in d for d in rep.deviations()), rep.deviations()
+
+
+def test_refimpl_lru_conforms_and_a_missing_gamma_is_caught():
+    import functools
+
+    from refimpl.ssm import lru
+
+    for view in ("recurrent", "scan"):
+        rep = verify("ssm.lru", functools.partial(lru.apply, view=view), adapter="refimpl",
+                     dtype=["float64", "float32"], candidate_name=f"lru.apply[{view}]", **FEW)
+        assert rep.passed, rep.to_text()
+
+    def no_gamma(nu_log, theta_log, gamma_log, B, C, D, u):  # mutant: the gamma normalization dropped
+        return lru.apply(nu_log, theta_log, np.zeros_like(gamma_log), B, C, D, u)
+
+    rep = verify("ssm.lru", no_gamma, adapter="refimpl", kinds=("golden", "edge"))
+    assert not rep.passed
+    assert all(not c.passed for c in rep.cases if c.shapes["u"][1] > 0)
