@@ -13,8 +13,11 @@ and unnormalized output ``O``:
 * ``l' = c l + rowsum P``,  ``O' = c O + P V_c``
 * at the end ``out = O / l`` (``l = 0``: a fully masked row, output 0).
 
-The two products run through BLAS (``np.dot`` on contiguous blocks); the exponentials
-and the rescaling are plain loops.  Parallel over ``batch x heads x query blocks``.
+The two products run through BLAS (:func:`refimpl._blas.gemm`, on the strided rows of one head of
+``q``, ``k``, ``v`` in place, one thread per call); the exponentials of a float32 run use the
+vectorizable polynomial ``exp`` of :mod:`refimpl._fastmath` (relative error <= ``EXP_REL_ERR``,
+about 1.8e-6 proven, ~1e-7 observed), float64 runs use libm's ``exp``.  Parallel over
+``batch x heads x query blocks``.
 Shapes: ``q`` ``(b lq h d)``, ``k`` ``(b lk h d)``, ``v`` ``(b lk h e)`` -> ``(b lq h e)``.
 """
 from __future__ import annotations
@@ -25,18 +28,45 @@ from typing import Optional
 import numba as nb
 import numpy as np
 
+from refimpl._blas import gemm
+from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
 from refimpl._validate import as_float_array, check_choice, check_int, check_shape, result_dtype
 
 __all__ = ["flash_attention"]
 
 
+@nb.njit(cache=True)
+def _exp_block(X, m, bits):
+    # X_ji <- exp(X_ji - m_i) for a (nk T) block; the float32 polynomial exp (vectorized) or libm's exp
+    # (float64). Not fastmath: the polynomial's rounding steps must stay as written.
+    nk, T = X.shape
+    if X.itemsize == 4:
+        for j in range(nk):
+            for i in range(T):
+                p, bb = exp_parts(X[j, i] - m[i])
+                X[j, i] = p
+                bits[j, i] = bb
+        pow2 = bits.view(np.float32)
+        for j in range(nk):
+            for i in range(T):
+                X[j, i] *= pow2[j, i]
+    else:
+        for j in range(nk):
+            for i in range(T):
+                X[j, i] = math.exp(X[j, i] - m[i])
+
+
 @nb.njit(parallel=True, cache=True)
-def _flash(Q, K, V, scale, causal, offset, block_q, block_k, O):
-    # Q (b h lq d), K (b h lk d), V (b h lk e) contiguous; O (b h lq e)
-    b, h, lq, d = Q.shape
-    lk = K.shape[2]
-    e = V.shape[3]
+def _flash(Qh, Kh, Vh, scale, causal, offset, block_q, block_k, O):
+    # Qh (b h lq d), Kh (b h lk d), Vh (b h lk e) contiguous per head; O (b lq h e).
+    # Scores are kept transposed, S^T (keys x queries), so that the softmax statistics of the T queries are
+    # updated together (loops over the contiguous query axis vectorize), and both products are plain GEMMs:
+    # S^T = K_c (scale Q_b)^T and O += P^T^T V_c.
+    b, h, lq, d = Qh.shape
+    lk = Kh.shape[2]
+    e = Vh.shape[3]
+    dt = Qh.dtype
     nqb = (lq + block_q - 1) // block_q
     for idx in nb.prange(b * h * nqb):
         bh = idx // nqb
@@ -46,55 +76,62 @@ def _flash(Q, K, V, scale, causal, offset, block_q, block_k, O):
         q0 = qb * block_q
         q1 = min(q0 + block_q, lq)
         T = q1 - q0
-        Qb = np.empty((T, d), dtype=Q.dtype)
+        # scale Q_b^T (d T)
+        QT = np.empty((d, T), dtype=dt)
         for i in range(T):
-            for j in range(d):
-                Qb[i, j] = Q[bi, hi, q0 + i, j] * scale
-        m = np.full(T, -np.inf, dtype=Q.dtype)
-        lsum = np.zeros(T, dtype=Q.dtype)
-        acc = np.zeros((T, e), dtype=Q.dtype)
+            for c in range(d):
+                QT[c, i] = Qh[bi, hi, q0 + i, c] * scale
+        m = np.full(T, -np.inf, dtype=dt)
+        m_new = np.empty(T, dtype=dt)
+        lsum = np.zeros(T, dtype=dt)
+        acc = np.zeros((T, e), dtype=dt)
+        Sf = np.empty(block_k * T, dtype=dt)
+        bitsf = np.empty(block_k * T, dtype=np.int32)
         # keys j <= i + offset are visible (causal); the last query of the block sees the most
         kend = lk
         if causal:
             kend = min(lk, q1 - 1 + offset + 1)
         for k0 in range(0, max(kend, 0), block_k):
             k1 = min(k0 + block_k, kend)
-            # S = scale Q_b K_c^T
-            S = np.dot(Qb, K[bi, hi, k0:k1].T)
+            nk = k1 - k0
+            ST = Sf[:nk * T].reshape((nk, T))
+            # S^T = K_c (scale Q_b)^T:  s_ij = scale q_i . k_j
+            gemm(Kh[bi, hi, k0:k1], False, QT, False, ST, 0.0)
             if causal and k1 - 1 > q0 + offset:
-                for i in range(T):
-                    for j in range(k1 - k0):
-                        if k0 + j > q0 + i + offset:
-                            S[i, j] = -np.inf
+                # masked: key j > i + offset
+                for j in range(nk):
+                    for i in range(min(max(k0 + j - offset - q0, 0), T)):
+                        ST[j, i] = -np.inf
+            # m' = max(m, rowmax s) for every query i (vectorized over i)
             for i in range(T):
-                # m' = max(m, rowmax S)
-                mx = m[i]
-                for j in range(k1 - k0):
-                    if S[i, j] > mx:
-                        mx = S[i, j]
-                if mx == -np.inf:
-                    # nothing visible yet in this row: P = 0, nothing to rescale
-                    for j in range(k1 - k0):
-                        S[i, j] = 0.0
-                    continue
-                # c = exp(m - m'); P = exp(S - m')
-                c = math.exp(m[i] - mx)
-                rs = 0.0
-                for j in range(k1 - k0):
-                    pij = math.exp(S[i, j] - mx)
-                    S[i, j] = pij
-                    rs += pij
-                # l' = c l + rowsum P ; O <- c O
-                lsum[i] = c * lsum[i] + rs
-                for j in range(e):
-                    acc[i, j] *= c
-                m[i] = mx
+                m_new[i] = m[i]
+            for j in range(nk):
+                for i in range(T):
+                    m_new[i] = max(m_new[i], ST[j, i])
+            for i in range(T):
+                # nothing visible yet in row i (m' = -inf): shift by 0, P = exp(-inf) = 0
+                if m_new[i] == -np.inf:
+                    m_new[i] = 0.0
+            # P^T = exp(S^T - m')
+            _exp_block(ST, m_new, bitsf[:nk * T].reshape((nk, T)))
+            # l' = c l + rowsum P, c = exp(m - m');  O <- c O
+            for i in range(T):
+                c = math.exp(m[i] - m_new[i]) if m[i] != -np.inf else 0.0
+                lsum[i] = c * lsum[i]
+                if c != 1.0:
+                    for p in range(e):
+                        acc[i, p] *= c
+                m[i] = m_new[i]
+            for j in range(nk):
+                for i in range(T):
+                    lsum[i] += ST[j, i]
             # O' = c O + P V_c
-            acc += np.dot(S, V[bi, hi, k0:k1])
+            gemm(ST, True, Vh[bi, hi, k0:k1], False, acc, 1.0)
+        # out = O / l  (l = 0: a fully masked row, output 0)
         for i in range(T):
             inv = 1.0 / lsum[i] if lsum[i] > 0 else 0.0
-            for j in range(e):
-                O[bi, hi, q0 + i, j] = acc[i, j] * inv
+            for p in range(e):
+                O[bi, q0 + i, hi, p] = acc[i, p] * inv
 
 
 def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: Optional[str] = None,
@@ -118,10 +155,9 @@ def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: Optional[
     if not isinstance(scale, (int, float, np.floating)) or isinstance(scale, bool) or not math.isfinite(scale):
         raise ValueError(f"scale: expected a finite real number, got {scale!r}")
     dtype = result_dtype(q, k, v)
-    Q = np.ascontiguousarray(np.transpose(q, (0, 2, 1, 3)), dtype=dtype)
-    K = np.ascontiguousarray(np.transpose(k, (0, 2, 1, 3)), dtype=dtype)
-    V = np.ascontiguousarray(np.transpose(v, (0, 2, 1, 3)), dtype=dtype)
-    O = np.zeros((b, h, lq, v.shape[3]), dtype=dtype)
+    O = np.zeros((b, lq, h, v.shape[3]), dtype=dtype)
+    # (b l h d) -> (b h l d): each head's rows contiguous (strided head rows thrash the L1 cache in the GEMMs)
+    Q, K, V = (np.ascontiguousarray(np.transpose(x, (0, 2, 1, 3)), dtype=dtype) for x in (q, k, v))
     offset = (lk - lq) if causal == "bottom_right" else 0
     if O.size and lk and d:
         _flash(Q, K, V, dtype.type(scale), causal is not None, offset, block_q, block_k, O)
@@ -130,7 +166,7 @@ def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: Optional[
         from refimpl.attention.softmax import scaled_dot_product_attention
 
         return scaled_dot_product_attention(q, k, v, scale=scale, causal=causal)
-    return np.transpose(O, (0, 2, 1, 3))
+    return O
 
 
 @warmup
