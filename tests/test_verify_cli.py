@@ -42,6 +42,7 @@ def test_verify_usage_errors_exit_2(capsys):
     assert main(["verify", CAND, "--op", "ssm.nope"]) == 2
     assert main(["verify", CAND, "--op", "ssm.discretize", "--conv", "method=rk4"]) == 2
     assert main(["verify", "refimpl.ssm.discretize", "--op", "ssm.discretize"]) == 2  # no :FUNCTION
+    assert main(["verify", CAND, "--op", "ssm.discretize", "--cases", "golden,fuzz"]) == 2
     err = capsys.readouterr().err
     assert "MODULE:FUNCTION" in err and "op: expected one of" in err
 
@@ -54,7 +55,7 @@ def test_verify_json_junit_and_saved_failures(tmp_path, capsys):
     saved = sorted(os.listdir(tmp_path / "fails"))
     assert any(f.endswith(".npz") for f in saved) and any(f.endswith(".py") for f in saved)
     junit = tmp_path / "verify.xml"
-    rc = main(["verify", MUTANT, "--op", "ssm.discretize", "--adapter", "refimpl", "--max-examples", "1",
+    rc = main(["verify", MUTANT, "--op", "ssm.discretize", "--adapter", "refimpl", "--cases", "golden",
                "--report", "junit", "-o", str(junit)])
     assert rc == 1
     root = ET.parse(junit).getroot()

@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--profile", default="ci", choices=["ci", "thorough"], help="how many random cases (ci 10, thorough 200)")
     p.add_argument("--max-examples", type=int, default=None, help="the number of random cases (overrides --profile)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random cases")
+    p.add_argument("--cases", default="golden,edge,random", metavar="KINDS",
+                   help="which cases: a comma-separated subset of golden, edge, random (default: all)")
     p.add_argument("--report", default="text", choices=["text", "json", "junit"], help="report format on stdout")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--save-failures", default=None, metavar="DIR", help="save each failing case (.npz + rerun script)")
@@ -52,8 +54,12 @@ def run(args) -> int:
         dtypes = []
         for d in args.dtype or ["float64"]:
             dtypes.extend(x.strip() for x in d.split(",") if x.strip())
+        kinds = tuple(k.strip() for k in args.cases.split(",") if k.strip())
+        bad = sorted(set(kinds) - {"golden", "edge", "random"})
+        if bad or not kinds:
+            raise ValueError(f"--cases: expected a subset of golden, edge, random, got {args.cases!r}")
         report = verify(args.op, fn, adapter=args.adapter, conventions=conv, dtype=dtypes, framework=args.framework,
-                        profile=args.profile, max_examples=args.max_examples, seed=args.seed,
+                        profile=args.profile, max_examples=args.max_examples, seed=args.seed, kinds=kinds,
                         save_failures=args.save_failures, candidate_name=args.candidate)
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
         print(f"refimpl verify: {type(exc).__name__}: {exc}", file=sys.stderr)
