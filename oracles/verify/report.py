@@ -202,7 +202,9 @@ class Report:
         dev = self.deviations()
         if dev:
             lines.append("deviations:")
-            lines.extend("  - " + d for d in dev)
+            lines.extend("  - " + d for d in dev[:10])
+            if len(dev) > 10:
+                lines.append(f"  ... and {len(dev) - 10} more (--report json lists them all)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
