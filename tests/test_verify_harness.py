@@ -310,3 +310,20 @@ def test_refimpl_lru_conforms_and_a_missing_gamma_is_caught():
     rep = verify("ssm.lru", no_gamma, adapter="refimpl", kinds=("golden", "edge"))
     assert not rep.passed
     assert all(not c.passed for c in rep.cases if c.shapes["u"][1] > 0)
+
+
+def test_mamba2_chunk_scan_interface_end_to_end():
+    from refimpl.ssm import ssd
+
+    def chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+                            seq_idx=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False):
+        """Mamba-2's mamba_chunk_scan_combined interface on top of our chunked view."""
+        return ssd.chunked(x, dt, A, B, C, D, z, chunk=chunk_size, dt_bias=dt_bias, dt_softplus=dt_softplus,
+                           dt_limit=dt_limit, initial_states=initial_states, seq_idx=seq_idx,
+                           return_final_states=return_final_states)
+
+    rep = verify("ssm.ssd", chunk_scan_combined, adapter="mamba2.chunk_scan",
+                 conventions={"chunk": 8, "dt_softplus": True, "dt_limit": (0.01, 2.0)}, dtype=["float64", "float32"],
+                 **FEW)
+    assert rep.passed, rep.to_text()
+    assert any(c.case_id == "edge-packed" for c in rep.cases) and any(c.case_id == "edge-chunk+1" for c in rep.cases)
