@@ -2,7 +2,7 @@ r"""A vectorizable float32 ``exp`` for Numba kernels, with a proven error bound.
 
 Numba has no vector math library here (it calls the scalar ``expf`` from libm, ~0.1-0.2 G/s per core;
 SVML is not used by this Numba build), so a loop over ``math.exp`` does not vectorize.  This ``exp``
-is plain arithmetic that LLVM vectorizes (~1 G/s per core measured):
+is plain arithmetic that LLVM vectorizes (~1.2 G/s per core measured on cache-resident data):
 
 * Range reduction (Cody-Waite): ``n = round(x log2 e)`` (round-to-nearest by adding and subtracting
   ``1.5 * 2^23``), ``r = (x - n ln2_hi) - n ln2_lo`` with
@@ -16,15 +16,24 @@ is plain arithmetic that LLVM vectorizes (~1 G/s per core measured):
   ``2^-126.5``, i.e. ``x < -87.68``, flush to 0: absolute error ``< 2^-126``), ``n = 128`` gives ``+inf``
   (``x > 88.38``).
 
-Error bound (relative, for ``-87.33 <= x <= 88.37``, proven, then tested on a dense sweep of float32
-inputs in tests/test_fastmath.py): Horner's rule for a degree-``d`` polynomial has
-``|p_hat - p| <= gamma_{2d} sum_k |c_k| |r|^k = gamma_{2d} e^{|r|}``-bounded, relative to
-``p ~ e^r >= e^{-|r|}`` that is ``gamma_{14} e^{2|r|} <= 14u/(1-14u) * 2.0``; the reduced argument's
-error (``n ln2_lo`` rounded, one subtraction, and ``ln2_hi + ln2_lo`` differing from ``ln2`` by
-``< 2^-36`` times ``|n| <= 128``) changes ``e^r`` relatively by at most ``u (|r| + 128 |ln2_lo|) + 2^-29``;
-the product with ``2^n`` is exact (normal results) and rounded once more by the caller (``u``).
-Total: ``EXP_REL_ERR = 2 gamma_14 + 2u + 2^-28`` (``u = 2^-24``), about ``1.8e-6``.  In tests the
-observed maximum is ~2 ulp (~1.3e-7); callers' bounds use ``EXP_REL_ERR`` (the proven value).
+Error bound (relative, for results in the normal range ``-87.33 <= x <= 88.37``), first order in
+``u = 2^-24``, with ``R = 0.3467 >= |r|``:
+
+* reduced argument: ``x - n ln2_hi`` is exact (``n ln2_hi`` has <= 17 significant bits; for ``n != 0`` the
+  difference is a multiple of ``ulp(x) >= 2^-25`` below ``0.5`` in magnitude, so it has <= 24 bits);
+  ``n ln2_lo`` rounds (``<= 128 |ln2_lo| u = 0.027u``), the subtraction rounds (``<= R u``), and
+  ``ln2_hi + ln2_lo`` differs from ``ln2`` by ``<= 2^-37``, times ``|n| <= 128``: ``0.016u``.  An
+  absolute error ``e`` in ``r`` is a relative error ``e`` in ``e^r``: ``<= 0.39u``.
+* truncation of the degree-7 Taylor polynomial: ``R^8/8! e^R / e^-R <= 0.18u`` relative.
+* Horner evaluation: the running error ``E_k = R E_{k+1} + u R |s_{k+1}| + u |s_k| (+ u c_k for the
+  rounded coefficients 1/6 .. 1/5040)`` with ``|s_k|`` bounded by the same recurrence on ``|c_k|`` at
+  ``R``, gives ``E_0 <= 2.41u`` absolute, ``<= 3.40u`` relative to ``p >= e^-R``.
+* the product with ``2^n`` is exact for normal results.
+
+Total ``<= 3.97u`` (tests/test_fastmath.py re-evaluates this sum); the terms of second order are
+``O(u^2)``, so :data:`EXP_REL_ERR` ``= gamma_4 = 4u/(1 - 4u)`` (about 2.4e-7, 2 ulp) bounds it.
+It is below the 4-ulp (``8u``) allowance that the selective-scan bounds give a transcendental
+function (``oracles.selective.TRANSCENDENTAL_U``).  Observed maximum: ~1.7u.
 """
 from __future__ import annotations
 
@@ -36,9 +45,8 @@ import numpy as np
 __all__ = ["EXP_REL_ERR", "exp_parts", "exp_f32"]
 
 _U32 = 2.0 ** -24
-_G14 = 14 * _U32 / (1 - 14 * _U32)
 #: proven bound on the relative error of the float32 exp (module docstring), for -87.33 <= x <= 88.37
-EXP_REL_ERR = 2 * _G14 + 2 * _U32 + 2.0 ** -28
+EXP_REL_ERR = 4 * _U32 / (1 - 4 * _U32)
 
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)  # 355/512

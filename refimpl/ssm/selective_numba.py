@@ -9,6 +9,15 @@ are read in a ``(b g l n)`` layout (a copy of the input, transposed so the ``n``
 
 Same arguments, conventions, validation and results as :func:`refimpl.ssm.selective.recurrent`.
 Arithmetic runs in the working dtype (float32 inputs -> float32 arithmetic, as in the CUDA kernels).
+
+Fast path (real ``A``, Euler ``B``, the ``"mamba"`` discretization; :func:`_s6_real_kernel`): the step
+``Delta`` comes from :func:`refimpl.ssm.selective.prepare` (which computes and validates it anyway);
+per channel, time runs in chunks of ``_TCHUNK`` steps: the chunk's ``T x N`` exponentials
+``exp(Delta_t A)`` in one vectorizable pass (float32: the polynomial ``exp`` of :mod:`refimpl._fastmath`,
+relative error <= ``gamma_4`` = 2 ulp, within the 4-ulp ``TRANSCENDENTAL_U`` that the bound
+allows an ``exp``; float64: libm), then the recurrence vectorized over the states, then
+``y_t = sum_n C_tn h_tn`` (reassociated: the bound counts depth ``N``, any order).
+Complex ``A`` and ZOH use the general kernel :func:`_s6_kernel`.
 """
 from __future__ import annotations
 
@@ -19,10 +28,13 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
+from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
 from refimpl.ssm.selective import prepare
 
 __all__ = ["selective_scan_numba"]
+
+_TCHUNK = 64  # time steps per chunk of the real-A kernel (its T x N exponentials stay in L1)
 
 
 def _phi1(w):  # pragma: no cover - replaced by the overload inside jitted code
@@ -104,6 +116,102 @@ def _s6_kernel(u, delta, bias, A, Bk, Ck, D, z, h0, softplus, zoh, has_z, is_cpl
             last[bi, di, k] = h[k]
 
 
+_REDUCE = {"nnan", "ninf", "nsz", "reassoc", "contract"}
+
+
+@numba.njit(cache=True, fastmath=_REDUCE)
+def _row_dots(H, C, y):
+    # y_t = sum_n C_tn h_tn for the rows of a chunk (reassociated to vectorize: the bound counts depth N,
+    # which holds for any summation order)
+    for t in range(H.shape[0]):
+        acc = H[t, 0] * 0
+        for k in range(H.shape[1]):
+            acc += H[t, k] * C[t, k]
+        y[t] = acc
+
+
+@numba.njit(cache=True)
+def _exp_outer(x, a, E, bits):
+    # E_tk = exp(x_t a_k) for a (T N) chunk (E, bits: flat T*N buffers): the float32 polynomial exp of
+    # refimpl._fastmath (vectorized; relative error <= gamma_4, within the 4-ulp allowance of the bound),
+    # libm's exp for float64. Not fastmath: the polynomial's rounding steps must stay as written.
+    T = x.shape[0]
+    n = a.shape[0]
+    if E.itemsize == 4:
+        for t in range(T):
+            xt = x[t]
+            for k in range(n):
+                p, bb = exp_parts(xt * a[k])
+                E[t * n + k] = p
+                bits[t * n + k] = bb
+        pow2 = bits.view(np.float32)
+        for i in range(T * n):
+            E[i] *= pow2[i]
+    else:
+        for t in range(T):
+            for k in range(n):
+                E[t * n + k] = np.exp(x[t] * a[k])
+
+
+@numba.njit(parallel=True, cache=True)
+def _s6_real_kernel(u, Delta, A, Bk, Ck, D, z, h0, has_z, one, tchunk, out, last):
+    # Real A, Euler-B ("mamba") discretization. Per (batch, channel), time in chunks of `tchunk` steps:
+    # the exponentials of the whole chunk first (one vectorizable loop over T x N), then the recurrence
+    # (vectorized over the N states), then the outputs of the chunk.
+    b, d, l = u.shape
+    n = A.shape[1]
+    gB = Bk.shape[1]
+    gC = Ck.shape[1]
+    perB = d // gB
+    perC = d // gC
+    dt = u.dtype
+    for idx in prange(b * d):
+        bi = idx // d
+        di = idx - bi * d
+        bB = bi if Bk.shape[0] > 1 else 0
+        bC = bi if Ck.shape[0] > 1 else 0
+        g_b = di // perB
+        g_c = di // perC
+        h = h0[bi, di].copy()
+        Abf = np.empty(tchunk * n, dtype=dt)
+        bitsf = np.empty(tchunk * n, dtype=np.int32)
+        H = np.empty((tchunk, n), dtype=dt)
+        y = np.empty(tchunk, dtype=dt)
+        Bfix = Bk.shape[2] == 1
+        Cfix = Ck.shape[2] == 1
+        Cbuf = np.empty((tchunk, n), dtype=dt)
+        for s in range(0, l, tchunk):
+            T = min(tchunk, l - s)
+            Ab = Abf[:T * n].reshape((T, n))
+            # A_bar_tk = exp(Delta_t A_k), one vectorizable pass over the T x N block
+            _exp_outer(Delta[bi, di, s:s + T], A[di], Abf[:T * n], bitsf[:T * n])
+            # h_t = A_bar_t h_{t-1} + (Delta_t u_t) B_t ;  H_t = h_t
+            for t in range(T):
+                xu = Delta[bi, di, s + t] * u[bi, di, s + t]
+                tb = 0 if Bfix else s + t
+                for k in range(n):
+                    h[k] = Ab[t, k] * h[k] + xu * Bk[bB, g_b, tb, k]
+                    H[t, k] = h[k]
+            # y_t = sum_n C_t h_t
+            if Cfix:
+                for t in range(T):
+                    for k in range(n):
+                        Cbuf[t, k] = Ck[bC, g_c, 0, k]
+                _row_dots(H[:T], Cbuf[:T], y)
+            else:
+                _row_dots(H[:T], Ck[bC, g_c, s:s + T], y)
+            # out = y + D u, times silu(z) when gated
+            Dd = D[di]
+            for t in range(T):
+                out[bi, di, s + t] = y[t] + Dd * u[bi, di, s + t]
+            if has_z:
+                for t in range(T):
+                    zz = z[bi, di, s + t]
+                    out[bi, di, s + t] = out[bi, di, s + t] * (zz / (one + math.exp(-zz)))
+        for k in range(n):
+            last[bi, di, k] = h[k]
+
+
 def _canonical_bc(X: np.ndarray, mode: str, dtype) -> np.ndarray:
     """``(b g l n)`` contiguous: fixed ``(d n)`` -> ``(1 d 1 n)``, variable ``(b n l)`` -> ``(b 1 l n)``."""
     if mode == "fixed":
@@ -132,6 +240,12 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, 
     hh = np.zeros((p.b, p.d, p.n), dtype=sdt) if p.h0 is None else np.ascontiguousarray(p.h0, dtype=sdt)
     out = np.empty((p.b, p.d, p.l), dtype=rdt)
     last = np.empty((p.b, p.d, p.n), dtype=sdt)
+    if not cplx and discretization == "mamba":
+        # the fast path: real A, Euler B; Delta as computed (and validated) by prepare
+        _s6_real_kernel(np.ascontiguousarray(p.u), np.ascontiguousarray(p.Delta, dtype=rdt),
+                        np.ascontiguousarray(p.A, dtype=rdt), Bk, Ck, Dv, zz, hh, p.z is not None, rdt.type(1),
+                        _TCHUNK, out, last)
+        return (out, last) if return_last_state else out
     _s6_kernel(np.ascontiguousarray(p.u), np.ascontiguousarray(p.delta), bias, np.ascontiguousarray(p.A, dtype=sdt),
                Bk, Ck, Dv, zz, hh, bool(delta_softplus), discretization == "zoh", p.z is not None, bool(cplx),
                rdt.type(1), rdt.type(20.0), out, last)
