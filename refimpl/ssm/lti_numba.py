@@ -53,6 +53,69 @@ def _recurrent_diag(A_bar, B_bar, C, D, x, h0, y, hL):
             hL[bi, c, i] = s[i]
 
 
+_VFLAGS = {"nnan", "ninf", "nsz", "reassoc", "contract"}
+
+
+@nb.njit(cache=True, fastmath=_VFLAGS)
+def _recurrent_diag_cplx_channel(ar, ai, Br, Bi, Cr, Ci, D, x, s0, y, hL):
+    # one channel of a time-invariant complex diagonal system, real and imaginary parts in separate
+    # (n) arrays so that the loops over the states vectorize (the sums over n reassociated: the bounds
+    # count n sums in any order).  ar, ai (n); Br, Bi (m n); Cr, Ci (p n); D (p m); x (l m); s0 (n);
+    # y (l p); hL (n)
+    n = ar.shape[0]
+    m = Br.shape[0]
+    p = Cr.shape[0]
+    l = x.shape[0]
+    sr = np.empty(n, dtype=ar.dtype)
+    si = np.empty(n, dtype=ar.dtype)
+    for i in range(n):
+        sr[i], si[i] = s0[i].real, s0[i].imag
+    for t in range(l):
+        # h_t = A_bar h_{t-1} + B_bar x_t   (diagonal A_bar: elementwise)
+        for i in range(n):
+            tr = ar[i] * sr[i] - ai[i] * si[i]
+            si[i] = ar[i] * si[i] + ai[i] * sr[i]
+            sr[i] = tr
+        for j in range(m):
+            xr, xi = x[t, j].real, x[t, j].imag
+            for i in range(n):
+                sr[i] += Br[j, i] * xr - Bi[j, i] * xi
+                si[i] += Br[j, i] * xi + Bi[j, i] * xr
+        # y_t = C h_t + D x_t
+        for q in range(p):
+            accr = ar[0] * 0
+            acci = ar[0] * 0
+            for i in range(n):
+                accr += Cr[q, i] * sr[i] - Ci[q, i] * si[i]
+                acci += Cr[q, i] * si[i] + Ci[q, i] * sr[i]
+            acc = accr + 1j * acci
+            for j in range(m):
+                acc += D[q, j] * x[t, j]
+            y[t, q] = acc
+    for i in range(n):
+        hL[i] = sr[i] + 1j * si[i]
+
+
+@nb.njit(parallel=True, cache=True)
+def _recurrent_diag_cplx(A_bar, B_bar, C, D, x, h0, y, hL):
+    # time-invariant complex diagonal systems: A_bar (1 h n), B_bar (1 h n m), C (h p n), D (h p m),
+    # x (b l h m), h0 (b h n); one channel per prange iteration
+    b, l, h, m = x.shape
+    for bh in nb.prange(b * h):
+        bi = bh // h
+        c = bh % h
+        ar, ai = np.ascontiguousarray(A_bar[0, c].real), np.ascontiguousarray(A_bar[0, c].imag)
+        Bt = np.ascontiguousarray(B_bar[0, c].T)  # (m n)
+        Br, Bi = np.ascontiguousarray(Bt.real), np.ascontiguousarray(Bt.imag)
+        Cr, Ci = np.ascontiguousarray(C[c].real), np.ascontiguousarray(C[c].imag)
+        xc = np.ascontiguousarray(x[bi, :, c, :])
+        yc = np.empty((l, C.shape[1]), dtype=y.dtype)
+        hc = np.empty(A_bar.shape[2], dtype=hL.dtype)
+        _recurrent_diag_cplx_channel(ar, ai, Br, Bi, Cr, Ci, D[c], xc, h0[bi, c], yc, hc)
+        y[bi, :, c, :] = yc
+        hL[bi, c, :] = hc
+
+
 @nb.njit(parallel=True, cache=True)
 def _recurrent_dense(A_bar, B_bar, C, D, x, h0, y, hL):
     # A_bar (lt h n n), B_bar (lt h n m), C (h p n), D (h p m), x (b l h m), h0 (b h n)
@@ -108,7 +171,11 @@ def recurrent(A_bar, B_bar, C, D, x, *, h0=None, diagonal: bool = False, return_
     y = np.zeros((d["b"], d["l"], d["h"], d["p"]), dtype=x_.dtype)
     hL = np.zeros((d["b"], d["h"], d["n"]), dtype=x_.dtype)
     if x_.size or h0_.size:
-        (_recurrent_diag if diagonal else _recurrent_dense)(A_t, B_t, C_, D_, x_, h0_, y, hL)
+        if diagonal and np.iscomplexobj(x_) and A_t.shape[0] == 1 and B_t.shape[0] == 1:
+            # the vectorized path for time-invariant complex diagonal systems (S4D, DSS, S5, LRU)
+            _recurrent_diag_cplx(A_t, B_t, C_, D_, x_, h0_, y, hL)
+        else:
+            (_recurrent_diag if diagonal else _recurrent_dense)(A_t, B_t, C_, D_, x_, h0_, y, hL)
     return (y, hL) if return_state else y
 
 
