@@ -32,7 +32,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from oracles.ssm import apply_dense, expm_bound, lti_bound, random_stable_system, van_loan_zoh
+from oracles.ssm import apply_dense, expm_bound, fft_bound_lti, lti_bound, random_stable_system, van_loan_zoh
 from oracles.tolerance import Bound, componentwise_bound, conditioned_bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
@@ -301,9 +301,26 @@ def lti_oracle(inp, conv):
     return {"y": y, "h_last": hL}
 
 
+def _kernel_powers(A_bar, B_bar, C, L, diagonal):
+    """``K_k = C A_bar^k B_bar`` (l h p m) in float64 by repeated multiplication (a bound's magnitude only)."""
+    A_bar, B_bar, C = (np.asarray(a) for a in (A_bar, B_bar, C))
+    h, n, m = B_bar.shape
+    K = np.zeros((L, h, C.shape[1], m), dtype=np.result_type(A_bar, B_bar, C, np.float64))
+    P = B_bar.astype(K.dtype)
+    for k in range(L):
+        K[k] = np.einsum("hpn,hnm->hpm", C, P)
+        P = A_bar[..., None] * P if diagonal else np.einsum("hij,hjm->him", A_bar, P)
+    return K
+
+
 def lti_bounds(inp, out, conv, dtype):
     by, bh = lti_bound(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], dtype, h0=inp.get("h0"),
                        diagonal=bool(conv["diagonal"]))
+    if conv["algorithm"] == "fft":
+        # an FFT convolution's rounding is normwise (oracles.ssm.fft_bound_lti), on top of the direct sum's
+        L = np.shape(inp["x"])[1]
+        K = _kernel_powers(inp["A_bar"], inp["B_bar"], inp["C"], L, bool(conv["diagonal"]))
+        by = by + fft_bound_lti(np.abs(K), np.abs(np.asarray(inp["x"])), dtype)
     return {"y": by, "h_last": bh}
 
 
@@ -413,7 +430,10 @@ register_op(OpSpec(
     inputs=(Arg("A_bar", "h n n | h n"), Arg("B_bar", "h n m"), Arg("C", "h p n"), Arg("D", "h p m", optional=True),
             Arg("x", "b l h m"), Arg("h0", "b h n", "the state before step 0", optional=True)),
     outputs=(Arg("y", "b l h p"), Arg("h_last", "b h n", "h_{L-1} (h0 when L = 0)", optional=True)),
-    conventions=(Convention("diagonal", False, "A_bar given as its diagonal (h n)", (False, True)),),
+    conventions=(Convention("diagonal", False, "A_bar given as its diagonal (h n)", (False, True)),
+                 Convention("algorithm", "direct", "the candidate's evaluation (sets the bound only): 'direct' "
+                            "(recurrence, scan, direct convolution, chunked) or 'fft' (an FFT convolution: adds the "
+                            "normwise FFT rounding bound)", ("direct", "fft"))),
     oracle=lti_oracle,
     bounds=lti_bounds,
     cases=lti_cases_fn,
