@@ -74,9 +74,10 @@ def gemm(A, ta, B, tb, C, beta):
     if m == 0 or n == 0:
         return
     if k == 0:
+        # C = beta C (beta = 0: C is not read, as in BLAS)
         for i in range(m):
             for j in range(n):
-                C[i, j] = beta * C[i, j]
+                C[i, j] = 0.0 if beta == 0 else beta * C[i, j]
         return
     kind = 115 if C.itemsize == 4 else 100  # 's' / 'd'
     sc = np.empty(2, dtype=C.dtype)

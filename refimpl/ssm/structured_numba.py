@@ -24,6 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl._validate import check_int
 
@@ -47,6 +48,7 @@ def _cauchy(v, g, lam, out):
 
 # The Vandermonde sums may be reassociated (vectorized over n; the bound counts n sums in any order) and
 # contracted to FMAs (fewer roundings); the powers stay repeated products z^{k+1} = z z^k, as in the reference.
+_VBLOCK = 64  # powers per block of the blocked (GEMM) Vandermonde
 _VFLAGS = {"nnan", "ninf", "nsz", "reassoc", "contract"}
 
 
@@ -80,10 +82,63 @@ def _vandermonde_row(v, z, out, tiny):
             pi[n] = 0.0 if small else ti
 
 
+@numba.njit(cache=True)
+def _cmul_flush(ar, ai, br, bi, outr, outi, tiny):
+    # out = a b elementwise (complex, split parts); results below tiny flushed to zero (see module doc)
+    for n in range(ar.shape[0]):
+        tr = ar[n] * br[n] - ai[n] * bi[n]
+        ti = ar[n] * bi[n] + ai[n] * br[n]
+        small = abs(tr) + abs(ti) < tiny
+        outr[n] = 0.0 if small else tr
+        outi[n] = 0.0 if small else ti
+
+
+@numba.njit(cache=True)
+def _vandermonde_blocked(v, z, out, tiny, B):
+    # one channel, k = m B + j:  K_{mB+j} = sum_n (v_n z_n^{mB}) z_n^j = (W Z)_{mj} with
+    # W_mn = v_n z_n^{mB} (W_m = W_{m-1} z^B) and Z_nj = z_n^j (Z_{:,j} = Z_{:,j-1} z): every power is still
+    # a chain of k repeated products (the reference's depth), and the sums over n are four real GEMMs:
+    # Re K = Wr Zr - Wi Zi, Im K = Wr Zi + Wi Zr.
+    N = v.shape[0]
+    L = out.shape[0]
+    M = (L + B - 1) // B
+    rdt = v.real.dtype
+    zr, zi = np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
+    # Z (n B) as columns: Zc[j] = z^j (B n), transposed below
+    Zcr, Zci = np.empty((B, N), dtype=rdt), np.empty((B, N), dtype=rdt)
+    Zcr[0, :] = 1.0
+    Zci[0, :] = 0.0
+    for j in range(1, B):
+        _cmul_flush(Zcr[j - 1], Zci[j - 1], zr, zi, Zcr[j], Zci[j], tiny)
+    zBr, zBi = np.empty(N, dtype=rdt), np.empty(N, dtype=rdt)
+    _cmul_flush(Zcr[B - 1], Zci[B - 1], zr, zi, zBr, zBi, tiny)
+    Zr, Zi = np.ascontiguousarray(Zcr.T), np.ascontiguousarray(Zci.T)
+    Wr, Wi, Wn = np.empty((M, N), dtype=rdt), np.empty((M, N), dtype=rdt), np.empty((M, N), dtype=rdt)
+    Wr[0, :] = v.real
+    Wi[0, :] = v.imag
+    for m in range(1, M):
+        _cmul_flush(Wr[m - 1], Wi[m - 1], zBr, zBi, Wr[m], Wi[m], tiny)
+    for m in range(M):
+        for n in range(N):
+            Wn[m, n] = -Wi[m, n]
+    Kr, Ki = np.empty((M, B), dtype=rdt), np.empty((M, B), dtype=rdt)
+    gemm(Wr, False, Zr, False, Kr, 0.0)
+    gemm(Wn, False, Zi, False, Kr, 1.0)
+    gemm(Wr, False, Zi, False, Ki, 0.0)
+    gemm(Wi, False, Zr, False, Ki, 1.0)
+    for m in range(M):
+        for j in range(min(B, L - m * B)):
+            out[m * B + j] = Kr[m, j] + 1j * Ki[m, j]
+
+
 @numba.njit(cache=True, parallel=True)
 def _vandermonde(v, z, out, tiny):
+    L = out.shape[1]
     for h in numba.prange(v.shape[0]):
-        _vandermonde_row(v[h], z[h], out[h], tiny)
+        if L >= 2 * _VBLOCK:
+            _vandermonde_blocked(v[h], z[h], out[h], tiny, _VBLOCK)
+        else:
+            _vandermonde_row(v[h], z[h], out[h], tiny)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -159,4 +214,5 @@ def _warm():
         v = np.ones((1, 2), dtype=dt)
         cauchy(v, np.full((1, 3), 2j, dtype=dt), v * 0.5)
         vandermonde(v, v * 0.5, 3)
+        vandermonde(v, v * 0.5, 130)
         diag_scan(np.full((3, 2), 0.5, dtype=dt), np.ones((1, 3, 2), dtype=dt))
