@@ -70,6 +70,27 @@ def _recurrent_diag_cplx_channel(ar, ai, Br, Bi, Cr, Ci, D, x, s0, y, hL):
     si = np.empty(n, dtype=ar.dtype)
     for i in range(n):
         sr[i], si[i] = s0[i].real, s0[i].imag
+    if m == 1 and p == 1:
+        # single input and output (S4D, DSS): one fused pass over the states per step
+        br, bi, cr, ci = Br[0], Bi[0], Cr[0], Ci[0]
+        for t in range(l):
+            xr, xi = x[t, 0].real, x[t, 0].imag
+            accr = ar[0] * 0
+            acci = ar[0] * 0
+            for i in range(n):
+                # h_t = A_bar h_{t-1} + B_bar x_t
+                tr = ar[i] * sr[i] - ai[i] * si[i] + (br[i] * xr - bi[i] * xi)
+                ti = ar[i] * si[i] + ai[i] * sr[i] + (br[i] * xi + bi[i] * xr)
+                sr[i] = tr
+                si[i] = ti
+                # y_t = C h_t (summed over the states)
+                accr += cr[i] * tr - ci[i] * ti
+                acci += cr[i] * ti + ci[i] * tr
+            # + D x_t
+            y[t, 0] = accr + 1j * acci + D[0, 0] * x[t, 0]
+        for i in range(n):
+            hL[i] = sr[i] + 1j * si[i]
+        return
     for t in range(l):
         # h_t = A_bar h_{t-1} + B_bar x_t   (diagonal A_bar: elementwise)
         for i in range(n):
