@@ -68,9 +68,9 @@ def _lin_recurrent(phi_q, phi_k, v, S, u, normalize, eps, eps_add):
 
 @numba.njit(cache=True, parallel=True)
 def _lin_chunked(phi_q, phi_k, v, S, u, chunk, normalize, eps, eps_add):
-    # Per (batch, head), chunk by chunk. The chunk's rows of one head, Q = phi_q[bi, s:s+T, hi, :] (T n) etc.,
-    # are strided views that BLAS multiplies in place (refimpl._blas.gemm); the output rows are written the
-    # same way. The state is kept transposed, St = S^T (n e). Accumulation is in the working dtype (BLAS);
+    # Per (batch, head), chunk by chunk: the chunk's rows of one head, Q = phi_q[bi, s:s+T, hi, :] (T n) etc.,
+    # copied to contiguous blocks, every product one BLAS GEMM (refimpl._blas.gemm); the state is kept
+    # transposed, St = S^T (n e). Accumulation is in the working dtype (BLAS);
     # the componentwise bound of the tests (depth n + L + 3) holds for any summation order.
     b, l, h, n = phi_k.shape
     e = v.shape[3]
@@ -80,11 +80,19 @@ def _lin_chunked(phi_q, phi_k, v, S, u, chunk, normalize, eps, eps_add):
         bi = bh // h
         hi = bh % h
         Af = np.empty(chunk * chunk, dtype=dt)
+        # contiguous copies of the chunk's rows (rows of one head are h*n apart: multiplied in place they
+        # thrash the L1 cache's sets)
+        Qf, Kf, Vf, Of = (np.empty(chunk * n, dtype=dt), np.empty(chunk * n, dtype=dt), np.empty(chunk * e, dtype=dt),
+                          np.empty(chunk * e, dtype=dt))
         St = np.ascontiguousarray(S[bi, hi].T)
         for s in range(0, l, chunk):
             T = min(chunk, l - s)
-            Q, K, V = phi_q[bi, s:s + T, hi, :], phi_k[bi, s:s + T, hi, :], v[bi, s:s + T, hi, :]
-            O = o[bi, s:s + T, hi, :]
+            Q, K = Qf[:T * n].reshape((T, n)), Kf[:T * n].reshape((T, n))
+            V, O = Vf[:T * e].reshape((T, e)), Of[:T * e].reshape((T, e))
+            for i in range(T):
+                Q[i, :] = phi_q[bi, s + i, hi, :]
+                K[i, :] = phi_k[bi, s + i, hi, :]
+                V[i, :] = v[bi, s + i, hi, :]
             A = Af[:T * T].reshape((T, T))
             # A = Q K^T, then the causal mask: A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal
             gemm(Q, False, K, True, A, 0.0)
@@ -108,6 +116,8 @@ def _lin_chunked(phi_q, phi_k, v, S, u, chunk, normalize, eps, eps_add):
                         den = max(den, eps)
                     for p in range(e):
                         O[i, p] = O[i, p] / den
+            for i in range(T):
+                o[bi, s + i, hi, :] = O[i, :]
             # S_{s+T} = S_s + V^T K (as St += K^T V) ; u_{s+T} = u_s + sum_j phi(k_j)
             gemm(K, True, V, False, St, 1.0)
             for i in range(T):
