@@ -1,8 +1,10 @@
 r"""Numba chunked SSD (Mamba-2) kernel.
 
 Parallel over ``batch x heads`` (``prange``); for each ``(b, h)`` the chunks are processed in order
-with the ``(p n)`` state in a local array.  Per chunk ``[s, e)`` (the products are matrix
-products, ``np.dot`` -> BLAS):
+with the ``(p n)`` state in a local array.  Per chunk ``[s, e)`` (the chunk's rows copied to contiguous
+blocks; the products are BLAS GEMMs through :func:`refimpl._blas.gemm`; the ``T x T`` exponentials of
+``M`` in one vectorizable pass, float32 through the polynomial ``exp`` of :mod:`refimpl._fastmath`,
+relative error <= ``gamma_4`` = 2 ulp, within the 4-ulp ``TRANSCENDENTAL_U`` of the bound):
 
 * ``seg(i, j) = sum_{k=j+1}^{i} dt_k A`` is accumulated backwards from ``j = i`` (a stable segment
   sum: each entry is its own short sum, never a difference of prefix sums), giving the masked
@@ -23,11 +25,31 @@ import numba
 import numpy as np
 from numba import prange
 
+from refimpl._blas import gemm
+from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
 from refimpl._validate import check_int
 from refimpl.ssm.ssd import prepare
 
 __all__ = ["ssd_chunked_numba"]
+
+
+@numba.njit(cache=True)
+def _exp_block(w, bits):
+    # w <- exp(w) on a flat block: the float32 polynomial exp of refimpl._fastmath (vectorized; relative
+    # error <= gamma_4 = 2 ulp, within the 4-ulp TRANSCENDENTAL_U that the bound allows an exp), libm's exp
+    # for float64. Not fastmath: the polynomial's rounding steps must stay as written.
+    if w.itemsize == 4:
+        for i in range(w.shape[0]):
+            p, bb = exp_parts(w[i])
+            w[i] = p
+            bits[i] = bb
+        pow2 = bits.view(np.float32)
+        for i in range(w.shape[0]):
+            w[i] *= pow2[i]
+    else:
+        for i in range(w.shape[0]):
+            w[i] = math.exp(w[i])
 
 
 @numba.njit(parallel=True, cache=True)
@@ -36,20 +58,31 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final
     g = B.shape[2]
     n = B.shape[3]
     per = h // g
+    typ = x.dtype
     for idx in prange(b * h):
         bi = idx // h
         hi = idx - bi * h
         gi = hi // per  # head h reads group h // (H/g)
         S = S0[bi, hi].copy()  # (p n)
         Ah = A[hi]
+        # chunk buffers (flat, viewed as C-contiguous (T .) blocks): the chunk's rows are copied (rows of one
+        # head are h*p apart: multiplied in place they thrash the L1 cache's sets)
+        xf, Bf, Cf = np.empty(chunk * p, typ), np.empty(chunk * n, typ), np.empty(chunk * n, typ)
+        Mf, CBf, Yf, CSf = np.empty(chunk * chunk, typ), np.empty(chunk * chunk, typ), np.empty(chunk * p, typ), \
+            np.empty(chunk * p, typ)
+        bits = np.empty(chunk * chunk, dtype=np.int32)
+        a = np.empty(chunk, dtype=typ)
+        cum = np.empty(chunk, dtype=typ)
         for s in range(0, l, chunk):
             e = min(s + chunk, l)
             T = e - s
-            xc = np.ascontiguousarray(x[bi, s:e, hi, :])  # (T p)
-            Bc = np.ascontiguousarray(B[bi, s:e, gi, :])  # (T n)
-            Cc = np.ascontiguousarray(C[bi, s:e, gi, :])  # (T n)
-            a = np.empty(T, dtype=x.dtype)
-            cum = np.empty(T, dtype=x.dtype)
+            xc, Bc, Cc = xf[:T * p].reshape((T, p)), Bf[:T * n].reshape((T, n)), Cf[:T * n].reshape((T, n))
+            M, CB = Mf[:T * T].reshape((T, T)), CBf[:T * T].reshape((T, T))
+            Y, CS = Yf[:T * p].reshape((T, p)), CSf[:T * p].reshape((T, p))
+            for i in range(T):
+                xc[i, :] = x[bi, s + i, hi, :]
+                Bc[i, :] = B[bi, s + i, gi, :]
+                Cc[i, :] = C[bi, s + i, gi, :]
             run = zero
             for j in range(T):
                 # a_j = dt_j A ;  cum_j = sum_{k=s}^{j} a_k
@@ -58,20 +91,29 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final
                 cum[j] = run
             seg_prev = seq[bi, max(s - 1, 0)]  # the sequence of the entering state
             sid_e = seq[bi, e - 1]
-            # M[i, j] = exp(seg(i, j)) dt_j, seg(i, j) = sum_{k=j+1}^{i} a_k accumulated backwards from j = i
-            # (a stable segment sum), 0 across a sequence boundary and above the diagonal
-            M = np.zeros((T, T), dtype=x.dtype)
+            # seg(i, j) = sum_{k=j+1}^{i} a_k accumulated backwards from j = i (a stable segment sum);
+            # -inf above the diagonal (exp -> 0)
+            for i in range(T):
+                sg = zero
+                for j in range(i, -1, -1):
+                    M[i, j] = sg
+                    sg += a[j]
+                for j in range(i + 1, T):
+                    M[i, j] = -np.inf
+            # M[i, j] = exp(seg(i, j)) dt_j, 0 across a sequence boundary
+            _exp_block(Mf[:T * T], bits[:T * T])
             for i in range(T):
                 sid_i = seq[bi, s + i]
-                seg = zero
-                for j in range(i, -1, -1):
-                    if seq[bi, s + j] == sid_i:
-                        M[i, j] = math.exp(seg) * dt[bi, s + j, hi]
-                    seg += a[j]
+                for j in range(i + 1):
+                    M[i, j] = M[i, j] * dt[bi, s + j, hi] if seq[bi, s + j] == sid_i else zero
             # intra-chunk: Y = (M o C B^T) x
-            Y = np.dot(np.dot(Cc, Bc.T) * M, xc)  # (T p)
+            gemm(Cc, False, Bc, True, CB, 0.0)
+            for i in range(T):
+                for j in range(T):
+                    CB[i, j] *= M[i, j]
+            gemm(CB, False, xc, False, Y, 0.0)
             # entering state: + exp(cum_i) S C_i  (for positions in the entering state's sequence)
-            CS = np.dot(Cc, S.T)  # (T p)
+            gemm(Cc, False, S, True, CS, 0.0)
             for i in range(T):
                 if seq[bi, s + i] == seg_prev:
                     dec = math.exp(cum[i])
@@ -81,15 +123,20 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final
             for i in range(T):
                 ti = s + i
                 for q in range(p):
-                    o = Y[i, q] + D[hi, q] * xc[i, q]
-                    if has_z:
+                    y[bi, ti, hi, q] = Y[i, q] + D[hi, q] * xc[i, q]
+                if has_z:
+                    for q in range(p):
                         zz = z[bi, ti, hi, q]
-                        o = o * (zz / (one + math.exp(-zz)))
-                    y[bi, ti, hi, q] = o
+                        y[bi, ti, hi, q] = y[bi, ti, hi, q] * (zz / (one + math.exp(-zz)))
             # state passed on: S <- exp(cum_{T-1}) S + sum_j M[T-1, j] x_j B_j^T  (0 across a boundary)
             G = math.exp(cum[T - 1]) if sid_e == seg_prev else zero
-            Xw = xc * M[T - 1].reshape(T, 1)
-            S = G * S + np.dot(np.ascontiguousarray(Xw.T), Bc)
+            for i in range(T):
+                for q in range(p):
+                    xc[i, q] *= M[T - 1, i]
+            for q in range(p):
+                for k in range(n):
+                    S[q, k] *= G
+            gemm(xc, True, Bc, False, S, 1.0)
         for q in range(p):
             for k in range(n):
                 final[bi, hi, q, k] = S[q, k]
