@@ -37,9 +37,10 @@ __all__ = ["flash_attention"]
 
 
 @nb.njit(cache=True)
-def _exp_block(X, m, bits):
-    # X_ji <- exp(X_ji - m_i) for a (nk T) block; the float32 polynomial exp (vectorized) or libm's exp
-    # (float64). Not fastmath: the polynomial's rounding steps must stay as written.
+def _exp_block_rowsum(X, m, bits, lsum):
+    # X_ji <- exp(X_ji - m_i) for a (nk T) block and lsum_i += sum_j X_ji; the float32 polynomial exp
+    # (vectorized over the queries i) or libm's exp (float64). Not fastmath: the polynomial's rounding
+    # steps must stay as written (the sums over j run in order).
     nk, T = X.shape
     if X.itemsize == 4:
         for j in range(nk):
@@ -51,22 +52,35 @@ def _exp_block(X, m, bits):
         for j in range(nk):
             for i in range(T):
                 X[j, i] *= pow2[j, i]
+                lsum[i] += X[j, i]
     else:
         for j in range(nk):
             for i in range(T):
                 X[j, i] = math.exp(X[j, i] - m[i])
+                lsum[i] += X[j, i]
 
 
 @nb.njit(parallel=True, cache=True)
-def _flash(Qh, Kh, Vh, scale, causal, offset, block_q, block_k, O):
-    # Qh (b h lq d), Kh (b h lk d), Vh (b h lk e) contiguous per head; O (b lq h e).
+def _to_heads(x, out):
+    # out[b, h, t, :] = x[b, t, h, :]: (b l h d) -> (b h l d), each head's rows contiguous
+    b, l, h, d = x.shape
+    for bh in nb.prange(b * h):
+        bi = bh // h
+        hi = bh % h
+        for t in range(l):
+            out[bi, hi, t, :] = x[bi, t, hi, :]
+
+
+@nb.njit(parallel=True, cache=True)
+def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
+    # Q (b lq h d); Kh (b h lk d), Vh (b h lk e) contiguous per head; O (b lq h e).
     # Scores are kept transposed, S^T (keys x queries), so that the softmax statistics of the T queries are
     # updated together (loops over the contiguous query axis vectorize), and both products are plain GEMMs:
     # S^T = K_c (scale Q_b)^T and O += P^T^T V_c.
-    b, h, lq, d = Qh.shape
+    b, lq, h, d = Q.shape
     lk = Kh.shape[2]
     e = Vh.shape[3]
-    dt = Qh.dtype
+    dt = Q.dtype
     nqb = (lq + block_q - 1) // block_q
     for idx in nb.prange(b * h * nqb):
         bh = idx // nqb
@@ -80,7 +94,7 @@ def _flash(Qh, Kh, Vh, scale, causal, offset, block_q, block_k, O):
         QT = np.empty((d, T), dtype=dt)
         for i in range(T):
             for c in range(d):
-                QT[c, i] = Qh[bi, hi, q0 + i, c] * scale
+                QT[c, i] = Q[bi, q0 + i, hi, c] * scale
         m = np.full(T, -np.inf, dtype=dt)
         m_new = np.empty(T, dtype=dt)
         lsum = np.zeros(T, dtype=dt)
@@ -112,9 +126,7 @@ def _flash(Qh, Kh, Vh, scale, causal, offset, block_q, block_k, O):
                 # nothing visible yet in row i (m' = -inf): shift by 0, P = exp(-inf) = 0
                 if m_new[i] == -np.inf:
                     m_new[i] = 0.0
-            # P^T = exp(S^T - m')
-            _exp_block(ST, m_new, bitsf[:nk * T].reshape((nk, T)))
-            # l' = c l + rowsum P, c = exp(m - m');  O <- c O
+            # l <- c l, O <- c O with c = exp(m - m') (0 while nothing was visible)
             for i in range(T):
                 c = math.exp(m[i] - m_new[i]) if m[i] != -np.inf else 0.0
                 lsum[i] = c * lsum[i]
@@ -122,9 +134,8 @@ def _flash(Qh, Kh, Vh, scale, causal, offset, block_q, block_k, O):
                     for p in range(e):
                         acc[i, p] *= c
                 m[i] = m_new[i]
-            for j in range(nk):
-                for i in range(T):
-                    lsum[i] += ST[j, i]
+            # P^T = exp(S^T - m');  l' = c l + rowsum P
+            _exp_block_rowsum(ST, m_new, bitsf[:nk * T].reshape((nk, T)), lsum)
             # O' = c O + P V_c
             gemm(ST, True, Vh[bi, hi, k0:k1], False, acc, 1.0)
         # out = O / l  (l = 0: a fully masked row, output 0)
@@ -155,13 +166,20 @@ def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: Optional[
     if not isinstance(scale, (int, float, np.floating)) or isinstance(scale, bool) or not math.isfinite(scale):
         raise ValueError(f"scale: expected a finite real number, got {scale!r}")
     dtype = result_dtype(q, k, v)
-    O = np.zeros((b, lq, h, v.shape[3]), dtype=dtype)
-    # (b l h d) -> (b h l d): each head's rows contiguous (strided head rows thrash the L1 cache in the GEMMs)
-    Q, K, V = (np.ascontiguousarray(np.transpose(x, (0, 2, 1, 3)), dtype=dtype) for x in (q, k, v))
+    e = v.shape[3]
     offset = (lk - lq) if causal == "bottom_right" else 0
-    if O.size and lk and d:
-        _flash(Q, K, V, dtype.type(scale), causal is not None, offset, block_q, block_k, O)
-    elif O.size and lk and not d:
+    if b * lq * h * e and lk and d:
+        # keys and values per head, (b l h d) -> (b h l d): each head's rows contiguous (strided head rows
+        # thrash the L1 cache in the GEMMs; they are re-read by every query block)
+        K, V = np.empty((b, h, lk, d), dtype=dtype), np.empty((b, h, lk, e), dtype=dtype)
+        _to_heads(np.ascontiguousarray(k, dtype=dtype), K)
+        _to_heads(np.ascontiguousarray(v, dtype=dtype), V)
+        O = np.empty((b, lq, h, e), dtype=dtype)  # every row is written
+        _flash(np.ascontiguousarray(q, dtype=dtype), K, V, dtype.type(scale), causal is not None, offset, block_q,
+               block_k, O)
+        return O
+    O = np.zeros((b, lq, h, e), dtype=dtype)
+    if O.size and lk and not d:
         # d = 0: every score is 0, the softmax is uniform over the visible keys
         from refimpl.attention.softmax import scaled_dot_product_attention
 
