@@ -428,8 +428,15 @@ def delta_rule(limits, repeats=3, quick=False):
     cands = {"ours numba chunked (WY)": lambda: KN.delta_chunked(q, k, v, beta, chunk=64),
              "ours numpy chunked reference": lambda: Dm.delta_chunked(q, k, v, beta, chunk=64),
              "ours numpy recurrent reference": lambda: Dm.delta_recurrent(q, k, v, beta)}
-    return _run("delta", "delta rule, chunked WY form", dict(batch=b, length=L, heads=h, d=n, chunk=64),
-                np.float32, cands, oracle, ref32, "ours numba chunked (WY)", repeats)
+    res = _run("delta", "delta rule, chunked WY form", dict(batch=b, length=L, heads=h, d=n, chunk=64),
+               np.float32, cands, oracle, ref32, "ours numba chunked (WY)", repeats)
+    # FLOPs of the chunked WY form per chunk (T = 64, d_k = d_v = n): K K^T, Q K^T (T^2 n each), the two
+    # triangular solves (T^2 n / 2 each), W S^T, Q S^T, K^T (S W), K^T U (T n^2 each), QK (S W) and M U (T^2 n)
+    T = 64
+    flops = b * h * (L // T) * 2 * (2 * T * T * n + T * T * n + 4 * T * n * n + 2 * T * T * n)
+    t = _t(res, "ours numba chunked (WY)")
+    res["roofline"] = {"FLOPs (chunked WY)": flops, "fraction of matmul peak": flops / t / 1e9 / limits["matmul_gflops_fp32"]}
+    return res
 
 
 @workload("cauchy")
