@@ -83,44 +83,41 @@ def _vandermonde_row(v, z, out, tiny):
 
 
 @numba.njit(cache=True)
-def _cmul_flush(ar, ai, br, bi, outr, outi, tiny):
-    # out = a b elementwise (complex, split parts); results below tiny flushed to zero (see module doc)
-    for n in range(ar.shape[0]):
-        tr = ar[n] * br[n] - ai[n] * bi[n]
-        ti = ar[n] * bi[n] + ai[n] * br[n]
-        small = abs(tr) + abs(ti) < tiny
-        outr[n] = 0.0 if small else tr
-        outi[n] = 0.0 if small else ti
-
-
-@numba.njit(cache=True)
 def _vandermonde_blocked(v, z, out, tiny, B):
     # one channel, k = m B + j:  K_{mB+j} = sum_n (v_n z_n^{mB}) z_n^j = (W Z)_{mj} with
-    # W_mn = v_n z_n^{mB} (W_m = W_{m-1} z^B) and Z_nj = z_n^j (Z_{:,j} = Z_{:,j-1} z): every power is still
-    # a chain of k repeated products (the reference's depth), and the sums over n are four real GEMMs:
+    # W_mn = v_n z_n^{mB} (W_m = W_{m-1} z^B) and Z_nj = z_n^j (Z_{:,j} = Z_{:,j-1} z): every power is a chain
+    # of at most k repeated products (the reference's depth); the sums over n are four real GEMMs:
     # Re K = Wr Zr - Wi Zi, Im K = Wr Zi + Wi Zr.
+    # The chains run in float64 (for complex64 data: the powers are then rounded once to float32, where
+    # float32 chains W_m = W_{m-1} z^B would repeat z^B's rounding error coherently m times); entries below
+    # the working dtype's tiny are flushed to zero (module doc).
     N = v.shape[0]
     L = out.shape[0]
     M = (L + B - 1) // B
     rdt = v.real.dtype
-    zr, zi = np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
-    # Z (n B) as columns: Zc[j] = z^j (B n), transposed below
-    Zcr, Zci = np.empty((B, N), dtype=rdt), np.empty((B, N), dtype=rdt)
-    Zcr[0, :] = 1.0
-    Zci[0, :] = 0.0
-    for j in range(1, B):
-        _cmul_flush(Zcr[j - 1], Zci[j - 1], zr, zi, Zcr[j], Zci[j], tiny)
-    zBr, zBi = np.empty(N, dtype=rdt), np.empty(N, dtype=rdt)
-    _cmul_flush(Zcr[B - 1], Zci[B - 1], zr, zi, zBr, zBi, tiny)
-    Zr, Zi = np.ascontiguousarray(Zcr.T), np.ascontiguousarray(Zci.T)
+    zr = z.real.astype(np.float64)
+    zi = z.imag.astype(np.float64)
+    # Z (n B): z^j; z^B for the chains of W
+    Zr, Zi = np.empty((N, B), dtype=rdt), np.empty((N, B), dtype=rdt)
+    zBr, zBi = np.empty(N), np.empty(N)
+    for n in range(N):
+        pr, pi = 1.0, 0.0
+        for j in range(B):
+            small = abs(pr) + abs(pi) < tiny
+            Zr[n, j] = 0.0 if small else pr
+            Zi[n, j] = 0.0 if small else pi
+            pr, pi = pr * zr[n] - pi * zi[n], pr * zi[n] + pi * zr[n]
+        zBr[n], zBi[n] = pr, pi
+    # W (M n): v z^{mB}, the negated imaginary part Wn for Re K
     Wr, Wi, Wn = np.empty((M, N), dtype=rdt), np.empty((M, N), dtype=rdt), np.empty((M, N), dtype=rdt)
-    Wr[0, :] = v.real
-    Wi[0, :] = v.imag
-    for m in range(1, M):
-        _cmul_flush(Wr[m - 1], Wi[m - 1], zBr, zBi, Wr[m], Wi[m], tiny)
-    for m in range(M):
-        for n in range(N):
+    for n in range(N):
+        pr, pi = np.float64(v[n].real), np.float64(v[n].imag)
+        for m in range(M):
+            small = abs(pr) + abs(pi) < tiny
+            Wr[m, n] = 0.0 if small else pr
+            Wi[m, n] = 0.0 if small else pi
             Wn[m, n] = -Wi[m, n]
+            pr, pi = pr * zBr[n] - pi * zBi[n], pr * zBi[n] + pi * zBr[n]
     Kr, Ki = np.empty((M, B), dtype=rdt), np.empty((M, B), dtype=rdt)
     gemm(Wr, False, Zr, False, Kr, 0.0)
     gemm(Wn, False, Zi, False, Kr, 1.0)
