@@ -337,3 +337,19 @@ def test_fft_convolution_view_conforms_under_the_fft_bound():
                  candidate_name="refimpl.ssm.lti:convolution[fft]", **FEW)
     assert rep.passed, rep.to_text()
     assert rep.probes[0].passed  # the FFT mixes positions only at rounding level
+
+
+@pytest.mark.parametrize("op, target, conv", [
+    ("attention.softmax", "refimpl.attention.flash_numba:flash_attention", {"causal": "bottom_right"}),
+    ("ssm.selective_scan", "refimpl.ssm.selective_numba:selective_scan_numba",
+     {"delta_softplus": True, "algorithm": "chunked"}),
+    ("ssm.ssd", "refimpl.ssm.ssd_numba:ssd_chunked_numba", {"algorithm": "chunked", "chunk": 64}),
+    ("attention.linear", "refimpl.attention.kernels_numba:causal_chunked", {}),
+    ("attention.delta_rule", "refimpl.attention.kernels_numba:delta_chunked", {"algorithm": "chunked", "chunk": 64}),
+])
+def test_our_fast_kernels_conform_through_the_harness(op, target, conv):
+    from oracles.verify import resolve_candidate
+
+    rep = verify(op, resolve_candidate(target), adapter="refimpl", conventions=conv, dtype=["float64", "float32"],
+                 candidate_name=target, **FEW)
+    assert rep.passed, rep.to_text()
