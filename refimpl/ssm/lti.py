@@ -46,7 +46,8 @@ import numpy as np
 
 from refimpl._validate import as_float_array, check_int, check_shape, result_dtype
 
-__all__ = ["recurrent", "kernel", "causal_conv", "fft_conv", "convolution", "scan", "chunked", "validate_system"]
+__all__ = ["recurrent", "kernel", "causal_conv", "fft_conv", "convolution", "scan", "chunked", "validate_system",
+           "validate_kernel_args", "validate_conv"]
 
 
 def validate_system(A_bar, B_bar, C, D, x, h0=None, *, diagonal: bool = False, time_varying_ok: bool = True):
@@ -94,6 +95,30 @@ def validate_system(A_bar, B_bar, C, D, x, h0=None, *, diagonal: bool = False, t
     return cast(A_bar), cast(B_bar), cast(C), cast(D), cast(x), cast(h0), dims
 
 
+def validate_kernel_args(A_bar, B_bar, C, L, diagonal: bool):
+    """Validate the arguments of a convolution-kernel computation; returns ``(A_bar, B_bar, C, L, dims)``."""
+    L = check_int(L, "L", minimum=0)
+    m = np.shape(B_bar)[-1] if np.ndim(B_bar) >= 1 else 0
+    h = np.shape(A_bar)[0] if np.ndim(A_bar) >= 1 else 0
+    dummy_x = np.zeros((1, 0, h, m), dtype=np.result_type(np.asarray(A_bar).dtype, np.float32))
+    A_bar, B_bar, C, _, _, _, d = validate_system(A_bar, B_bar, C, None, dummy_x, diagonal=diagonal,
+                                                  time_varying_ok=False)
+    return A_bar, B_bar, C, L, d
+
+
+def validate_conv(K, x, D):
+    """Validate a causal convolution's ``K (>=l h p m)``, ``x (b l h m)``, ``D (h p m)``; returns them and the dtype."""
+    x = as_float_array(x, "x", ndim=4)
+    K = as_float_array(K, "K", ndim=4)
+    b, l, h, m = x.shape
+    if K.shape[0] < l or K.shape[1] != h or K.shape[3] != m:
+        raise ValueError(f"K: expected shape (>= {l}, {h}, p, {m}) for x of shape {x.shape}, got {K.shape}")
+    if D is not None:
+        D = as_float_array(D, "D", ndim=3)
+        check_shape(D, "D", (h, K.shape[2], m), "(h, p, m)")
+    return K, x, D, result_dtype(K, x, D)
+
+
 def _apply_A(A_bar: np.ndarray, h: np.ndarray, diagonal: bool) -> np.ndarray:
     """``A_bar h`` for a state ``h`` of shape ``(b h n)``; ``A_bar`` is ``(h n n)`` or ``(h n)``."""
     if diagonal:
@@ -132,12 +157,7 @@ def kernel(A_bar, B_bar, C, L: int, *, diagonal: bool = False) -> np.ndarray:
     ``K = (C B_bar, C A_bar B_bar, C A_bar^2 B_bar, ..., C A_bar^{L-1} B_bar)``,
     by repeated multiplication ``P_{k+1} = A_bar P_k`` with ``P_0 = B_bar``.
     """
-    L = check_int(L, "L", minimum=0)
-    m = np.shape(B_bar)[-1] if np.ndim(B_bar) >= 1 else 0
-    h = np.shape(A_bar)[0] if np.ndim(A_bar) >= 1 else 0
-    dummy_x = np.zeros((1, 0, h, m), dtype=np.result_type(np.asarray(A_bar).dtype, np.float32))
-    A_bar, B_bar, C, _, _, _, d = validate_system(A_bar, B_bar, C, None, dummy_x, diagonal=diagonal,
-                                                  time_varying_ok=False)
+    A_bar, B_bar, C, L, d = validate_kernel_args(A_bar, B_bar, C, L, diagonal)
     K = np.zeros((L, d["h"], d["p"], d["m"]), dtype=np.result_type(A_bar, B_bar, C))
     P = B_bar.copy()  # P_k = A_bar^k B_bar, shape (h n m)
     for k in range(L):
@@ -153,20 +173,14 @@ def causal_conv(K, x, D=None) -> np.ndarray:
 
     ``K``: ``(l h p m)`` with ``l >= x``'s length; ``x``: ``(b l h m)``; ``D``: ``(h p m)`` or None.
     """
-    x = as_float_array(x, "x", ndim=4)
-    K = as_float_array(K, "K", ndim=4)
+    K, x, D, dtype = validate_conv(K, x, D)
     b, l, h, m = x.shape
-    if K.shape[0] < l or K.shape[1] != h or K.shape[3] != m:
-        raise ValueError(f"K: expected shape (>= {l}, {h}, p, {m}) for x of shape {x.shape}, got {K.shape}")
     p = K.shape[2]
-    dtype = result_dtype(K, x, D)
     y = np.zeros((b, l, h, p), dtype=dtype)
     for t in range(l):
         # y_t = sum_k K_k x_{t-k}
         y[:, t] = np.einsum("khpm,bkhm->bhp", K[: t + 1], x[:, t::-1])
     if D is not None:
-        D = as_float_array(D, "D", ndim=3)
-        check_shape(D, "D", (h, p, m), "(h, p, m)")
         # + D x_t
         y += np.einsum("hpm,blhm->blhp", D, x)
     return y
@@ -178,13 +192,9 @@ def fft_conv(K, x, D=None) -> np.ndarray:
     ``y = irfft(rfft(K, n_fft) * rfft(x, n_fft))[:L] + D x``; complex data use ``fft``/``ifft``.
     The mixing over ``m`` happens in the frequency domain: ``Y_f = sum_m K_f[p, m] X_f[m]``.
     """
-    x = as_float_array(x, "x", ndim=4)
-    K = as_float_array(K, "K", ndim=4)
+    K, x, D, dtype = validate_conv(K, x, D)
     b, l, h, m = x.shape
-    if K.shape[0] < l or K.shape[1] != h or K.shape[3] != m:
-        raise ValueError(f"K: expected shape (>= {l}, {h}, p, {m}) for x of shape {x.shape}, got {K.shape}")
     p = K.shape[2]
-    dtype = result_dtype(K, x, D)
     if l == 0:
         return np.zeros((b, 0, h, p), dtype=dtype)
     n_fft = fft_length(l)
@@ -196,8 +206,6 @@ def fft_conv(K, x, D=None) -> np.ndarray:
     y = inv(Yf, n=n_fft, axis=1)[:, :l]
     y = y.astype(dtype, copy=False)
     if D is not None:
-        D = as_float_array(D, "D", ndim=3)
-        check_shape(D, "D", (h, p, m), "(h, p, m)")
         y = y + np.einsum("hpm,blhm->blhp", D, x)
     return y
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from refimpl._numba import warmup
 from refimpl._validate import check_int
-from refimpl.ssm.lti import validate_system
+from refimpl.ssm.lti import validate_conv, validate_kernel_args, validate_system
 
 __all__ = ["recurrent", "kernel", "causal_conv", "convolution"]
 
@@ -246,12 +246,7 @@ def _kernel_dense(A_bar, B_bar, C, K):
 
 def kernel(A_bar, B_bar, C, L: int, *, diagonal: bool = False) -> np.ndarray:
     """Numba ``K_k = C A_bar^k B_bar``; same as :func:`refimpl.ssm.lti.kernel`."""
-    L = check_int(L, "L", minimum=0)
-    m = np.shape(B_bar)[-1] if np.ndim(B_bar) >= 1 else 0
-    h = np.shape(A_bar)[0] if np.ndim(A_bar) >= 1 else 0
-    dummy_x = np.zeros((1, 0, h, m), dtype=np.result_type(np.asarray(A_bar).dtype, np.float32))
-    A_bar, B_bar, C, _, _, _, d = validate_system(A_bar, B_bar, C, None, dummy_x, diagonal=diagonal,
-                                                  time_varying_ok=False)
+    A_bar, B_bar, C, L, d = validate_kernel_args(A_bar, B_bar, C, L, diagonal)
     dtype = np.result_type(A_bar, B_bar, C)
     K = np.zeros((L, d["h"], d["p"], d["m"]), dtype=dtype)
     if L and K.size:
@@ -282,18 +277,9 @@ def _causal_conv(K, x, D, y):
 
 def causal_conv(K, x, D=None) -> np.ndarray:
     """Numba direct causal convolution; same as :func:`refimpl.ssm.lti.causal_conv`."""
-    from refimpl._validate import as_float_array, check_shape, result_dtype
-
-    x = as_float_array(x, "x", ndim=4)
-    K = as_float_array(K, "K", ndim=4)
+    K, x, D, dtype = validate_conv(K, x, D)
     b, l, h, m = x.shape
-    if K.shape[0] < l or K.shape[1] != h or K.shape[3] != m:
-        raise ValueError(f"K: expected shape (>= {l}, {h}, p, {m}) for x of shape {x.shape}, got {K.shape}")
     p = K.shape[2]
-    if D is not None:
-        D = as_float_array(D, "D", ndim=3)
-        check_shape(D, "D", (h, p, m), "(h, p, m)")
-    dtype = result_dtype(K, x, D)
     D_ = np.zeros((h, p, m), dtype=dtype) if D is None else D.astype(dtype)
     y = np.zeros((b, l, h, p), dtype=dtype)
     if y.size:
