@@ -35,3 +35,34 @@ def test_cuda_kernel_rejects_large_state():
 
     with pytest.raises(ValueError, match="A_bar: the CUDA kernel keeps the state in registers, expected n <= 64, got 65"):
         recurrent_diag(np.full((1, 65), 0.5), np.ones((1, 65, 1)), np.ones((1, 1, 65)), None, np.ones((1, 2, 1, 1)))
+
+
+def _real_gpu():
+    import os
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return False
+    try:
+        import cupy  # noqa: F401
+
+        return cuda.is_available()
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_gpu(), reason="needs CuPy and a real CUDA device (REFIMPL_REAL_GPU=1)")
+def test_cuda_diag_recurrence_on_cupy_arrays_stays_on_device():
+    import cupy as cp
+
+    from refimpl.ssm.lti_cuda import recurrent_diag
+
+    rng = np.random.default_rng(9)
+    A, B, C, Dm = O.random_stable_system(rng, 64, 16, 1, 1, diagonal=True, complex_=True)
+    Ab, Bb = D.zoh(A, B, 0.05, diagonal=True)
+    x = rng.standard_normal((4, 257, 64, 1))
+    y = recurrent_diag(*(cp.asarray(a) for a in (Ab, Bb, C, Dm, x)))
+    assert isinstance(y, cp.ndarray)
+    y_or, _ = O.apply_dense(Ab[:2], Bb[:2], C[:2], Dm[:2], x[:, :, :2], diagonal=True)
+    by, _ = O.lti_bound(Ab[:2], Bb[:2], C[:2], Dm[:2], x[:, :, :2], np.float64, diagonal=True)
+    assert_within(cp.asnumpy(y)[:, :, :2], y_or, by, context="cuda recurrence on CuPy")
