@@ -15,6 +15,18 @@ from hypothesis import strategies as st
 LENGTHS = (0, 1, 2, 3, 5, 7, 8, 13, 17)
 
 
+def _draw_dims(draw):
+    """``(seed, b, l, h, n, e, chunk)``: the sizes every linear-attention-family case draws."""
+    seed = draw(st.integers(0, 2 ** 31 - 1))
+    b = draw(st.integers(1, 2))
+    l = draw(st.sampled_from(LENGTHS))
+    h = draw(st.integers(1, 2))
+    n = draw(st.integers(1, 4))
+    e = draw(st.integers(1, 3))
+    chunk = draw(st.sampled_from((1, 2, 3, 4, 8)))
+    return seed, b, l, h, n, e, chunk
+
+
 @dataclasses.dataclass
 class LinearCase:
     """Feature-mapped inputs for linear attention (positive features unless ``signed``)."""
@@ -34,13 +46,7 @@ class LinearCase:
 
 @st.composite
 def linear_cases(draw, *, dtype=np.float64, with_state: Optional[bool] = None, positive: bool = True):
-    seed = draw(st.integers(0, 2 ** 31 - 1))
-    b = draw(st.integers(1, 2))
-    l = draw(st.sampled_from(LENGTHS))
-    h = draw(st.integers(1, 2))
-    n = draw(st.integers(1, 4))
-    e = draw(st.integers(1, 3))
-    chunk = draw(st.sampled_from((1, 2, 3, 4, 8)))
+    seed, b, l, h, n, e, chunk = _draw_dims(draw)
     state = draw(st.booleans()) if with_state is None else with_state
     rng = np.random.default_rng(seed)
     if positive:
@@ -73,13 +79,7 @@ class DeltaCase:
 @st.composite
 def delta_cases(draw, *, dtype=np.float64, gated: Optional[bool] = None):
     """Unit-norm keys and beta in (0, 1): a contractive delta rule (``0 <= beta |k|^2 <= 1``)."""
-    seed = draw(st.integers(0, 2 ** 31 - 1))
-    b = draw(st.integers(1, 2))
-    l = draw(st.sampled_from(LENGTHS))
-    h = draw(st.integers(1, 2))
-    n = draw(st.integers(1, 4))
-    e = draw(st.integers(1, 3))
-    chunk = draw(st.sampled_from((1, 2, 3, 4, 8)))
+    seed, b, l, h, n, e, chunk = _draw_dims(draw)
     g = draw(st.booleans()) if gated is None else gated
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((b, l, h, n))
