@@ -81,8 +81,8 @@ def torch_selective_scan(u, delta, A, B, C, D):
 
 @workload("W1")
 def w1_selective_scan(limits, repeats=5, quick=False):
-    from refimpl.ssm import selective
-    from refimpl.ssm.selective_numba import selective_scan_numba
+    from refimpl.ssm.selective import reference as selective
+    from refimpl.ssm.selective.numba import selective_scan_numba
 
     b, d, n, l = (1, 256, 16, 512) if quick else (1, 1536, 16, 2048)
     rng = np.random.default_rng(1)
@@ -189,7 +189,7 @@ def torch_linear_chunked(q, k, v, c=64):
 @workload("W2")
 def w2_linear_attention(limits, repeats=5, quick=False):
     from refimpl.attention import kernels_numba as KN
-    from refimpl.attention import linear
+    from refimpl.attention.linear import reference as linear
 
     b, h, L, dk = (1, 4, 1024, 64) if quick else (1, 8, 4096, 64)
     c = 64
@@ -232,8 +232,8 @@ def w2_linear_attention(limits, repeats=5, quick=False):
 
 @workload("W3")
 def w3_softmax_attention(limits, repeats=5, quick=False):
-    from refimpl.attention.flash_numba import flash_attention
-    from refimpl.attention.softmax import scaled_dot_product_attention
+    from refimpl.attention.softmax.numba import flash_attention
+    from refimpl.attention.softmax.reference import scaled_dot_product_attention
 
     b, h, L, d = (1, 4, 512, 64) if quick else (1, 8, 2048, 64)
     rng = np.random.default_rng(3)
@@ -274,7 +274,7 @@ def w3_softmax_attention(limits, repeats=5, quick=False):
 
 @workload("W4")
 def w4_s4d(limits, repeats=3, quick=False):
-    from refimpl.ssm import lti_numba
+    from refimpl.ssm.lti import numba as lti_numba
     from refimpl.ssm.structured_numba import vandermonde
 
     H, N, L = (64, 64, 1024) if quick else (256, 64, 4096)
@@ -321,8 +321,8 @@ def w4_s4d(limits, repeats=3, quick=False):
     K64 = 2 * np.sum(v64[:, :, None] * A64[:, :, None] ** np.arange(L)[None, None, :], axis=1).real
     oracle = np.stack([np.convolve(K64[c], x[0, :, c].astype(np.float64))[:L] for c in range(H)], axis=-1)[None]
     # the baseline is our literal reference in complex64 (powers by repeated multiplication, as in
-    # refimpl.ssm.s4d.vandermonde); numpy's broadcast z**k uses pow, a different (more accurate) algorithm
-    from refimpl.ssm import s4d
+    # refimpl.ssm.s4d.reference.vandermonde); numpy's broadcast z**k uses pow, a different (more accurate) algorithm
+    from refimpl.ssm.s4d import reference as s4d
 
     ref32 = conv((2 * s4d.vandermonde(v, A_bar, L).real).astype(np.float32))
     cands = {"ours numba vandermonde + fft conv": ours_conv,
@@ -380,8 +380,8 @@ def torch_ssd_chunked(x, dt, A, B, C, c=64):
 
 @workload("W5")
 def w5_ssd(limits, repeats=5, quick=False):
-    from refimpl.ssm import ssd
-    from refimpl.ssm.ssd_numba import ssd_chunked_numba
+    from refimpl.ssm.ssd import reference as ssd
+    from refimpl.ssm.ssd.numba import ssd_chunked_numba
 
     b, L, h, p, n, c = (1, 1024, 4, 64, 64, 64) if quick else (1, 4096, 8, 64, 64, 64)
     rng = np.random.default_rng(5)
@@ -415,7 +415,7 @@ def w5_ssd(limits, repeats=5, quick=False):
 
 @workload("delta")
 def delta_rule(limits, repeats=3, quick=False):
-    from refimpl.attention import delta as Dm
+    from refimpl.attention.delta import reference as Dm
     from refimpl.attention import kernels_numba as KN
 
     b, L, h, n = (1, 512, 2, 64) if quick else (1, 2048, 4, 64)
@@ -441,7 +441,7 @@ def delta_rule(limits, repeats=3, quick=False):
 
 @workload("cauchy")
 def s4_cauchy(limits, repeats=3, quick=False):
-    from refimpl.ssm import s4
+    from refimpl.ssm.s4 import reference as s4
     from refimpl.ssm.structured_numba import cauchy
 
     H, N, L = (32, 64, 1024) if quick else (256, 64, 4096)
@@ -463,7 +463,7 @@ def s4_cauchy(limits, repeats=3, quick=False):
 def scaling(limits, repeats=3, quick=False):
     """Time vs length: linear attention (chunked, recurrent) must scale linearly; softmax is quadratic."""
     from refimpl.attention import kernels_numba as KN
-    from refimpl.attention.flash_numba import flash_attention
+    from refimpl.attention.softmax.numba import flash_attention
 
     h, d = 8, 64
     lengths = (256, 512, 1024, 2048) if quick else (512, 1024, 2048, 4096, 8192)

@@ -222,7 +222,7 @@ def dense_operator(A_bar, B_bar, C, D, L: int, *, diagonal: bool = False):
 def apply_dense(A_bar, B_bar, C, D, x, *, h0=None, diagonal: bool = False):
     r"""``y`` (b l h p) and the final state (b h n) from the materialized operators, channel by channel.
 
-    Shapes as in :mod:`refimpl.ssm.lti`: ``A_bar`` (h n n)/(h n) or (l h ...), ``B_bar``
+    Shapes as in :mod:`refimpl.ssm.lti.reference`: ``A_bar`` (h n n)/(h n) or (l h ...), ``B_bar``
     (h n m)/(l h n m), ``C`` (h p n), ``D`` (h p m) or None, ``x`` (b l h m), ``h0`` (b h n).
     """
     x = np.asarray(x)

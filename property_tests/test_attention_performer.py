@@ -15,7 +15,7 @@ import pytest
 
 from oracles.performer import (FALSE_FAILURE_BUDGET, exact_mean, lemma2_mse, mean_threshold, moment_mse, unit_values,
                                variance_threshold)
-from refimpl.attention import features as F
+from refimpl.attention.features import reference as F
 
 KINDS = ("positive", "hyperbolic", "trig")
 D = 4

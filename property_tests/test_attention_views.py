@@ -8,12 +8,12 @@ from oracles.attention import (delta_rule_bound, delta_rule_mpmath, fast_weights
                                softmax_attention_bound)
 from oracles.strategies.attention import delta_cases, linear_cases, softmax_cases
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl.attention import delta as DR
-from refimpl.attention import features as F
+from refimpl.attention.delta import reference as DR
+from refimpl.attention.features import reference as F
 from refimpl.attention import kernels_numba as KN
-from refimpl.attention import linear as LA
-from refimpl.attention.fast_weights import fast_weights
-from refimpl.attention.softmax import scaled_dot_product_attention
+from refimpl.attention.linear import reference as LA
+from refimpl.attention.fast_weights.reference import fast_weights
+from refimpl.attention.softmax.reference import scaled_dot_product_attention
 
 
 def _causal_views(case):

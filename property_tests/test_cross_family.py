@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from oracles import ssm as O
 from oracles.tolerance import Bound, assert_within
-from refimpl.ssm import discretize, lti, s4d, selective
+from refimpl.ssm.discretization import reference as discretize
+from refimpl.ssm.lti import reference as lti
+from refimpl.ssm.s4d import reference as s4d
+from refimpl.ssm.selective import reference as selective
 
 
 @given(seed=st.integers(0, 2**31), d=st.integers(1, 3), n=st.integers(1, 5), l=st.sampled_from([0, 1, 2, 7, 33]),

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from oracles import hippo as OH
 from oracles.strategies.structured import polynomials, smooth_signals
 from oracles.tolerance import assert_within, gamma
-from refimpl.ssm import hippo
+from refimpl.ssm.hippo import reference as hippo
 
 ORDERS = {"forward_euler": 1, "backward_euler": 1, "bilinear": 2}
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from oracles import selective as O
 from oracles.strategies.selective import s6_problems
 from oracles.tolerance import assert_within
-from refimpl.ssm import selective as S
-from refimpl.ssm.selective_numba import selective_scan_numba
+from refimpl.ssm.selective import reference as S
+from refimpl.ssm.selective.numba import selective_scan_numba
 
 ORACLE_KEYS = ("delta_bias", "delta_softplus", "h0", "discretization")
 

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from oracles import selective as O
 from oracles.strategies.selective import ssd_problems
 from oracles.tolerance import assert_within
-from refimpl.ssm import selective as S6
-from refimpl.ssm import ssd as S
-from refimpl.ssm.selective_numba import selective_scan_numba
-from refimpl.ssm.ssd_numba import ssd_chunked_numba
+from refimpl.ssm.selective import reference as S6
+from refimpl.ssm.ssd import reference as S
+from refimpl.ssm.selective.numba import selective_scan_numba
+from refimpl.ssm.ssd.numba import ssd_chunked_numba
 
 KEYS = ("dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx")
 VIEWS = ("recurrent", "quadratic", "chunked", "numba_chunked")

@@ -12,8 +12,9 @@ from oracles import ssm as O
 from oracles.checks.ssm_core import discretization_oracle
 from oracles.strategies.ssm import lti_cases
 from oracles.tolerance import Bound, assert_within
-from refimpl.ssm import discretize as D
-from refimpl.ssm import lti, lti_numba
+from refimpl.ssm.discretization import reference as D
+from refimpl.ssm.lti import reference as lti
+from refimpl.ssm.lti import numba as lti_numba
 
 
 def _views(chunk):

@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 from oracles import structured as OS
 from oracles.strategies.structured import cauchy_inputs, diag_cases, dplr_cases, scan_inputs, vandermonde_inputs
 from oracles.tolerance import Bound, assert_within
-from refimpl.ssm import lru, s4, s4d, s5
+from refimpl.ssm.lru import reference as lru
+from refimpl.ssm.s4 import reference as s4
+from refimpl.ssm.s4d import reference as s4d
+from refimpl.ssm.s5 import reference as s5
 from refimpl.ssm import structured_numba as SN
 
 DTYPES = st.sampled_from([np.complex128, np.complex64])

@@ -157,6 +157,17 @@ def check_int(value, name: str, *, minimum: Optional[int] = None) -> int:
     return v
 
 
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` as a Python bool; anything but ``bool``/``np.bool_`` is a ``TypeError``.
+
+    Bool options take bools only: ``"False"`` is truthy, so accepting strings or ints would turn
+    a typo into the opposite of what was asked.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_choice(value, name: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:

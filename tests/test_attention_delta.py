@@ -7,7 +7,7 @@ import pytest
 
 from oracles.attention import delta_rule_bound, delta_rule_mpmath
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl.attention import delta as DR
+from refimpl.attention.delta import reference as DR
 from refimpl.attention import kernels_numba as KN
 
 VIEWS = {

@@ -8,10 +8,10 @@ import pytest
 from oracles.attention import (feature_bound, features_mpmath, fast_weights_mpmath, linear_attention_bound,
                                linear_attention_fsum, linear_attention_magnitude, linear_attention_mpmath)
 from oracles.tolerance import Bound, assert_within, componentwise_bound, gamma
-from refimpl.attention import features as F
+from refimpl.attention.features import reference as F
 from refimpl.attention import kernels_numba as KN
-from refimpl.attention import linear as LA
-from refimpl.attention.fast_weights import fast_weight_programmer, fast_weights
+from refimpl.attention.linear import reference as LA
+from refimpl.attention.fast_weights.reference import fast_weight_programmer, fast_weights
 
 REF_VIEWS = {
     "reference/quadratic": lambda *a, **kw: LA.causal_quadratic(*a, **kw),

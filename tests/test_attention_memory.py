@@ -7,7 +7,7 @@ import pytest
 
 from oracles.attention import bernstein_threshold, overlap_pmf
 from oracles.tolerance import assert_within, componentwise_bound, gamma
-from refimpl.attention.memory import (build_memory, expected_crosstalk, hamming_bound, hamming_bound_entropy,
+from refimpl.attention.memory.reference import (build_memory, expected_crosstalk, hamming_bound, hamming_bound_entropy,
                                       retrieval_quality, retrieve, sparse_binary_keys, store)
 
 S2, S5, S10 = math.sqrt(2), math.sqrt(5), math.sqrt(10)

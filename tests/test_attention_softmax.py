@@ -7,8 +7,8 @@ import pytest
 
 from oracles.attention import keep_mask, sdpa_float64, sdpa_mpmath, sinusoidal_mpmath, softmax_attention_bound
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl.attention.positional import sinusoidal_positions
-from refimpl.attention.softmax import causal_mask, multi_head_attention, scaled_dot_product_attention
+from refimpl.attention.positional.reference import sinusoidal_positions
+from refimpl.attention.softmax.reference import causal_mask, multi_head_attention, scaled_dot_product_attention
 
 
 def _inputs(seed, b=2, lq=5, lk=7, h=2, d=3, e=4, scale=1.0, dtype=np.float64):

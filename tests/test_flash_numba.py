@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from oracles.tolerance import Bound, assert_within, baseline_bound, componentwise_bound
 from refimpl._fastmath import EXP_REL_ERR
-from refimpl.attention.flash_numba import flash_attention
-from refimpl.attention.softmax import scaled_dot_product_attention
+from refimpl.attention.softmax.numba import flash_attention
+from refimpl.attention.softmax.reference import scaled_dot_product_attention
 
 
 def _inputs(seed, b, lq, lk, h, d, e, dtype=np.float64):

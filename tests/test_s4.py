@@ -7,7 +7,8 @@ import pytest
 
 from oracles import structured as OS
 from oracles.tolerance import Bound, assert_within, compare, gamma
-from refimpl.ssm import hippo, s4
+from refimpl.ssm.hippo import reference as hippo
+from refimpl.ssm.s4 import reference as s4
 
 MEASURES = ["legs", "legt", "lagt", "fout"]
 

@@ -6,7 +6,11 @@ import pytest
 
 from oracles import structured as OS
 from oracles.tolerance import Bound, assert_within, gamma
-from refimpl.ssm import ema, lru, s4, s4d, s5
+from refimpl.ssm.ema import reference as ema
+from refimpl.ssm.lru import reference as lru
+from refimpl.ssm.s4 import reference as s4
+from refimpl.ssm.s4d import reference as s4d
+from refimpl.ssm.s5 import reference as s5
 
 U = np.finfo(np.float64).eps / 2
 

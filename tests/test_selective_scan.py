@@ -10,8 +10,8 @@ import pytest
 
 from oracles import selective as O
 from oracles.tolerance import Bound, assert_within, componentwise_bound
-from refimpl.ssm import selective as S
-from refimpl.ssm.selective_numba import selective_scan_numba
+from refimpl.ssm.selective import reference as S
+from refimpl.ssm.selective.numba import selective_scan_numba
 
 VIEWS = ("recurrent", "scan", "chunked", "numba")
 

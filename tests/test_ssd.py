@@ -9,9 +9,9 @@ import pytest
 
 from oracles import selective as O
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl.ssm import ssd as S
-from refimpl.ssm.selective import segsum
-from refimpl.ssm.ssd_numba import ssd_chunked_numba
+from refimpl.ssm.ssd import reference as S
+from refimpl.ssm.selective.reference import segsum
+from refimpl.ssm.ssd.numba import ssd_chunked_numba
 
 VIEWS = ("recurrent", "quadratic", "chunked", "numba_chunked")
 

@@ -7,8 +7,9 @@ import pytest
 
 from oracles import ssm as O
 from oracles.tolerance import Bound, assert_within, componentwise_bound, gamma, unit_roundoff
-from refimpl.ssm import discretize as D
-from refimpl.ssm import lti, lti_numba
+from refimpl.ssm.discretization import reference as D
+from refimpl.ssm.lti import reference as lti
+from refimpl.ssm.lti import numba as lti_numba
 
 METHODS = [("zoh", None), ("bilinear", None), ("gbt", 0.3), ("forward_euler", None), ("backward_euler", None),
            ("mamba", None)]

@@ -4,8 +4,8 @@ import pytest
 
 from oracles import ssm as O
 from oracles.tolerance import assert_within
-from refimpl.ssm import discretize as D
-from refimpl.ssm import lti
+from refimpl.ssm.discretization import reference as D
+from refimpl.ssm.lti import reference as lti
 
 cuda = pytest.importorskip("numba.cuda")
 
@@ -14,7 +14,7 @@ cuda = pytest.importorskip("numba.cuda")
 @pytest.mark.parametrize("L", [0, 1, 7])
 @pytest.mark.parametrize("complex_", [False, True])
 def test_cuda_diag_recurrence_matches_dense_operator(L, complex_):
-    from refimpl.ssm.lti_cuda import recurrent_diag
+    from refimpl.ssm.lti.cuda import recurrent_diag
 
     rng = np.random.default_rng(L)
     A, B, C, Dm = O.random_stable_system(rng, 3, 4, 2, 2, diagonal=True, complex_=complex_)
@@ -31,7 +31,7 @@ def test_cuda_diag_recurrence_matches_dense_operator(L, complex_):
 
 
 def test_cuda_kernel_rejects_large_state():
-    from refimpl.ssm.lti_cuda import recurrent_diag
+    from refimpl.ssm.lti.cuda import recurrent_diag
 
     with pytest.raises(ValueError, match="A_bar: the CUDA kernel keeps the state in registers, expected n <= 64, got 65"):
         recurrent_diag(np.full((1, 65), 0.5), np.ones((1, 65, 1)), np.ones((1, 1, 65)), None, np.ones((1, 2, 1, 1)))
@@ -55,7 +55,7 @@ def _real_gpu():
 def test_cuda_diag_recurrence_on_cupy_arrays_stays_on_device():
     import cupy as cp
 
-    from refimpl.ssm.lti_cuda import recurrent_diag
+    from refimpl.ssm.lti.cuda import recurrent_diag
 
     rng = np.random.default_rng(9)
     A, B, C, Dm = O.random_stable_system(rng, 64, 16, 1, 1, diagonal=True, complex_=True)

@@ -9,7 +9,7 @@ import pytest
 from refimpl.cli import main
 
 # module-level candidates so that `refimpl verify tests.test_verify_cli:NAME` can import them
-from refimpl.ssm.discretize import discretize, zoh
+from refimpl.ssm.discretization.reference import discretize, zoh
 
 
 def euler_for_A(A, B, dt, method, alpha=None, diagonal=False):
@@ -18,7 +18,7 @@ def euler_for_A(A, B, dt, method, alpha=None, diagonal=False):
     return np.eye(A.shape[-1]) + dt * A, B_bar
 
 
-CAND = "refimpl.ssm.discretize:discretize"
+CAND = "refimpl.ssm.discretization.reference:discretize"
 MUTANT = "test_verify_cli:euler_for_A"
 
 
@@ -41,7 +41,7 @@ def test_verify_usage_errors_exit_2(capsys):
     assert main(["verify", "nomodule_xyz:f", "--op", "ssm.discretize"]) == 2
     assert main(["verify", CAND, "--op", "ssm.nope"]) == 2
     assert main(["verify", CAND, "--op", "ssm.discretize", "--conv", "method=rk4"]) == 2
-    assert main(["verify", "refimpl.ssm.discretize", "--op", "ssm.discretize"]) == 2  # no :FUNCTION
+    assert main(["verify", "refimpl.ssm.discretization.reference", "--op", "ssm.discretize"]) == 2  # no :FUNCTION
     assert main(["verify", CAND, "--op", "ssm.discretize", "--cases", "golden,fuzz"]) == 2
     err = capsys.readouterr().err
     assert "MODULE:FUNCTION" in err and "op: expected one of" in err

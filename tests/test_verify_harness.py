@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from oracles.verify import assert_conforms, get_op, list_ops, load_case, rerun_case, verify
-from refimpl.ssm import discretize as disc
-from refimpl.ssm import lti, selective
+from refimpl.ssm.discretization import reference as disc
+from refimpl.ssm.lti import reference as lti
+from refimpl.ssm.selective import reference as selective
 
 FEW = dict(max_examples=3, seed=1)
 
@@ -224,7 +225,7 @@ def test_every_op_describes_itself_and_has_cases():
 
 
 def test_numpy_candidates_never_import_a_framework():
-    code = ("import sys\nfrom oracles.verify import verify\nfrom refimpl.ssm.discretize import discretize\n"
+    code = ("import sys\nfrom oracles.verify import verify\nfrom refimpl.ssm.discretization.reference import discretize\n"
             "verify('ssm.discretize', discretize, adapter='refimpl', kinds=('golden',))\n"
             "print([m for m in ('torch', 'jax', 'cupy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -235,18 +236,18 @@ def test_numpy_candidates_never_import_a_framework():
 def test_refimpl_ssd_views_conform(view, alg):
     import functools
 
-    from refimpl.ssm import ssd
+    from refimpl.ssm.ssd import reference as ssd
 
     fn = functools.partial(getattr(ssd, view), chunk=16) if view == "chunked" else getattr(ssd, view)
     rep = verify("ssm.ssd", fn, adapter="refimpl", conventions={"algorithm": alg, "chunk": 16, "dt_softplus": True},
-                 dtype=["float64", "float32"], candidate_name=f"refimpl.ssm.ssd:{view}", **FEW)
+                 dtype=["float64", "float32"], candidate_name=f"refimpl.ssm.ssd.reference:{view}", **FEW)
     assert rep.passed, rep.to_text()
     assert any(c.case_id == "edge-packed" for c in rep.cases)
 
 
 @pytest.mark.parametrize("key_norm", ["none", "sum", "l2"])
 def test_refimpl_delta_rule_conforms(key_norm):
-    from refimpl.attention.delta import delta_recurrent
+    from refimpl.attention.delta.reference import delta_recurrent
 
     rep = verify("attention.delta_rule", delta_recurrent, adapter="refimpl", conventions={"key_norm": key_norm},
                  dtype=["float64", "float32"], **FEW)
@@ -254,7 +255,7 @@ def test_refimpl_delta_rule_conforms(key_norm):
 
 
 def test_ungated_candidate_is_diagnosed():
-    from refimpl.attention.delta import delta_recurrent
+    from refimpl.attention.delta.reference import delta_recurrent
 
     def ignores_alpha(q, k, v, beta, alpha=None, **kw):
         return delta_recurrent(q, k, v, beta, **kw)
@@ -276,7 +277,7 @@ def test_canonical_signature_and_dict_outputs():
 
 @pytest.mark.parametrize("method", ["zoh", "bilinear"])
 def test_refimpl_s4d_kernel_conforms(method):
-    from refimpl.ssm import s4d
+    from refimpl.ssm.s4d import reference as s4d
 
     rep = verify("ssm.s4d_kernel", s4d.kernel, adapter="refimpl", conventions={"method": method},
                  dtype=["float64", "float32"], **FEW)
@@ -284,7 +285,7 @@ def test_refimpl_s4d_kernel_conforms(method):
 
 
 def test_real_output_convention_is_diagnosed():
-    from refimpl.ssm import s4d
+    from refimpl.ssm.s4d import reference as s4d
 
     def re_only(Lambda, B, C, dt, L, method="zoh", output="2re"):  # ignores the 2 Re convention
         return s4d.kernel(Lambda, B, C, dt, L, method=method, output="re")
@@ -297,7 +298,7 @@ def test_real_output_convention_is_diagnosed():
 def test_refimpl_lru_conforms_and_a_missing_gamma_is_caught():
     import functools
 
-    from refimpl.ssm import lru
+    from refimpl.ssm.lru import reference as lru
 
     for view in ("recurrent", "scan"):
         rep = verify("ssm.lru", functools.partial(lru.apply, view=view), adapter="refimpl",
@@ -313,7 +314,7 @@ def test_refimpl_lru_conforms_and_a_missing_gamma_is_caught():
 
 
 def test_mamba2_chunk_scan_interface_end_to_end():
-    from refimpl.ssm import ssd
+    from refimpl.ssm.ssd import reference as ssd
 
     def chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
                             seq_idx=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False):
@@ -334,16 +335,16 @@ def test_fft_convolution_view_conforms_under_the_fft_bound():
 
     fft = functools.partial(lti.convolution, method="fft")
     rep = verify("ssm.lti", fft, adapter="refimpl", conventions={"algorithm": "fft"}, dtype=["float64", "float32"],
-                 candidate_name="refimpl.ssm.lti:convolution[fft]", **FEW)
+                 candidate_name="refimpl.ssm.lti.reference:convolution[fft]", **FEW)
     assert rep.passed, rep.to_text()
     assert rep.probes[0].passed  # the FFT mixes positions only at rounding level
 
 
 @pytest.mark.parametrize("op, target, conv", [
-    ("attention.softmax", "refimpl.attention.flash_numba:flash_attention", {"causal": "bottom_right"}),
-    ("ssm.selective_scan", "refimpl.ssm.selective_numba:selective_scan_numba",
+    ("attention.softmax", "refimpl.attention.softmax.numba:flash_attention", {"causal": "bottom_right"}),
+    ("ssm.selective_scan", "refimpl.ssm.selective.numba:selective_scan_numba",
      {"delta_softplus": True, "algorithm": "chunked"}),
-    ("ssm.ssd", "refimpl.ssm.ssd_numba:ssd_chunked_numba", {"algorithm": "chunked", "chunk": 64}),
+    ("ssm.ssd", "refimpl.ssm.ssd.numba:ssd_chunked_numba", {"algorithm": "chunked", "chunk": 64}),
     ("attention.linear", "refimpl.attention.kernels_numba:causal_chunked", {}),
     ("attention.delta_rule", "refimpl.attention.kernels_numba:delta_chunked", {"algorithm": "chunked", "chunk": 64}),
 ])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from oracles.verify import verify
-from refimpl.attention import features, linear
-from refimpl.attention.softmax import scaled_dot_product_attention as sdpa
+from refimpl.attention.features import reference as features
+from refimpl.attention.linear import reference as linear
+from refimpl.attention.softmax.reference import scaled_dot_product_attention as sdpa
 
 FEW = dict(max_examples=3, seed=2)
 

@@ -19,7 +19,7 @@ def _rng(k=0):
 
 @check
 def softmax_attention():
-    from refimpl.attention.softmax import multi_head_attention, scaled_dot_product_attention
+    from refimpl.attention.softmax.reference import multi_head_attention, scaled_dot_product_attention
 
     rng = _rng(1)
     rows = []
@@ -65,7 +65,7 @@ def softmax_attention():
 
 @check
 def positional():
-    from refimpl.attention.positional import sinusoidal_positions
+    from refimpl.attention.positional.reference import sinusoidal_positions
 
     pe, t = timed(sinusoidal_positions, 64, 16)
     ang = np.arange(64)[:, None] / 10000.0 ** ((np.arange(16) - np.arange(16) % 2) / 16)[None, :]
@@ -76,7 +76,7 @@ def positional():
 
 @check
 def feature_maps():
-    from refimpl.attention import features as F
+    from refimpl.attention.features import reference as F
     from refimpl.attention import kernels_numba as KN
 
     rng = _rng(2)
@@ -103,7 +103,7 @@ def feature_maps():
 @check
 def linear_attention():
     from refimpl.attention import kernels_numba as KN
-    from refimpl.attention import linear as LA
+    from refimpl.attention.linear import reference as LA
 
     rng = _rng(3)
     b, l, h, n, e = 1, 23, 2, 4, 3
@@ -132,8 +132,8 @@ def linear_attention():
 
 @check
 def performer_stabilizers():
-    from refimpl.attention import features as F
-    from refimpl.attention import linear as LA
+    from refimpl.attention.features import reference as F
+    from refimpl.attention.linear import reference as LA
 
     rng = _rng(4)
     q, k, v = rng.standard_normal((1, 12, 1, 4)) * 1.5, rng.standard_normal((1, 12, 1, 4)) * 1.5, rng.standard_normal((1, 12, 1, 3))
@@ -159,7 +159,7 @@ def performer_stabilizers():
 
 @check
 def delta_rule():
-    from refimpl.attention import delta as DR
+    from refimpl.attention.delta import reference as DR
     from refimpl.attention import kernels_numba as KN
 
     rng = _rng(5)
@@ -186,8 +186,8 @@ def delta_rule():
 
 @check
 def fast_weights_and_memory():
-    from refimpl.attention.fast_weights import fast_weights
-    from refimpl.attention.memory import retrieve, store
+    from refimpl.attention.fast_weights.reference import fast_weights
+    from refimpl.attention.memory.reference import retrieve, store
 
     rng = _rng(6)
     a, bv, xr = rng.standard_normal((1, 16, 2, 3)), rng.standard_normal((1, 16, 2, 4)), rng.standard_normal((1, 16, 2, 4))
@@ -216,9 +216,9 @@ def performer_approximation_ladder():
     error ``E_i = sum_j sd_ij |v_j - o_i| / D_i`` with ``sd_ij = sqrt(Lemma-2 MSE)`` of the iid positive estimator
     (orthogonal features have no larger MSE), divided by ``alpha = 0.01`` (Markov).
     """
-    from refimpl.attention import features as F
-    from refimpl.attention import linear as LA
-    from refimpl.attention.softmax import scaled_dot_product_attention
+    from refimpl.attention.features import reference as F
+    from refimpl.attention.linear import reference as LA
+    from refimpl.attention.softmax.reference import scaled_dot_product_attention
 
     rng = _rng(7)
     L, d, e = 32, 8, 4

@@ -35,8 +35,8 @@ def _s6_inputs(cplx: bool, disc: str, dtype=np.float32):
 
 @check
 def selective_scan_views():
-    from refimpl.ssm import selective as S
-    from refimpl.ssm.selective_numba import selective_scan_numba
+    from refimpl.ssm.selective import reference as S
+    from refimpl.ssm.selective.numba import selective_scan_numba
 
     rows = []
     for cplx, disc in ((False, "mamba"), (True, "mamba"), (False, "zoh"), (True, "zoh")):
@@ -115,8 +115,8 @@ def _ssd_inputs(dtype=np.float32):
 
 @check
 def ssd_views():
-    from refimpl.ssm import ssd as S
-    from refimpl.ssm.ssd_numba import ssd_chunked_numba
+    from refimpl.ssm.ssd import reference as S
+    from refimpl.ssm.ssd.numba import ssd_chunked_numba
 
     rows = []
     args, kw = _ssd_inputs()
@@ -181,8 +181,8 @@ def ssd_oracles():
 @check
 def ssd_duality():
     """SSD == selective scan with A broadcast per head == causal linear attention with decay (float64)."""
-    from refimpl.ssm import selective as S6
-    from refimpl.ssm.selective_numba import selective_scan_numba
+    from refimpl.ssm.selective import reference as S6
+    from refimpl.ssm.selective.numba import selective_scan_numba
 
     rows = []
     args, kw = _ssd_inputs(np.float64)

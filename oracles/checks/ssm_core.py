@@ -44,7 +44,7 @@ def discretization_oracle(method, A, B, dt, *, alpha=None, diagonal=False):
 
 @check
 def discretizations():
-    from refimpl.ssm import discretize as D
+    from refimpl.ssm.discretization import reference as D
 
     rng = np.random.default_rng(SEED)
     rows = []
@@ -65,7 +65,7 @@ def discretizations():
     # ZOH against the continuous-time solution at the sample points.
     A, B, C, Dm = O.random_stable_system(rng, 1, 4, 2, 2)
     x = rng.standard_normal((1, 24, 1, 2))
-    from refimpl.ssm import lti
+    from refimpl.ssm.lti import reference as lti
 
     def run():
         Ab, Bb = D.zoh(A, B, dt)
@@ -82,7 +82,8 @@ def discretizations():
 
 
 def _views(diagonal: bool):
-    from refimpl.ssm import lti, lti_numba
+    from refimpl.ssm.lti import reference as lti
+    from refimpl.ssm.lti import numba as lti_numba
 
     V = {
         "reference/recurrent": lambda *a, **k: lti.recurrent(*a, **k),
@@ -97,8 +98,9 @@ def _views(diagonal: bool):
 
 @check
 def lti_views():
-    from refimpl.ssm import discretize as D
-    from refimpl.ssm import lti, lti_numba
+    from refimpl.ssm.discretization import reference as D
+    from refimpl.ssm.lti import reference as lti
+    from refimpl.ssm.lti import numba as lti_numba
 
     rows = []
     rng = np.random.default_rng(SEED + 1)

@@ -22,7 +22,7 @@ def _signal(x):
 @check
 def hippo_projection():
     """HiPPO projection accuracy at the default N = 8, L = 1000 steps on [0, 1]: online vs Gauss quadrature."""
-    from refimpl.ssm import hippo
+    from refimpl.ssm.hippo import reference as hippo
 
     rows = []
     N, T, L = 8, 1.0, 1000
@@ -69,7 +69,7 @@ def hippo_projection():
 
 @check
 def hippo_reconstruction():
-    from refimpl.ssm import hippo
+    from refimpl.ssm.hippo import reference as hippo
 
     rows = []
     N, t = 8, 1.5
@@ -98,7 +98,8 @@ def hippo_reconstruction():
 
 @check
 def s4_nplr():
-    from refimpl.ssm import hippo, s4
+    from refimpl.ssm.hippo import reference as hippo
+    from refimpl.ssm.s4 import reference as s4
 
     rows = []
     for measure in ("legs", "legt", "lagt", "fout"):
@@ -114,7 +115,7 @@ def s4_nplr():
 
 @check
 def s4_kernel():
-    from refimpl.ssm import s4
+    from refimpl.ssm.s4 import reference as s4
 
     rows = []
     rng = np.random.default_rng(SEED)
@@ -132,7 +133,7 @@ def s4_kernel():
             rows.append(row(f"ssm.s4.kernel.{measure}", f"{'reference' if backend == 'numpy' else 'numba'}/cauchy-woodbury",
                             compare(K[0], K_or, bound), t, note=f"bilinear, N={N}, L={L} (Nyquist node), oracle: direct powers"))
     # ZOH where it applies (P = 0): S4D-LegS eigenvalues, generating function in z
-    from refimpl.ssm import s4d
+    from refimpl.ssm.s4d import reference as s4d
 
     lam, B = s4d.init("legs", 64)
     C = rng.standard_normal(32) + 1j * rng.standard_normal(32)
@@ -155,7 +156,7 @@ def s4_kernel():
 
 @check
 def cauchy_kernel():
-    from refimpl.ssm import s4
+    from refimpl.ssm.s4 import reference as s4
     from refimpl.ssm import structured_numba as SN
 
     rng = np.random.default_rng(SEED)
@@ -175,7 +176,7 @@ def cauchy_kernel():
 
 @check
 def s4d_kernels():
-    from refimpl.ssm import s4d
+    from refimpl.ssm.s4d import reference as s4d
     from refimpl.ssm import structured_numba as SN
 
     rows = []
@@ -213,7 +214,9 @@ def s4d_kernels():
 
 @check
 def s5_lru_ema():
-    from refimpl.ssm import ema, lru, s5
+    from refimpl.ssm.ema import reference as ema
+    from refimpl.ssm.lru import reference as lru
+    from refimpl.ssm.s5 import reference as s5
 
     rows = []
     rng = np.random.default_rng(SEED)

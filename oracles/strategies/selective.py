@@ -3,8 +3,8 @@
 Each strategy draws the sizes and every option flag with Hypothesis (so failures shrink to the
 smallest shapes and fewest options) and the array contents from a NumPy generator seeded by a
 drawn integer.  They return a dict of keyword arguments for
-:func:`refimpl.ssm.selective.recurrent`-style functions (``s6_problems``) or
-:func:`refimpl.ssm.ssd.recurrent`-style functions (``ssd_problems``), plus ``"chunk"``.
+:func:`refimpl.ssm.selective.reference.recurrent`-style functions (``s6_problems``) or
+:func:`refimpl.ssm.ssd.reference.recurrent`-style functions (``ssd_problems``), plus ``"chunk"``.
 
 Regimes of ``A`` (``a_regime``): ``"normal"`` (``-exp(N(0,1))``), ``"small"`` (``|A| ~ 1e-6``:
 the state is nearly an accumulator), ``"zero"`` (exactly 0: an accumulator), ``"fast"`` (large

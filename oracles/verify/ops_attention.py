@@ -2,7 +2,7 @@ r"""Op specs ``attention.softmax`` and ``attention.linear`` and their adapters.
 
 attention.softmax
 -----------------
-Canonical (the layout of :mod:`refimpl.attention.softmax`, sequence-first ``[B, T, H, D]``)::
+Canonical (the layout of :mod:`refimpl.attention.softmax.reference`, sequence-first ``[B, T, H, D]``)::
 
     fn(q, k, v) -> o        q (b lq h d), k (b lk h d), v (b lk h e), o (b lq h e)
 
@@ -16,7 +16,7 @@ on larger ones; bound :func:`oracles.attention.softmax_attention_bound`.  Probe:
 
 attention.linear
 ----------------
-Canonical (:mod:`refimpl.attention.linear`, sequence-first)::
+Canonical (:mod:`refimpl.attention.linear.reference`, sequence-first)::
 
     fn(phi_q, phi_k, v, S0=None, u0=None) -> (o, S_last, u_last)
 
@@ -93,7 +93,7 @@ def softmax_bounds(inp, out, conv, dtype):
 
 
 def softmax_reference(inp, conv):
-    from refimpl.attention.softmax import scaled_dot_product_attention
+    from refimpl.attention.softmax.reference import scaled_dot_product_attention
 
     q = inp["q"]
     lq, lk = q.shape[1], inp["k"].shape[1]
@@ -212,7 +212,7 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_SOFTMAX,
-    doc="refimpl.attention.softmax.scaled_dot_product_attention(q, k, v, scale=, causal=)",
+    doc="refimpl.attention.softmax.reference.scaled_dot_product_attention(q, k, v, scale=, causal=)",
     args=(In("q"), In("k"), In("v")),
     kwargs={"scale": Conv(lambda c: c["scale"]), "causal": Conv(lambda c: c["causal"])},
     outputs=(Out("o", None),),
@@ -267,7 +267,7 @@ def linear_bounds(inp, out, conv, dtype):
 
 
 def linear_reference(inp, conv):
-    from refimpl.attention import linear
+    from refimpl.attention.linear import reference as linear
 
     pq, pk, v = (np.asarray(inp[k]) for k in ("phi_q", "phi_k", "v"))
     pq = pq * pq.dtype.type(conv["scale"])
@@ -360,7 +360,7 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_LINEAR,
-    doc="refimpl.attention.linear views: fn(phi_q, phi_k, v, normalize=, eps=, eps_mode=, S0=, u0=, layout=, "
+    doc="refimpl.attention.linear.reference views: fn(phi_q, phi_k, v, normalize=, eps=, eps_mode=, S0=, u0=, layout=, "
         "return_state=True) -> (o, S, u)",
     args=(In("phi_q"), In("phi_k"), In("v")),
     kwargs={"normalize": Conv(lambda c: bool(c["normalize"])), "eps": Conv(lambda c: float(c["eps"])),

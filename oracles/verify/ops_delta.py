@@ -1,6 +1,6 @@
 r"""Op spec ``attention.delta_rule`` (the delta rule and the gated delta rule) and its adapters.
 
-Canonical (:mod:`refimpl.attention.delta`, sequence-first)::
+Canonical (:mod:`refimpl.attention.delta.reference`, sequence-first)::
 
     fn(q, k, v, beta, alpha=None, S0=None) -> (o, S_last)
 
@@ -86,7 +86,7 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.attention.delta import delta_recurrent
+    from refimpl.attention.delta.reference import delta_recurrent
 
     q = np.asarray(inp["q"])
     q = q * q.dtype.type(conv["scale"])
@@ -196,7 +196,7 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.attention.delta views: fn(q, k, v, beta, alpha=, S0=, key_norm=, return_state=True) -> (o, S)",
+    doc="refimpl.attention.delta.reference views: fn(q, k, v, beta, alpha=, S0=, key_norm=, return_state=True) -> (o, S)",
     args=(In("q"), In("k"), In("v"), In("beta")),
     kwargs={"alpha": In("alpha"), "S0": In("S0"), "key_norm": Conv(lambda c: None if c["key_norm"] == "none"
                                                                     else c["key_norm"]),

@@ -126,7 +126,7 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.attention import features
+    from refimpl.attention.features import reference as features
 
     x = np.asarray(inp["x"])
     if conv["data_scale"] == "d^-1/4":
@@ -248,7 +248,7 @@ def _refimpl_fn(c):
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.attention.features.random_features(x, W, kind, stabilizer=) (positive/hyperbolic take a stabilizer)",
+    doc="refimpl.attention.features.reference.random_features(x, W, kind, stabilizer=) (positive/hyperbolic take a stabilizer)",
     args=(In("x"), In("W"), Conv(_refimpl_fn)),
     kwargs={"stabilizer": Conv(lambda c: None if c["kind"] == "trig" else c["stabilizer"])},
     outputs=(Out("phi", None),),

@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.lru``: the Linear Recurrent Unit (Orvieto et al. 2023).
 
-Canonical (:func:`refimpl.ssm.lru.apply`'s arguments)::
+Canonical (:func:`refimpl.ssm.lru.reference.apply`'s arguments)::
 
     fn(nu_log, theta_log, gamma_log, B, C, D, u) -> y
 
@@ -69,7 +69,7 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.ssm.lru import apply
+    from refimpl.ssm.lru.reference import apply
 
     C = np.asarray(inp["C"])
     if conv["real_output"] == "2re":
@@ -137,7 +137,7 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.lru.apply(nu_log, theta_log, gamma_log, B, C, D, u, view=...) (real_output 're')",
+    doc="refimpl.ssm.lru.reference.apply(nu_log, theta_log, gamma_log, B, C, D, u, view=...) (real_output 're')",
     args=(In("nu_log"), In("theta_log"), In("gamma_log"), In("B"), In("C"), In("D"), In("u")),
     outputs=(Out("y", None),),
     implies={"real_output": "re"},

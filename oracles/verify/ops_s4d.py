@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.s4d_kernel``: the diagonal (S4D) SSM convolution kernel.
 
-Canonical (:func:`refimpl.ssm.s4d.kernel`'s arrays)::
+Canonical (:func:`refimpl.ssm.s4d.reference.kernel`'s arrays)::
 
     fn(Lambda, B, C, dt, L) -> K        Lambda, B, C (h n) complex, dt (h,), L an int; K (h l)
 
@@ -71,7 +71,7 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.ssm.s4d import kernel
+    from refimpl.ssm.s4d.reference import kernel
 
     return {"K": kernel(inp["Lambda"], inp["B"], inp["C"], inp["dt"], int(inp["L"]), method=conv["method"],
                         output=conv["output"])}
@@ -139,7 +139,7 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.s4d.kernel(Lambda, B, C, dt, L, method=, output=)",
+    doc="refimpl.ssm.s4d.reference.kernel(Lambda, B, C, dt, L, method=, output=)",
     args=(In("Lambda"), In("B"), In("C"), In("dt"), In("L", scalar=True)),
     kwargs={"method": Conv(lambda c: c["method"]), "output": Conv(lambda c: c["output"])},
     outputs=(Out("K", None),),

@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.selective_scan`` (Mamba's S6) and its adapters.
 
-Canonical layout = Mamba's ``selective_scan_fn`` / :mod:`refimpl.ssm.selective`::
+Canonical layout = Mamba's ``selective_scan_fn`` / :mod:`refimpl.ssm.selective.reference`::
 
     fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, h0=None) -> (out, h_last)
 
@@ -67,8 +67,8 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    """Our literal reference (refimpl.ssm.selective.recurrent): the low-precision baseline only."""
-    from refimpl.ssm.selective import recurrent
+    """Our literal reference (refimpl.ssm.selective.reference.recurrent): the low-precision baseline only."""
+    from refimpl.ssm.selective.reference import recurrent
 
     x = _eff(inp, conv)
     C = x["C"]
@@ -259,7 +259,7 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.selective views: fn(u, delta, A, B, C, D, z, delta_bias=, delta_softplus=, h0=, "
+    doc="refimpl.ssm.selective.reference views: fn(u, delta, A, B, C, D, z, delta_bias=, delta_softplus=, h0=, "
         "return_last_state=True, discretization=)",
     args=(In("u"), In("delta"), In("A"), In("B"), In("C"), In("D"), In("z")),
     kwargs={"delta_bias": In("delta_bias"), "delta_softplus": Conv(lambda c: bool(c["delta_softplus"])),

@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.ssd`` (Mamba-2's state space duality) and the Mamba-2 chunk-scan adapter.
 
-Canonical layout = Mamba-2's ``(b, l, h, p)`` / :mod:`refimpl.ssm.ssd`::
+Canonical layout = Mamba-2's ``(b, l, h, p)`` / :mod:`refimpl.ssm.ssd.reference`::
 
     fn(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None) -> (y, final_states)
 
@@ -60,7 +60,7 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.ssm.ssd import recurrent
+    from refimpl.ssm.ssd.reference import recurrent
 
     x = _eff(inp, conv)
     y, S = recurrent(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], return_final_states=True,
@@ -205,7 +205,7 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.ssd views: fn(x, dt, A, B, C, D, z, dt_bias=, dt_softplus=, dt_limit=, initial_states=, "
+    doc="refimpl.ssm.ssd.reference views: fn(x, dt, A, B, C, D, z, dt_bias=, dt_softplus=, dt_limit=, initial_states=, "
         "seq_idx=, return_final_states=True)",
     args=(In("x"), In("dt"), In("A"), In("B"), In("C"), In("D"), In("z")),
     kwargs={"dt_bias": In("dt_bias"), "dt_softplus": Conv(lambda c: bool(c["dt_softplus"])),

@@ -20,7 +20,7 @@ rounding).
 ssm.lti
 -------
 Canonical: ``fn(A_bar, B_bar, C, D, x, h0=None) -> (y, h_last)`` in the layout of
-:mod:`refimpl.ssm.lti` (``x`` ``(b l h m)``, ``y`` ``(b l h p)``, ``h0``/``h_last``
+:mod:`refimpl.ssm.lti.reference` (``x`` ``(b l h m)``, ``y`` ``(b l h p)``, ``h0``/``h_last``
 ``(b h n)``; ``h0`` is the state *before* step 0).  Oracle: the dense
 time-varying operator (:func:`oracles.ssm.apply_dense`); bound:
 :func:`oracles.ssm.lti_bound`.  Probe: causality.
@@ -202,8 +202,8 @@ def discretize_bounds(inp, out, conv, dtype) -> Dict[str, Bound]:
 
 
 def discretize_reference(inp, conv):
-    """Our literal reference (``refimpl.ssm.discretize``), for the low-precision baseline only."""
-    from refimpl.ssm.discretize import discretize
+    """Our literal reference (``refimpl.ssm.discretization.reference``), for the low-precision baseline only."""
+    from refimpl.ssm.discretization.reference import discretize
 
     A, B = inp["A"], inp["B"]
     dt = np.asarray(inp["dt"]).astype(np.result_type(np.asarray(A).real.dtype, np.float32))
@@ -325,7 +325,7 @@ def lti_bounds(inp, out, conv, dtype):
 
 
 def lti_reference(inp, conv):
-    from refimpl.ssm.lti import recurrent
+    from refimpl.ssm.lti.reference import recurrent
 
     y, hL = recurrent(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], h0=inp.get("h0"),
                       diagonal=bool(conv["diagonal"]), return_state=True)
@@ -477,7 +477,7 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_DISCRETIZE,
-    doc="refimpl.ssm.discretize.discretize(A, B, dt, method, alpha=..., diagonal=...) -> (A_bar, B_bar)",
+    doc="refimpl.ssm.discretization.reference.discretize(A, B, dt, method, alpha=..., diagonal=...) -> (A_bar, B_bar)",
     args=(In("A"), In("B"), In("dt"), Conv(lambda c: c["method"])),
     kwargs={"alpha": Conv(lambda c: c["alpha"] if c["method"] == "gbt" else None),
             "diagonal": Conv(lambda c: bool(c["diagonal"]))},
@@ -487,7 +487,7 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_LTI,
-    doc="refimpl.ssm.lti views: fn(A_bar, B_bar, C, D, x, h0=..., diagonal=..., return_state=True) -> (y, h_last)",
+    doc="refimpl.ssm.lti.reference views: fn(A_bar, B_bar, C, D, x, h0=..., diagonal=..., return_state=True) -> (y, h_last)",
     args=(In("A_bar"), In("B_bar"), In("C"), In("D"), In("x")),
     kwargs={"h0": In("h0"), "diagonal": Conv(lambda c: bool(c["diagonal"])), "return_state": Const(True)},
     outputs=(Out("y", 0), Out("h_last", 1)),

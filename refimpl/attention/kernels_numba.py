@@ -10,12 +10,12 @@ BLAS's order; the derived componentwise bounds of the tests count the longest ch
 (``n + L + 3`` for linear attention, ``n + T + 4`` per chunk for the delta rule), which holds for any
 summation order, so they apply unchanged; the normalizer is still a float64 scalar.
 
-* :func:`causal_recurrent` -- ``refimpl.attention.linear.causal_recurrent``.
-* :func:`causal_chunked` -- ``refimpl.attention.linear.causal_chunked``.
-* :func:`delta_chunked` -- ``refimpl.attention.delta.delta_chunked`` (gated or not; WY form with an
+* :func:`causal_recurrent` -- ``refimpl.attention.linear.reference.causal_recurrent``.
+* :func:`causal_chunked` -- ``refimpl.attention.linear.reference.causal_chunked``.
+* :func:`delta_chunked` -- ``refimpl.attention.delta.reference.delta_chunked`` (gated or not; WY form with an
   explicit forward substitution per chunk).
 * :func:`elu_plus_one`, :func:`dpfp`, :func:`trig_features`, :func:`positive_features`,
-  :func:`hyperbolic_features` -- ``refimpl.attention.features`` (no stabilizer).
+  :func:`hyperbolic_features` -- ``refimpl.attention.features.reference`` (no stabilizer).
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from numba import prange
 from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl._validate import check_int
-from refimpl.attention import delta as _delta
-from refimpl.attention import features as _features
-from refimpl.attention import linear as _linear
+from refimpl.attention.delta import reference as _delta
+from refimpl.attention.features import reference as _features
+from refimpl.attention.linear import reference as _linear
 
 __all__ = ["causal_recurrent", "causal_chunked", "delta_chunked", "elu_plus_one", "dpfp", "trig_features",
            "positive_features", "hyperbolic_features"]
@@ -145,7 +145,7 @@ def _state(o, S, u, layout, return_state):
 
 def causal_recurrent(phi_q, phi_k, v, *, normalize: bool = True, eps: float = 0.0, eps_mode: str = "add",
                      S0=None, u0=None, layout: str = "vk", return_state: bool = False):
-    """Numba version of :func:`refimpl.attention.linear.causal_recurrent` (same signature)."""
+    """Numba version of :func:`refimpl.attention.linear.reference.causal_recurrent` (same signature)."""
     pq, pk, vv, S, u, eps, add = _lin_args(phi_q, phi_k, v, S0, u0, layout, eps, eps_mode)
     o = _lin_recurrent(pq, pk, vv, S, u, bool(normalize), eps, add)
     return _state(o, S, u, layout, return_state)
@@ -153,7 +153,7 @@ def causal_recurrent(phi_q, phi_k, v, *, normalize: bool = True, eps: float = 0.
 
 def causal_chunked(phi_q, phi_k, v, *, chunk: int = 64, normalize: bool = True, eps: float = 0.0,
                    eps_mode: str = "add", S0=None, u0=None, layout: str = "vk", return_state: bool = False):
-    """Numba version of :func:`refimpl.attention.linear.causal_chunked` (same signature)."""
+    """Numba version of :func:`refimpl.attention.linear.reference.causal_chunked` (same signature)."""
     chunk = check_int(chunk, "chunk", minimum=1)
     pq, pk, vv, S, u, eps, add = _lin_args(phi_q, phi_k, v, S0, u0, layout, eps, eps_mode)
     o = _lin_chunked(pq, pk, vv, S, u, chunk, bool(normalize), eps, add)
@@ -162,7 +162,7 @@ def causal_chunked(phi_q, phi_k, v, *, chunk: int = 64, normalize: bool = True, 
 
 @numba.njit(cache=True, parallel=True)
 def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
-    # Per (batch, head), chunk by chunk, in the WY form of refimpl.attention.delta (module docstring).
+    # Per (batch, head), chunk by chunk, in the WY form of refimpl.attention.delta.reference (module docstring).
     # Chunk rows Q, K (T n), V (T e) and the output rows are strided views that BLAS reads/writes in place
     # (refimpl._blas.gemm); the state is kept transposed, St = S^T (n e).
     b, l, h, n = k.shape
@@ -247,7 +247,7 @@ def _delta_chunked(q, k, v, beta, log_alpha, S, chunk):
 
 def delta_chunked(q, k, v, beta, *, alpha=None, S0=None, chunk: int = 64, key_norm=None, query_norm=None,
                   return_state: bool = False):
-    """Numba version of :func:`refimpl.attention.delta.delta_chunked` (same signature)."""
+    """Numba version of :func:`refimpl.attention.delta.reference.delta_chunked` (same signature)."""
     chunk = check_int(chunk, "chunk", minimum=1)
     q, k, v, beta, alpha, S0, d = _delta.validate_delta(q, k, v, beta, alpha, S0, key_norm=key_norm,
                                                         query_norm=query_norm)
@@ -318,7 +318,7 @@ def _rows(x):
 
 
 def elu_plus_one(x):
-    """Numba version of :func:`refimpl.attention.features.elu_plus_one`."""
+    """Numba version of :func:`refimpl.attention.features.reference.elu_plus_one`."""
     x = _features._x(x)
     if x.ndim < 1:
         raise ValueError(f"x: expected at least 1 dimension (... d), got shape {x.shape}")
@@ -326,7 +326,7 @@ def elu_plus_one(x):
 
 
 def dpfp(x, nu: int = 1):
-    """Numba version of :func:`refimpl.attention.features.dpfp`."""
+    """Numba version of :func:`refimpl.attention.features.reference.dpfp`."""
     x = _features._x(x)
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"x: expected shape (..., d) with d >= 1, got {x.shape}")
@@ -344,17 +344,17 @@ def _rf(x, W, kind):
 
 
 def trig_features(x, W):
-    """Numba version of :func:`refimpl.attention.features.trig_features`."""
+    """Numba version of :func:`refimpl.attention.features.reference.trig_features`."""
     return _rf(x, W, 0)
 
 
 def positive_features(x, W):
-    """Numba version of :func:`refimpl.attention.features.positive_features` (no stabilizer)."""
+    """Numba version of :func:`refimpl.attention.features.reference.positive_features` (no stabilizer)."""
     return _rf(x, W, 1)
 
 
 def hyperbolic_features(x, W):
-    """Numba version of :func:`refimpl.attention.features.hyperbolic_features` (no stabilizer)."""
+    """Numba version of :func:`refimpl.attention.features.reference.hyperbolic_features` (no stabilizer)."""
     return _rf(x, W, 2)
 
 

@@ -3,9 +3,9 @@ r"""Numba kernels for the structured SSMs: Cauchy kernel, Vandermonde kernel, di
 Each matches its NumPy reference (by property test, every size including ``L = 0, 1``):
 
 * :func:`cauchy` -- ``k[h, j] = sum_n v[h, n] / (g[h, j] - lam[h, n])``
-  (reference :func:`refimpl.ssm.s4.cauchy`), parallel over ``(h, j)``.
+  (reference :func:`refimpl.ssm.s4.reference.cauchy`), parallel over ``(h, j)``.
 * :func:`vandermonde` -- ``K[h, k] = sum_n v[h, n] z[h, n]^k``, powers by repeated multiplication
-  (reference :func:`refimpl.ssm.s4d.vandermonde`), parallel over ``h``; per ``k`` the powers and the sum
+  (reference :func:`refimpl.ssm.s4d.reference.vandermonde`), parallel over ``h``; per ``k`` the powers and the sum
   are vectorized over ``n`` (real and imaginary parts in separate arrays; the sum reassociated).  A power
   ``z^k`` whose magnitude falls below the smallest normal number ``tiny`` (2^-126 for complex64) is
   flushed to zero: subnormal arithmetic is ~100x slower (a decaying S4D kernel spends whole stretches of
@@ -14,7 +14,7 @@ Each matches its NumPy reference (by property test, every size including ``L = 0
   growing powers, ``|z| > 1``, never reach it).
 * :func:`diag_scan` -- ``s_t = a_t * s_{t-1} + b_t`` elementwise over ``n`` (complex), with initial
   state ``s0``: ``a (l n)``, ``b (b l n)``, ``s0 (b n)`` -> all states ``(b l n)``
-  (reference: the literal recurrences of :mod:`refimpl.ssm.s5` / :mod:`refimpl.ssm.lru`),
+  (reference: the literal recurrences of :mod:`refimpl.ssm.s5.reference` / :mod:`refimpl.ssm.lru.reference`),
   parallel over ``(b, n)``.
 
 Signatures: complex128 and complex64 (the working dtype of the caller; no casting here).

@@ -2,7 +2,7 @@ r"""S4D and DSS: diagonal SSM kernels by a Vandermonde product (Gu et al. 2022b;
 
 System per channel: ``x' = diag(Lambda) x + B u``, ``y = C x`` (``Lambda``, ``B``, ``C`` complex, ``(h n)``).
 
-Discretizations (per channel step ``dt``; reuses :mod:`refimpl.ssm.discretize` with ``diagonal=True``)
+Discretizations (per channel step ``dt``; reuses :mod:`refimpl.ssm.discretization.reference` with ``diagonal=True``)
 * ``zoh``: ``A_bar = exp(dt Lambda)``, ``B_bar = dt * expm1(dt Lambda)/(dt Lambda) * B``
   (the ``expm1`` form: no cancellation as ``dt Lambda -> 0``, exact ``dt B`` at 0).
 * ``bilinear``: ``A_bar = (1 + dt/2 Lambda)/(1 - dt/2 Lambda)``, ``B_bar = dt B/(1 - dt/2 Lambda)``.
@@ -22,7 +22,7 @@ one of each conjugate pair, to be used with ``output="2re"``):
 * ``inv``  (S4D-Inv):  ``lambda_n = -1/2 + i (N/pi) (N/(2n+1) - 1)``, ``n < N/2``
 * ``real`` (S4D-Real): ``lambda_n = -(n+1)``, ``n < N`` (real, use ``output="re"``)
 * ``legs`` (S4D-LegS): the eigenvalues ``-1/2 + i w`` of the normal part of HiPPO-LegS
-  (:func:`refimpl.ssm.s4.nplr`), those with ``w > 0``, and ``B = V^* B_legs`` on them.
+  (:func:`refimpl.ssm.s4.reference.nplr`), those with ``w > 0``, and ``B = V^* B_legs`` on them.
 * ``B = 1`` for lin/inv/real.
 
 DSS (Gupta et al. 2022), ``w`` complex weights, ``Lambda`` complex:
@@ -39,8 +39,8 @@ from typing import Tuple
 import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_positive, result_dtype
-from refimpl.ssm import discretize
-from refimpl.ssm.s4 import OUTPUTS, real_output
+from refimpl.ssm.discretization import reference as discretize
+from refimpl.ssm.s4.reference import OUTPUTS, real_output
 
 __all__ = ["INITS", "init", "discretize_diag", "vandermonde", "kernel", "dss_kernel", "OUTPUTS"]
 
@@ -65,7 +65,7 @@ def init(name: str, N: int) -> Tuple[np.ndarray, np.ndarray]:
     if name == "inv":
         # lambda_n = -1/2 + i (N/pi)(N/(2n+1) - 1)
         return -0.5 + 1j * (N / np.pi) * (N / (2 * n + 1) - 1), np.ones(N // 2, dtype=np.complex128)
-    from refimpl.ssm import s4
+    from refimpl.ssm.s4 import reference as s4
 
     d = s4.nplr("legs", N)
     keep = d.Lambda.imag > 0
@@ -91,7 +91,7 @@ def _validate(Lambda, B, C, dt):
 
 
 def discretize_diag(Lambda, B, dt, method: str = "zoh"):
-    """``(A_bar, B_bar)`` of the diagonal system, ``(h n)`` each (``refimpl.ssm.discretize``)."""
+    """``(A_bar, B_bar)`` of the diagonal system, ``(h n)`` each (``refimpl.ssm.discretization.reference``)."""
     check_choice(method, "method", METHODS)
     fn = discretize.zoh if method == "zoh" else discretize.bilinear
     A_bar, B_bar = fn(Lambda, B[..., None], dt, diagonal=True)

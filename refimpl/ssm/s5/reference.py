@@ -4,7 +4,7 @@ Continuous system (already diagonalized): ``x' = Lambda x + B~ u``, ``y = C~ x +
 ``Lambda (p)`` complex, ``B~ (p h)``, ``C~ (h p)``, ``D (h)`` (feed-through per feature),
 and one time step per *state*, ``dt (p)``.
 
-Discretization, per state ``p`` (:mod:`refimpl.ssm.discretize`, as ``p`` one-state systems):
+Discretization, per state ``p`` (:mod:`refimpl.ssm.discretization.reference`, as ``p`` one-state systems):
 * ``zoh``: ``Lambda_bar = exp(dt Lambda)``, ``B_bar = dt expm1(dt Lambda)/(dt Lambda) B~`` (= ``Lambda^{-1}(Lambda_bar - 1) B~``)
 * ``bilinear``: ``Lambda_bar = (1 + dt/2 Lambda)/(1 - dt/2 Lambda)``, ``B_bar = dt B~/(1 - dt/2 Lambda)``
 
@@ -35,8 +35,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_positive, result_dtype
-from refimpl.ssm import discretize
-from refimpl.ssm.s4 import OUTPUTS
+from refimpl.ssm.discretization import reference as discretize
+from refimpl.ssm.s4.reference import OUTPUTS
 
 __all__ = ["discretize_s5", "associative_scan", "binary_op", "recurrent", "scan", "apply", "hippo_n_init", "init"]
 
@@ -182,7 +182,7 @@ def apply(Lambda, B_tilde, C_tilde, D, dt, u, *, method: str = "zoh", output: st
 
 def hippo_n_init(P: int, *, conj_sym: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     r"""``(Lambda, V)``: HiPPO-N eigenvalues (``p``) and unitary eigenvectors (``P p``), ``p = P/2`` if conj_sym."""
-    from refimpl.ssm import s4
+    from refimpl.ssm.s4 import reference as s4
 
     P = check_int(P, "P", minimum=1)
     if conj_sym and P % 2:

@@ -7,11 +7,11 @@ registers/a small local array, and reduces ``y_t = sum_n C_t h_t`` (``2 Re`` for
 then ``(y_t + D u_t) * silu(z_t)``.  Nothing of size ``(b d l n)`` is ever materialized; ``B``/``C``
 are read in a ``(b g l n)`` layout (a copy of the input, transposed so the ``n`` loop is contiguous).
 
-Same arguments, conventions, validation and results as :func:`refimpl.ssm.selective.recurrent`.
+Same arguments, conventions, validation and results as :func:`refimpl.ssm.selective.reference.recurrent`.
 Arithmetic runs in the working dtype (float32 inputs -> float32 arithmetic, as in the CUDA kernels).
 
 Fast path (real ``A``, Euler ``B``, the ``"mamba"`` discretization; :func:`_s6_real_kernel`): the step
-``Delta`` comes from :func:`refimpl.ssm.selective.prepare` (which computes and validates it anyway);
+``Delta`` comes from :func:`refimpl.ssm.selective.reference.prepare` (which computes and validates it anyway);
 per channel, time runs in chunks of ``_TCHUNK`` steps: the chunk's ``T x N`` exponentials
 ``exp(Delta_t A)`` in one vectorizable pass (float32: the polynomial ``exp`` of :mod:`refimpl._fastmath`,
 relative error <= ``gamma_4`` = 2 ulp, within the 4-ulp ``TRANSCENDENTAL_U`` that the bound
@@ -30,7 +30,7 @@ from numba.extending import overload
 
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
-from refimpl.ssm.selective import prepare
+from refimpl.ssm.selective.reference import prepare
 
 __all__ = ["selective_scan_numba"]
 
@@ -226,7 +226,7 @@ def _canonical_bc(X: np.ndarray, mode: str, dtype) -> np.ndarray:
 def selective_scan_numba(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus: bool = False,
                          h0=None, return_last_state: bool = False, discretization: str = "mamba",
                          allow_unstable: bool = False):
-    """The fused kernel; arguments and results as :func:`refimpl.ssm.selective.recurrent`."""
+    """The fused kernel; arguments and results as :func:`refimpl.ssm.selective.reference.recurrent`."""
     p = prepare(u, delta, A, B, C, D, z, delta_bias=delta_bias, delta_softplus=delta_softplus, h0=h0,
                 discretization=discretization, allow_unstable=allow_unstable)
     rdt, sdt = p.out_dtype, p.dtype

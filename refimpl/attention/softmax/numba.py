@@ -1,6 +1,6 @@
 r"""Tiled online-softmax attention (FlashAttention's algorithm) as a Numba CPU kernel.
 
-Computes the same as :func:`refimpl.attention.softmax.scaled_dot_product_attention` with
+Computes the same as :func:`refimpl.attention.softmax.reference.scaled_dot_product_attention` with
 ``mask=None, bias=None`` (``scale``, ``causal`` alignment ``top_left``/``bottom_right``, and
 fully masked rows -> zeros), without materializing the ``(lq lk)`` score matrix.
 
@@ -181,7 +181,7 @@ def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: Optional[
     O = np.zeros((b, lq, h, e), dtype=dtype)
     if O.size and lk and not d:
         # d = 0: every score is 0, the softmax is uniform over the visible keys
-        from refimpl.attention.softmax import scaled_dot_product_attention
+        from refimpl.attention.softmax.reference import scaled_dot_product_attention
 
         return scaled_dot_product_attention(q, k, v, scale=scale, causal=causal)
     return O

@@ -62,8 +62,8 @@ from typing import Tuple
 import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_positive
-from refimpl.ssm import discretize
-from refimpl.ssm import hippo
+from refimpl.ssm.discretization import reference as discretize
+from refimpl.ssm.hippo import reference as hippo
 
 __all__ = ["NPLR", "nplr", "eigenvector_condition", "unit_circle_half_angle", "cauchy", "generating_function", "kernel",
            "kernel_dense", "OUTPUTS", "real_output"]
@@ -276,7 +276,7 @@ def _cauchy_backend(v, g, lam, backend):
 def _generating_function_zoh_diag(Lambda, B, C, dt, L: int, backend: str) -> np.ndarray:
     """ZOH generating function of a diagonal system (``P = 0``) by a Cauchy sum in ``z`` (module docstring)."""
     h, n = Lambda.shape
-    # A_bar = exp(dt Lambda),  B_bar = dt phi1(dt Lambda) B   (refimpl.ssm.discretize.zoh, expm1 form)
+    # A_bar = exp(dt Lambda),  B_bar = dt phi1(dt Lambda) B   (refimpl.ssm.discretization.reference.zoh, expm1 form)
     A_bar, B_bar = discretize.zoh(Lambda, B[..., None], dt, diagonal=True)
     # C_t = C (1 - A_bar^L),  A_bar^L = exp(L dt Lambda)
     C_t = -C * np.expm1(L * dt[:, None] * Lambda)
@@ -317,7 +317,7 @@ def generating_function(Lambda, P, Q, B, C, dt, L: int, *, method: str = "biline
         return _generating_function_zoh_diag(Lambda, B, C, dt, L, backend)
     # A = diag(Lambda) - P Q^*   (dense, only for A_bar^L)
     A = np.einsum("hn,nm->hnm", Lambda, np.eye(n)) - np.einsum("hnr,hmr->hnm", P, Q.conj())
-    # A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)  (refimpl.ssm.discretize.bilinear, per channel dt)
+    # A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)  (refimpl.ssm.discretization.reference.bilinear, per channel dt)
     A_bar, _ = discretize.bilinear(A, B[..., None], dt)
     # C_t = C (I - A_bar^L)   (A_bar^L by repeated squaring)
     A_bar_L = np.stack([np.linalg.matrix_power(A_bar[i], L) for i in range(h)])
@@ -383,11 +383,11 @@ def kernel(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex", method: s
 
 
 def kernel_dense(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex") -> np.ndarray:
-    r"""The same kernel through the LTI core: dense bilinear ``A_bar`` and :func:`refimpl.ssm.lti.kernel`.
+    r"""The same kernel through the LTI core: dense bilinear ``A_bar`` and :func:`refimpl.ssm.lti.reference.kernel`.
 
     ``K_k = C A_bar^k B_bar`` by repeated multiplication (an O(L N^2) cross-check of :func:`kernel`).
     """
-    from refimpl.ssm import lti
+    from refimpl.ssm.lti import reference as lti
 
     L = check_int(L, "L", minimum=0)
     Lambda, P, Q, B, C, dt = _validate_dplr(Lambda, P, Q, B, C, dt)

@@ -100,7 +100,7 @@ def apply(nu_log, theta_log, gamma_log, B, C, D, u, *, view: str = "recurrent") 
             x = lam * x + Bu[:, t]
             X[:, t] = x
     elif view == "scan":
-        from refimpl.ssm.s5 import associative_scan, binary_op
+        from refimpl.ssm.s5.reference import associative_scan, binary_op
 
         _, xs = associative_scan(binary_op, np.broadcast_to(lam, (L, bsz, n)).copy(), np.moveaxis(Bu, 1, 0))
         X = np.moveaxis(xs, 0, 1)

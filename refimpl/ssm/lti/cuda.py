@@ -12,7 +12,7 @@ Arrays may be NumPy (copied to the device by numba) or CuPy (stay on the
 device; anything exposing ``__cuda_array_interface__``).  In CI there is no GPU:
 the tests run this kernel under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``,
 set by the root ``conftest.py``) on small shapes and compare with
-:func:`refimpl.ssm.lti.recurrent`.
+:func:`refimpl.ssm.lti.reference.recurrent`.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def recurrent_diag(A_bar, B_bar, C, D, x, *, h0=None, return_state: bool = False
         if not bool(cp.isfinite(x).all()):
             raise ValueError("x: expected finite values, got NaN or Inf")
     else:
-        from refimpl.ssm.lti import validate_system
+        from refimpl.ssm.lti.reference import validate_system
 
         A_bar, B_bar, C, D, x, h0, d = validate_system(A_bar, B_bar, C, D, x, h0, diagonal=True,
                                                        time_varying_ok=False)

@@ -14,7 +14,7 @@ relative error <= ``gamma_4`` = 2 ulp, within the 4-ulp ``TRANSCENDENTAL_U`` of 
 * ``y_i <- (y_i + D x_i) silu(z_i)`` (the skip and the gate, fused);
 * ``S <- exp(sum_{k in chunk} dt_k A) S + sum_j M[e-1, j] x_j B_j^T`` (the state passed on).
 
-Arguments, conventions and results as :func:`refimpl.ssm.ssd.chunked` (validation and the ``dt``
+Arguments, conventions and results as :func:`refimpl.ssm.ssd.reference.chunked` (validation and the ``dt``
 processing -- bias, softplus, clamp -- are shared with the reference and done before the kernel).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from refimpl._blas import gemm
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
 from refimpl._validate import check_int
-from refimpl.ssm.ssd import prepare
+from refimpl.ssm.ssd.reference import prepare
 
 __all__ = ["ssd_chunked_numba"]
 
@@ -145,7 +145,7 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final
 def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
                       dt_limit=(0.0, math.inf), initial_states=None, seq_idx=None, return_final_states: bool = False,
                       allow_unstable: bool = False):
-    """The chunked SSD kernel; arguments and results as :func:`refimpl.ssm.ssd.chunked`."""
+    """The chunked SSD kernel; arguments and results as :func:`refimpl.ssm.ssd.reference.chunked`."""
     chunk = check_int(chunk, "chunk", minimum=1)
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
                 initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)

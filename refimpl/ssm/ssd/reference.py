@@ -34,7 +34,7 @@ Views
 -----
 * :func:`recurrent` -- the linear recurrence, step by step.
 * :func:`quadratic` -- the attention form ``Y = (L o C B^T) (dt x)`` over the whole sequence, with
-  ``L`` from a stable segment sum (:func:`refimpl.ssm.selective.segsum`).
+  ``L`` from a stable segment sum (:func:`refimpl.ssm.selective.reference.segsum`).
 * :func:`chunked` -- Mamba-2's four steps: intra-chunk quadratic outputs, per-chunk states, the
   recurrence of states across chunks, state-to-output; any ``L`` (the last chunk may be short).
 * :func:`step` -- one decode step; :func:`ssd` dispatches by ``view``.
@@ -49,7 +49,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_shape, result_dtype
-from refimpl.ssm.selective import segsum, silu, softplus
+from refimpl.ssm.selective.reference import segsum, silu, softplus
 
 __all__ = ["VIEWS", "prepare", "effective_dt", "recurrent", "quadratic", "chunked", "step", "ssd"]
 

@@ -39,7 +39,7 @@ returns ``c`` so the caller can account for it.  Effect on the estimator
   attention is unchanged for ``eps = 0`` (the factor cancels), an ``eps > 0`` acts as
   ``eps exp(c(q))``, an unnormalized output is scaled by ``exp(-c(q))``.  On **keys** each key
   gets its own factor, which biases normalized attention unless the offsets are carried
-  (``refimpl.attention.linear.causal_recurrent_offsets`` carries them with a running max).
+  (``refimpl.attention.linear.reference.causal_recurrent_offsets`` carries them with a running max).
 * ``"global_max"``: one ``c`` = the largest exponent over **every row passed in** (all positions of all batch
   entries/heads given).  On keys: a common factor, so normalized attention is unchanged for
   ``eps = 0``; but ``c`` depends on *every* key, so in *causal* attention the output at step

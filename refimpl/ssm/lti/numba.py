@@ -1,8 +1,8 @@
 r"""Numba kernels for the LTI SSM core: the recurrence and the convolution kernel / causal convolution.
 
-Same shapes, conventions and results as :mod:`refimpl.ssm.lti` (the spec); the
+Same shapes, conventions and results as :mod:`refimpl.ssm.lti.reference` (the spec); the
 property tests check them against it for L = 0, 1, odd, long.  Each public
-function validates with the reference's :func:`~refimpl.ssm.lti.validate_system`,
+function validates with the reference's :func:`~refimpl.ssm.lti.reference.validate_system`,
 then calls a compiled loop.  Parallel over ``batch x channel`` with ``prange``.
 
 Time-varying systems are passed to the compiled loop with a leading time axis
@@ -15,7 +15,7 @@ import numpy as np
 
 from refimpl._numba import warmup
 from refimpl._validate import check_int
-from refimpl.ssm.lti import validate_conv, validate_kernel_args, validate_system
+from refimpl.ssm.lti.reference import validate_conv, validate_kernel_args, validate_system
 
 __all__ = ["recurrent", "kernel", "causal_conv", "convolution"]
 
@@ -187,7 +187,7 @@ def _prep(A_bar, B_bar, C, D, x, h0, diagonal, time_varying_ok=True):
 
 
 def recurrent(A_bar, B_bar, C, D, x, *, h0=None, diagonal: bool = False, return_state: bool = False):
-    """Numba recurrence; same signature and result as :func:`refimpl.ssm.lti.recurrent`."""
+    """Numba recurrence; same signature and result as :func:`refimpl.ssm.lti.reference.recurrent`."""
     A_t, B_t, C_, D_, x_, h0_, d = _prep(A_bar, B_bar, C, D, x, h0, diagonal)
     y = np.zeros((d["b"], d["l"], d["h"], d["p"]), dtype=x_.dtype)
     hL = np.zeros((d["b"], d["h"], d["n"]), dtype=x_.dtype)
@@ -245,7 +245,7 @@ def _kernel_dense(A_bar, B_bar, C, K):
 
 
 def kernel(A_bar, B_bar, C, L: int, *, diagonal: bool = False) -> np.ndarray:
-    """Numba ``K_k = C A_bar^k B_bar``; same as :func:`refimpl.ssm.lti.kernel`."""
+    """Numba ``K_k = C A_bar^k B_bar``; same as :func:`refimpl.ssm.lti.reference.kernel`."""
     A_bar, B_bar, C, L, d = validate_kernel_args(A_bar, B_bar, C, L, diagonal)
     dtype = np.result_type(A_bar, B_bar, C)
     K = np.zeros((L, d["h"], d["p"], d["m"]), dtype=dtype)
@@ -276,7 +276,7 @@ def _causal_conv(K, x, D, y):
 
 
 def causal_conv(K, x, D=None) -> np.ndarray:
-    """Numba direct causal convolution; same as :func:`refimpl.ssm.lti.causal_conv`."""
+    """Numba direct causal convolution; same as :func:`refimpl.ssm.lti.reference.causal_conv`."""
     K, x, D, dtype = validate_conv(K, x, D)
     b, l, h, m = x.shape
     p = K.shape[2]

@@ -269,13 +269,13 @@ def performer_attention(q, k, v, W, *, kind: str = "positive", causal: bool = Fa
     then linear attention (``causal=False``: :func:`noncausal`; ``causal=True``: ``view`` in
     ``"quadratic"``, ``"recurrent"``, ``"chunked"``).
 
-    ``stabilizer`` (see :mod:`refimpl.attention.features`): ``"none"``; ``"query_max"`` (per-query
+    ``stabilizer`` (see :mod:`refimpl.attention.features.reference`): ``"none"``; ``"query_max"`` (per-query
     offset, cancels when normalized and ``eps=0``); ``"key_global_max"`` (one offset over all keys:
     cancels when normalized and ``eps=0``, but a causal output then depends on future keys);
     ``"key_prefix_max"`` (causal only: per-key offsets carried by a running max, exact and causal-safe;
     uses :func:`causal_recurrent_offsets`, ignoring ``view``).
     """
-    from refimpl.attention.features import random_features
+    from refimpl.attention.features.reference import random_features
 
     q = as_float_array(q, "q", ndim=4, allow_complex=False)
     k = as_float_array(k, "k", ndim=4, allow_complex=False)

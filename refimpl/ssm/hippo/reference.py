@@ -63,7 +63,7 @@ import numpy as np
 import scipy.special
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_positive
-from refimpl.ssm import discretize
+from refimpl.ssm.discretization import reference as discretize
 
 __all__ = [
     "MEASURES",
@@ -252,7 +252,7 @@ def online_projection(f, measure: str, N: int, dt: float, *, method: str = "bili
     eye = np.eye(N)
     if measure != "legs":
         # time-invariant: M = s A_s4, N = s B.  A_bar = (I - alpha dt M)^{-1}(I + (1-alpha) dt M),
-        # B_bar = (I - alpha dt M)^{-1} dt N  (refimpl.ssm.discretize.gbt)
+        # B_bar = (I - alpha dt M)^{-1} dt N  (refimpl.ssm.discretization.reference.gbt)
         s = float(scale(measure, 0.0, theta))
         A_bar, B_bar = discretize.gbt(s * A, (s * B)[:, None], dt, alpha)
         B_bar = B_bar[:, 0]

@@ -13,7 +13,7 @@ Unrolled, ``y_{t,j} = sum_{k<=t} K_{j,k} x_{t-k,j}`` with the closed-form kernel
 
 evaluated as ``q^k = exp(k log1p(-alpha delta))`` (log-space; no repeated multiplication).
 Views: :func:`recurrent`, :func:`kernel` + :func:`convolution` (``method`` ``direct`` or ``fft``,
-through :func:`refimpl.ssm.lti.causal_conv` / :func:`refimpl.ssm.lti.fft_conv`).
+through :func:`refimpl.ssm.lti.reference.causal_conv` / :func:`refimpl.ssm.lti.reference.fft_conv`).
 (MEGA's learned parameters pass through sigmoids; here ``alpha, delta`` are the values in (0, 1).)
 
 Shapes: ``x (b l d)`` -> ``y (b l d)``.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, result_dtype
-from refimpl.ssm import lti
+from refimpl.ssm.lti import reference as lti
 
 __all__ = ["recurrent", "kernel", "convolution"]
 

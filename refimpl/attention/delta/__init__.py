@@ -1,0 +1,1 @@
+"""refimpl.attention.delta (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.attention.fast_weights (see README.md in this folder)."""

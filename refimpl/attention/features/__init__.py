@@ -1,0 +1,1 @@
+"""refimpl.attention.features (see README.md in this folder)."""

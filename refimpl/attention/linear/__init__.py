@@ -1,0 +1,1 @@
+"""refimpl.attention.linear (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.attention.memory (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.attention.positional (see README.md in this folder)."""

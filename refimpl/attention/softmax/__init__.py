@@ -1,0 +1,1 @@
+"""refimpl.attention.softmax (see README.md in this folder)."""

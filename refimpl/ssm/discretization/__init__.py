@@ -1,0 +1,1 @@
+"""refimpl.ssm.discretization (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.ssm.ema (see README.md in this folder)."""

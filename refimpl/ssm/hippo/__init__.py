@@ -1,0 +1,1 @@
+"""refimpl.ssm.hippo (see README.md in this folder)."""

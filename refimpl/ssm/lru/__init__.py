@@ -1,0 +1,1 @@
+"""refimpl.ssm.lru (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.ssm.lti (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.ssm.s4 (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.ssm.s4d (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""refimpl.ssm.s5 (see README.md in this folder)."""

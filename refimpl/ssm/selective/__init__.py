@@ -1,0 +1,1 @@
+"""refimpl.ssm.selective (see README.md in this folder)."""

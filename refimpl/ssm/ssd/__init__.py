@@ -1,0 +1,1 @@
+"""refimpl.ssm.ssd (see README.md in this folder)."""
