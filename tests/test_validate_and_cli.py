@@ -41,7 +41,7 @@ def test_shape_int_and_dtype_helpers():
 
 def test_report_cli_writes_json_and_exits_zero(tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "refimpl", "report", "--select", "ssm.", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "oracles", "report", "--select", "ssm.", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())
@@ -59,7 +59,7 @@ def test_report_cli_writes_json_and_exits_zero(tmp_path):
 def test_report_exits_nonzero_when_a_row_fails(monkeypatch, capsys):
     from oracles import checks
     from oracles.tolerance import Bound, compare
-    from refimpl.cli import main
+    from oracles.cli import main
 
     def failing():
         return [checks.row("test.fail", "reference/none", compare(np.ones(2), np.zeros(2), Bound(0.5, "t")), 0.0)]

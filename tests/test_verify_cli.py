@@ -1,4 +1,4 @@
-"""The CLI: `refimpl verify`, `refimpl ops`, `refimpl vectors export/check` (run in-process through refimpl.cli.main)."""
+"""The CLI: `refimpl verify`, `refimpl ops`, `refimpl vectors export/check` (run in-process through oracles.cli.main)."""
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from refimpl.cli import main
+from oracles.cli import main
 
 # module-level candidates so that `refimpl verify tests.test_verify_cli:NAME` can import them
 from refimpl.ssm.discretization.reference import discretize, zoh

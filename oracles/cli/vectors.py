@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 def run_export(args) -> int:
     from oracles.verify.vectors import export
-    from refimpl.commands.verify import parse_convention
+    from oracles.cli.verify import parse_convention
 
     try:
         conv = dict(parse_convention(c) for c in args.conv)
