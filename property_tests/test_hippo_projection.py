@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from oracles import hippo as OH
 from oracles.strategies.structured import polynomials, smooth_signals
 from oracles.tolerance import assert_within, gamma
-from refimpl.ssm.hippo import reference as hippo
+from refimpl.ssm import hippo
+from refimpl.ssm.hippo import hippo_projection
 
 ORDERS = {"forward_euler": 1, "backward_euler": 1, "bilinear": 2}
 
@@ -24,22 +25,25 @@ def test_legs_online_converges_at_its_order(f, N, method, T):
     errs, cs = [], []
     for L in (256, 512, 1024):
         dt = T / L
-        c = hippo.online_projection(f(dt * np.arange(1, L + 1)), "legs", N, dt, method=method)
+        c = hippo_projection(f(dt * np.arange(1, L + 1)), "legs", N, dt, method=method)
         ck = c[(L * np.array([0.25, 0.5, 0.75, 1.0])).astype(int) - 1]
         cs.append(ck)
         errs.append(np.max(np.abs(ck - c_or)))
-    # Rounding floor of the online recurrence: L steps of an (N+2)-term update on coefficients of size
-    # <= sqrt(2N+1) max|f| (|c_n| <= ||g_n||_inf ||f||_inf): gamma_{L(N+2)} of that.  Where the
-    # discretization error exceeds 100x the floor, rounding cannot distort the checks below.
+    # Rounding floor of the online recurrence: L <= 1024 steps of an (N+2)-term update on coefficients of
+    # size <= sqrt(2N+1) max|f| (|c_n| <= ||g_n||_inf ||f||_inf), so gamma_{1024(N+2)} of that: <= 5e-12 here
+    # (N <= 8, |f| <= 4.5).  The discretization error at the finest step is far above it for every signal of
+    # the strategy (|a_i| >= 1/2, 1/2 <= w_i <= 4: |f''| does not vanish over the trajectory; errors ~1e-7 at
+    # bilinear's O(dt^2), ~1e-4 at Euler's O(dt)), which is asserted first -- so the convergence checks
+    # below always run and always mean something (no vacuous pass).
     fmax = float(np.max(np.abs(f(np.linspace(0, T, 257)))))
     floor = gamma(1024 * (N + 2), np.float64) * np.sqrt(2 * N + 1) * fmax
-    if errs[1] > 100 * floor:
-        # normwise within twice the Richardson estimate (asymptotic regime) ...
-        est = OH.richardson_bound(cs[1], cs[2], p)
-        assert errs[1] <= np.max(est.values), (errs, np.max(est.values))
-        # ... and the measured order over a factor 4 in the step: p + O(dt)
-        order = np.log2(errs[0] / errs[2]) / 2
-        assert order > p - 0.25, (order, errs)
+    assert errs[2] > 100 * floor, (errs, floor)
+    # normwise within twice the Richardson estimate (asymptotic regime) ...
+    est = OH.richardson_bound(cs[1], cs[2], p)
+    assert errs[1] <= np.max(est.values), (errs, np.max(est.values))
+    # ... and the measured order over a factor 4 in the step: p + O(dt)
+    order = np.log2(errs[0] / errs[2]) / 2
+    assert order > p - 0.25, (order, errs)
 
 
 @given(f=smooth_signals(w_max=4.0), N=st.integers(1, 8), measure=st.sampled_from(["lagt", "legt", "lmu"]))
@@ -57,12 +61,17 @@ def test_lti_measures_bilinear_second_order_on_exact_histories(f, N, measure):
     errs = []
     for L in (100, 200):
         dt = (T - t0) / L
-        c = hippo.online_projection(f(t0 + dt * np.arange(L + 1)), measure, N, dt, t0=t0, c0=c0)[-1]
+        c = hippo_projection(f(t0 + dt * np.arange(L + 1)), measure, N, dt, t0=t0, initial_state=c0)[-1]
         errs.append(np.max(np.abs(c - OH.coefficients(f, omeasure, N, T))))
+    # Rounding floor, as above: 200 steps of an (N+2)-term update on coefficients of size <= 1 + max|c|, times
+    # 2N+1 (LMU scales c by sqrt(2N+1), and the oracle's start c0 carries its own quadrature rounding):
+    # gamma_{200(N+2)} (1 + max|c|)(2N+1).
     cmax = float(np.max(np.abs(OH.coefficients(f, omeasure, N, T))))
-    floor = gamma(200 * (N + 2), np.float64) * (1 + cmax) * (2 * N + 1)  # as above; LMU scales c by sqrt(2N+1)
-    if errs[1] > 100 * floor:
-        assert np.log2(errs[0] / errs[1]) > 2 - 0.25, errs
+    floor = gamma(200 * (N + 2), np.float64) * (1 + cmax) * (2 * N + 1)
+    # Second order, e_200 <= e_100 / 2^(2 - 1/4), down to the rounding floor: where the history is followed
+    # exactly by the discrete recurrence too (a constant for N = 1), both errors are rounding and the halved
+    # step must stay within 100x the floor.  One unconditional assertion (no case passes vacuously).
+    assert errs[1] <= max(errs[0] / 2 ** (2 - 0.25), 100 * floor), (errs, floor)
 
 
 @given(p=polynomials(max_degree=9), data=st.data(), measure=st.sampled_from(["legs", "legt", "lmu", "lagt"]),
@@ -92,6 +101,7 @@ def test_smooth_reconstruction_error_falls_with_N(f, t):
         # the rounding floor: the derived reconstruction rounding bound (sin evaluation: depth ~ 10)
         c_err = OH.coefficients_magnitude(f_abs, "legs", N, t, f_depth=10)
         floors.append(OH.reconstruction_bound(c, c_err, "legs", x, t, f_mag=f_abs(x), f_depth=10).max())
-    # spectral convergence for an entire signal: each doubling of N lowers the error, until rounding
-    assert errs[1] < errs[0] or errs[0] <= floors[0]
-    assert errs[2] < errs[1] or errs[1] <= floors[1]
+    # spectral convergence for an entire signal: each doubling of N lowers the error, until rounding --
+    # and where it no longer falls, the larger N is at its own rounding floor (asserted, not skipped)
+    assert errs[1] < errs[0] or errs[1] <= floors[1], (errs, floors)
+    assert errs[2] < errs[1] or errs[2] <= floors[2], (errs, floors)

@@ -8,7 +8,8 @@ import pytest
 from oracles import hippo as OH
 from oracles.strategies.structured import Polynomial
 from oracles.tolerance import Bound, assert_within, gamma
-from refimpl.ssm.hippo import reference as hippo
+from refimpl.ssm import hippo
+from refimpl.ssm.hippo import hippo_projection, hippo_transition
 
 
 def test_legs_5x5_matches_the_text_exactly():
@@ -35,14 +36,14 @@ def test_legs_5x5_matches_the_text_exactly():
 @pytest.mark.parametrize("measure", hippo.MEASURES)
 def test_sign_spellings_are_explicit_and_opposite(measure):
     N = 5
-    A_ode, B_ode = hippo.transition(measure, N, sign="ode")
-    A_s4, B_s4 = hippo.transition(measure, N, sign="s4")
+    A_ode, B_ode = hippo_transition(measure, N, sign="ode")
+    A_s4, B_s4 = hippo_transition(measure, N, sign="s4")
     np.testing.assert_array_equal(A_s4, -A_ode)
     np.testing.assert_array_equal(B_s4, B_ode)
     with pytest.raises(TypeError):
-        hippo.transition(measure, N)  # no silent default for the sign
+        hippo_transition(measure, N)  # no silent default for the sign
     with pytest.raises(ValueError, match="sign"):
-        hippo.transition(measure, N, sign="negative")
+        hippo_transition(measure, N, sign="negative")
 
 
 def test_lmu_is_legt_in_voelker_coordinates():
@@ -69,7 +70,7 @@ def test_text_recurrence_is_forward_euler_with_t0_equal_dt():
     for k in range(1, L):
         c = (np.eye(N) - A / k) @ c + B * f[k - 1] / k
         c_text[k] = c
-    got = hippo.online_projection(f, "legs", N, 0.3, method="forward_euler")
+    got = hippo_projection(f, "legs", N, 0.3, method="forward_euler")
     # identical formula, identical operation order up to association: gamma_{2N} of the magnitude
     mag = np.zeros((L, N))
     m = np.zeros(N)
@@ -88,17 +89,19 @@ def _signal(x):
 @pytest.mark.parametrize("method,order", [("forward_euler", 1), ("bilinear", 2), ("backward_euler", 1)])
 def test_legs_online_projection_converges_to_quadrature(method, order):
     N, T = 8, 1.0
-    errs = []
-    c_prev = None
-    for L in (200, 400, 800):
-        dt = T / L
-        c = hippo.online_projection(_signal(dt * np.arange(1, L + 1)), "legs", N, dt, method=method)[-1]
-        errs.append(np.max(np.abs(c - OH.coefficients(_signal, "legs", N, T))))
-        if c_prev is not None and L == 400:
-            # the error at dt = 1/200 is within twice its Richardson estimate from dt = 1/400
-            assert_within(c_prev, OH.coefficients(_signal, "legs", N, T), OH.richardson_bound(c_prev, c, order))
-        c_prev = c
-    orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    exact = OH.coefficients(_signal, "legs", N, T)
+    cs = [hippo_projection(_signal(dt * np.arange(1, L + 1)), "legs", N, dt, method=method)[-1]
+          for L, dt in ((L, T / L) for L in (200, 400, 800))]
+    errs = np.array([np.max(np.abs(c - exact)) for c in cs])
+    # Rounding floor (as in property_tests/test_hippo_projection.py): L = 800 steps of an (N+2)-term update on
+    # coefficients |c_n| <= sqrt(2N+1) max|f| (max|f| <= 2.5 on [0, 1]) -- gamma_{800 (N+2)} of that, ~4e-12;
+    # the quadrature oracle adds gamma_{200}-sized rounding.  The smallest error here (bilinear, L = 800) is
+    # ~1e-6, so rounding cannot move any of the ratios below: every check is asserted, none is conditional.
+    floor = gamma(800 * (N + 2), np.float64) * np.sqrt(2 * N + 1) * 2.5
+    assert errs[-1] > 100 * floor, (errs, floor)
+    # the error at dt = 1/200 is within twice its Richardson estimate from dt = 1/400
+    assert_within(cs[0], exact, OH.richardson_bound(cs[0], cs[1], order))
+    orders = np.log2(errs[:-1] / errs[1:])
     # the observed order p + O(dt): at least p - 0.1 at these steps, and not a higher order by accident
     assert np.all(orders > order - 0.1) and np.all(orders < order + 0.5), orders
 
@@ -113,7 +116,7 @@ def test_windowed_measures_bilinear_second_order_on_polynomials(measure):
     for L in (100, 200, 400):
         dt = (T - t0) / L
         c0 = OH.coefficients(p, measure, N, t0)
-        c = hippo.online_projection(p(t0 + dt * np.arange(L + 1)), measure, N, dt, t0=t0, c0=c0)[-1]
+        c = hippo_projection(p(t0 + dt * np.arange(L + 1)), measure, N, dt, t0=t0, initial_state=c0)[-1]
         errs.append(np.max(np.abs(c - OH.coefficients(p, measure, N, T))))
     orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert np.all(np.abs(orders - 2) < 0.1), orders
@@ -125,7 +128,7 @@ def test_lagt_from_rest_and_fout_periodic():
     errs = []
     for L in (200, 400):
         dt = T / L
-        c = hippo.online_projection(_signal(dt * np.arange(L + 1)), "lagt", N, dt)[-1]
+        c = hippo_projection(_signal(dt * np.arange(L + 1)), "lagt", N, dt)[-1]
         errs.append(np.max(np.abs(c - OH.coefficients(_signal, "lagt_finite", N, T))))
     assert abs(math.log2(errs[0] / errs[1]) - 2) < 0.1
     # FouT: a theta-periodic trigonometric polynomial in the span (its ODE is then exact)
@@ -134,8 +137,8 @@ def test_lagt_from_rest_and_fout_periodic():
     errs = []
     for L in (200, 400):
         dt = (T - t0) / L
-        c = hippo.online_projection(g(t0 + dt * np.arange(L + 1)), "fout", N, dt, t0=t0,
-                                    c0=OH.coefficients(g, "fout", N, t0))[-1]
+        c = hippo_projection(g(t0 + dt * np.arange(L + 1)), "fout", N, dt, t0=t0,
+                             initial_state=OH.coefficients(g, "fout", N, t0))[-1]
         errs.append(np.max(np.abs(c - OH.coefficients(g, "fout", N, T))))
     assert abs(math.log2(errs[0] / errs[1]) - 2) < 0.1
 
@@ -166,28 +169,60 @@ def test_smooth_signal_reconstruction_error_falls_with_N():
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="measure"):
-        hippo.transition("legx", 4, sign="ode")
+        hippo_transition("legx", 4, sign="ode")
     with pytest.raises(ValueError, match="N"):
         hippo.legs(0, sign="ode")
     with pytest.raises(ValueError, match="N: FouT needs an odd N"):
         hippo.fout(4, sign="ode")
-    with pytest.raises(ValueError, match="f"):
-        hippo.online_projection(np.ones((3, 2)), "legs", 4, 0.1)
-    with pytest.raises(ValueError, match="f"):
-        hippo.online_projection(np.array([1.0, np.nan]), "legs", 4, 0.1)
-    with pytest.raises(ValueError, match="dt"):
-        hippo.online_projection(np.ones(3), "legs", 4, -0.1)
-    with pytest.raises(ValueError, match="t0"):
-        hippo.online_projection(np.ones(3), "legs", 4, 0.1, t0=0.0)
-    with pytest.raises(ValueError, match="alpha"):
-        hippo.online_projection(np.ones(3), "legt", 4, 0.1, method="gbt")
-    with pytest.raises(ValueError, match="c0"):
-        hippo.online_projection(np.ones(3), "legt", 4, 0.1, c0=np.zeros(3))
-    with pytest.raises(TypeError, match="f"):
-        hippo.online_projection(np.ones(3, dtype=np.int64), "legt", 4, 0.1)
+    with pytest.raises(ValueError, match="^f: "):
+        hippo_projection(np.ones((3, 2)), "legs", 4, 0.1)
+    with pytest.raises(ValueError, match="^f: "):
+        hippo_projection(np.array([1.0, np.nan]), "legs", 4, 0.1)
+    with pytest.raises(ValueError, match="^dt: "):
+        hippo_projection(np.ones(3), "legs", 4, -0.1)
+    with pytest.raises(ValueError, match="^t0: "):
+        hippo_projection(np.ones(3), "legs", 4, 0.1, t0=0.0)
+    with pytest.raises(ValueError, match="^alpha: "):
+        hippo_projection(np.ones(3), "legt", 4, 0.1, method="gbt")
+    with pytest.raises(ValueError, match="^initial_state: expected shape \\(4,\\)"):
+        hippo_projection(np.ones(3), "legt", 4, 0.1, initial_state=np.zeros(3))
+    with pytest.raises(ValueError, match="^initial_state: "):  # validated even when there is no sample
+        hippo_projection(np.ones(0), "legt", 4, 0.1, initial_state=np.zeros(3))
+    with pytest.raises(TypeError, match="^f: "):
+        hippo_projection(np.ones(3, dtype=np.int64), "legt", 4, 0.1)
+    with pytest.raises(ValueError, match="^view: "):
+        hippo_projection(np.ones(3), "legt", 4, 0.1, view="scan")
+    with pytest.raises(ValueError, match="^backend: "):
+        hippo_projection(np.ones(3), "legt", 4, 0.1, backend="numba")
+
+
+def test_scale_and_basis_validate_their_arguments():
+    np.testing.assert_array_equal(hippo.scale("legs", np.array([0.5, 2.0])), [2.0, 0.5])
+    assert hippo.scale("legt", 0.0, theta=4.0) == 0.25  # the windowed scale does not depend on t
+    assert hippo.scale("lagt", 3.0) == 1.0
+    with pytest.raises(ValueError, match="^measure: "):
+        hippo.scale("legx", 1.0)
+    for bad in (0.0, -1.0, np.array([1.0, 0.0])):
+        with pytest.raises(ValueError, match="^t: expected values > 0"):
+            hippo.scale("legs", bad)
+    with pytest.raises(TypeError, match="^t: "):
+        hippo.scale("legs", None)
+    with pytest.raises(TypeError, match="^t: "):
+        hippo.scale("legt", None)
+    with pytest.raises(ValueError, match="^t: expected finite"):
+        hippo.scale("legt", np.inf)
+    for bad in (0.0, -2.0):
+        with pytest.raises(ValueError, match="^theta: "):
+            hippo.scale("legt", 1.0, theta=bad)
+    with pytest.raises(ValueError, match="^t: "):
+        hippo.basis("legs", 3, np.linspace(0, 1, 4), 0.0)
+    with pytest.raises(ValueError, match="^theta: "):
+        hippo.basis("legt", 3, np.linspace(0, 1, 4), 1.0, theta=0.0)
+    with pytest.raises(TypeError, match="^t: "):
+        hippo.reconstruct(np.ones(3), "lmu", np.linspace(0, 1, 4), None)
 
 
 def test_empty_and_single_sample():
-    assert hippo.online_projection(np.zeros(0), "legt", 3, 0.1).shape == (0, 3)
-    c = hippo.online_projection(np.array([2.0]), "legs", 3, 0.1)
+    assert hippo_projection(np.zeros(0), "legt", 3, 0.1).shape == (0, 3)
+    c = hippo_projection(np.array([2.0]), "legs", 3, 0.1)
     np.testing.assert_array_equal(c, [[2.0, 0.0, 0.0]])

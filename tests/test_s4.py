@@ -7,8 +7,8 @@ import pytest
 
 from oracles import structured as OS
 from oracles.tolerance import Bound, assert_within, compare, gamma
-from refimpl.ssm.hippo import reference as hippo
-from refimpl.ssm.s4 import reference as s4
+from refimpl.ssm import hippo, s4
+from refimpl.ssm.s4 import s4_kernel
 
 MEASURES = ["legs", "legt", "lagt", "fout"]
 
@@ -89,8 +89,8 @@ def test_s4_kernel_vs_direct_powers(measure, N, L, dt):
     A = OS.dplr_dense(d.Lambda, d.Pt, d.Qt)
     K_or = OS.kernel_powers(*OS.bilinear_dense(A, d.Bt, dt), C, L)
     bound = OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C, dt, L)
-    assert_within(s4.kernel(*args)[0], K_or, bound, context=f"{measure} N={N} L={L}")
-    assert_within(s4.kernel(*args, backend="numba")[0], K_or, bound, context="numba Cauchy")
+    assert_within(s4_kernel(*args)[0], K_or, bound, context=f"{measure} N={N} L={L}")
+    assert_within(s4_kernel(*args, backend="numba")[0], K_or, bound, context="numba Cauchy")
 
 
 def test_s4_kernel_long_sequence():
@@ -100,15 +100,15 @@ def test_s4_kernel_long_sequence():
     args = (d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], dt, L)
     K_or = OS.kernel_powers(*OS.bilinear_dense(OS.dplr_dense(d.Lambda, d.Pt, d.Qt), d.Bt, dt), C, L)
     bound = OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C, dt, L)
-    assert_within(s4.kernel(*args)[0], K_or, bound)
-    assert_within(s4.kernel(*args, backend="numba")[0], K_or, bound)
+    assert_within(s4_kernel(*args)[0], K_or, bound)
+    assert_within(s4_kernel(*args, backend="numba")[0], K_or, bound)
 
 
 @pytest.mark.parametrize("measure", MEASURES)
 def test_s4_kernel_vs_mpmath(measure):
     N, L, dt = 5, 8, 0.2
     d, C = _system(measure, N, seed=1)
-    K = s4.kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], dt, L)[0]
+    K = s4_kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], dt, L)[0]
     K_mp = OS.dplr_kernel_mpmath(d.Lambda, d.Pt, d.Qt, d.Bt, C, dt, L)
     assert_within(K, K_mp, OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C, dt, L, oracle="mpmath"))
 
@@ -137,7 +137,7 @@ def test_real_output_from_real_system():
     N, L, dt = 9, 40, 0.03
     d = s4.nplr("legs", N)
     C = np.random.default_rng(4).standard_normal(N)
-    K = s4.kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], (C @ d.V)[None], dt, L, output="re")[0]
+    K = s4_kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], (C @ d.V)[None], dt, L, output="re")[0]
     A_bar, B_bar = OS.bilinear_dense(d.A, d.B, dt)
     K_real = OS.kernel_powers(A_bar, B_bar, C, L)
     bound = OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C @ d.V, dt, L)
@@ -146,36 +146,48 @@ def test_real_output_from_real_system():
         * np.linalg.norm(C) * np.linalg.norm(d.B) * dt * L
     assert_within(K, K_real, bound + Bound(extra, "basis change"))
     assert K.dtype == np.float64
-    K2 = s4.kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], (C @ d.V)[None], dt, L, output="2re")[0]
+    K2 = s4_kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], (C @ d.V)[None], dt, L, output="2re")[0]
     np.testing.assert_array_equal(K2, 2 * K)
 
 
 def test_kernel_dense_cross_check_and_L0():
     d, C = _system("lagt", 6)
     args = (d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1)
-    assert s4.kernel(*args, 0).shape == (1, 0)
-    K = s4.kernel(*args, 20)[0]
-    Kd = s4.kernel_dense(*args, 20)[0]
+    assert s4_kernel(*args, 0).shape == (1, 0)
+    assert s4_kernel(*args, 0, view="dense").shape == (1, 0)
+    K = s4_kernel(*args, 20)[0]
+    Kd = s4_kernel(*args, 20, view="dense")[0]
+    # the dense view computes what the bound's float64 oracle computes (bilinear by a solve, direct powers)
     assert_within(K, Kd, OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C, 0.1, 20))
 
 
 def test_bad_inputs():
     d, C = _system("legs", 4)
     ok = dict(Lambda=d.Lambda[None], P=d.Pt[None], Q=d.Qt[None], B=d.Bt[None], C=C[None], dt=0.1, L=8)
-    with pytest.raises(ValueError, match="P"):
-        s4.kernel(**{**ok, "P": d.Pt[None, :3]})
-    with pytest.raises(ValueError, match="Q"):
-        s4.kernel(**{**ok, "Q": np.zeros((1, 4, 2))})
-    with pytest.raises(ValueError, match="dt"):
-        s4.kernel(**{**ok, "dt": 0.0})
-    with pytest.raises(ValueError, match="C"):
-        s4.kernel(**{**ok, "C": C[None, :2]})
-    with pytest.raises(ValueError, match="B"):
-        s4.kernel(**{**ok, "B": np.full((1, 4), np.inf)})
-    with pytest.raises(ValueError, match="output"):
-        s4.kernel(**ok, output="real")
-    with pytest.raises(ValueError, match="L"):
-        s4.kernel(**{**ok, "L": -1})
+    with pytest.raises(ValueError, match="^P: "):
+        s4_kernel(**{**ok, "P": d.Pt[None, :3]})
+    with pytest.raises(ValueError, match="^Q: "):
+        s4_kernel(**{**ok, "Q": np.zeros((1, 4, 2))})
+    with pytest.raises(ValueError, match="^dt: "):
+        s4_kernel(**{**ok, "dt": 0.0})
+    with pytest.raises(ValueError, match="^dt: expected shape \\(1,\\)"):
+        s4_kernel(**{**ok, "dt": np.array([0.1, 0.1])})
+    with pytest.raises(ValueError, match="^dt: expected 0 or 1 dimensions"):
+        s4_kernel(**{**ok, "dt": np.array([[0.1]])})
+    with pytest.raises(ValueError, match="^method: "):
+        s4_kernel(**ok, view="dense", method="zoh")
+    with pytest.raises(ValueError, match="^C: "):
+        s4_kernel(**{**ok, "C": C[None, :2]})
+    with pytest.raises(ValueError, match="^B: "):
+        s4_kernel(**{**ok, "B": np.full((1, 4), np.inf)})
+    with pytest.raises(ValueError, match="^output: "):
+        s4_kernel(**ok, output="real")
+    with pytest.raises(ValueError, match="^L: "):
+        s4_kernel(**{**ok, "L": -1})
+    with pytest.raises(ValueError, match="^view: "):
+        s4_kernel(**ok, view="vandermonde")
+    with pytest.raises(ValueError, match="^backend: .*no 'numba' backend for view 'dense'"):
+        s4_kernel(**ok, view="dense", backend="numba")
     with pytest.raises(ValueError, match="measure"):
         s4.nplr("lmu", 4)
     with pytest.raises(ValueError, match="A"):
@@ -183,7 +195,7 @@ def test_bad_inputs():
     # a system whose A_bar has an eigenvalue on a root of unity (A singular, g_0 = 0): clear error
     lam = np.array([[0.0 + 0j, -1.0 + 0j]])
     with pytest.raises(ValueError, match="removable pole"):
-        s4.kernel(lam, np.zeros((1, 2, 1)), np.zeros((1, 2, 1)), np.ones((1, 2)), np.ones((1, 2)), 0.1, 4)
+        s4_kernel(lam, np.zeros((1, 2, 1)), np.zeros((1, 2, 1)), np.ones((1, 2)), np.ones((1, 2)), 0.1, 4)
 
 
 @pytest.mark.parametrize("L", [1, 2, 7, 8, 64, 1000])
@@ -196,7 +208,7 @@ def test_s4_zoh_generating_function_for_diagonal_systems(L):
     z = np.zeros((2, 5, 0))
     dt = np.array([0.05, 0.4])
     for backend in ("numpy", "numba"):
-        K = s4.kernel(lam, z, z, B, C, dt, L, method="zoh", backend=backend)
+        K = s4_kernel(lam, z, z, B, C, dt, L, method="zoh", backend=backend)
         for i in range(2):
             K_or = OS.kernel_powers(*OS.zoh_diag_vanloan(lam[i], B[i], dt[i]), C[i], L)
             assert_within(K[i], K_or, OS.zoh_gf_bound(lam[i], B[i], C[i], dt[i], L), context=backend)
@@ -204,5 +216,5 @@ def test_s4_zoh_generating_function_for_diagonal_systems(L):
 
 def test_s4_zoh_refused_for_low_rank():
     d, C = _system("legs", 4)
-    with pytest.raises(ValueError, match="zoh"):
-        s4.kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1, 8, method="zoh")
+    with pytest.raises(ValueError, match="^method: 'zoh'"):
+        s4_kernel(d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1, 8, method="zoh")

@@ -22,7 +22,7 @@ def _signal(x):
 @check
 def hippo_projection():
     """HiPPO projection accuracy at the default N = 8, L = 1000 steps on [0, 1]: online vs Gauss quadrature."""
-    from refimpl.ssm.hippo import reference as hippo
+    from refimpl.ssm.hippo import hippo_projection
 
     rows = []
     N, T, L = 8, 1.0, 1000
@@ -34,8 +34,8 @@ def hippo_projection():
         else:
             grid = lambda dt_, L_: dt_ * np.arange(L_ + 1)  # noqa: E731
             oracle = OH.coefficients(_signal, "lagt_finite", N, T)
-        c, t = timed(hippo.online_projection, _signal(grid(dt, L)), measure, N, dt, method=method)
-        c2 = hippo.online_projection(_signal(grid(dt / 2, 2 * L)), measure, N, dt / 2, method=method)
+        c, t = timed(hippo_projection, _signal(grid(dt, L)), measure, N, dt, method=method)
+        c2 = hippo_projection(_signal(grid(dt / 2, 2 * L)), measure, N, dt / 2, method=method)
         cmp = compare(c[-1], oracle, OH.richardson_bound(c[-1], c2[-1], order))
         e1, e2 = np.max(np.abs(c[-1] - oracle)), np.max(np.abs(c2[-1] - oracle))
         rows.append(row(f"ssm.hippo.{measure}.projection", f"reference/{method}", cmp, t,
@@ -47,8 +47,8 @@ def hippo_projection():
         t0, T1 = 1.0, 2.0
         dt = (T1 - t0) / L
         c0 = OH.coefficients(p, measure, N, t0)
-        c, t = timed(hippo.online_projection, p(t0 + dt * np.arange(L + 1)), measure, N, dt, t0=t0, c0=c0)
-        c2 = hippo.online_projection(p(t0 + dt / 2 * np.arange(2 * L + 1)), measure, N, dt / 2, t0=t0, c0=c0)
+        c, t = timed(hippo_projection, p(t0 + dt * np.arange(L + 1)), measure, N, dt, t0=t0, initial_state=c0)
+        c2 = hippo_projection(p(t0 + dt / 2 * np.arange(2 * L + 1)), measure, N, dt / 2, t0=t0, initial_state=c0)
         oracle = OH.coefficients(p, measure, N, T1)
         e1, e2 = np.max(np.abs(c[-1] - oracle)), np.max(np.abs(c2[-1] - oracle))
         rows.append(row(f"ssm.hippo.{measure}.projection", "reference/bilinear",
@@ -58,8 +58,8 @@ def hippo_projection():
     t0, T1, Nf = 1.0, 2.3, 7
     dt = (T1 - t0) / L
     c0 = OH.coefficients(g, "fout", Nf, t0)
-    c, t = timed(hippo.online_projection, g(t0 + dt * np.arange(L + 1)), "fout", Nf, dt, t0=t0, c0=c0)
-    c2 = hippo.online_projection(g(t0 + dt / 2 * np.arange(2 * L + 1)), "fout", Nf, dt / 2, t0=t0, c0=c0)
+    c, t = timed(hippo_projection, g(t0 + dt * np.arange(L + 1)), "fout", Nf, dt, t0=t0, initial_state=c0)
+    c2 = hippo_projection(g(t0 + dt / 2 * np.arange(2 * L + 1)), "fout", Nf, dt / 2, t0=t0, initial_state=c0)
     oracle = OH.coefficients(g, "fout", Nf, T1)
     rows.append(row("ssm.hippo.fout.projection", "reference/bilinear",
                     compare(c[-1], oracle, OH.richardson_bound(c[-1], c2[-1], 2)), t,
@@ -69,7 +69,7 @@ def hippo_projection():
 
 @check
 def hippo_reconstruction():
-    from refimpl.ssm.hippo import reference as hippo
+    from refimpl.ssm import hippo
 
     rows = []
     N, t = 8, 1.5
@@ -98,8 +98,7 @@ def hippo_reconstruction():
 
 @check
 def s4_nplr():
-    from refimpl.ssm.hippo import reference as hippo
-    from refimpl.ssm.s4 import reference as s4
+    from refimpl.ssm import hippo, s4
 
     rows = []
     for measure in ("legs", "legt", "lagt", "fout"):
@@ -115,7 +114,8 @@ def s4_nplr():
 
 @check
 def s4_kernel():
-    from refimpl.ssm.s4 import reference as s4
+    from refimpl.ssm import s4
+    from refimpl.ssm.s4 import s4_kernel as kernel
 
     rows = []
     rng = np.random.default_rng(SEED)
@@ -128,25 +128,25 @@ def s4_kernel():
         K_or = OS.kernel_powers(*OS.bilinear_dense(OS.dplr_dense(d.Lambda, d.Pt, d.Qt), d.Bt, dt), C, L)
         bound = OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C, dt, L)
         for backend in ("numpy", "numba"):
-            s4.kernel(*args, backend=backend)  # warm
-            K, t = timed(s4.kernel, *args, backend=backend)
+            kernel(*args, backend=backend)  # warm
+            K, t = timed(kernel, *args, backend=backend)
             rows.append(row(f"ssm.s4.kernel.{measure}", f"{'reference' if backend == 'numpy' else 'numba'}/cauchy-woodbury",
                             compare(K[0], K_or, bound), t, note=f"bilinear, N={N}, L={L} (Nyquist node), oracle: direct powers"))
     # ZOH where it applies (P = 0): S4D-LegS eigenvalues, generating function in z
-    from refimpl.ssm.s4d import reference as s4d
+    from refimpl.ssm import s4d
 
     lam, B = s4d.init("legs", 64)
     C = rng.standard_normal(32) + 1j * rng.standard_normal(32)
     z = np.zeros((1, 32, 0))
     K_or = OS.kernel_powers(*OS.zoh_diag_vanloan(lam, B, 0.01), C, 1024)
     for backend in ("numpy", "numba"):
-        K, t = timed(s4.kernel, lam[None], z, z, B[None], C[None], 0.01, 1024, method="zoh", backend=backend)
+        K, t = timed(kernel, lam[None], z, z, B[None], C[None], 0.01, 1024, method="zoh", backend=backend)
         rows.append(row("ssm.s4.kernel.diag.zoh", f"{'reference' if backend == 'numpy' else 'numba'}/cauchy-in-z",
                         compare(K[0], K_or, OS.zoh_gf_bound(lam, B, C, 0.01, 1024)), t,
                         note="P = 0 (S4D-LegS spectrum, 32 states), L=1024; oracle: Van Loan + direct powers"))
     d = s4.nplr("legs", 6)
     C = rng.standard_normal(6) @ d.V
-    K, t = timed(s4.kernel, d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1, 16)
+    K, t = timed(kernel, d.Lambda[None], d.Pt[None], d.Qt[None], d.Bt[None], C[None], 0.1, 16)
     rows.append(row("ssm.s4.kernel.legs.mpmath", "reference/cauchy-woodbury",
                     compare(K[0], OS.dplr_kernel_mpmath(d.Lambda, d.Pt, d.Qt, d.Bt, C, 0.1, 16),
                             OS.s4_gf_bound(d.Lambda, d.Pt, d.Qt, d.Bt, C, 0.1, 16, oracle="mpmath")), t,
@@ -156,8 +156,7 @@ def s4_kernel():
 
 @check
 def cauchy_kernel():
-    from refimpl.ssm.s4 import reference as s4
-    from refimpl.ssm import structured_numba as SN
+    from refimpl.ssm.s4 import cauchy
 
     rng = np.random.default_rng(SEED)
     h, n, L = 2, 16, 24
@@ -167,17 +166,17 @@ def cauchy_kernel():
     oracle = OS.cauchy_mpmath(v, g, lam)
     b = OS.cauchy_bound(v, g, lam)
     rows = []
-    ref, t = timed(lambda: np.stack([s4.cauchy(v[i], g[i], lam[i]) for i in range(h)]))
+    ref, t = timed(cauchy, v, g, lam)
     rows.append(row("ssm.structured.cauchy", "reference/numpy", compare(ref, oracle, b), t, note="oracle: mpmath"))
-    got, t = timed(SN.cauchy, v, g, lam)
+    cauchy(v, g, lam, backend="numba")  # warm
+    got, t = timed(cauchy, v, g, lam, backend="numba")
     rows.append(row("ssm.structured.cauchy", "numba/parallel", compare(got, oracle, b), t, note="oracle: mpmath"))
     return rows
 
 
 @check
 def s4d_kernels():
-    from refimpl.ssm.s4d import reference as s4d
-    from refimpl.ssm import structured_numba as SN
+    from refimpl.ssm import s4d
 
     rows = []
     rng = np.random.default_rng(SEED)
@@ -187,16 +186,17 @@ def s4d_kernels():
         C = rng.standard_normal(32) + 1j * rng.standard_normal(32)
         dt = 0.01
         for method in ("zoh", "bilinear"):
-            K, t = timed(s4d.kernel, lam[None], B[None], C[None], dt, L, method=method, output="2re")
+            K, t = timed(s4d.s4d_kernel, lam[None], B[None], C[None], dt, L, method=method, output="2re")
             disc = OS.zoh_diag_vanloan if method == "zoh" else OS.bilinear_diag
             Ab, Bb = disc(lam, B, dt)
             K_or = 2 * OS.kernel_powers(Ab, Bb, C, L).real
             b = OS.diag_kernel_bound(lam, B, C, dt, L, method, factor=2.0, discretized=(Ab, Bb))
             rows.append(row(f"ssm.s4d.kernel.{method}.{init}", "reference/vandermonde", compare(K[0], K_or, b), t,
                             note=f"S4D-{init.capitalize()}, N=64 (32 pairs, 2 Re), L={L}, oracle: Van Loan + direct powers"))
-            A_bar, B_bar = s4d.discretize_diag(lam[None], B[None], dt, method)
-            Kn, t = timed(SN.vandermonde, C[None] * B_bar, A_bar, L)
-            rows.append(row(f"ssm.s4d.kernel.{method}.{init}", "numba/vandermonde", compare(2 * Kn[0].real, K_or, b), t,
+            s4d.s4d_kernel(lam[None], B[None], C[None], dt, L, method=method, output="2re", backend="numba")  # warm
+            Kn, t = timed(s4d.s4d_kernel, lam[None], B[None], C[None], dt, L, method=method, output="2re",
+                          backend="numba")
+            rows.append(row(f"ssm.s4d.kernel.{method}.{init}", "numba/vandermonde", compare(Kn[0], K_or, b), t,
                             note=f"S4D-{init.capitalize()}"))
     lam = -rng.uniform(0.1, 0.5, 4) + 1j * rng.uniform(-5, 5, 4)
     w = rng.standard_normal(4) + 1j * rng.standard_normal(4)
@@ -214,13 +214,14 @@ def s4d_kernels():
 
 @check
 def s5_lru_ema():
-    from refimpl.ssm.ema import reference as ema
-    from refimpl.ssm.lru import reference as lru
-    from refimpl.ssm.s5 import reference as s5
+    from refimpl.ssm.ema import mega_ema
+    from refimpl.ssm.lru import lru_ssm, ring_init
+    from refimpl.ssm.s5 import init as s5_init
+    from refimpl.ssm.s5 import s5_ssm
 
     rows = []
     rng = np.random.default_rng(SEED)
-    Lambda, Bt, Ct, D, dt = s5.init(16, 4, rng=rng)
+    Lambda, Bt, Ct, D, dt = s5_init(16, 4, rng=rng)
     u = rng.standard_normal((2, 256, 4))
     Cb = rng.standard_normal((4, 8)) + 1j * rng.standard_normal((4, 8))
     Ab, Bb = OS.zoh_diag_vanloan(Lambda[:, None], Bt, dt[:, None])
@@ -228,25 +229,25 @@ def s5_lru_ema():
     extra = 4 + float(np.max(np.abs(dt * Lambda)))
     y_or = OS.diag_ssm_dense(Ab, Bb, Ct, D, u, factor=2.0)
     b = OS.diag_ssm_bound(Ab, Bb, Ct, D, u, factor=2.0, extra_rel_per_step=extra)
-    for view in ("recurrent", "scan", "numba"):
-        y, t = timed(s5.apply, Lambda, Bt, Ct, D, dt, u, output="2re", view=view)
-        impl = "numba/diag-scan" if view == "numba" else f"reference/{view}"
+    for view, backend in (("recurrent", "numpy"), ("scan", "numpy"), ("recurrent", "numba")):
+        y, t = timed(s5_ssm, Lambda, Bt, Ct, D, dt, u, output="2re", view=view, backend=backend)
+        impl = "numba/diag-scan" if backend == "numba" else f"reference/{view}"
         rows.append(row("ssm.s5", impl, compare(y, y_or, b), t,
-                        note="HiPPO-N init, P=16 (8 pairs, 2 Re), H=4, L=256, per-state dt, ZOH; oracle: Van Loan + dense operator"))
+                        note="HiPPO-N init, N=16 (n=8 pairs, 2 Re), d=4, L=256, per-state dt, ZOH; oracle: Van Loan + dense operator"))
     yb_or = y_or + OS.diag_ssm_dense(Ab, Bb, Cb, None, u[:, ::-1], factor=2.0)[:, ::-1]
     bb = OS.diag_ssm_bound(Ab, Bb, Cb, None, u[:, ::-1], factor=2.0, extra_rel_per_step=extra)
-    y, t = timed(s5.apply, Lambda, Bt, Ct, D, dt, u, output="2re", view="scan", C_back=Cb)
+    y, t = timed(s5_ssm, Lambda, Bt, Ct, D, dt, u, output="2re", view="scan", C_back=Cb)
     rows.append(row("ssm.s5.bidirectional", "reference/scan", compare(y, yb_or, b + Bound(bb.values[:, ::-1], bb.source)), t))
 
-    params = lru.ring_init(32, 4, r_min=0.9, r_max=0.999, max_phase=np.pi / 10, rng=rng)
+    params = ring_init(32, 4, r_min=0.9, r_max=0.999, max_phase=np.pi / 10, rng=rng)
     nu_log, theta_log, gamma_log, B, C, Dl = params
     lam = np.exp(-np.exp(nu_log) + 1j * np.exp(theta_log))
     Bg = np.exp(gamma_log)[:, None] * B
     y_or = OS.diag_ssm_dense(lam, Bg, C, Dl, u)
     b = OS.diag_ssm_bound(lam, Bg, C, Dl, u, extra_rel_per_step=4 + float(np.max(np.exp(nu_log) + np.exp(theta_log))))
-    for view in ("recurrent", "scan", "numba"):
-        y, t = timed(lru.apply, *params, u, view=view)
-        impl = "numba/diag-scan" if view == "numba" else f"reference/{view}"
+    for view, backend in (("recurrent", "numpy"), ("scan", "numpy"), ("recurrent", "numba")):
+        y, t = timed(lru_ssm, *params, u, view=view, backend=backend)
+        impl = "numba/diag-scan" if backend == "numba" else f"reference/{view}"
         rows.append(row("ssm.lru", impl, compare(y, y_or, b), t, note="ring init r in [0.9, 0.999], N=32, L=256"))
 
     a = rng.uniform(0.05, 0.95, (4, 8))
@@ -255,10 +256,10 @@ def s5_lru_ema():
     et = rng.standard_normal((4, 8))
     x = rng.standard_normal((2, 256, 4))
     y_or = OS.ema_dense(x, a, dl, be, et)
-    for name, fn, fft in (("reference/recurrent", lambda: ema.recurrent(x, a, dl, be, et), False),
-                          ("reference/conv-direct", lambda: ema.convolution(x, a, dl, be, et, method="direct"), False),
-                          ("reference/conv-fft", lambda: ema.convolution(x, a, dl, be, et, method="fft"), True)):
+    for name, fn, fft in (("reference/recurrent", lambda: mega_ema(x, a, dl, be, et, view="recurrent"), False),
+                          ("reference/conv-direct", lambda: mega_ema(x, a, dl, be, et, view="convolution"), False),
+                          ("reference/conv-fft", lambda: mega_ema(x, a, dl, be, et, view="fft"), True)):
         y, t = timed(fn)
         rows.append(row("ssm.ema.mega", name, compare(y, y_or, OS.ema_bound(x, a, dl, be, et, fft=fft)), t,
-                        note="d=4, e=8, L=256; oracle: dense operator with closed-form powers"))
+                        note="d=4, n=8, L=256; oracle: dense operator with closed-form powers"))
     return rows

@@ -61,22 +61,22 @@ def polynomials(draw, *, max_degree: int):
 
 @dataclasses.dataclass
 class DiagCase:
-    Lambda: np.ndarray  # (h n) complex, Re < 0
+    Lambda: np.ndarray  # (d n) complex, Re < 0
     B: np.ndarray
     C: np.ndarray
-    dt: np.ndarray  # (h,)
+    dt: np.ndarray  # (d,)
     L: int
     seed: int
 
     def __repr__(self) -> str:
-        return f"DiagCase(seed={self.seed}, h,n={self.Lambda.shape}, L={self.L}, dt={self.dt})"
+        return f"DiagCase(seed={self.seed}, d,n={self.Lambda.shape}, L={self.L}, dt={self.dt})"
 
 
 @st.composite
-def diag_cases(draw, *, max_n: int = 6, lengths=KERNEL_LENGTHS, max_h: int = 2):
-    """Stable complex diagonal systems, ``Re lambda`` in ``-[0.01, 2]``, ``|Im lambda| <= 20``, ``dt`` over 3 decades."""
+def diag_cases(draw, *, max_n: int = 6, lengths=KERNEL_LENGTHS, max_d: int = 2):
+    """Stable complex diagonal systems ``(d n)``, ``Re lambda`` in ``-[0.01, 2]``, ``|Im lambda| <= 20``, ``dt`` over 3 decades."""
     seed = draw(st.integers(0, 2**32 - 1))
-    h = draw(st.integers(1, max_h))
+    h = draw(st.integers(1, max_d))
     n = draw(st.integers(1, max_n))
     L = draw(st.sampled_from(lengths))
     rng = np.random.default_rng(seed)
@@ -115,7 +115,8 @@ def dplr_cases(draw, *, max_n: int = 12, lengths=KERNEL_LENGTHS):
 
 @st.composite
 def cauchy_inputs(draw, *, dtype=np.complex128):
-    """``v, lam (h n)``, nodes ``g (h l)`` on the imaginary axis (as in S4), ``Re lam < 0``."""
+    """``v, lam (d n)``, nodes ``g (d l)`` on the imaginary axis (as in S4), ``Re lam < 0`` (the arguments of
+    :func:`refimpl.ssm.s4.cauchy`)."""
     seed = draw(st.integers(0, 2**32 - 1))
     h = draw(st.integers(1, 3))
     n = draw(st.integers(0, 9))
@@ -129,6 +130,7 @@ def cauchy_inputs(draw, *, dtype=np.complex128):
 
 @st.composite
 def vandermonde_inputs(draw, *, dtype=np.complex128):
+    """``v, z (d n)`` with ``1/2 <= |z| <= 1`` and a length ``L`` (the arguments of :func:`refimpl.ssm.s4d.vandermonde`)."""
     seed = draw(st.integers(0, 2**32 - 1))
     h = draw(st.integers(1, 3))
     n = draw(st.integers(0, 9))
@@ -141,7 +143,7 @@ def vandermonde_inputs(draw, *, dtype=np.complex128):
 
 @st.composite
 def scan_inputs(draw, *, dtype=np.complex128):
-    """``a (l n)`` with ``|a| <= 1``, ``b (b l n)``, ``s0 (b n)`` (or None)."""
+    """``a (l n)`` with ``|a| <= 1``, ``b (b l n)``, ``initial_state (b n)`` (or None): :func:`refimpl.ssm.s5.diag_scan`."""
     seed = draw(st.integers(0, 2**32 - 1))
     bsz = draw(st.integers(1, 2))
     n = draw(st.integers(1, 5))

@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.lru``: the Linear Recurrent Unit (Orvieto et al. 2023).
 
-Canonical (:func:`refimpl.ssm.lru.reference.apply`'s arguments)::
+Canonical (the arguments of :func:`refimpl.ssm.lru.lru_ssm`, whose ``d`` is this op's ``h``)::
 
     fn(nu_log, theta_log, gamma_log, B, C, D, u) -> y
 
@@ -69,12 +69,13 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.ssm.lru.reference import apply
+    from refimpl.ssm.lru import lru_ssm
 
     C = np.asarray(inp["C"])
     if conv["real_output"] == "2re":
         C = C * 2
-    return {"y": apply(inp["nu_log"], inp["theta_log"], inp["gamma_log"], inp["B"], C, inp["D"], inp["u"])}
+    # the op's canonical layout is refimpl's: u (b l h) = (b l d), B (n h) = (n d), C (h n) = (d n)
+    return {"y": lru_ssm(inp["nu_log"], inp["theta_log"], inp["gamma_log"], inp["B"], C, inp["D"], inp["u"])}
 
 
 def sample(rng, conv, *, L=None, b=None, h=None, n=None, r_min=0.4):
@@ -137,7 +138,7 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.lru.reference.apply(nu_log, theta_log, gamma_log, B, C, D, u, view=...) (real_output 're')",
+    doc="refimpl.ssm.lru.lru_ssm(nu_log, theta_log, gamma_log, B, C, D, u, view=, backend=) (real_output 're')",
     args=(In("nu_log"), In("theta_log"), In("gamma_log"), In("B"), In("C"), In("D"), In("u")),
     outputs=(Out("y", None),),
     implies={"real_output": "re"},

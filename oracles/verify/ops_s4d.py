@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.s4d_kernel``: the diagonal (S4D) SSM convolution kernel.
 
-Canonical (:func:`refimpl.ssm.s4d.reference.kernel`'s arrays)::
+Canonical (the arrays of :func:`refimpl.ssm.s4d.s4d_kernel`, whose ``(d n)`` is this op's ``(h n)``)::
 
     fn(Lambda, B, C, dt, L) -> K        Lambda, B, C (h n) complex, dt (h,), L an int; K (h l)
 
@@ -71,10 +71,11 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.ssm.s4d.reference import kernel
+    from refimpl.ssm.s4d import s4d_kernel
 
-    return {"K": kernel(inp["Lambda"], inp["B"], inp["C"], inp["dt"], int(inp["L"]), method=conv["method"],
-                        output=conv["output"])}
+    # the op's canonical layout is refimpl's: Lambda, B, C (h n) = (d n), K (h l) = (d l)
+    return {"K": s4d_kernel(inp["Lambda"], inp["B"], inp["C"], inp["dt"], int(inp["L"]), method=conv["method"],
+                            output=conv["output"])}
 
 
 def sample(rng, conv, *, h=None, n=None, L=None):
@@ -139,7 +140,7 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.s4d.reference.kernel(Lambda, B, C, dt, L, method=, output=)",
+    doc="refimpl.ssm.s4d.s4d_kernel(Lambda, B, C, dt, L, method=, output=, backend=)",
     args=(In("Lambda"), In("B"), In("C"), In("dt"), In("L", scalar=True)),
     kwargs={"method": Conv(lambda c: c["method"]), "output": Conv(lambda c: c["output"])},
     outputs=(Out("K", None),),

@@ -48,11 +48,16 @@ uniform grid ``t_k = t0 + k dt``; samples ``f_k = f(t_k)``; output ``c_k ~ c(t_k
   + dt (alpha N_{k+1} f_{k+1} + (1-alpha) N_k f_k)``;
   ``bilinear`` = alpha 1/2 (second order), ``backward_euler`` = alpha 1 (first order).
 
-Initial state: ``c0`` (the coefficients at ``t0``).  Default: zero for
+Initial state: ``initial_state`` (the coefficients at ``t0``, the output's first row).  Default: zero for
 legt/lmu/lagt/fout (the signal is taken as 0 before ``t0``), and for LegS,
 whose ``t0`` must be > 0 (``1/t`` is singular at 0), ``c0 = f_0 e_0`` -- the
 limit of the exact coefficients as ``t -> 0`` (``c_0 -> f(0)``, the rest -> 0),
 an ``O(t0 |f'|)`` approximation whose effect decays like ``t0/t``.
+
+Entry points (:mod:`refimpl.ssm.hippo`): :func:`refimpl.ssm.hippo.hippo_transition` (:func:`transition`) and
+:func:`refimpl.ssm.hippo.hippo_projection` (view ``recurrent``, backend ``numpy``: :func:`online_projection`).
+A projection reads a scalar signal ``f (l,)`` (the documented exception to the ``(b l d)`` layouts) and
+returns ``c (l n)``.
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ from typing import Optional, Tuple
 import numpy as np
 import scipy.special
 
-from refimpl._validate import as_float_array, check_choice, check_int, check_positive
+from refimpl._validate import as_float_array, check_choice, check_int, check_positive, check_shape
 from refimpl.ssm.discretization import reference as discretize
 
 __all__ = [
@@ -193,22 +198,50 @@ def transition(measure: str, N: int, *, sign: str) -> Tuple[np.ndarray, np.ndarr
     return _BUILDERS[measure](N, sign=sign)
 
 
-def scale(measure: str, t, theta: float = 1.0):
-    """The ODE's time scale ``s(t)``: ``1/t`` (legs), ``1/theta`` (legt, lmu, fout), ``1`` (lagt)."""
+def _window(theta) -> float:
+    """``theta``: the window length of legt/lmu/fout, a finite real > 0."""
+    theta = float(as_float_array(theta, "theta", ndim=0, allow_complex=False))
+    check_positive(theta, "theta")
+    return theta
+
+
+def _times(measure: str, t, ndim=None, name: str = "t") -> np.ndarray:
+    """``t``: finite real time(s), never None; ``> 0`` for legs (its measure ``[0, t]`` is empty at ``t = 0``)."""
+    if t is None:
+        raise TypeError(f"{name}: expected a real time (a number or an array of floats), got None")
+    t = as_float_array(t, name, ndim=ndim, allow_complex=False).astype(np.float64, copy=False)
     if measure == "legs":
-        return 1.0 / np.asarray(t, dtype=np.float64)
+        check_positive(t, name)
+    return t
+
+
+def scale(measure: str, t, theta: float = 1.0):
+    """The ODE's time scale ``s(t)``: ``1/t`` (legs, ``t > 0``), ``1/theta`` (legt, lmu, fout), ``1`` (lagt).
+
+    ``t``: a finite real time or an array of them (any sign for the windowed measures and lagt, whose scale
+    does not depend on it); ``theta > 0``.  Returns an array of ``t``'s shape.
+    """
+    check_choice(measure, "measure", MEASURES)
+    t = _times(measure, t)
+    theta = _window(theta)
+    if measure == "legs":
+        # s(t) = 1/t
+        return 1.0 / t
     if measure == "lagt":
-        return np.ones_like(np.asarray(t, dtype=np.float64))
-    return np.full_like(np.asarray(t, dtype=np.float64), 1.0 / theta)
+        # s(t) = 1
+        return np.ones_like(t)
+    # s(t) = 1/theta
+    return np.full_like(t, 1.0 / theta)
 
 
 def online_projection(f, measure: str, N: int, dt: float, *, method: str = "bilinear", alpha: Optional[float] = None,
-                      theta: float = 1.0, t0: Optional[float] = None, c0=None) -> np.ndarray:
+                      theta: float = 1.0, t0: Optional[float] = None, initial_state=None) -> np.ndarray:
     r"""Online HiPPO coefficients of the samples ``f`` (shape ``(l,)``): returns ``c`` of shape ``(l n)``.
 
     ``c[k] ~ c(t0 + k dt)``.  ``t0`` defaults to ``dt`` for legs (must be > 0) and 0 otherwise.
     ``method``: ``forward_euler`` (for LegS with ``t0 = dt``: the text's recurrence),
-    ``backward_euler``, ``bilinear``, ``gbt`` (with ``alpha``).  See the module docstring.
+    ``backward_euler``, ``bilinear``, ``gbt`` (with ``alpha``).  ``initial_state (n)``: ``c(t0)`` (default: see
+    the module docstring).  See the module docstring.
     """
     check_choice(measure, "measure", MEASURES)
     N = check_int(N, "N", minimum=1)
@@ -216,44 +249,23 @@ def online_projection(f, measure: str, N: int, dt: float, *, method: str = "bili
     f = as_float_array(f, "f", ndim=1, allow_complex=False).astype(np.float64, copy=False)
     dt = float(as_float_array(dt, "dt", ndim=0, allow_complex=False))
     check_positive(dt, "dt")
-    theta = float(as_float_array(theta, "theta", ndim=0, allow_complex=False))
-    check_positive(theta, "theta")
-    if method == "gbt":
-        if alpha is None:
-            raise ValueError("alpha: method 'gbt' needs alpha in [0, 1], got None")
-        alpha = float(alpha)
-        if not (0.0 <= alpha <= 1.0):
-            raise ValueError(f"alpha: expected a real number in [0, 1], got {alpha}")
-    elif alpha is not None:
-        raise ValueError(f"alpha: only method 'gbt' takes alpha, got alpha={alpha} with method={method!r}")
-    else:
-        alpha = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}[method]
+    theta = _window(theta)
+    alpha = _gbt_weight(method, alpha)
     if t0 is None:
         t0 = dt if measure == "legs" else 0.0
-    t0 = float(as_float_array(t0, "t0", ndim=0, allow_complex=False))
-    if measure == "legs":
-        check_positive(t0, "t0")
+    t0 = float(_times(measure, t0, ndim=0, name="t0"))
+    c_k = _initial_coefficients(initial_state, measure, N, f)
     L = f.shape[0]
     A, B = transition(measure, N, sign="s4")
     c = np.zeros((L, N))
     if L == 0:
         return c
-    if c0 is None:
-        c_k = np.zeros(N)
-        if measure == "legs":
-            # c(t -> 0) = f(0) e_0  (the average of f over [0, t] tends to f(0))
-            c_k[0] = f[0]
-    else:
-        c_k = as_float_array(c0, "c0", ndim=1, allow_complex=False).astype(np.float64)
-        if c_k.shape != (N,):
-            raise ValueError(f"c0: expected shape ({N},), got {c_k.shape}")
-        c_k = c_k.copy()
     c[0] = c_k
     eye = np.eye(N)
     if measure != "legs":
         # time-invariant: M = s A_s4, N = s B.  A_bar = (I - alpha dt M)^{-1}(I + (1-alpha) dt M),
         # B_bar = (I - alpha dt M)^{-1} dt N  (refimpl.ssm.discretization.reference.gbt)
-        s = float(scale(measure, 0.0, theta))
+        s = float(scale(measure, t0, theta))
         A_bar, B_bar = discretize.gbt(s * A, (s * B)[:, None], dt, alpha)
         B_bar = B_bar[:, 0]
         for k in range(L - 1):
@@ -273,8 +285,37 @@ def online_projection(f, measure: str, N: int, dt: float, *, method: str = "bili
     return c
 
 
+def _gbt_weight(method: str, alpha) -> float:
+    """The input/implicit weight ``alpha`` of the named method (only ``gbt`` takes it, and needs it in [0, 1])."""
+    if method == "gbt":
+        if alpha is None:
+            raise ValueError("alpha: method 'gbt' needs alpha in [0, 1], got None")
+        alpha = float(as_float_array(alpha, "alpha", ndim=0, allow_complex=False))
+        if not (0.0 <= alpha <= 1.0):
+            raise ValueError(f"alpha: expected a real number in [0, 1], got {alpha}")
+        return alpha
+    if alpha is not None:
+        raise ValueError(f"alpha: only method 'gbt' takes alpha, got alpha={alpha} with method={method!r}")
+    return {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}[method]
+
+
+def _initial_coefficients(initial_state, measure: str, N: int, f: np.ndarray) -> np.ndarray:
+    """``c(t0)``: the given ``initial_state (n)``, else zero -- for LegS the limit ``c(t -> 0) = f(0) e_0``."""
+    if initial_state is None:
+        c0 = np.zeros(N)
+        if measure == "legs" and f.shape[0]:
+            # c(t -> 0) = f(0) e_0  (the average of f over [0, t] tends to f(0))
+            c0[0] = f[0]
+        return c0
+    c0 = as_float_array(initial_state, "initial_state", ndim=1, allow_complex=False).astype(np.float64)
+    check_shape(c0, "initial_state", (N,), "(n), the coefficients at t0")
+    return c0.copy()
+
+
 def basis(measure: str, N: int, x, t: float, *, theta: float = 1.0) -> np.ndarray:
     r"""The reconstruction basis ``g_n(x; t)`` at points ``x`` (shape ``(m,)``): returns ``(m n)``.
+
+    ``t``: the current time (finite; ``> 0`` for legs); ``theta > 0`` the window of legt/lmu/fout.
 
     Points outside the measure's support are allowed (the polynomials extrapolate); the
     approximation is only meaningful on the support.
@@ -282,11 +323,10 @@ def basis(measure: str, N: int, x, t: float, *, theta: float = 1.0) -> np.ndarra
     check_choice(measure, "measure", MEASURES)
     N = check_int(N, "N", minimum=1)
     x = as_float_array(x, "x", ndim=1, allow_complex=False).astype(np.float64, copy=False)
-    t = float(t)
+    t = float(_times(measure, t, ndim=0))
+    theta = _window(theta)
     n = np.arange(N)
     if measure == "legs":
-        if t <= 0:
-            raise ValueError(f"t: expected t > 0 for legs, got {t}")
         z = 2.0 * x / t - 1.0
         # g_n = sqrt(2n+1) P_n(2x/t - 1)
         return np.sqrt(2.0 * n + 1.0) * scipy.special.eval_legendre(n[None, :], z[:, None])

@@ -13,9 +13,12 @@ Ring initialization: ``|lambda|`` uniform in area on the ring ``r_min <= |lambda
 ``[0, max_phase]`` (``theta_log = log(max_phase u2)``); ``B = (N(0,1) + i N(0,1))/sqrt(2 H)``,
 ``C = (N(0,1) + i N(0,1))/sqrt(N)``, ``D ~ N(0, 1)``.
 
-Shapes: ``nu_log, theta_log, gamma_log (n)`` real, ``B (n h)``, ``C (h n)`` complex, ``D (h)``,
-``u (b l h)`` real -> ``y (b l h)`` real.  Views: ``recurrent`` (the literal loop), ``scan`` (the
-S5 associative scan with ``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)``), ``numba``.
+Shapes: ``nu_log, theta_log, gamma_log (n)`` real, ``B (n d)``, ``C (d n)`` complex, ``D (d)``,
+``u (b l d)`` real -> ``y (b l d)`` real; the state ``x (b n)`` complex (``x_{-1}`` = ``initial_state``,
+default 0).  Views (:func:`refimpl.ssm.lru.lru_ssm`): ``recurrent`` (:func:`recurrent`, the literal loop
+:func:`refimpl.ssm.s5.reference.diag_scan`; backend ``numba`` runs :func:`refimpl.ssm.s5.numba.diag_scan`) and
+``scan`` (:func:`scan`, the S5 associative scan with ``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)``,
+the initial state entering the first element ``b_0 = lambda x_{-1} + gamma B u_0``).
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ from typing import Optional
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_choice, check_int, result_dtype
+from refimpl._validate import as_float_array, check_bool, check_int, check_shape, result_dtype
+from refimpl.ssm.s5 import reference as s5
 
-__all__ = ["lambda_from_params", "gamma_from_lambda", "ring_init", "apply"]
+__all__ = ["lambda_from_params", "gamma_from_lambda", "ring_init", "recurrent", "scan"]
 
 
 def lambda_from_params(nu_log, theta_log) -> np.ndarray:
@@ -39,17 +43,24 @@ def lambda_from_params(nu_log, theta_log) -> np.ndarray:
 
 
 def gamma_from_lambda(lam) -> np.ndarray:
-    r"""``gamma = sqrt(1 - |lambda|^2)``, evaluated as ``sqrt(-expm1(2 log|lambda|))`` (no cancellation near ``|lambda| = 1``)."""
-    lam = np.asarray(lam)
-    # 1 - |lambda|^2 = -expm1(2 log|lambda|)
-    return np.sqrt(-np.expm1(2.0 * np.log(np.abs(lam))))
+    r"""``gamma = sqrt(1 - |lambda|^2)``, evaluated as ``sqrt(-expm1(2 log|lambda|))`` (no cancellation near ``|lambda| = 1``).
+
+    ``lam (n)`` with ``|lambda| < 1`` -> ``gamma (n)`` real (``gamma = 1`` at ``lambda = 0``).
+    """
+    lam = as_float_array(lam, "lam", ndim=1)
+    r = np.abs(lam)
+    if np.any(r >= 1):
+        raise ValueError(f"lam: expected |lambda| < 1 (a stable eigenvalue), got {lam[r >= 1][0]}")
+    with np.errstate(divide="ignore"):  # log 0 = -inf, expm1(-inf) = -1: gamma = 1 exactly
+        # 1 - |lambda|^2 = -expm1(2 log|lambda|)
+        return np.sqrt(-np.expm1(2.0 * np.log(r)))
 
 
-def ring_init(N: int, H: int, *, r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * np.pi,
+def ring_init(N: int, d: int, *, r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * np.pi,
               rng: Optional[np.random.Generator] = None):
-    """``(nu_log, theta_log, gamma_log, B, C, D)`` by the ring initialization (see module docstring)."""
+    """``(nu_log (n), theta_log (n), gamma_log (n), B (n d), C (d n), D (d))``, ``n = N``, by the ring initialization."""
     N = check_int(N, "N", minimum=1)
-    H = check_int(H, "H", minimum=1)
+    d = check_int(d, "d", minimum=1)
     if not (0.0 <= r_min < r_max <= 1.0):
         raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
     if not max_phase > 0:
@@ -62,52 +73,61 @@ def ring_init(N: int, H: int, *, r_min: float = 0.0, r_max: float = 1.0, max_pha
     # theta = max_phase u2
     theta_log = np.log(max_phase * u2)
     gamma_log = np.log(gamma_from_lambda(lambda_from_params(nu_log, theta_log)))
-    B = (rng.standard_normal((N, H)) + 1j * rng.standard_normal((N, H))) / np.sqrt(2 * H)
-    C = (rng.standard_normal((H, N)) + 1j * rng.standard_normal((H, N))) / np.sqrt(N)
-    D = rng.standard_normal(H)
+    B = (rng.standard_normal((N, d)) + 1j * rng.standard_normal((N, d))) / np.sqrt(2 * d)
+    C = (rng.standard_normal((d, N)) + 1j * rng.standard_normal((d, N))) / np.sqrt(N)
+    D = rng.standard_normal(d)
     return nu_log, theta_log, gamma_log, B, C, D
 
 
-def apply(nu_log, theta_log, gamma_log, B, C, D, u, *, view: str = "recurrent") -> np.ndarray:
-    r"""``y_t = Re(C x_t) + D u_t`` with ``x_t = lambda x_{t-1} + gamma (B u_t)``; ``view`` recurrent/scan/numba."""
-    check_choice(view, "view", ("recurrent", "scan", "numba"))
+def _lru_args(nu_log, theta_log, gamma_log, B, C, D, u, initial_state, return_final_state):
+    """Validate; returns ``lambda (n)``, ``gamma (n)``, ``B (n d)``, ``C (d n)`` in the working complex dtype,
+    ``D (d)``, ``u (b l d)``, ``initial_state (b n)`` or None."""
+    check_bool(return_final_state, "return_final_state")
     lam = lambda_from_params(nu_log, theta_log)
     n = lam.shape[0]
     gamma_log = as_float_array(gamma_log, "gamma_log", ndim=1, allow_complex=False)
-    if gamma_log.shape != (n,):
-        raise ValueError(f"gamma_log: expected shape ({n},), got {gamma_log.shape}")
+    check_shape(gamma_log, "gamma_log", (n,), "(n), as nu_log")
     u = as_float_array(u, "u", ndim=3, allow_complex=False)
-    bsz, L, h = u.shape
+    bsz, L, d = u.shape
     B = as_float_array(B, "B", ndim=2)
-    if B.shape != (n, h):
-        raise ValueError(f"B: expected shape ({n}, {h}), got {B.shape}")
+    check_shape(B, "B", (n, d), f"(n d) with n = {n} from nu_log and d = {d} from u")
     C = as_float_array(C, "C", ndim=2)
-    if C.shape != (h, n):
-        raise ValueError(f"C: expected shape ({h}, {n}), got {C.shape}")
+    check_shape(C, "C", (d, n), "(d n)")
     D = as_float_array(D, "D", ndim=1, allow_complex=False)
-    if D.shape != (h,):
-        raise ValueError(f"D: expected shape ({h},), got {D.shape}")
-    cdt = np.result_type(result_dtype(nu_log, theta_log, gamma_log, B, C, D, u), np.complex64)
-    lam = lam.astype(cdt)
-    gamma = np.exp(gamma_log).astype(cdt)
+    check_shape(D, "D", (d,), "(d)")
+    if initial_state is not None:
+        initial_state = as_float_array(initial_state, "initial_state", ndim=2)
+        check_shape(initial_state, "initial_state", (bsz, n), "(b n)")
+    cdt = np.result_type(result_dtype(nu_log, theta_log, gamma_log, B, C, D, u, initial_state), np.complex64)
+    x0 = None if initial_state is None else initial_state.astype(cdt)
+    return lam.astype(cdt), np.exp(gamma_log).astype(cdt), B.astype(cdt), C.astype(cdt), D, u, x0
+
+
+def _lru(states, nu_log, theta_log, gamma_log, B, C, D, u, initial_state, return_final_state):
+    """The LRU layer around one way of computing the states (``states(lambda, gamma B u, x_{-1})``)."""
+    lam, gamma, B, C, D, u, x0 = _lru_args(nu_log, theta_log, gamma_log, B, C, D, u, initial_state,
+                                           return_final_state)
     # gamma * (B u_t) for all t: (b l n)
-    Bu = gamma * np.einsum("nh,blh->bln", B.astype(cdt), u.astype(cdt))
-    if view == "recurrent":
-        X = np.zeros_like(Bu)
-        x = np.zeros((bsz, n), dtype=cdt)
-        for t in range(L):
-            # x_t = lambda x_{t-1} + gamma (B u_t)
-            x = lam * x + Bu[:, t]
-            X[:, t] = x
-    elif view == "scan":
-        from refimpl.ssm.s5.reference import associative_scan, binary_op
-
-        _, xs = associative_scan(binary_op, np.broadcast_to(lam, (L, bsz, n)).copy(), np.moveaxis(Bu, 1, 0))
-        X = np.moveaxis(xs, 0, 1)
-    else:
-        from refimpl.ssm import structured_numba
-
-        X = structured_numba.diag_scan(np.broadcast_to(lam, (L, n)), Bu)
+    Bu = gamma * np.einsum("nd,bld->bln", B, u.astype(B.dtype))
+    # x_t = lambda x_{t-1} + gamma (B u_t)
+    X = states(lam, Bu, x0)
     # y_t = Re(C x_t) + D u_t
-    y = np.einsum("hn,bln->blh", C.astype(cdt), X).real + D * u
-    return y.astype(np.finfo(cdt).dtype, copy=False)
+    y = (np.einsum("dn,bln->bld", C, X).real + D * u).astype(np.finfo(lam.dtype).dtype, copy=False)
+    if return_final_state:
+        return y, s5._final_state(X, x0, lam, u.shape[0])
+    return y
+
+
+def recurrent(nu_log, theta_log, gamma_log, B, C, D, u, *, initial_state=None, return_final_state: bool = False):
+    r"""The ``recurrent`` view: ``x_t = lambda x_{t-1} + gamma (B u_t)`` step by step, ``y_t = Re(C x_t) + D u_t``.
+
+    Shapes: ``nu_log, theta_log, gamma_log (n)``, ``B (n d)``, ``C (d n)``, ``D (d)``, ``u (b l d)`` -> ``y (b l d)``;
+    ``initial_state (b n)``.  ``return_final_state=True`` returns ``(y, x_{l-1})``.
+    """
+    return _lru(lambda lam, Bu, x0: s5.diag_scan(lam, Bu, x0), nu_log, theta_log, gamma_log, B, C, D, u,
+                initial_state, return_final_state)
+
+
+def scan(nu_log, theta_log, gamma_log, B, C, D, u, *, initial_state=None, return_final_state: bool = False):
+    """The ``scan`` view: the same states by the S5 associative scan; arguments as :func:`recurrent`."""
+    return _lru(s5._states_scan, nu_log, theta_log, gamma_log, B, C, D, u, initial_state, return_final_state)

@@ -1,1 +1,56 @@
-"""refimpl.ssm.s4d (see README.md in this folder)."""
+"""refimpl.ssm.s4d: the diagonal S4 (S4D) and DSS kernels (see README.md in this folder).
+
+Entry points: :func:`s4d_kernel`, :func:`dss_kernel`, :func:`vandermonde` (the Vandermonde product);
+public helpers :func:`init`, :func:`discretize_diag`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from refimpl._dispatch import register
+from refimpl.ssm.s4d.reference import INITS, METHODS, OUTPUTS, VARIANTS, discretize_diag, init
+
+__all__ = ["s4d_kernel", "dss_kernel", "vandermonde", "init", "discretize_diag", "INITS", "METHODS", "OUTPUTS",
+           "VARIANTS", "S4D_KERNEL", "DSS_KERNEL", "VANDERMONDE"]
+
+S4D_KERNEL = register("refimpl.ssm.s4d_kernel", {
+    ("vandermonde", "numpy"): "refimpl.ssm.s4d.reference:kernel",
+    ("vandermonde", "numba"): "refimpl.ssm.s4d.numba:kernel",
+})
+
+DSS_KERNEL = register("refimpl.ssm.dss_kernel", {
+    ("closed_form", "numpy"): "refimpl.ssm.s4d.reference:dss_kernel",
+})
+
+VANDERMONDE = register("refimpl.ssm.s4d.vandermonde", {
+    ("repeated_products", "numpy"): "refimpl.ssm.s4d.reference:vandermonde",
+    ("repeated_products", "numba"): "refimpl.ssm.s4d.numba:vandermonde",
+})
+
+
+def s4d_kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str, backend: str = "numpy") -> np.ndarray:
+    r"""The S4D kernel ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (``k < L``) by a Vandermonde product: ``K (d l)``.
+
+    Shapes: ``Lambda, B, C (d n)`` (complex), ``dt`` a positive scalar or ``(d,)`` (one step per channel).
+    ``method``: ``"zoh"`` or ``"bilinear"``.  ``output`` (required): ``"2re"`` (one eigenvalue of each conjugate
+    pair, ``K = 2 Re``), ``"re"`` (full spectrum) or ``"complex"``.  ``backend``: ``"numpy"`` or ``"numba"``.
+    """
+    return S4D_KERNEL.get("vandermonde", backend)(Lambda, B, C, dt, L, method=method, output=output)
+
+
+def dss_kernel(Lambda, W, dt, L: int, *, variant: str = "softmax", backend: str = "numpy") -> np.ndarray:
+    r"""The DSS kernel (real, ``K (d l)``) of ``Lambda, W (d n)``, ``dt`` a scalar or ``(d,)``.
+
+    ``variant="exp"``: ``K_k = Re sum_n w_n (e^{dt lambda_n} - 1)/lambda_n e^{k dt lambda_n}``;
+    ``variant="softmax"``: ``K_k = Re sum_n w_n/lambda_n softmax_k(k dt lambda_n)``.  ``backend``: ``"numpy"``.
+    """
+    return DSS_KERNEL.get("closed_form", backend)(Lambda, W, dt, L, variant=variant)
+
+
+def vandermonde(v, z, L: int, *, backend: str = "numpy") -> np.ndarray:
+    r"""``K_{c,k} = sum_n v_{c,n} z_{c,n}^k`` for ``k < L``: ``v, z (d n)`` -> ``(d l)``, powers by repeated products.
+
+    Exact shapes, floating inputs, finite values; complex64 only when both inputs are float32/complex64.
+    ``backend``: ``"numpy"`` or ``"numba"`` (flushes powers below the smallest normal number to zero).
+    """
+    return VANDERMONDE.get("repeated_products", backend)(v, z, L)

@@ -1,6 +1,7 @@
 r"""S4D and DSS: diagonal SSM kernels by a Vandermonde product (Gu et al. 2022b; Gupta et al. 2022).
 
-System per channel: ``x' = diag(Lambda) x + B u``, ``y = C x`` (``Lambda``, ``B``, ``C`` complex, ``(h n)``).
+System per channel: ``x' = diag(Lambda) x + B u``, ``y = C x`` (``Lambda``, ``B``, ``C`` complex, ``(d n)``:
+``d`` channels, ``n`` states each; the kernel ``K (d l)`` is a per-channel filter).
 
 Discretizations (per channel step ``dt``; reuses :mod:`refimpl.ssm.discretization.reference` with ``diagonal=True``)
 * ``zoh``: ``A_bar = exp(dt Lambda)``, ``B_bar = dt * expm1(dt Lambda)/(dt Lambda) * B``
@@ -9,7 +10,7 @@ Discretizations (per channel step ``dt``; reuses :mod:`refimpl.ssm.discretizatio
 
 Kernel: ``K_k = sum_n C_n B_bar_n A_bar_n^k`` for ``k < L`` -- the Vandermonde product
 ``K = (C * B_bar) @ V`` with ``V[n, k] = A_bar_n^k``, powers by repeated multiplication
-``A_bar^{k+1} = A_bar * A_bar^k`` (the NumPy reference; :mod:`refimpl.ssm.structured_numba` has the kernel).
+``A_bar^{k+1} = A_bar * A_bar^k`` (the NumPy reference; :mod:`refimpl.ssm.s4d.numba` has the kernel).
 
 Real output (a named parameter, never implicit): ``output="2re"`` -- ``K = 2 Re(...)``, for one
 eigenvalue per conjugate pair (S4D's ``N/2`` storage); ``"re"`` -- ``Re(...)`` for a full
@@ -38,14 +39,15 @@ from typing import Tuple
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_choice, check_int, check_positive, result_dtype
+from refimpl._validate import as_float_array, check_choice, check_int, check_positive, check_shape, result_dtype
 from refimpl.ssm.discretization import reference as discretize
 from refimpl.ssm.s4.reference import OUTPUTS, real_output
 
-__all__ = ["INITS", "init", "discretize_diag", "vandermonde", "kernel", "dss_kernel", "OUTPUTS"]
+__all__ = ["INITS", "METHODS", "VARIANTS", "init", "discretize_diag", "vandermonde", "kernel", "dss_kernel", "OUTPUTS"]
 
 INITS = ("lin", "inv", "real", "legs")
 METHODS = ("zoh", "bilinear")
+VARIANTS = ("exp", "softmax")
 
 
 def init(name: str, N: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -72,39 +74,61 @@ def init(name: str, N: int) -> Tuple[np.ndarray, np.ndarray]:
     return d.Lambda[keep].copy(), d.Bt[keep].copy()
 
 
-def _validate(Lambda, B, C, dt):
-    Lambda = as_float_array(Lambda, "Lambda", ndim=2)
-    h, n = Lambda.shape
-    B = as_float_array(B, "B", ndim=2)
-    C = as_float_array(C, "C", ndim=2)
-    for name, arr in (("B", B), ("C", C)):
-        if arr.shape != (h, n):
-            raise ValueError(f"{name}: expected shape ({h}, {n}) to match Lambda, got {arr.shape}")
+def _channel_steps(dt, d: int) -> np.ndarray:
+    """``dt``: a positive scalar or one step per channel of shape ``(d,)`` exactly (never ``(1, d)``, ``(d, 1)``:
+    the discretization would read an extra leading axis as one step per time step)."""
     dt = as_float_array(dt, "dt", ndim=(0, 1), allow_complex=False)
     check_positive(dt, "dt")
-    if dt.ndim == 1 and dt.shape != (h,):
-        raise ValueError(f"dt: expected a scalar or shape ({h},), got {dt.shape}")
-    dt = np.broadcast_to(dt, (h,)).copy()
+    if dt.ndim == 1:
+        check_shape(dt, "dt", (d,), "(one step per channel) or a scalar")
+    return np.broadcast_to(dt, (d,))
+
+
+def _diag_system(Lambda, B, dt, names=("Lambda", "B")):
+    """Validate ``Lambda (d n)``, ``B (d n)`` (named ``names``) and ``dt``; the working dtypes are not applied here."""
+    Lambda = as_float_array(Lambda, names[0], ndim=2)
+    B = as_float_array(B, names[1], ndim=2)
+    check_shape(B, names[1], Lambda.shape, f"(d n), the shape of {names[0]}")
+    return Lambda, B, _channel_steps(dt, Lambda.shape[0])
+
+
+def _validate(Lambda, B, C, dt, names=("Lambda", "B", "C")):
+    Lambda, B, dt = _diag_system(Lambda, B, dt, names[:2])
+    C = as_float_array(C, names[2], ndim=2)
+    check_shape(C, names[2], Lambda.shape, f"(d n), the shape of {names[0]}")
     # complex64 only when every input is float32/complex64 (no silent downcast)
     cdt = np.result_type(result_dtype(Lambda, B, C, dt), np.complex64)
     return Lambda.astype(cdt), B.astype(cdt), C.astype(cdt), dt.astype(np.finfo(cdt).dtype)
 
 
-def discretize_diag(Lambda, B, dt, method: str = "zoh"):
-    """``(A_bar, B_bar)`` of the diagonal system, ``(h n)`` each (``refimpl.ssm.discretization.reference``)."""
+def discretize_diag(Lambda, B, dt, method: str = "zoh") -> Tuple[np.ndarray, np.ndarray]:
+    """``(A_bar, B_bar)``, ``(d n)`` each, of the diagonal systems ``Lambda, B (d n)`` with ``dt`` a scalar or ``(d,)``.
+
+    ``zoh``: ``A_bar = exp(dt Lambda)``, ``B_bar = dt phi1(dt Lambda) B``; ``bilinear``: ``A_bar = (1 + dt/2 Lambda)/
+    (1 - dt/2 Lambda)``, ``B_bar = dt B/(1 - dt/2 Lambda)`` (:mod:`refimpl.ssm.discretization`, ``diagonal=True``).
+    """
     check_choice(method, "method", METHODS)
+    Lambda, B, dt = _diag_system(Lambda, B, dt)
     fn = discretize.zoh if method == "zoh" else discretize.bilinear
     A_bar, B_bar = fn(Lambda, B[..., None], dt, diagonal=True)
     return A_bar, B_bar[..., 0]
 
 
-def vandermonde(v, z, L: int) -> np.ndarray:
-    r"""``K_k = sum_n v_n z_n^k``, ``k < L``: ``v, z (h n)`` -> ``(h l)``; powers by repeated multiplication."""
+def _vandermonde_args(v, z, L):
+    """Validate the Vandermonde product's arguments (shared by every backend): ``v, z (d n)`` exact shapes,
+    floating and finite, ``L >= 0``; returns them in the working complex dtype."""
     L = check_int(L, "L", minimum=0)
-    v = np.asarray(v)
-    z = np.asarray(z)
-    h, n = z.shape
-    K = np.zeros((h, L), dtype=np.result_type(v, z))
+    v = as_float_array(v, "v", ndim=2)
+    z = as_float_array(z, "z", ndim=2)
+    check_shape(z, "z", v.shape, "(d n), the shape of v")
+    cdt = np.result_type(result_dtype(v, z), np.complex64)
+    return v.astype(cdt, copy=False), z.astype(cdt, copy=False), L
+
+
+def vandermonde(v, z, L: int) -> np.ndarray:
+    r"""``K_{c,k} = sum_n v_{c,n} z_{c,n}^k``, ``k < L``: ``v, z (d n)`` -> ``(d l)``; powers by repeated multiplication."""
+    v, z, L = _vandermonde_args(v, z, L)
+    K = np.zeros((v.shape[0], L), dtype=v.dtype)
     zk = np.ones_like(z)  # z^k
     for k in range(L):
         # K_k = sum_n v_n z_n^k
@@ -114,46 +138,43 @@ def vandermonde(v, z, L: int) -> np.ndarray:
     return K
 
 
-def kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str, backend: str = "numpy") -> np.ndarray:
-    r"""S4D kernel ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (``(h l)``); ``output`` in complex/re/2re (required).
-
-    ``backend``: ``numpy`` (:func:`vandermonde`) or ``numba`` (:func:`refimpl.ssm.structured_numba.vandermonde`).
-    """
+def _kernel(Lambda, B, C, dt, L, method, output, vandermonde_fn) -> np.ndarray:
     L = check_int(L, "L", minimum=0)
     check_choice(method, "method", METHODS)
     check_choice(output, "output", OUTPUTS)
-    check_choice(backend, "backend", ("numpy", "numba"))
     Lambda, B, C, dt = _validate(Lambda, B, C, dt)
     A_bar, B_bar = discretize_diag(Lambda, B, dt, method)
     # K = (C * B_bar) @ V,  V[n, k] = A_bar_n^k
-    if backend == "numba":
-        from refimpl.ssm import structured_numba
+    return real_output(vandermonde_fn(C * B_bar, A_bar, L), output)
 
-        K = structured_numba.vandermonde(C * B_bar, A_bar, L)
-    else:
-        K = vandermonde(C * B_bar, A_bar, L)
-    return real_output(K, output)
+
+def kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str) -> np.ndarray:
+    r"""S4D kernel ``K_k = sum_n C_n B_bar_n A_bar_n^k`` (the ``vandermonde`` view): ``K (d l)``.
+
+    Shapes: ``Lambda, B, C (d n)``, ``dt`` a scalar or ``(d,)``.  ``output`` in complex/re/2re (required).
+    """
+    return _kernel(Lambda, B, C, dt, L, method, output, vandermonde)
 
 
 def dss_kernel(Lambda, W, dt, L: int, *, variant: str = "softmax") -> np.ndarray:
-    r"""DSS kernel (real, ``(h l)``): ``variant`` ``exp`` or ``softmax`` (see module docstring)."""
+    r"""DSS kernel (real, ``(d l)``): ``Lambda, W (d n)``, ``dt`` a scalar or ``(d,)``; ``variant`` ``exp`` or ``softmax``."""
     L = check_int(L, "L", minimum=0)
-    check_choice(variant, "variant", ("exp", "softmax"))
-    Lambda, W, _, dt = _validate(Lambda, W, W, dt)
+    check_choice(variant, "variant", VARIANTS)
+    Lambda, W, _, dt = _validate(Lambda, W, W, dt, names=("Lambda", "W", "W"))
     if np.any(Lambda == 0):
         raise ValueError("Lambda: DSS divides by lambda_n; got a zero eigenvalue")
     k = np.arange(L)
-    # P[h, n, k] = k dt lambda_n
+    # P[c, n, k] = k dt lambda_n
     Pm = (dt[:, None] * Lambda)[..., None] * k
     if variant == "exp":
         # K_k = Re sum_n w_n (e^{dt lambda} - 1)/lambda e^{k dt lambda}
         coef = W * np.expm1(dt[:, None] * Lambda) / Lambda
-        return np.einsum("hn,hnk->hk", coef, np.exp(Pm)).real
+        return np.einsum("dn,dnk->dk", coef, np.exp(Pm)).real
     if L == 0:
-        return np.zeros((Lambda.shape[0], 0))
+        return np.zeros((Lambda.shape[0], 0), dtype=np.finfo(Lambda.dtype).dtype)
     # softmax over k with max-subtraction of the real parts: e^{p_k - max Re p} / sum_r e^{p_r - max Re p}
     Pm = Pm - np.max(Pm.real, axis=-1, keepdims=True)
     E = np.exp(Pm)
     S = E / np.sum(E, axis=-1, keepdims=True)
     # K_k = Re sum_n (w_n / lambda_n) softmax_k(k dt lambda_n)
-    return np.einsum("hn,hnk->hk", W / Lambda, S).real
+    return np.einsum("dn,dnk->dk", W / Lambda, S).real

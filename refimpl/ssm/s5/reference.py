@@ -1,32 +1,38 @@
 r"""S5 (Smith, Warrington, Linderman 2023): a MIMO diagonal SSM run by a parallel scan.
 
 Continuous system (already diagonalized): ``x' = Lambda x + B~ u``, ``y = C~ x + D u`` with
-``Lambda (p)`` complex, ``B~ (p h)``, ``C~ (h p)``, ``D (h)`` (feed-through per feature),
-and one time step per *state*, ``dt (p)``.
+``Lambda (n)`` complex, ``B~ (n d)``, ``C~ (d n)``, ``D (d)`` (feed-through per feature),
+and one time step per *state*, ``dt (n)``.  ``d`` features, ``n`` states (shared by all features).
 
-Discretization, per state ``p`` (:mod:`refimpl.ssm.discretization.reference`, as ``p`` one-state systems):
+Discretization, per state (:mod:`refimpl.ssm.discretization`, as ``n`` one-state systems):
 * ``zoh``: ``Lambda_bar = exp(dt Lambda)``, ``B_bar = dt expm1(dt Lambda)/(dt Lambda) B~`` (= ``Lambda^{-1}(Lambda_bar - 1) B~``)
 * ``bilinear``: ``Lambda_bar = (1 + dt/2 Lambda)/(1 - dt/2 Lambda)``, ``B_bar = dt B~/(1 - dt/2 Lambda)``
 
-Recurrence ``x_t = Lambda_bar * x_{t-1} + B_bar u_t`` (``x_{-1} = 0``), output
+Recurrence ``x_t = Lambda_bar * x_{t-1} + B_bar u_t`` (``x_{-1}`` = ``initial_state``, default 0), output
 ``y_t = Re(C~ x_t) + D u_t`` (``output="re"``, full spectrum) or ``2 Re(C~ x_t) + D u_t``
 (``output="2re"``, conjugate symmetry: one eigenvalue of each conjugate pair stored).
 The output convention is a required argument.
 
 Parallel scan: elements ``e_t = (a_t, b_t) = (Lambda_bar, B_bar u_t)``, binary operator
 ``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)`` (``i`` before ``j``); the ``b`` part of the
-inclusive prefix is ``x_t``.  :func:`associative_scan` is the work-efficient odd/even recursion
-(pairs, recurse on the pair sums, fill in the even positions): ``O(L)`` work, ``O(log L)`` depth.
+inclusive prefix is ``x_t``.  An initial state enters the first element: ``b_0 = Lambda_bar x_{-1} + B_bar u_0``.
+:func:`associative_scan` is the work-efficient odd/even recursion (pairs, recurse on the pair sums, fill in
+the even positions): ``O(L)`` work, ``O(log L)`` depth.
 
 Bidirectional: a second scan over the reversed sequence gives ``x^b_t`` (the same ``Lambda_bar``,
-``B_bar``), and ``y_t = Re(C~ x_t) + Re(C~_b x^b_t) + D u_t`` (times 2 for ``2re``).
+``B_bar``), and ``y_t = Re(C~ x_t) + Re(C~_b x^b_t) + D u_t`` (times 2 for ``2re``); it has no single
+state to resume, so ``initial_state`` / ``return_final_state`` are refused with ``C_back``.
 
 HiPPO-N initialization (:func:`hippo_n_init`): the eigendecomposition of the normal part of
 HiPPO-LegS, ``S = A_legs + P P^T = V Lambda V^*`` (unitary ``V``, S4 sign), with
-``B~ = V^* B``, ``C~ = C V`` for real ``B (p h)``, ``C (h p)``; with ``conj_sym=True`` the eigenvalues
+``B~ = V^* B``, ``C~ = C V`` for real ``B (N d)``, ``C (d N)``; with ``conj_sym=True`` the eigenvalues
 with ``Im > 0`` (and their eigenvectors) are kept.
 
-Shapes: ``u (b l h)`` real; returns ``y (b l h)`` real.
+Views (:func:`refimpl.ssm.s5.s5_ssm`): ``recurrent`` (:func:`recurrent`, the literal loop :func:`diag_scan`;
+the Numba kernel :func:`refimpl.ssm.s5.numba.diag_scan` is its ``numba`` backend) and ``scan``
+(:func:`scan`, :func:`associative_scan`).
+
+Shapes: ``u (b l d)`` real -> ``y (b l d)`` real; state ``(b n)`` complex.
 """
 from __future__ import annotations
 
@@ -34,30 +40,31 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_choice, check_int, check_positive, result_dtype
+from refimpl._validate import (as_float_array, check_bool, check_choice, check_int, check_positive, check_shape,
+                               result_dtype)
 from refimpl.ssm.discretization import reference as discretize
 from refimpl.ssm.s4.reference import OUTPUTS
 
-__all__ = ["discretize_s5", "associative_scan", "binary_op", "recurrent", "scan", "apply", "hippo_n_init", "init"]
+__all__ = ["discretize_s5", "associative_scan", "binary_op", "diag_scan", "recurrent", "scan", "hippo_n_init", "init",
+           "REAL_OUTPUTS"]
 
-VIEWS = ("recurrent", "scan", "numba")
+REAL_OUTPUTS = OUTPUTS[1:]  # ("re", "2re")
 
 
 def discretize_s5(Lambda, B_tilde, dt, method: str = "zoh") -> Tuple[np.ndarray, np.ndarray]:
-    r"""``(Lambda_bar (p), B_bar (p h))`` with one step ``dt_p`` per state."""
+    r"""``(Lambda_bar (n), B_bar (n d))`` with one step per state: ``Lambda (n)``, ``B_tilde (n d)``, ``dt`` scalar or ``(n,)``."""
     check_choice(method, "method", ("zoh", "bilinear"))
     Lambda = as_float_array(Lambda, "Lambda", ndim=1)
-    p = Lambda.shape[0]
+    n = Lambda.shape[0]
     B_tilde = as_float_array(B_tilde, "B_tilde", ndim=2)
-    if B_tilde.shape[0] != p:
-        raise ValueError(f"B_tilde: expected shape ({p}, h), got {B_tilde.shape}")
+    check_shape(B_tilde, "B_tilde", (n, None), f"(n d) with n = {n} from Lambda")
     dt = as_float_array(dt, "dt", ndim=(0, 1), allow_complex=False)
     check_positive(dt, "dt")
-    if dt.ndim == 1 and dt.shape != (p,):
-        raise ValueError(f"dt: expected a scalar or shape ({p},) (one step per state), got {dt.shape}")
-    dt = np.broadcast_to(dt, (p,))
+    if dt.ndim == 1:
+        check_shape(dt, "dt", (n,), "(one step per state) or a scalar")
+    dt = np.broadcast_to(dt, (n,))
     fn = discretize.zoh if method == "zoh" else discretize.bilinear
-    # p one-state systems: A (p 1) diagonal, B (p 1 h), dt (p) -> A_bar (p 1), B_bar (p 1 h)
+    # n one-state systems: A (n 1) diagonal, B (n 1 d), dt (n) -> A_bar (n 1), B_bar (n 1 d)
     A_bar, B_bar = fn(Lambda[:, None], B_tilde[:, None, :], dt, diagonal=True)
     return A_bar[:, 0], B_bar[:, 0, :]
 
@@ -69,15 +76,37 @@ def binary_op(e_i, e_j):
     return a_j * a_i, a_j * b_i + b_j
 
 
-def associative_scan(op: Callable, a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    r"""Inclusive scan of the pairs ``(a_t, b_t)`` along axis 0 under ``op`` (odd/even recursion)."""
+def _scan_args(op, a, b):
+    """``op`` callable; ``a (l ...)``, ``b (l ...)`` floating arrays with the same number of steps ``l`` (axis 0)."""
+    if not callable(op):
+        raise TypeError(f"op: expected a callable binary operator, got {type(op).__name__}")
+    a = as_float_array(a, "a")
+    b = as_float_array(b, "b")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"a, b: expected arrays with a leading time axis, got shapes {a.shape} and {b.shape}")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a: expected {b.shape[0]} steps along axis 0 (as b, shape {b.shape}), got shape {a.shape}")
+    return a, b
+
+
+def associative_scan(op: Callable, a, b) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Inclusive scan of the pairs ``(a_t, b_t)`` along axis 0 under ``op`` (odd/even recursion).
+
+    ``a (l ...)`` and ``b (l ...)`` hold one element per step ``t < l`` (the same ``l``; the trailing axes are
+    the operator's business, e.g. ``a (l n n)`` matrices acting on ``b (l n)``).
+    """
+    a, b = _scan_args(op, a, b)
+    return _odd_even_scan(op, a, b)
+
+
+def _odd_even_scan(op, a, b):
     L = a.shape[0]
     if L < 2:
         return a.copy(), b.copy()
     # reduce adjacent pairs: r_k = e_{2k} . e_{2k+1}
     ra, rb = op((a[0:-1:2], b[0:-1:2]), (a[1::2], b[1::2]))
     # prefixes at the odd positions 1, 3, 5, ...
-    oa, ob = associative_scan(op, ra, rb)
+    oa, ob = _odd_even_scan(op, ra, rb)
     # even positions 2, 4, ...: prefix_{2k} = prefix_{2k-1} . e_{2k}
     n_even = (L + 1) // 2 - 1
     ea, eb = op((oa[:n_even], ob[:n_even]), (a[2::2], b[2::2]))
@@ -89,126 +118,173 @@ def associative_scan(op: Callable, a: np.ndarray, b: np.ndarray) -> Tuple[np.nda
     return out_a, out_b
 
 
-def _validate(Lambda_bar, B_bar, C_tilde, D, u, C_back):
-    Lambda_bar = as_float_array(Lambda_bar, "Lambda_bar", ndim=1)
-    p = Lambda_bar.shape[0]
+def _diag_scan_args(a, b, initial_state):
+    """``a (l n)`` or ``(n)`` (time-invariant), ``b (b l n)``, ``initial_state (b n)`` or None; floating, finite, exact
+    shapes.  Returns ``(a (l n), b, s0)`` in the working complex dtype (shared by every backend)."""
+    b = as_float_array(b, "b", ndim=3)
+    bsz, L, n = b.shape
+    a = as_float_array(a, "a", ndim=(1, 2))
+    if a.ndim == 1:
+        check_shape(a, "a", (n,), f"(n) or (l n) with (l, n) = {(L, n)} from b")
+        a = np.broadcast_to(a, (L, n))
+    check_shape(a, "a", (L, n), f"(l n) or (n) with (l, n) = {(L, n)} from b")
+    if initial_state is not None:
+        initial_state = as_float_array(initial_state, "initial_state", ndim=2)
+        check_shape(initial_state, "initial_state", (bsz, n), "(b n)")
+    cdt = np.result_type(result_dtype(a, b, initial_state), np.complex64)
+    s0 = np.zeros((bsz, n), dtype=cdt) if initial_state is None else initial_state.astype(cdt)
+    return a.astype(cdt, copy=False), b.astype(cdt, copy=False), s0
+
+
+def diag_scan(a, b, initial_state=None) -> np.ndarray:
+    r"""All states of ``s_t = a_t * s_{t-1} + b_t`` (elementwise over ``n``; ``s_{-1}`` = ``initial_state``, default 0).
+
+    ``a (l n)`` or ``(n)`` (time-invariant), ``b (b l n)``, ``initial_state (b n)`` -> ``(b l n)`` complex.
+    """
+    a, b, s = _diag_scan_args(a, b, initial_state)
+    out = np.empty_like(b)
+    for t in range(b.shape[1]):
+        # s_t = a_t s_{t-1} + b_t
+        s = a[t] * s + b[:, t]
+        out[:, t] = s
+    return out
+
+
+def _s5_args(Lambda, B_tilde, C_tilde, D, dt, u, method, output, C_back, initial_state, return_final_state):
+    """Validate and discretize: ``Lambda_bar (n)``, ``B_bar (n d)``, ``C~ (d n)``, ``D (d)``/None, ``u (b l d)``,
+    ``C_back``, ``initial_state (b n)``/None in the working dtypes."""
+    check_choice(output, "output", REAL_OUTPUTS)
+    check_bool(return_final_state, "return_final_state")
+    Lambda_bar, B_bar = discretize_s5(Lambda, B_tilde, dt, method)
+    n = Lambda_bar.shape[0]
     u = as_float_array(u, "u", ndim=3, allow_complex=False)
-    bsz, L, h = u.shape
-    B_bar = as_float_array(B_bar, "B_bar", ndim=2)
-    if B_bar.shape != (p, h):
-        raise ValueError(f"B_bar: expected shape ({p}, {h}) from Lambda_bar and u, got {B_bar.shape}")
+    bsz, L, d = u.shape
+    check_shape(B_bar, "B_tilde", (n, d), f"(n d) with d = {d} features from u")
     C_tilde = as_float_array(C_tilde, "C_tilde", ndim=2)
-    if C_tilde.shape != (h, p):
-        raise ValueError(f"C_tilde: expected shape ({h}, {p}), got {C_tilde.shape}")
+    check_shape(C_tilde, "C_tilde", (d, n), "(d n)")
     if C_back is not None:
         C_back = as_float_array(C_back, "C_back", ndim=2)
-        if C_back.shape != (h, p):
-            raise ValueError(f"C_back: expected shape ({h}, {p}), got {C_back.shape}")
+        check_shape(C_back, "C_back", (d, n), "(d n)")
+        if initial_state is not None or return_final_state:
+            raise ValueError("initial_state, return_final_state: the bidirectional model (C_back given) has no "
+                             f"single state to resume; got initial_state={'an array' if initial_state is not None else None}, "
+                             f"return_final_state={return_final_state}")
     if D is not None:
         D = as_float_array(D, "D", ndim=1, allow_complex=False)
-        if D.shape != (h,):
-            raise ValueError(f"D: expected shape ({h},), got {D.shape}")
-    cdt = np.result_type(result_dtype(Lambda_bar, B_bar, C_tilde, D, u, C_back), np.complex64)
+        check_shape(D, "D", (d,), "(d)")
+    if initial_state is not None:
+        initial_state = as_float_array(initial_state, "initial_state", ndim=2)
+        check_shape(initial_state, "initial_state", (bsz, n), "(b n)")
+    cdt = np.result_type(result_dtype(Lambda_bar, B_bar, C_tilde, D, u, C_back, initial_state), np.complex64)
     cast = lambda x: None if x is None else x.astype(cdt, copy=False)  # noqa: E731
-    return cast(Lambda_bar), cast(B_bar), cast(C_tilde), D, u, cast(C_back)
+    return cast(Lambda_bar), cast(B_bar), cast(C_tilde), D, u, cast(C_back), cast(initial_state)
 
 
 def _readout(X, C_tilde, output):
     # Re(C~ x_t), or 2 Re(C~ x_t) under conjugate symmetry
-    y = np.einsum("hp,blp->blh", C_tilde, X).real
+    y = np.einsum("dn,bln->bld", C_tilde, X).real
     return 2.0 * y if output == "2re" else y
 
 
-def _states_recurrent(Lambda_bar, Bu):
-    X = np.zeros_like(Bu)
-    x = np.zeros((Bu.shape[0], Bu.shape[2]), dtype=Bu.dtype)
-    for t in range(Bu.shape[1]):
-        # x_t = Lambda_bar * x_{t-1} + B_bar u_t
-        x = Lambda_bar * x + Bu[:, t]
-        X[:, t] = x
-    return X
+def _final_state(X, x0, Lambda_bar, bsz):
+    """The state after the last step (``x_{l-1}``); ``initial_state`` (or zero) when ``l = 0``."""
+    if X.shape[1]:
+        return X[:, -1].copy()
+    return np.zeros((bsz, Lambda_bar.shape[0]), dtype=X.dtype) if x0 is None else x0.copy()
 
 
-def _states_scan(Lambda_bar, Bu):
-    L = Bu.shape[1]
-    # e_t = (Lambda_bar, B_bar u_t); scan along time (axis 0 after moving)
-    a = np.broadcast_to(Lambda_bar, (L, Bu.shape[0], Bu.shape[2])).copy()
-    _, xs = associative_scan(binary_op, a, np.moveaxis(Bu, 1, 0))
-    return np.moveaxis(xs, 0, 1)
-
-
-def _states_numba(Lambda_bar, Bu):
-    from refimpl.ssm import structured_numba
-
-    L = Bu.shape[1]
-    return structured_numba.diag_scan(np.broadcast_to(Lambda_bar, (L, Lambda_bar.shape[0])), Bu)
-
-
-def _run(states_fn, Lambda_bar, B_bar, C_tilde, D, u, output, C_back):
-    check_choice(output, "output", OUTPUTS[1:])
-    Lambda_bar, B_bar, C_tilde, D, u, C_back = _validate(Lambda_bar, B_bar, C_tilde, D, u, C_back)
-    # B_bar u_t for every t: (b l p)
-    Bu = np.einsum("ph,blh->blp", B_bar, u.astype(B_bar.dtype))
-    X = states_fn(Lambda_bar, Bu)
+def _s5(states, Lambda, B_tilde, C_tilde, D, dt, u, method, output, C_back, initial_state, return_final_state):
+    """The S5 layer around one way of computing the states ``x_t`` (``states(Lambda_bar, B_bar u, x_{-1})``)."""
+    Lambda_bar, B_bar, C_tilde, D, u, C_back, x0 = _s5_args(
+        Lambda, B_tilde, C_tilde, D, dt, u, method, output, C_back, initial_state, return_final_state)
+    # B_bar u_t for every t: (b l n)
+    Bu = np.einsum("nd,bld->bln", B_bar, u.astype(B_bar.dtype))
+    # x_t = Lambda_bar * x_{t-1} + B_bar u_t
+    X = states(Lambda_bar, Bu, x0)
+    # y_t = Re(C~ x_t)  (2 Re for 2re)
     y = _readout(X, C_tilde, output)
     if C_back is not None:
         # backward direction: the same recurrence over the reversed sequence, reversed back
-        Xb = states_fn(Lambda_bar, Bu[:, ::-1].copy())[:, ::-1]
-        y = y + _readout(Xb, C_back, output)
+        y = y + _readout(states(Lambda_bar, Bu[:, ::-1].copy(), None)[:, ::-1], C_back, output)
     if D is not None:
         # + D u_t
         y = y + D * u
-    return y.astype(np.finfo(Lambda_bar.dtype).dtype, copy=False)
+    y = y.astype(np.finfo(Lambda_bar.dtype).dtype, copy=False)
+    if return_final_state:
+        return y, _final_state(X, x0, Lambda_bar, u.shape[0])
+    return y
 
 
-def recurrent(Lambda_bar, B_bar, C_tilde, D, u, *, output: str, C_back=None) -> np.ndarray:
-    """The literal recurrence (see module docstring); ``C_back`` enables the bidirectional model."""
-    return _run(_states_recurrent, Lambda_bar, B_bar, C_tilde, D, u, output, C_back)
+def _states_scan(Lambda_bar, Bu, x0):
+    # e_t = (Lambda_bar, B_bar u_t), scanned along time; x_{-1} enters e_0: b_0 = Lambda_bar x_{-1} + B_bar u_0
+    b = np.moveaxis(Bu, 1, 0).copy()
+    if x0 is not None and b.shape[0]:
+        b[0] = Lambda_bar * x0 + b[0]
+    a = np.broadcast_to(Lambda_bar, b.shape).copy()
+    _, xs = _odd_even_scan(binary_op, a, b)
+    return np.moveaxis(xs, 0, 1)
 
 
-def scan(Lambda_bar, B_bar, C_tilde, D, u, *, output: str, C_back=None) -> np.ndarray:
-    """The parallel-scan view with the S5 binary operator (:func:`associative_scan`)."""
-    return _run(_states_scan, Lambda_bar, B_bar, C_tilde, D, u, output, C_back)
+def recurrent(Lambda, B_tilde, C_tilde, D, dt, u, *, method: str = "zoh", output: str, C_back=None,
+              initial_state=None, return_final_state: bool = False):
+    r"""The ``recurrent`` view: ``x_t = Lambda_bar * x_{t-1} + B_bar u_t`` step by step, ``y_t = Re(C~ x_t) + D u_t``.
+
+    Shapes: ``Lambda (n)``, ``B_tilde (n d)``, ``C_tilde (d n)``, ``D (d)`` or None, ``dt`` a scalar or ``(n,)``,
+    ``u (b l d)`` -> ``y (b l d)``; ``initial_state (b n)``.  ``C_back (d n)`` enables the bidirectional model.
+    ``return_final_state=True`` returns ``(y, x_{l-1})``.
+    """
+    return _s5(lambda a, Bu, x0: diag_scan(a, Bu, x0), Lambda, B_tilde, C_tilde, D, dt, u, method, output, C_back,
+               initial_state, return_final_state)
 
 
-def apply(Lambda, B_tilde, C_tilde, D, dt, u, *, method: str = "zoh", output: str, view: str = "scan",
-          C_back=None) -> np.ndarray:
-    """Discretize (per-state ``dt``) and run one view: ``recurrent``, ``scan`` or ``numba``."""
-    check_choice(view, "view", VIEWS)
-    Lambda_bar, B_bar = discretize_s5(Lambda, B_tilde, dt, method)
-    fn = {"recurrent": _states_recurrent, "scan": _states_scan, "numba": _states_numba}[view]
-    return _run(fn, Lambda_bar, B_bar, C_tilde, D, u, output, C_back)
+def scan(Lambda, B_tilde, C_tilde, D, dt, u, *, method: str = "zoh", output: str, C_back=None,
+         initial_state=None, return_final_state: bool = False):
+    """The ``scan`` view: the same states by :func:`associative_scan` with the S5 :func:`binary_op`; as :func:`recurrent`."""
+    return _s5(_states_scan, Lambda, B_tilde, C_tilde, D, dt, u, method, output, C_back, initial_state,
+               return_final_state)
 
 
-def hippo_n_init(P: int, *, conj_sym: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-    r"""``(Lambda, V)``: HiPPO-N eigenvalues (``p``) and unitary eigenvectors (``P p``), ``p = P/2`` if conj_sym."""
+def hippo_n_init(N: int, *, conj_sym: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    r"""``(Lambda, V)``: HiPPO-N eigenvalues ``(n)`` and unitary eigenvectors ``(N n)``; ``n = N/2`` if ``conj_sym``."""
     from refimpl.ssm.s4 import reference as s4
 
-    P = check_int(P, "P", minimum=1)
-    if conj_sym and P % 2:
-        raise ValueError(f"P: conjugate symmetry keeps one eigenvalue per pair and needs an even P, got {P}")
-    d = s4.nplr("legs", P)
+    N = check_int(N, "N", minimum=1)
+    conj_sym = check_bool(conj_sym, "conj_sym")
+    if conj_sym and N % 2:
+        raise ValueError(f"N: conjugate symmetry keeps one eigenvalue per pair and needs an even N, got {N}")
+    d = s4.nplr("legs", N)
     if not conj_sym:
         return d.Lambda.copy(), d.V.copy()
     keep = d.Lambda.imag > 0
     return d.Lambda[keep].copy(), d.V[:, keep].copy()
 
 
-def init(P: int, H: int, *, conj_sym: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1,
-         rng: Optional[np.random.Generator] = None):
-    r"""S5 parameters ``(Lambda, B_tilde, C_tilde, D, dt)`` from HiPPO-N.
+def _step_range(dt_min, dt_max):
+    """``0 < dt_min <= dt_max``, finite reals (``log dt`` is drawn uniformly between their logarithms)."""
+    dt_min = float(as_float_array(dt_min, "dt_min", ndim=0, allow_complex=False))
+    dt_max = float(as_float_array(dt_max, "dt_max", ndim=0, allow_complex=False))
+    check_positive(dt_min, "dt_min")
+    if not dt_max >= dt_min:
+        raise ValueError(f"dt_max: expected a value >= dt_min = {dt_min}, got {dt_max}")
+    return dt_min, dt_max
 
-    ``B (P h)`` with entries ``N(0, 1/P)``, ``C (h P)`` with ``N(0, 1)`` entries -- both real --
+
+def init(N: int, d: int, *, conj_sym: bool = True, dt_min: float = 1e-3, dt_max: float = 1e-1,
+         rng: Optional[np.random.Generator] = None):
+    r"""S5 parameters ``(Lambda (n), B_tilde (n d), C_tilde (d n), D (d), dt (n))`` from HiPPO-N of size ``N``.
+
+    ``B (N d)`` with entries ``N(0, 1/N)``, ``C (d N)`` with ``N(0, 1)`` entries -- both real --
     are projected: ``B~ = V^* B``, ``C~ = C V``; ``D ~ N(0, 1)``; ``log dt`` uniform on
-    ``[log dt_min, log dt_max]`` per state.
+    ``[log dt_min, log dt_max]`` per state (``0 < dt_min <= dt_max``).
     """
-    H = check_int(H, "H", minimum=1)
+    d = check_int(d, "d", minimum=1)
+    dt_min, dt_max = _step_range(dt_min, dt_max)
     rng = np.random.default_rng(0) if rng is None else rng
-    Lambda, V = hippo_n_init(P, conj_sym=conj_sym)
-    B = rng.standard_normal((P, H)) / np.sqrt(P)
-    C = rng.standard_normal((H, P))
+    Lambda, V = hippo_n_init(N, conj_sym=conj_sym)
+    B = rng.standard_normal((N, d)) / np.sqrt(N)
+    C = rng.standard_normal((d, N))
     B_tilde = V.conj().T @ B
     C_tilde = C @ V
-    D = rng.standard_normal(H)
+    D = rng.standard_normal(d)
     dt = np.exp(rng.uniform(np.log(dt_min), np.log(dt_max), size=Lambda.shape[0]))
     return Lambda, B_tilde, C_tilde, D, dt
