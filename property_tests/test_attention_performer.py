@@ -15,7 +15,7 @@ import pytest
 
 from oracles.performer import (FALSE_FAILURE_BUDGET, exact_mean, lemma2_mse, mean_threshold, moment_mse, unit_values,
                                variance_threshold)
-from refimpl.attention.features import reference as F
+from refimpl.attention.features import reference as F  # the named maps and the projection draw
 
 KINDS = ("positive", "hyperbolic", "trig")
 D = 4

@@ -7,8 +7,8 @@ import pytest
 
 from oracles.attention import bernstein_threshold, overlap_pmf
 from oracles.tolerance import assert_within, componentwise_bound, gamma
-from refimpl.attention.memory.reference import (build_memory, expected_crosstalk, hamming_bound, hamming_bound_entropy,
-                                      retrieval_quality, retrieve, sparse_binary_keys, store)
+from refimpl.attention.memory import (build_memory, expected_crosstalk, hamming_bound, hamming_bound_entropy,
+                                     retrieval_quality, retrieve, sparse_binary_keys, store)
 
 S2, S5, S10 = math.sqrt(2), math.sqrt(5), math.sqrt(10)
 
@@ -108,5 +108,12 @@ def test_memory_bad_inputs():
         store(np.zeros((2, 3)), np.ones(3), np.ones(3))
     with pytest.raises(ValueError, match="k"):
         retrieve(np.zeros((2, 3)), np.ones(2))
-    with pytest.raises(ValueError, match="ones"):
+    with pytest.raises(ValueError, match="^ones: expected at most d = 5"):
         sparse_binary_keys(3, 5, 6)
+    # a key of d = 10 entries cannot have 11 ones: the closed form must refuse, not return a number
+    with pytest.raises(ValueError, match="^ones: expected at most d = 10"):
+        expected_crosstalk(4, ones=11, d=10)
+    with pytest.raises(ValueError, match="^ones: expected at most d = 10"):
+        retrieval_quality(4, d=10, ones=11)
+    with pytest.raises(TypeError, match="^A: expected a floating-point dtype"):
+        store(np.zeros((2, 3), dtype=np.int64), np.ones(2), np.ones(3))

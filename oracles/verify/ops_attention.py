@@ -2,7 +2,7 @@ r"""Op specs ``attention.softmax`` and ``attention.linear`` and their adapters.
 
 attention.softmax
 -----------------
-Canonical (the layout of :mod:`refimpl.attention.softmax.reference`, sequence-first ``[B, T, H, D]``)::
+Canonical (sequence-first ``[B, T, H, D]``, refimpl's layout: q (b l h n), k (b s h n), v (b s h p))::
 
     fn(q, k, v) -> o        q (b lq h d), k (b lk h d), v (b lk h e), o (b lq h e)
 
@@ -16,7 +16,7 @@ on larger ones; bound :func:`oracles.attention.softmax_attention_bound`.  Probe:
 
 attention.linear
 ----------------
-Canonical (:mod:`refimpl.attention.linear.reference`, sequence-first)::
+Canonical (sequence-first, refimpl's layout; refimpl passes the state as one argument, see the adapter)::
 
     fn(phi_q, phi_k, v, S0=None, u0=None) -> (o, S_last, u_last)
 
@@ -92,16 +92,21 @@ def softmax_bounds(inp, out, conv, dtype):
                                          oracle_dtype=None if exact else np.float64)}
 
 
+def _refimpl_causal(conv) -> bool:
+    """refimpl's ``causal`` (a bool) from the op's ``causal`` convention (None or the alignment's name)."""
+    return conv["causal"] is not None
+
+
 def softmax_reference(inp, conv):
-    from refimpl.attention.softmax.reference import scaled_dot_product_attention
+    from refimpl.attention.softmax import scaled_dot_product_attention
 
     q = inp["q"]
     lq, lk = q.shape[1], inp["k"].shape[1]
     mask = None
     if int(conv["window_left"]) >= 0 or int(conv["window_right"]) >= 0:
         mask = window_keep(lq, lk, None, int(conv["window_left"]), int(conv["window_right"]))
-    return {"o": scaled_dot_product_attention(q, inp["k"], inp["v"], scale=conv["scale"], causal=conv["causal"],
-                                              mask=mask)}
+    return {"o": scaled_dot_product_attention(q, inp["k"], inp["v"], scale=conv["scale"],
+                                              causal=_refimpl_causal(conv), alignment=conv["causal"], mask=mask)}
 
 
 def softmax_sample(rng, conv, *, lq=None, lk=None, b=None, h=None, d=None, e=None):
@@ -212,9 +217,12 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_SOFTMAX,
-    doc="refimpl.attention.softmax.reference.scaled_dot_product_attention(q, k, v, scale=, causal=)",
+    doc="refimpl.attention.scaled_dot_product_attention(q, k, v, scale=, causal=, alignment=): causal a bool, "
+        "alignment 'top_left'/'bottom_right' passed whenever causal (the tiled Numba view "
+        "refimpl.attention.softmax.numba:flash_attention takes the same arguments)",
     args=(In("q"), In("k"), In("v")),
-    kwargs={"scale": Conv(lambda c: c["scale"]), "causal": Conv(lambda c: c["causal"])},
+    kwargs={"scale": Conv(lambda c: c["scale"]), "causal": Conv(_refimpl_causal),
+            "alignment": Conv(lambda c: c["causal"])},
     outputs=(Out("o", None),),
     implies={"window_left": -1, "window_right": -1},
 ))
@@ -266,17 +274,36 @@ def linear_bounds(inp, out, conv, dtype):
     return {"o": bo, "S_last": bS, "u_last": bu}
 
 
+def _initial_state(S0, u0, normalize):
+    """refimpl's ``initial_state``: the pair ``(S, z)`` (normalized; z = the op's u0, zero if absent), or ``S``."""
+    if S0 is None and u0 is None:
+        return None
+    if not normalize:
+        return S0
+    if S0 is None or u0 is None:
+        raise ValueError("initial_state: refimpl takes the normalized state as the pair (S, z); "
+                         "the case gives only one of S0, u0")
+    return (S0, u0)
+
+
 def linear_reference(inp, conv):
-    from refimpl.attention.linear import reference as linear
+    from refimpl.attention.linear import linear_attention
 
     pq, pk, v = (np.asarray(inp[k]) for k in ("phi_q", "phi_k", "v"))
     pq = pq * pq.dtype.type(conv["scale"])
     S0 = inp.get("S0") if conv["use_state"] else None
     u0 = inp.get("u0") if conv["use_state"] else None
-    fn = linear.causal_recurrent if conv["causal"] else linear.noncausal
-    o, S, u = fn(pq, pk, v, normalize=bool(conv["normalize"]), eps=float(conv["eps"]), eps_mode=conv["eps_mode"],
-                 S0=S0, u0=u0, layout="vk", return_state=True)
-    return {"o": o, "S_last": S, "u_last": u}
+    normalize = bool(conv["normalize"])
+    o, state = linear_attention(pq, pk, v, causal=bool(conv["causal"]), view="recurrent" if conv["causal"] else "quadratic",
+                                normalize=normalize, eps=float(conv["eps"]) if normalize else 0.0,
+                                eps_mode=conv["eps_mode"], initial_state=_initial_state(S0, u0, normalize),
+                                state_layout="vk", return_final_state=True)
+    if normalize:
+        S, z = state
+        return {"o": o, "S_last": S, "u_last": z}
+    # unnormalized: refimpl carries no normalizer; the op's u_last is the plain sum u0 + sum_j phi(k_j)
+    u_last = np.sum(pk, axis=1) + (0.0 if u0 is None else np.asarray(u0))
+    return {"o": o, "S_last": state, "u_last": u_last.astype(o.dtype, copy=False)}
 
 
 def linear_sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
@@ -302,7 +329,7 @@ def linear_strategy(conv):
         from oracles.strategies.attention import linear_cases
 
         return linear_cases(with_state=bool(conv["use_state"])).map(
-            lambda c: {"phi_q": c.phi_q, "phi_k": c.phi_k, "v": c.v, "S0": c.S0, "u0": c.u0})
+            lambda c: {"phi_q": c.phi_q, "phi_k": c.phi_k, "v": c.v, "S0": c.S0, "u0": c.z0})
     except ImportError:
         return st.integers(0, 2**32 - 1).map(lambda s: linear_sample(np.random.default_rng(s), conv))
 
@@ -357,15 +384,38 @@ register_op(OpSpec(
     notes="oracle: mpmath dense materialization / float64 fsum (oracles.attention); bound: linear_attention_bound",
 ))
 
-register_adapter(Adapter(
+class _RefimplLinearAdapter(Adapter):
+    """refimpl's linear attention: the state travels as one argument, ``initial_state=(S, z)`` (normalized) or
+    ``S`` (unnormalized), and comes back as ``(o, (S, z))`` or ``(o, S)``; the declarative fields cover the rest."""
+
+    def build_call(self, spec, inputs, conv, dims, convert=lambda a: a):
+        args, kwargs = super().build_call(spec, inputs, conv, dims, convert)
+        S0, z0 = kwargs.pop("S0", None), kwargs.pop("u0", None)
+        if not conv["use_state"]:
+            S0 = z0 = None
+        state = _initial_state(S0, z0, bool(conv["normalize"]))
+        if state is not None:
+            kwargs["initial_state"] = state
+        return args, kwargs
+
+    def read_outputs(self, spec, ret, dims, to_numpy, conv=None):
+        if isinstance(ret, (tuple, list)) and len(ret) == 2 and isinstance(ret[1], (tuple, list)):
+            ret = (ret[0], *ret[1])  # (o, (S, z)) -> (o, S, z)
+        return super().read_outputs(spec, ret, dims, to_numpy, conv)
+
+
+register_adapter(_RefimplLinearAdapter(
     name="refimpl",
     op=OP_LINEAR,
-    doc="refimpl.attention.linear.reference views: fn(phi_q, phi_k, v, normalize=, eps=, eps_mode=, S0=, u0=, layout=, "
-        "return_state=True) -> (o, S, u)",
+    doc="refimpl.attention.linear_attention(phi_q, phi_k, v, causal=, normalize=, eps=, eps_mode=, state_layout=, "
+        "initial_state=(S, z) or S, return_final_state=True) -> (o, (S, z)) or (o, S); the views "
+        "refimpl.attention.linear.reference:quadratic/recurrent/chunked and the Numba kernels "
+        "refimpl.attention.linear.numba:causal_recurrent/causal_chunked take the same arguments",
     args=(In("phi_q"), In("phi_k"), In("v")),
-    kwargs={"normalize": Conv(lambda c: bool(c["normalize"])), "eps": Conv(lambda c: float(c["eps"])),
+    kwargs={"causal": Conv(lambda c: bool(c["causal"])), "normalize": Conv(lambda c: bool(c["normalize"])),
+            "eps": Conv(lambda c: float(c["eps"]) if c["normalize"] else 0.0),
             "eps_mode": Conv(lambda c: c["eps_mode"]), "S0": In("S0", _state_pattern), "u0": In("u0"),
-            "layout": Conv(lambda c: c["state_layout"]), "return_state": Const(True)},
+            "state_layout": Conv(lambda c: c["state_layout"]), "return_final_state": Const(True)},
     outputs=(Out("o", 0), Out("S_last", 1, _state_back), Out("u_last", 2)),
     implies={"scale": 1.0},
 ))

@@ -1,6 +1,6 @@
 r"""Op spec ``attention.delta_rule`` (the delta rule and the gated delta rule) and its adapters.
 
-Canonical (:mod:`refimpl.attention.delta.reference`, sequence-first)::
+Canonical (sequence-first, refimpl's layout; refimpl names ``alpha`` ``decay`` and ``S0`` ``initial_state``)::
 
     fn(q, k, v, beta, alpha=None, S0=None) -> (o, S_last)
 
@@ -86,13 +86,13 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.attention.delta.reference import delta_recurrent
+    from refimpl.attention.delta import delta_rule
 
     q = np.asarray(inp["q"])
     q = q * q.dtype.type(conv["scale"])
     _, alpha, S0, key_norm = _eff(inp, conv)
-    o, S = delta_recurrent(q, inp["k"], inp["v"], inp["beta"], alpha=alpha, S0=S0, key_norm=key_norm,
-                           return_state=True)
+    o, S = delta_rule(q, inp["k"], inp["v"], inp["beta"], decay=alpha, initial_state=S0, key_norm=key_norm,
+                      view="recurrent", return_final_state=True)
     return {"o": o, "S_last": S}
 
 
@@ -129,7 +129,7 @@ def strategy(conv):
                 if conv["use_state"] and S0 is None:  # a claimed feature is always exercised
                     b, l, h, n = c.k.shape
                     S0 = np.random.default_rng(c.seed).standard_normal((b, h, c.v.shape[-1], n))
-                return {"q": c.q, "k": c.k, "v": c.v, "beta": c.beta, "alpha": c.alpha,
+                return {"q": c.q, "k": c.k, "v": c.v, "beta": c.beta, "alpha": c.decay,
                         "S0": S0 if conv["use_state"] else None}
 
             return delta_cases(gated=bool(conv["use_alpha"])).map(fill)
@@ -196,13 +196,15 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.attention.delta.reference views: fn(q, k, v, beta, alpha=, S0=, key_norm=, return_state=True) -> (o, S)",
+    doc="refimpl.attention.delta_rule(q, k, v, beta, decay=, initial_state=, key_norm=, scale=, "
+        "return_final_state=True) -> (o, S); the views refimpl.attention.delta.reference:recurrent/chunked and the "
+        "Numba kernel refimpl.attention.delta.numba:delta_chunked take the same arguments",
     args=(In("q"), In("k"), In("v"), In("beta")),
-    kwargs={"alpha": In("alpha"), "S0": In("S0"), "key_norm": Conv(lambda c: None if c["key_norm"] == "none"
-                                                                    else c["key_norm"]),
-            "return_state": Const(True)},
+    kwargs={"decay": In("alpha"), "initial_state": In("S0"),
+            "key_norm": Conv(lambda c: None if c["key_norm"] == "none" else c["key_norm"]),
+            "scale": Conv(lambda c: float(c["scale"])), "return_final_state": Const(True)},
     outputs=(Out("o", 0), Out("S_last", 1)),
-    implies={"state_layout": "vk", "scale": 1.0},
+    implies={"state_layout": "vk"},
 ))
 
 register_adapter(Adapter(

@@ -241,16 +241,19 @@ register_adapter(Adapter(
 ))
 
 
-def _refimpl_fn(c):
-    return {"positive": "positive", "trig": "trig", "hyperbolic": "hyperbolic"}[c["kind"]]
+def _refimpl_stabilizer(c):
+    # refimpl's stabilizers are the op's 'none', 'row_max', 'global_max'; trig features take none
+    return None if c["kind"] == "trig" or c["stabilizer"] == "none" else c["stabilizer"]
 
 
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.attention.features.reference.random_features(x, W, kind, stabilizer=) (positive/hyperbolic take a stabilizer)",
-    args=(In("x"), In("W"), Conv(_refimpl_fn)),
-    kwargs={"stabilizer": Conv(lambda c: None if c["kind"] == "trig" else c["stabilizer"])},
+    doc="refimpl.attention.feature_map(x, kind, W=, stabilizer=) with kind 'trig'/'positive'/'hyperbolic' "
+        "(positive/hyperbolic take a stabilizer; the named maps of refimpl.attention.features.reference and the "
+        "Numba kernels of refimpl.attention.features.numba take x, W)",
+    args=(In("x"), Conv(lambda c: c["kind"])),
+    kwargs={"W": In("W"), "stabilizer": Conv(_refimpl_stabilizer)},
     outputs=(Out("phi", None),),
     implies={"data_scale": "none", "eps": 0.0},
 ))

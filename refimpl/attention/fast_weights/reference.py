@@ -1,4 +1,4 @@
-r"""Fast weight programmers (Schmidhuber 1991/92; the text's formulation).
+r"""Fast weight programmers (Schmidhuber 1991/92; the text's formulation), the recurrent view.
 
 ``a_i = W_a x_i``,  ``b_i = W_b x_i``,  ``W_i = sigma(W_{i-1} + a_i b_i^T)``,  ``y_i = W_i x_i``.
 
@@ -6,8 +6,8 @@ With ``sigma = identity``, ``a_i = v_i``, ``b_i = phi(k_i)`` and the readout vec
 instead of ``x_i``, this is exactly unnormalized causal linear attention
 (``S_t = S_{t-1} + v_t phi(k_t)^T``, ``o_t = S_t phi(q_t)``; state in the VxK layout).
 
-Shapes: ``a (b l h p)``, ``b (b l h r)``, ``x_read (b l h r)``; fast weights ``W_i (b h p r)``;
-output ``(b l h p)``.
+Shapes: ``a (b l h p)``, ``b_vec (b l h n)``, ``x_read (b l h n)``; fast weights ``W_i (b h p n)``;
+output ``y (b l h p)``.
 """
 from __future__ import annotations
 
@@ -15,58 +15,79 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_shape, result_dtype
+from refimpl._validate import as_float_array, check_bool, check_shape, result_dtype
 
-__all__ = ["fast_weights", "fast_weight_programmer"]
+__all__ = ["recurrent", "fast_weight_programmer", "validate_fast_weights"]
 
 
-def fast_weights(a, b_vec, x_read, *, sigma: Optional[Callable[[np.ndarray], np.ndarray]] = None, W0=None,
-                 return_state: bool = False):
-    r"""``W_i = sigma(W_{i-1} + a_i b_i^T)``, ``y_i = W_i x_read_i``.  ``sigma=None`` is the identity.
-
-    ``sigma`` is applied elementwise-or-not to the whole ``(b h p r)`` fast-weight array and must
-    return an array of the same shape.
-    """
+def validate_fast_weights(a, b_vec, x_read, *, sigma=None, initial_state=None, return_final_state=False):
+    """Validated ``(a, b_vec, x_read, W0, return_final_state)`` in the working dtype; ``W0`` a copy (zeros if None)."""
+    return_final_state = check_bool(return_final_state, "return_final_state")
     a = as_float_array(a, "a", ndim=4, allow_complex=False)
-    B, l, h, p = a.shape
-    b_vec = as_float_array(b_vec, "b", ndim=4, allow_complex=False)
-    check_shape(b_vec, "b", (B, l, h, None), "(b, l, h, r) with b, l, h from a")
-    r = b_vec.shape[3]
+    b, l, h, p = a.shape
+    b_vec = as_float_array(b_vec, "b_vec", ndim=4, allow_complex=False)
+    check_shape(b_vec, "b_vec", (b, l, h, None), "(b, l, h, n) with b, l, h from a")
+    n = b_vec.shape[3]
     x_read = as_float_array(x_read, "x_read", ndim=4, allow_complex=False)
-    check_shape(x_read, "x_read", (B, l, h, r), "(b, l, h, r) like b")
+    check_shape(x_read, "x_read", (b, l, h, n), "(b, l, h, n) like b_vec")
     if sigma is not None and not callable(sigma):
         raise TypeError(f"sigma: expected a callable or None, got {type(sigma).__name__}")
-    if W0 is not None:
-        W0 = as_float_array(W0, "W0", ndim=4, allow_complex=False)
-        check_shape(W0, "W0", (B, h, p, r), "(b, h, p, r)")
-    dt = result_dtype(a, b_vec, x_read, W0)
-    W_i = np.zeros((B, h, p, r), dtype=dt) if W0 is None else W0.astype(dt)
-    y = np.zeros((B, l, h, p), dtype=dt)
+    if initial_state is not None:
+        initial_state = as_float_array(initial_state, "initial_state", ndim=4, allow_complex=False)
+        check_shape(initial_state, "initial_state", (b, h, p, n), "(b, h, p, n)")
+    dt = result_dtype(a, b_vec, x_read, initial_state)
+    W0 = np.zeros((b, h, p, n), dtype=dt) if initial_state is None else initial_state.astype(dt)
+    c = lambda z: z.astype(dt, copy=False)  # noqa: E731
+    return c(a), c(b_vec), c(x_read), W0, return_final_state
+
+
+def _apply_sigma(sigma, W: np.ndarray) -> np.ndarray:
+    """``sigma(W)``, which must keep the shape ``(b h p n)`` (and is cast back to the working dtype)."""
+    if sigma is None:
+        return W
+    W_new = np.asarray(sigma(W))
+    if W_new.shape != W.shape:
+        raise ValueError(f"sigma: expected it to return shape {W.shape}, got {W_new.shape}")
+    return W_new.astype(W.dtype, copy=False)
+
+
+def recurrent(a, b_vec, x_read, *, sigma: Optional[Callable[[np.ndarray], np.ndarray]] = None, initial_state=None,
+              return_final_state: bool = False):
+    r"""``W_i = sigma(W_{i-1} + a_i b_i^T)``, ``y_i = W_i x_read_i``.  ``sigma=None`` is the identity.
+
+    ``sigma`` is applied to the whole ``(b h p n)`` fast-weight array and must return an array of the same
+    shape.  ``initial_state`` is ``W_{-1} (b h p n)`` (default zero); ``return_final_state=True`` returns
+    ``(y, W_{l-1})``.
+    """
+    a, b_vec, x_read, W_i, return_final_state = validate_fast_weights(
+        a, b_vec, x_read, sigma=sigma, initial_state=initial_state, return_final_state=return_final_state)
+    b, l, h, p = a.shape
+    y = np.zeros((b, l, h, p), dtype=W_i.dtype)
     for i in range(l):
         # W_i = sigma(W_{i-1} + a_i b_i^T)
-        W_i = W_i + a[:, i, :, :, None] * b_vec[:, i, :, None, :]
-        if sigma is not None:
-            W_new = np.asarray(sigma(W_i))
-            if W_new.shape != W_i.shape:
-                raise ValueError(f"sigma: expected it to return shape {W_i.shape}, got {W_new.shape}")
-            W_i = W_new.astype(dt, copy=False)
+        W_i = _apply_sigma(sigma, W_i + a[:, i, :, :, None] * b_vec[:, i, :, None, :])
         # y_i = W_i x_i
-        y[:, i] = np.einsum("bhpr,bhr->bhp", W_i, x_read[:, i])
-    return (y, W_i) if return_state else y
+        y[:, i] = np.einsum("bhpn,bhn->bhp", W_i, x_read[:, i])
+    return (y, W_i) if return_final_state else y
 
 
-def fast_weight_programmer(x, W_a, W_b, *, sigma=None, W0=None, return_state: bool = False):
+def fast_weight_programmer(x, W_a, W_b, *, sigma=None, initial_state=None, return_final_state: bool = False,
+                           view: str = "recurrent", backend: str = "numpy"):
     r"""The full FWP with slow weights: ``a_i = W_a x_i``, ``b_i = W_b x_i``, read with ``x_i`` itself.
 
-    ``x (b l h r)``, ``W_a (h p r)``, ``W_b (h r r)``; returns ``y (b l h p)``.
+    ``x (b l h n)``, ``W_a (h p n)``, ``W_b (h n n)``; returns ``y (b l h p)`` (see
+    :func:`refimpl.attention.fast_weights.fast_weights` for the rest).
     """
+    from refimpl.attention.fast_weights import fast_weights
+
     x = as_float_array(x, "x", ndim=4, allow_complex=False)
-    B, l, h, r = x.shape
+    b, l, h, n = x.shape
     W_a = as_float_array(W_a, "W_a", ndim=3, allow_complex=False)
-    check_shape(W_a, "W_a", (h, None, r), "(h, p, r)")
+    check_shape(W_a, "W_a", (h, None, n), "(h, p, n)")
     W_b = as_float_array(W_b, "W_b", ndim=3, allow_complex=False)
-    check_shape(W_b, "W_b", (h, r, r), "(h, r, r)")
+    check_shape(W_b, "W_b", (h, n, n), "(h, n, n)")
     # a_i = W_a x_i ;  b_i = W_b x_i
-    a = np.einsum("hpr,blhr->blhp", W_a, x)
-    b_vec = np.einsum("hsr,blhr->blhs", W_b, x)
-    return fast_weights(a, b_vec, x, sigma=sigma, W0=W0, return_state=return_state)
+    a = np.einsum("hpn,blhn->blhp", W_a, x)
+    b_vec = np.einsum("hmn,blhn->blhm", W_b, x)
+    return fast_weights(a, b_vec, x, sigma=sigma, initial_state=initial_state, return_final_state=return_final_state,
+                        view=view, backend=backend)

@@ -1,28 +1,30 @@
 r"""Feature maps ``phi`` for kernelized (linear) attention, and Performer's random projections.
 
-All maps act on the last axis: ``x (... d) -> phi(x) (... n)``.  float64 unless the input is float32.
+All maps act on the last axis: ``x (... n) -> phi(x) (... n_phi)``; ``x`` is a query or a key (width ``n``),
+``phi(x)`` is what linear attention reads as ``phi_q``/``phi_k``.  float64 unless the input is float32.
+The one entry point is :func:`refimpl.attention.features.feature_map` (``kind=``, ``backend=``).
 
 Deterministic maps
 ------------------
-* :func:`identity` -- ``phi(x) = x`` (``n = d``).
-* :func:`elu_plus_one` -- ``phi(a) = elu(a) + 1 = a + 1 (a >= 0), exp(a) (a < 0)`` elementwise (``n = d``).
-* :func:`dpfp` -- Schlag et al. 2021: with ``r = [relu(x), relu(-x)]`` (length ``2d``),
-  ``phi_{(j-1) 2d + i}(x) = r_i r_{(i - j) mod 2d}`` for ``j = 1..nu``, ``i = 0..2d-1``
-  (``n = 2 d nu``, ``1 <= nu <= 2d - 1``).
+* :func:`identity` -- ``phi(x) = x`` (``n_phi = n``).
+* :func:`elu_plus_one` -- ``phi(a) = elu(a) + 1 = a + 1 (a >= 0), exp(a) (a < 0)`` elementwise (``n_phi = n``).
+* :func:`dpfp` -- Schlag et al. 2021: with ``r = [relu(x), relu(-x)]`` (length ``2n``),
+  ``phi_{(j-1) 2n + i}(x) = r_i r_{(i - j) mod 2n}`` for ``j = 1..nu``, ``i = 0..2n-1``
+  (``n_phi = 2 n nu``, ``1 <= nu <= 2n - 1``).
 
-Performer random features (Choromanski et al. 2021); ``W`` is ``(m d)`` with rows ``w_i``
+Performer random features (Choromanski et al. 2021); ``W`` is ``(f n)`` with rows ``w_i``
 -----------------------------------------------------------------------------------------
-* :func:`trig_features` -- ``phi(x) = exp(|x|^2/2)/sqrt(m) [sin(W x), cos(W x)]`` (``n = 2m``),
+* :func:`trig_features` -- ``phi(x) = exp(|x|^2/2)/sqrt(f) [sin(W x), cos(W x)]`` (``n_phi = 2f``),
   ``E[phi(x).phi(y)] = exp(x.y)`` for Gaussian rows.
-* :func:`positive_features` -- ``phi(x) = exp(W x - |x|^2/2)/sqrt(m)`` (``n = m``).
+* :func:`positive_features` -- ``phi(x) = exp(W x - |x|^2/2)/sqrt(f)`` (``n_phi = f``).
 * :func:`hyperbolic_features` -- the text's ``h(x) = exp(-|x|^2/2)/sqrt(2)``,
-  ``phi(x) = h(x)/sqrt(m) [exp(W x), exp(-W x)]`` (``n = 2m``).
+  ``phi(x) = h(x)/sqrt(f) [exp(W x), exp(-W x)]`` (``n_phi = 2f``).
 
 Unbiasedness ``E[phi(x).phi(y)] = exp(x.y)`` holds when each row ``w_i`` is marginally
-``N(0, I_d)``: iid Gaussian rows, or orthogonal rows with **chi-distributed norms**
+``N(0, I_n)``: iid Gaussian rows, or orthogonal rows with **chi-distributed norms**
 (:func:`random_projection` with ``norms="chi"``).  With ``norms="fixed"`` (every row of norm
-``sqrt(d)``, the "regularized" variant) the estimator is *biased*: its mean is
-``0F1(; d/2; d |x+y|^2/4) exp(-(|x|^2+|y|^2)/2)`` for positive/hyperbolic features
+``sqrt(n)``, the "regularized" variant) the estimator is *biased*: its mean is
+``0F1(; n/2; n |x+y|^2/4) exp(-(|x|^2+|y|^2)/2)`` for positive/hyperbolic features
 (``u`` uniform on the sphere) -- documented, and tested against that exact mean.
 
 Stabilizers (``stabilizer=`` of :func:`positive_features` / :func:`hyperbolic_features`)
@@ -34,7 +36,7 @@ returns ``c`` so the caller can account for it.  Effect on the estimator
 
 * ``"none"``: ``c = 0``; unbiased.
 * ``"row_max"``: ``c(x) = max_i (W x)_i - |x|^2/2`` (``max_i |W x|_i - |x|^2/2`` for hyperbolic), the
-  largest exponent, per row of ``x`` (the largest stabilized feature is ``1/sqrt(m)``).
+  largest exponent, per row of ``x`` (the largest stabilized feature is ``1/sqrt(f)``).
   On **queries** this scales every estimate of one query by the same ``exp(-c(q))``: normalized
   attention is unchanged for ``eps = 0`` (the factor cancels), an ``eps > 0`` acts as
   ``eps exp(c(q))``, an unnormalized output is scaled by ``exp(-c(q))``.  On **keys** each key
@@ -50,11 +52,10 @@ returns ``c`` so the caller can account for it.  Effect on the estimator
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_choice, check_int
+from refimpl._validate import as_float_array, check_bool, check_choice, check_int
 
 __all__ = [
     "FEATURE_KINDS",
@@ -68,48 +69,75 @@ __all__ = [
     "positive_features",
     "hyperbolic_features",
     "random_features",
+    "check_x",
+    "check_dpfp",
+    "check_W",
 ]
 
 FEATURE_KINDS = ("trig", "positive", "hyperbolic")
 STABILIZERS = ("none", "row_max", "global_max")
 
 
-def _x(x, name="x"):
-    return as_float_array(x, name, allow_complex=False)
+# ------------------------------------------------------------------ validation (shared with the Numba kernels)
 
+def check_x(x) -> np.ndarray:
+    """The validated input ``x (... n)`` of every map: real floats, finite, at least one axis."""
+    x = as_float_array(x, "x", allow_complex=False)
+    if x.ndim < 1:
+        raise ValueError(f"x: expected at least 1 dimension (..., n), got shape {x.shape}")
+    return x
+
+
+def check_dpfp(x, nu):
+    """Validated ``(x, nu)`` for DPFP: ``n >= 1`` and ``1 <= nu <= 2n - 1``."""
+    x = check_x(x)
+    n = x.shape[-1]
+    if n < 1:
+        raise ValueError(f"x: expected shape (..., n) with n >= 1, got {x.shape}")
+    nu = check_int(nu, "nu", minimum=1)
+    if nu > 2 * n - 1:
+        raise ValueError(f"nu: expected 1 <= nu <= 2n - 1 = {2 * n - 1} for n = {n}, got {nu}")
+    return x, nu
+
+
+def check_W(x, W):
+    """Validated ``(x, W)`` for random features: ``x (... n)``, ``W (f n)`` with ``f >= 1``, one working dtype."""
+    x = check_x(x)
+    W = as_float_array(W, "W", ndim=2, allow_complex=False)
+    n = x.shape[-1]
+    if W.shape[1] != n:
+        raise ValueError(f"W: expected shape (f, {n}) matching x's last axis n = {n}, got {W.shape}")
+    if W.shape[0] < 1:
+        raise ValueError(f"W: expected at least one row (f >= 1), got shape {W.shape}")
+    dtype = np.result_type(x.dtype, W.dtype)
+    return x.astype(dtype, copy=False), W.astype(dtype, copy=False)
+
+
+# ------------------------------------------------------------------ deterministic maps
 
 def identity(x) -> np.ndarray:
     """``phi(x) = x`` (a copy, validated)."""
-    x = _x(x)
-    if x.ndim < 1:
-        raise ValueError(f"x: expected at least 1 dimension (... d), got shape {x.shape}")
-    return x.copy()
+    return check_x(x).copy()
 
 
 def elu_plus_one(x) -> np.ndarray:
     r"""``phi(a) = a + 1`` for ``a >= 0``, ``exp(a)`` for ``a < 0`` (elementwise; always > 0)."""
-    x = _x(x)
-    if x.ndim < 1:
-        raise ValueError(f"x: expected at least 1 dimension (... d), got shape {x.shape}")
+    x = check_x(x)
     # elu(a) + 1 = a + 1 (a >= 0);  exp(a) (a < 0)
     return np.where(x >= 0, x + 1, np.exp(np.minimum(x, 0)))
 
 
 def dpfp(x, nu: int = 1) -> np.ndarray:
-    r"""DPFP-``nu``: ``phi_{(j-1) 2d + i} = r_i r_{(i-j) mod 2d}``, ``r = [relu(x), relu(-x)]``."""
-    x = _x(x)
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"x: expected shape (..., d) with d >= 1, got {x.shape}")
-    d = x.shape[-1]
-    nu = check_int(nu, "nu", minimum=1)
-    if nu > 2 * d - 1:
-        raise ValueError(f"nu: expected 1 <= nu <= 2d - 1 = {2 * d - 1} for d = {d}, got {nu}")
+    r"""DPFP-``nu``: ``phi_{(j-1) 2n + i} = r_i r_{(i-j) mod 2n}``, ``r = [relu(x), relu(-x)]``; ``(... n) -> (... 2n nu)``."""
+    x, nu = check_dpfp(x, nu)
     # r = [relu(x), relu(-x)]
     r = np.concatenate([np.maximum(x, 0), np.maximum(-x, 0)], axis=-1)
-    # phi_{(j-1)2d + i} = r_i * r_{(i - j) mod 2d}
+    # phi_{(j-1)2n + i} = r_i * r_{(i - j) mod 2n}
     parts = [r * np.roll(r, j, axis=-1) for j in range(1, nu + 1)]
     return np.concatenate(parts, axis=-1)
 
+
+# ------------------------------------------------------------------ random projections
 
 def _rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
@@ -133,21 +161,21 @@ def sign_fixed_qr(G: np.ndarray) -> np.ndarray:
     return Q * s[..., None, :]
 
 
-def random_projection(m: int, d: int, seed, *, kind: str = "orthogonal", norms: str = "chi",
+def random_projection(f: int, n: int, seed, *, kind: str = "orthogonal", norms: str = "chi",
                       dtype=np.float64) -> np.ndarray:
-    r"""A seeded ``(m, d)`` projection matrix ``W`` for Performer features.
+    r"""A seeded ``(f, n)`` projection matrix ``W`` for Performer features (``f`` features of ``n``-vectors).
 
-    kind : ``"iid"`` -- rows ``w_i ~ N(0, I_d)`` independently;
-        ``"orthogonal"`` -- blocks of ``d`` exactly orthogonal rows: each block is the
-        transpose of a sign-fixed QR factor (:func:`sign_fixed_qr`) of a fresh ``d x d``
-        Gaussian matrix (Haar); the last block is truncated to ``m mod d`` rows.
-    norms : ``"chi"`` -- each row rescaled to the norm of an independent ``N(0, I_d)`` vector
-        (chi_d distributed), so each row is marginally ``N(0, I_d)`` (unbiased estimator);
-        ``"fixed"`` -- every row has norm ``sqrt(d)`` (biased; see module docstring).
+    kind : ``"iid"`` -- rows ``w_i ~ N(0, I_n)`` independently;
+        ``"orthogonal"`` -- blocks of ``n`` exactly orthogonal rows: each block is the
+        transpose of a sign-fixed QR factor (:func:`sign_fixed_qr`) of a fresh ``n x n``
+        Gaussian matrix (Haar); the last block is truncated to ``f mod n`` rows.
+    norms : ``"chi"`` -- each row rescaled to the norm of an independent ``N(0, I_n)`` vector
+        (chi_n distributed), so each row is marginally ``N(0, I_n)`` (unbiased estimator);
+        ``"fixed"`` -- every row has norm ``sqrt(n)`` (biased; see module docstring).
         For ``kind="iid", norms="chi"`` the rows are the Gaussian draws themselves.
     """
-    m = check_int(m, "m", minimum=1)
-    d = check_int(d, "d", minimum=1)
+    f = check_int(f, "f", minimum=1)
+    n = check_int(n, "n", minimum=1)
     check_choice(kind, "kind", ("iid", "orthogonal"))
     check_choice(norms, "norms", ("chi", "fixed"))
     dtype = np.dtype(dtype)
@@ -155,46 +183,36 @@ def random_projection(m: int, d: int, seed, *, kind: str = "orthogonal", norms: 
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     rng = _rng(seed)
     if kind == "iid":
-        W = rng.standard_normal((m, d))
+        W = rng.standard_normal((f, n))
         if norms == "chi":
             return W.astype(dtype)
         directions = W / np.linalg.norm(W, axis=1, keepdims=True)
     else:
-        n_blocks = -(-m // d)
-        G = rng.standard_normal((n_blocks, d, d))
-        Q = sign_fixed_qr(G)  # (blocks d d), Haar
-        directions = np.swapaxes(Q, -1, -2).reshape(n_blocks * d, d)[:m]  # rows = columns of Q
+        n_blocks = -(-f // n)
+        G = rng.standard_normal((n_blocks, n, n))
+        Q = sign_fixed_qr(G)  # (blocks n n), Haar
+        directions = np.swapaxes(Q, -1, -2).reshape(n_blocks * n, n)[:f]  # rows = columns of Q
     if norms == "chi":
-        r = np.linalg.norm(rng.standard_normal((m, d)), axis=1)
+        r = np.linalg.norm(rng.standard_normal((f, n)), axis=1)
     else:
-        r = np.full(m, np.sqrt(d))
+        r = np.full(f, np.sqrt(n))
     return (directions * r[:, None]).astype(dtype)
 
 
-def _check_W(x, W):
-    x = _x(x)
-    if x.ndim < 1:
-        raise ValueError(f"x: expected shape (..., d), got {x.shape}")
-    W = as_float_array(W, "W", ndim=2, allow_complex=False)
-    if W.shape[1] != x.shape[-1]:
-        raise ValueError(f"W: expected shape (m, {x.shape[-1]}) matching x's last axis d = {x.shape[-1]}, got {W.shape}")
-    if W.shape[0] < 1:
-        raise ValueError(f"W: expected at least one row, got shape {W.shape}")
-    dtype = np.result_type(x.dtype, W.dtype)
-    return x.astype(dtype, copy=False), W.astype(dtype, copy=False)
-
+# ------------------------------------------------------------------ Performer random features
 
 def trig_features(x, W) -> np.ndarray:
-    r"""``phi(x) = exp(|x|^2/2)/sqrt(m) [sin(W x), cos(W x)]``; ``(... d) -> (... 2m)``."""
-    x, W = _check_W(x, W)
-    m = W.shape[0]
+    r"""``phi(x) = exp(|x|^2/2)/sqrt(f) [sin(W x), cos(W x)]``; ``(... n) -> (... 2f)``."""
+    x, W = check_W(x, W)
+    f = W.shape[0]
     wx = x @ W.T
-    # h(x) = exp(|x|^2 / 2) / sqrt(m)
-    h = np.exp(0.5 * np.sum(x * x, axis=-1, keepdims=True)) / math.sqrt(m)
+    # h(x) = exp(|x|^2 / 2) / sqrt(f)
+    h = np.exp(0.5 * np.sum(x * x, axis=-1, keepdims=True)) / math.sqrt(f)
     return h * np.concatenate([np.sin(wx), np.cos(wx)], axis=-1)
 
 
-def _offset(z, stabilizer, name_hint):
+def _offset(z, stabilizer):
+    """The stabilizer's offset ``c (... 1)`` over the exponents ``z``: 0, the row max, or the global max."""
     check_choice(stabilizer, "stabilizer", STABILIZERS)
     if stabilizer == "none" or z.size == 0:
         return np.zeros(z.shape[:-1] + (1,), dtype=z.dtype)
@@ -204,36 +222,37 @@ def _offset(z, stabilizer, name_hint):
 
 
 def positive_features(x, W, *, stabilizer: str = "none", return_offset: bool = False):
-    r"""``phi(x) = exp(W x - |x|^2/2 - c)/sqrt(m)``; ``(... d) -> (... m)``.
+    r"""``phi(x) = exp(W x - |x|^2/2 - c)/sqrt(f)``; ``(... n) -> (... f)``.
 
     ``c`` is the stabilizer's offset (0 for ``"none"``); with ``return_offset`` also returns
     ``c`` of shape ``(...)`` so that the unstabilized features are ``phi * exp(c)``.
     """
-    x, W = _check_W(x, W)
-    m = W.shape[0]
-    wx = x @ W.T
+    x, W = check_W(x, W)
+    return_offset = check_bool(return_offset, "return_offset")
+    f = W.shape[0]
     # exponent z_i = w_i.x - |x|^2/2 ;  c = stabilizer offset over z
-    z = wx - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
-    c = _offset(z, stabilizer, "positive")
-    # phi(x) = exp(w_i.x - |x|^2/2 - c) / sqrt(m)
-    phi = np.exp(z - c) / math.sqrt(m)
+    z = x @ W.T - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
+    c = _offset(z, stabilizer)
+    # phi(x) = exp(w_i.x - |x|^2/2 - c) / sqrt(f)
+    phi = np.exp(z - c) / math.sqrt(f)
     return (phi, c[..., 0]) if return_offset else phi
 
 
 def hyperbolic_features(x, W, *, stabilizer: str = "none", return_offset: bool = False):
-    r"""``phi(x) = exp(-|x|^2/2)/sqrt(2m) [exp(W x - c), exp(-W x - c)]``; ``(... d) -> (... 2m)``.
+    r"""``phi(x) = exp(-|x|^2/2)/sqrt(2f) [exp(W x - c), exp(-W x - c)]``; ``(... n) -> (... 2f)``.
 
-    (The text's ``h(x) = exp(-|x|^2/2)/sqrt(2)`` times ``1/sqrt(m)``.)  ``c`` as in
+    (The text's ``h(x) = exp(-|x|^2/2)/sqrt(2)`` times ``1/sqrt(f)``.)  ``c`` as in
     :func:`positive_features`, computed over ``[Wx, -Wx]``.
     """
-    x, W = _check_W(x, W)
-    m = W.shape[0]
+    x, W = check_W(x, W)
+    return_offset = check_bool(return_offset, "return_offset")
+    f = W.shape[0]
     wx = x @ W.T
     # exponents z = [Wx, -Wx] - |x|^2/2 ;  c = stabilizer offset over z
     z = np.concatenate([wx, -wx], axis=-1) - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
-    c = _offset(z, stabilizer, "hyperbolic")
-    # phi(x) = exp(-|x|^2/2) / sqrt(2m) * [exp(Wx), exp(-Wx)]  (times exp(-c))
-    phi = np.exp(z - c) / math.sqrt(2 * m)
+    c = _offset(z, stabilizer)
+    # phi(x) = exp(-|x|^2/2) / sqrt(2f) * [exp(Wx), exp(-Wx)]  (times exp(-c))
+    phi = np.exp(z - c) / math.sqrt(2 * f)
     return (phi, c[..., 0]) if return_offset else phi
 
 
@@ -242,9 +261,9 @@ def random_features(x, W, kind: str, **kwargs):
     check_choice(kind, "kind", FEATURE_KINDS)
     if kind == "trig":
         if kwargs.get("stabilizer", "none") != "none":
-            raise ValueError("stabilizer: trigonometric features are bounded by exp(|x|^2/2)/sqrt(m); "
+            raise ValueError("stabilizer: trigonometric features are bounded by exp(|x|^2/2)/sqrt(f); "
                              f"only 'none' applies, got {kwargs['stabilizer']!r}")
         kwargs.pop("stabilizer", None)
-        return trig_features(x, W)
+        return trig_features(x, W, **kwargs)
     fn = positive_features if kind == "positive" else hyperbolic_features
     return fn(x, W, **kwargs)

@@ -1,1 +1,59 @@
-"""refimpl.attention.linear (see README.md in this folder)."""
+"""refimpl.attention.linear: linear (kernelized) attention and Performer (see README.md in this folder).
+
+One entry point, :func:`linear_attention`, with three views: ``quadratic`` (the materialized ``phi(Q) phi(K)^T``,
+masked when causal; the only non-causal view), ``recurrent`` and ``chunked`` (causal); backends ``numpy``
+(every view) and ``numba`` (``recurrent``, ``chunked``).  :func:`performer_attention` approximates softmax
+attention with random features; :func:`causal_recurrent_offsets` is the offset-carrying recurrence its
+``key_prefix_max`` stabilizer uses.
+"""
+from __future__ import annotations
+
+from refimpl._dispatch import register
+from refimpl._validate import check_bool, check_int
+from refimpl.attention.linear.reference import (EPS_MODES, PERFORMER_STABILIZERS, STATE_LAYOUTS,
+                                                causal_recurrent_offsets, performer_attention)
+
+__all__ = ["linear_attention", "performer_attention", "causal_recurrent_offsets", "STATE_LAYOUTS", "EPS_MODES",
+           "PERFORMER_STABILIZERS", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = register("refimpl.attention.linear_attention", {
+    ("quadratic", "numpy"): "refimpl.attention.linear.reference:quadratic",
+    ("recurrent", "numpy"): "refimpl.attention.linear.reference:recurrent",
+    ("recurrent", "numba"): "refimpl.attention.linear.numba:causal_recurrent",
+    ("chunked", "numpy"): "refimpl.attention.linear.reference:chunked",
+    ("chunked", "numba"): "refimpl.attention.linear.numba:causal_chunked",
+})
+
+
+def linear_attention(phi_q, phi_k, v, *, causal: bool = True, view: str = "quadratic", backend: str = "numpy",
+                     normalize: bool = True, eps: float = 0.0, eps_mode: str = "add", state_layout: str = "vk",
+                     initial_state=None, return_final_state: bool = False, chunk: int = 64):
+    r"""Linear attention on feature-mapped queries and keys.
+
+    ``o_t = S_t phi(q_t) / (z_t^T phi(q_t) + eps)`` (``normalize=True``; ``eps_mode="clamp"``: ``/ max(., eps)``)
+    or ``S_t phi(q_t)``, with ``S_t = S_0 + sum_{j <= t} v_j phi(k_j)^T``, ``z_t = z_0 + sum_{j <= t} phi(k_j)``
+    (all ``j`` when ``causal=False``).
+
+    Parameters
+    ----------
+    phi_q : ``(b l h n)``; phi_k : ``(b s h n)``; v : ``(b s h p)`` (``s = l`` when causal).
+    causal : bool.  ``causal=False`` (every query reads every key) is the ``"quadratic"`` view only.
+    view, backend : ``quadratic``/numpy, ``recurrent``/numpy|numba, ``chunked``/numpy|numba.
+    state_layout : ``"vk"`` -- ``S (b h p n)``; ``"kv"`` -- ``S (b h n p)``.
+    initial_state : ``(S, z)`` with ``z (b h n)`` when ``normalize=True``; ``S`` alone when ``normalize=False``.
+    return_final_state : return ``(o, final_state)``, the final state in the form of ``initial_state``.
+    chunk : the chunk length of the ``chunked`` view.
+
+    Returns ``o (b l h p)`` (and the final state).
+    """
+    impl = IMPLEMENTATIONS.get(view, backend)
+    causal = check_bool(causal, "causal")
+    chunk = check_int(chunk, "chunk", minimum=1)
+    if not causal and view != "quadratic":
+        raise ValueError(f"view: non-causal linear attention (causal=False) has the one view 'quadratic', "
+                         f"got {view!r}")
+    kw = dict(causal=causal, normalize=normalize, eps=eps, eps_mode=eps_mode, state_layout=state_layout,
+              initial_state=initial_state, return_final_state=return_final_state)
+    if view == "chunked":
+        kw["chunk"] = chunk
+    return impl(phi_q, phi_k, v, **kw)

@@ -27,6 +27,14 @@ __all__ = ["store", "retrieve", "build_memory", "sparse_binary_keys", "retrieval
            "expected_crosstalk", "hamming_bound", "hamming_bound_entropy"]
 
 
+def _check_ones(ones, d: int) -> int:
+    """The number of nonzero entries of a key: an integer ``1 <= ones <= d``."""
+    ones = check_int(ones, "ones", minimum=1)
+    if ones > d:
+        raise ValueError(f"ones: expected at most d = {d} (a key has d entries), got {ones}")
+    return ones
+
+
 def store(A, x, k) -> np.ndarray:
     r"""``A + x k^T``; ``A (p d)``, ``x (p,)``, ``k (d,)``."""
     A = as_float_array(A, "A", ndim=2, allow_complex=False)
@@ -65,9 +73,7 @@ def sparse_binary_keys(n: int, d: int = 100, ones: int = 10, seed=0) -> np.ndarr
     r"""``(n, d)`` keys, each with ``ones`` entries ``1/sqrt(ones)`` at a uniformly random support."""
     n = check_int(n, "n", minimum=0)
     d = check_int(d, "d", minimum=1)
-    ones = check_int(ones, "ones", minimum=1)
-    if ones > d:
-        raise ValueError(f"ones: expected at most d = {d}, got {ones}")
+    ones = _check_ones(ones, d)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_int(seed, "seed"))
     K = np.zeros((n, d))
     for i in range(n):
@@ -103,7 +109,7 @@ def expected_crosstalk(n: int, d: int = 100, ones: int = 10) -> float:
     """
     n = check_int(n, "n", minimum=1)
     d = check_int(d, "d", minimum=2)
-    ones = check_int(ones, "ones", minimum=1)
+    ones = _check_ones(ones, d)
     mean = ones * ones / d
     var = ones * (ones / d) * (1 - ones / d) * (d - ones) / (d - 1)
     return (n - 1) * (var + mean * mean) / ones ** 2

@@ -1,1 +1,4 @@
-"""refimpl.attention.positional (see README.md in this folder)."""
+"""refimpl.attention.positional: sinusoidal positional encodings (see README.md in this folder)."""
+from refimpl.attention.positional.reference import sinusoidal_positions
+
+__all__ = ["sinusoidal_positions"]

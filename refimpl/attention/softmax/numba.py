@@ -1,8 +1,9 @@
 r"""Tiled online-softmax attention (FlashAttention's algorithm) as a Numba CPU kernel.
 
-Computes the same as :func:`refimpl.attention.softmax.reference.scaled_dot_product_attention` with
-``mask=None, bias=None`` (``scale``, ``causal`` alignment ``top_left``/``bottom_right``, and
-fully masked rows -> zeros), without materializing the ``(lq lk)`` score matrix.
+The ``"tiled"`` view of :func:`refimpl.attention.softmax.scaled_dot_product_attention`: computes the same as
+:func:`refimpl.attention.softmax.reference.materialized` with ``mask=None, bias=None`` (``scale``, ``causal``
+with ``alignment`` ``top_left``/``bottom_right``, and fully masked rows -> zeros), without materializing the
+``(l s)`` score matrix.
 
 For each block of queries ``Q_b`` (``block_q`` rows) and each block of keys ``K_c``
 (``block_k`` rows) up to the causal limit, with running row max ``m``, row sum ``l``
@@ -18,7 +19,7 @@ The two products run through BLAS (:func:`refimpl._blas.gemm`, on the strided ro
 vectorizable polynomial ``exp`` of :mod:`refimpl._fastmath` (relative error <= ``EXP_REL_ERR``,
 about 1.8e-6 proven, ~1e-7 observed), float64 runs use libm's ``exp``.  Parallel over
 ``batch x heads x query blocks``.
-Shapes: ``q`` ``(b lq h d)``, ``k`` ``(b lk h d)``, ``v`` ``(b lk h e)`` -> ``(b lq h e)``.
+Shapes: ``q`` ``(b l h n)``, ``k`` ``(b s h n)``, ``v`` ``(b s h p)`` -> ``(b l h p)``.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ import numpy as np
 from refimpl._blas import gemm
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
-from refimpl._validate import as_float_array, check_choice, check_int, check_shape, result_dtype
+from refimpl._validate import check_int, result_dtype
+from refimpl.attention.softmax.reference import attention_scale, causal_alignment, materialized, validate_qkv
 
 __all__ = ["flash_attention"]
 
@@ -62,8 +64,8 @@ def _exp_block_rowsum(X, m, bits, lsum):
 
 @nb.njit(parallel=True, cache=True)
 def _to_heads(x, out):
-    # out[b, h, t, :] = x[b, t, h, :]: (b l h d) -> (b h l d), each head's rows contiguous
-    b, l, h, d = x.shape
+    # out[b, h, t, :] = x[b, t, h, :]: (b l h n) -> (b h l n), each head's rows contiguous
+    b, l, h, n = x.shape
     for bh in nb.prange(b * h):
         bi = bh // h
         hi = bh % h
@@ -73,38 +75,38 @@ def _to_heads(x, out):
 
 @nb.njit(parallel=True, cache=True)
 def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
-    # Q (b lq h d); Kh (b h lk d), Vh (b h lk e) contiguous per head; O (b lq h e).
+    # Q (b l h n); Kh (b h s n), Vh (b h s p) contiguous per head; O (b l h p).
     # Scores are kept transposed, S^T (keys x queries), so that the softmax statistics of the T queries are
     # updated together (loops over the contiguous query axis vectorize), and both products are plain GEMMs:
     # S^T = K_c (scale Q_b)^T and O += P^T^T V_c.
-    b, lq, h, d = Q.shape
-    lk = Kh.shape[2]
-    e = Vh.shape[3]
+    b, l, h, n = Q.shape
+    s = Kh.shape[2]
+    p = Vh.shape[3]
     dt = Q.dtype
-    nqb = (lq + block_q - 1) // block_q
+    nqb = (l + block_q - 1) // block_q
     for idx in nb.prange(b * h * nqb):
         bh = idx // nqb
         qb = idx % nqb
         bi = bh // h
         hi = bh % h
         q0 = qb * block_q
-        q1 = min(q0 + block_q, lq)
+        q1 = min(q0 + block_q, l)
         T = q1 - q0
-        # scale Q_b^T (d T)
-        QT = np.empty((d, T), dtype=dt)
+        # scale Q_b^T (n T)
+        QT = np.empty((n, T), dtype=dt)
         for i in range(T):
-            for c in range(d):
+            for c in range(n):
                 QT[c, i] = Q[bi, q0 + i, hi, c] * scale
         m = np.full(T, -np.inf, dtype=dt)
         m_new = np.empty(T, dtype=dt)
         lsum = np.zeros(T, dtype=dt)
-        acc = np.zeros((T, e), dtype=dt)
+        acc = np.zeros((T, p), dtype=dt)
         Sf = np.empty(block_k * T, dtype=dt)
         bitsf = np.empty(block_k * T, dtype=np.int32)
         # keys j <= i + offset are visible (causal); the last query of the block sees the most
-        kend = lk
+        kend = s
         if causal:
-            kend = min(lk, q1 - 1 + offset + 1)
+            kend = min(s, q1 - 1 + offset + 1)
         for k0 in range(0, max(kend, 0), block_k):
             k1 = min(k0 + block_k, kend)
             nk = k1 - k0
@@ -131,8 +133,8 @@ def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
                 c = math.exp(m[i] - m_new[i]) if m[i] != -np.inf else 0.0
                 lsum[i] = c * lsum[i]
                 if c != 1.0:
-                    for p in range(e):
-                        acc[i, p] *= c
+                    for r in range(p):
+                        acc[i, r] *= c
                 m[i] = m_new[i]
             # P^T = exp(S^T - m');  l' = c l + rowsum P
             _exp_block_rowsum(ST, m_new, bitsf[:nk * T].reshape((nk, T)), lsum)
@@ -141,55 +143,43 @@ def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
         # out = O / l  (l = 0: a fully masked row, output 0)
         for i in range(T):
             inv = 1.0 / lsum[i] if lsum[i] > 0 else 0.0
-            for p in range(e):
-                O[bi, q0 + i, hi, p] = acc[i, p] * inv
+            for r in range(p):
+                O[bi, q0 + i, hi, r] = acc[i, r] * inv
 
 
-def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: Optional[str] = None,
+def flash_attention(q, k, v, *, scale: Optional[float] = None, causal: bool = False, alignment: Optional[str] = None,
                     block_q: int = 64, block_k: int = 64) -> np.ndarray:
-    """Tiled online-softmax attention; the result of ``scaled_dot_product_attention(q, k, v, scale, causal)``."""
-    q = as_float_array(q, "q", ndim=4, allow_complex=False)
-    k = as_float_array(k, "k", ndim=4, allow_complex=False)
-    v = as_float_array(v, "v", ndim=4, allow_complex=False)
-    b, lq, h, d = q.shape
-    lk = k.shape[1]
-    check_shape(k, "k", (b, None, h, d), "(b, lk, h, d)")
-    check_shape(v, "v", (b, lk, h, None), "(b, lk, h, e)")
-    if causal is not None:
-        if isinstance(causal, bool):
-            raise TypeError("causal: expected None, 'top_left' or 'bottom_right', got a bool (name the alignment)")
-        check_choice(causal, "causal", ("top_left", "bottom_right"))
+    """Tiled online-softmax attention: ``materialized(q, k, v, scale=, causal=, alignment=)`` without the scores.
+
+    ``q (b l h n)``, ``k (b s h n)``, ``v (b s h p)`` -> ``(b l h p)``; ``block_q`` queries by ``block_k`` keys per tile.
+    """
+    q, k, v, (b, l, s, h, n, p) = validate_qkv(q, k, v)
+    alignment = causal_alignment(causal, alignment, l, s)
     block_q = check_int(block_q, "block_q", minimum=1)
     block_k = check_int(block_k, "block_k", minimum=1)
-    if scale is None:
-        scale = 1.0 / math.sqrt(d) if d else 1.0
-    if not isinstance(scale, (int, float, np.floating)) or isinstance(scale, bool) or not math.isfinite(scale):
-        raise ValueError(f"scale: expected a finite real number, got {scale!r}")
+    scale = attention_scale(scale, n)
     dtype = result_dtype(q, k, v)
-    e = v.shape[3]
-    offset = (lk - lq) if causal == "bottom_right" else 0
-    if b * lq * h * e and lk and d:
-        # keys and values per head, (b l h d) -> (b h l d): each head's rows contiguous (strided head rows
+    # the causal diagonal keeps j <= i + offset
+    offset = (s - l) if alignment == "bottom_right" else 0
+    if b * l * h * p and s and n:
+        # keys and values per head, (b s h n) -> (b h s n): each head's rows contiguous (strided head rows
         # thrash the L1 cache in the GEMMs; they are re-read by every query block)
-        K, V = np.empty((b, h, lk, d), dtype=dtype), np.empty((b, h, lk, e), dtype=dtype)
+        K, V = np.empty((b, h, s, n), dtype=dtype), np.empty((b, h, s, p), dtype=dtype)
         _to_heads(np.ascontiguousarray(k, dtype=dtype), K)
         _to_heads(np.ascontiguousarray(v, dtype=dtype), V)
-        O = np.empty((b, lq, h, e), dtype=dtype)  # every row is written
-        _flash(np.ascontiguousarray(q, dtype=dtype), K, V, dtype.type(scale), causal is not None, offset, block_q,
+        O = np.empty((b, l, h, p), dtype=dtype)  # every row is written
+        _flash(np.ascontiguousarray(q, dtype=dtype), K, V, dtype.type(scale), alignment is not None, offset, block_q,
                block_k, O)
         return O
-    O = np.zeros((b, lq, h, e), dtype=dtype)
-    if O.size and lk and not d:
-        # d = 0: every score is 0, the softmax is uniform over the visible keys
-        from refimpl.attention.softmax.reference import scaled_dot_product_attention
-
-        return scaled_dot_product_attention(q, k, v, scale=scale, causal=causal)
-    return O
+    if b * l * h * p and s and not n:
+        # n = 0: every score is 0, the softmax is uniform over the kept keys
+        return materialized(q, k, v, scale=scale, causal=alignment is not None, alignment=alignment)
+    return np.zeros((b, l, h, p), dtype=dtype)
 
 
 @warmup
 def _warm():
     for dt in (np.float32, np.float64):
         x = np.ones((1, 3, 1, 2), dtype=dt)
-        flash_attention(x, x, x, causal="top_left", block_q=2, block_k=2)
+        flash_attention(x, x, x, causal=True, block_q=2, block_k=2)
         flash_attention(x, x, x, block_q=2, block_k=2)

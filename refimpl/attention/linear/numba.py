@@ -1,0 +1,173 @@
+r"""Numba kernels for causal linear attention: the ``"numba"`` backend of
+:func:`refimpl.attention.linear.linear_attention` (views ``recurrent`` and ``chunked``).
+
+Each public function validates exactly like its NumPy reference (:func:`refimpl.attention.linear.reference.
+validate_linear`: the same arguments, the same errors) and returns the same result up to rounding (property-tested
+against the reference and the mpmath oracle for l = 0, 1, odd, not a multiple of the chunk, long).  The output
+dtype is the reference's (float32 only when every input is float32).  The recurrent kernel's scalar accumulators
+are float64 (Numba types a ``0.0`` accumulator as float64).  The chunked kernel does its matrix products through
+BLAS (:func:`refimpl._blas.gemm`, on contiguous copies of one head's chunk rows, one thread per call) and so
+accumulates in the working dtype, in BLAS's order; the derived componentwise bounds of the tests count the longest
+chain of roundings (``n + l + 3``), which holds for any summation order, so they apply unchanged; the normalizer is
+still a float64 scalar.
+
+* :func:`causal_recurrent` -- :func:`refimpl.attention.linear.reference.recurrent`.
+* :func:`causal_chunked` -- :func:`refimpl.attention.linear.reference.chunked`.
+
+The kernels always carry the normalizer ``z`` (it is dropped from the result when ``normalize=False``).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from refimpl._blas import gemm
+from refimpl._numba import warmup
+from refimpl._validate import check_int
+from refimpl.attention.linear.reference import final_state, validate_linear
+
+__all__ = ["causal_recurrent", "causal_chunked"]
+
+
+@numba.njit(cache=True, parallel=True)
+def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
+    b, l, h, n = phi_k.shape
+    p = v.shape[3]
+    o = np.zeros((b, l, h, p), dtype=phi_q.dtype)
+    for bh in prange(b * h):
+        bi = bh // h
+        hi = bh % h
+        for t in range(l):
+            # S_t = S_{t-1} + v_t phi(k_t)^T ; z_t = z_{t-1} + phi(k_t)
+            for i in range(p):
+                for j in range(n):
+                    S[bi, hi, i, j] += v[bi, t, hi, i] * phi_k[bi, t, hi, j]
+            for j in range(n):
+                z[bi, hi, j] += phi_k[bi, t, hi, j]
+            den = 0.0
+            if normalize:
+                for j in range(n):
+                    den += z[bi, hi, j] * phi_q[bi, t, hi, j]
+                if eps_add:
+                    den += eps
+                else:
+                    den = max(den, eps)
+            # o_t = S_t phi(q_t) [/ den]
+            for i in range(p):
+                acc = 0.0
+                for j in range(n):
+                    acc += S[bi, hi, i, j] * phi_q[bi, t, hi, j]
+                o[bi, t, hi, i] = acc / den if normalize else acc
+    return o
+
+
+@numba.njit(cache=True, parallel=True)
+def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
+    # Per (batch, head), chunk by chunk: the chunk's rows of one head, Q = phi_q[bi, s:s+T, hi, :] (T n) etc.,
+    # copied to contiguous blocks, every product one BLAS GEMM (refimpl._blas.gemm); the state is kept
+    # transposed, St = S^T (n p). Accumulation is in the working dtype (BLAS);
+    # the componentwise bound of the tests (depth n + L + 3) holds for any summation order.
+    b, l, h, n = phi_k.shape
+    p = v.shape[3]
+    dt = phi_q.dtype
+    o = np.empty((b, l, h, p), dtype=dt)
+    for bh in prange(b * h):
+        bi = bh // h
+        hi = bh % h
+        Af = np.empty(chunk * chunk, dtype=dt)
+        # contiguous copies of the chunk's rows (rows of one head are h*n apart: multiplied in place they
+        # thrash the L1 cache's sets)
+        Qf, Kf, Vf, Of = (np.empty(chunk * n, dtype=dt), np.empty(chunk * n, dtype=dt), np.empty(chunk * p, dtype=dt),
+                          np.empty(chunk * p, dtype=dt))
+        St = np.ascontiguousarray(S[bi, hi].T)
+        for s in range(0, l, chunk):
+            T = min(chunk, l - s)
+            Q, K = Qf[:T * n].reshape((T, n)), Kf[:T * n].reshape((T, n))
+            V, O = Vf[:T * p].reshape((T, p)), Of[:T * p].reshape((T, p))
+            for i in range(T):
+                Q[i, :] = phi_q[bi, s + i, hi, :]
+                K[i, :] = phi_k[bi, s + i, hi, :]
+                V[i, :] = v[bi, s + i, hi, :]
+            A = Af[:T * T].reshape((T, T))
+            # A = Q K^T, then the causal mask: A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal
+            gemm(Q, False, K, True, A, 0.0)
+            for i in range(T):
+                for j in range(i + 1, T):
+                    A[i, j] = 0.0
+            # num = Q S_s^T + A V   (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), written into o
+            gemm(Q, False, St, False, O, 0.0)
+            gemm(A, False, V, False, O, 1.0)
+            if normalize:
+                for i in range(T):
+                    # den_i = z_s . phi(q_i) + sum_{j<=i} A_ij  (+ eps, or max(., eps)); a float64 scalar
+                    den = 0.0
+                    for c in range(n):
+                        den += z[bi, hi, c] * Q[i, c]
+                    for j in range(i + 1):
+                        den += A[i, j]
+                    if eps_add:
+                        den += eps
+                    else:
+                        den = max(den, eps)
+                    for r in range(p):
+                        O[i, r] = O[i, r] / den
+            for i in range(T):
+                o[bi, s + i, hi, :] = O[i, :]
+            # S_{s+T} = S_s + V^T K (as St += K^T V) ; z_{s+T} = z_s + sum_j phi(k_j)
+            gemm(K, True, V, False, St, 1.0)
+            for i in range(T):
+                for c in range(n):
+                    z[bi, hi, c] += K[i, c]
+        S[bi, hi] = St.T
+    return o
+
+
+def _kernel_args(phi_q, phi_k, v, view, **kw):
+    """Validated, contiguous kernel inputs; the state ``S (b h p n)`` and normalizer ``z (b h n)`` as writable copies."""
+    phi_q, phi_k, v, S, z, opts, (b, l, s, h, n, p) = validate_linear(phi_q, phi_k, v, **kw)
+    if not opts["causal"]:
+        raise ValueError(f"causal: the {view!r} view is causal; non-causal attention (causal=False) is the "
+                         f"'quadratic' view (numpy backend)")
+    if z is None:  # unnormalized: the kernel still carries a normalizer, not returned
+        z = np.zeros((b, h, n), dtype=phi_q.dtype)
+    c = np.ascontiguousarray
+    return c(phi_q), c(phi_k), c(v), c(S), c(z), opts
+
+
+def _result(o, S, z, opts):
+    return (o, final_state(S, z if opts["normalize"] else None, opts)) if opts["return_final_state"] else o
+
+
+def causal_recurrent(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = True, eps: float = 0.0,
+                     eps_mode: str = "add", state_layout: str = "vk", initial_state=None,
+                     return_final_state: bool = False):
+    """Numba version of :func:`refimpl.attention.linear.reference.recurrent` (same signature)."""
+    pq, pk, vv, S, z, opts = _kernel_args(phi_q, phi_k, v, "recurrent", causal=causal, normalize=normalize, eps=eps,
+                                          eps_mode=eps_mode, state_layout=state_layout, initial_state=initial_state,
+                                          return_final_state=return_final_state)
+    o = _lin_recurrent(pq, pk, vv, S, z, opts["normalize"], opts["eps"], eps_mode == "add")
+    return _result(o, S, z, opts)
+
+
+def causal_chunked(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = True, eps: float = 0.0,
+                   eps_mode: str = "add", state_layout: str = "vk", initial_state=None,
+                   return_final_state: bool = False, chunk: int = 64):
+    """Numba version of :func:`refimpl.attention.linear.reference.chunked` (same signature)."""
+    chunk = check_int(chunk, "chunk", minimum=1)
+    pq, pk, vv, S, z, opts = _kernel_args(phi_q, phi_k, v, "chunked", causal=causal, normalize=normalize, eps=eps,
+                                          eps_mode=eps_mode, state_layout=state_layout, initial_state=initial_state,
+                                          return_final_state=return_final_state)
+    o = _lin_chunked(pq, pk, vv, S, z, chunk, opts["normalize"], opts["eps"], eps_mode == "add")
+    return _result(o, S, z, opts)
+
+
+@warmup
+def _warm() -> None:
+    for dt in (np.float64, np.float32):
+        x = np.zeros((1, 2, 1, 2), dtype=dt)
+        for norm in (True, False):
+            for mode in ("add", "clamp"):
+                eps = 1.0 if norm else 0.0
+                causal_recurrent(x, x, x, normalize=norm, eps=eps, eps_mode=mode)
+                causal_chunked(x, x, x, chunk=1, normalize=norm, eps=eps, eps_mode=mode)
