@@ -188,7 +188,7 @@ def torch_linear_chunked(q, k, v, c=64):
 
 @workload("W2")
 def w2_linear_attention(limits, repeats=5, quick=False):
-    from refimpl.attention import kernels_numba as KN
+    from refimpl.attention.linear import numba as KN
     from refimpl.attention.linear import reference as linear
 
     b, h, L, dk = (1, 4, 1024, 64) if quick else (1, 8, 4096, 64)
@@ -196,13 +196,13 @@ def w2_linear_attention(limits, repeats=5, quick=False):
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((b, L, h, dk)).astype(np.float32) / np.float32(8) for _ in range(3))
     kw = dict(normalize=False)
-    oracle = linear.causal_chunked(*(a.astype(np.float64) for a in (q, k, v)), chunk=c, **kw)
+    oracle = linear.chunked(*(a.astype(np.float64) for a in (q, k, v)), chunk=c, **kw)
     # the baseline is the literal definition (the recurrence S_t = S_{t-1} + v_t k_t^T) run in float32
-    ref32 = linear.causal_recurrent(q, k, v, **kw)
+    ref32 = linear.recurrent(q, k, v, **kw)
     cands = {
         "ours numba chunked": lambda: KN.causal_chunked(q, k, v, chunk=c, **kw),
         "ours numba recurrent": lambda: KN.causal_recurrent(q, k, v, **kw),
-        "ours numpy chunked reference": lambda: linear.causal_chunked(q, k, v, chunk=c, **kw),
+        "ours numpy chunked reference": lambda: linear.chunked(q, k, v, chunk=c, **kw),
     }
     torch = _torch()
     to_np = _to_np
@@ -233,16 +233,16 @@ def w2_linear_attention(limits, repeats=5, quick=False):
 @workload("W3")
 def w3_softmax_attention(limits, repeats=5, quick=False):
     from refimpl.attention.softmax.numba import flash_attention
-    from refimpl.attention.softmax.reference import scaled_dot_product_attention
+    from refimpl.attention.softmax import scaled_dot_product_attention
 
     b, h, L, d = (1, 4, 512, 64) if quick else (1, 8, 2048, 64)
     rng = np.random.default_rng(3)
     q, k, v = (rng.standard_normal((b, L, h, d)).astype(np.float32) for _ in range(3))
-    oracle = scaled_dot_product_attention(*(a.astype(np.float64) for a in (q, k, v)), causal="top_left")
-    ref32 = scaled_dot_product_attention(q, k, v, causal="top_left")
+    oracle = scaled_dot_product_attention(*(a.astype(np.float64) for a in (q, k, v)), causal=True)
+    ref32 = scaled_dot_product_attention(q, k, v, causal=True)
     cands = {
-        "ours numba tiled online-softmax": lambda: flash_attention(q, k, v, causal="top_left"),
-        "ours numpy materialized reference": lambda: scaled_dot_product_attention(q, k, v, causal="top_left"),
+        "ours numba tiled online-softmax": lambda: flash_attention(q, k, v, causal=True),
+        "ours numpy materialized reference": lambda: scaled_dot_product_attention(q, k, v, causal=True),
     }
     torch = _torch()
     to_np = _to_np
@@ -415,19 +415,19 @@ def w5_ssd(limits, repeats=5, quick=False):
 
 @workload("delta")
 def delta_rule(limits, repeats=3, quick=False):
+    from refimpl.attention.delta import numba as KN
     from refimpl.attention.delta import reference as Dm
-    from refimpl.attention import kernels_numba as KN
 
     b, L, h, n = (1, 512, 2, 64) if quick else (1, 2048, 4, 64)
     rng = np.random.default_rng(6)
     q, k, v = (rng.standard_normal((b, L, h, n)).astype(np.float32) for _ in range(3))
     k = k / np.linalg.norm(k, axis=-1, keepdims=True)
     beta = (1 / (1 + np.exp(-rng.standard_normal((b, L, h))))).astype(np.float32)
-    oracle = Dm.delta_recurrent(*(a.astype(np.float64) for a in (q, k, v, beta)))
-    ref32 = Dm.delta_recurrent(q, k, v, beta)
+    oracle = Dm.recurrent(*(a.astype(np.float64) for a in (q, k, v, beta)))
+    ref32 = Dm.recurrent(q, k, v, beta)
     cands = {"ours numba chunked (WY)": lambda: KN.delta_chunked(q, k, v, beta, chunk=64),
-             "ours numpy chunked reference": lambda: Dm.delta_chunked(q, k, v, beta, chunk=64),
-             "ours numpy recurrent reference": lambda: Dm.delta_recurrent(q, k, v, beta)}
+             "ours numpy chunked reference": lambda: Dm.chunked(q, k, v, beta, chunk=64),
+             "ours numpy recurrent reference": lambda: Dm.recurrent(q, k, v, beta)}
     res = _run("delta", "delta rule, chunked WY form", dict(batch=b, length=L, heads=h, d=n, chunk=64),
                np.float32, cands, oracle, ref32, "ours numba chunked (WY)", repeats)
     # FLOPs of the chunked WY form per chunk (T = 64, d_k = d_v = n): K K^T, Q K^T (T^2 n each), the two
@@ -462,7 +462,7 @@ def s4_cauchy(limits, repeats=3, quick=False):
 @workload("scaling")
 def scaling(limits, repeats=3, quick=False):
     """Time vs length: linear attention (chunked, recurrent) must scale linearly; softmax is quadratic."""
-    from refimpl.attention import kernels_numba as KN
+    from refimpl.attention.linear import numba as KN
     from refimpl.attention.softmax.numba import flash_attention
 
     h, d = 8, 64
@@ -474,7 +474,7 @@ def scaling(limits, repeats=3, quick=False):
         tm = interleaved_medians({
             "linear chunked": lambda: KN.causal_chunked(q, k, v, chunk=64, normalize=False),
             "linear recurrent": lambda: KN.causal_recurrent(q, k, v, normalize=False),
-            "softmax tiled": lambda: flash_attention(q, k, v, causal="top_left"),
+            "softmax tiled": lambda: flash_attention(q, k, v, causal=True),
         }, repeats=repeats, budget_s=30)
         rows.append({"length": L, **{k_: median(v_) for k_, v_ in tm.items()}})
     notes = []

@@ -247,18 +247,18 @@ def test_refimpl_ssd_views_conform(view, alg):
 
 @pytest.mark.parametrize("key_norm", ["none", "sum", "l2"])
 def test_refimpl_delta_rule_conforms(key_norm):
-    from refimpl.attention.delta.reference import delta_recurrent
+    from refimpl.attention.delta import delta_rule
 
-    rep = verify("attention.delta_rule", delta_recurrent, adapter="refimpl", conventions={"key_norm": key_norm},
+    rep = verify("attention.delta_rule", delta_rule, adapter="refimpl", conventions={"key_norm": key_norm},
                  dtype=["float64", "float32"], **FEW)
     assert rep.passed, rep.to_text()
 
 
 def test_ungated_candidate_is_diagnosed():
-    from refimpl.attention.delta.reference import delta_recurrent
+    from refimpl.attention.delta import delta_rule
 
-    def ignores_alpha(q, k, v, beta, alpha=None, **kw):
-        return delta_recurrent(q, k, v, beta, **kw)
+    def ignores_alpha(q, k, v, beta, decay=None, **kw):
+        return delta_rule(q, k, v, beta, **kw)
 
     rep = verify("attention.delta_rule", ignores_alpha, adapter="refimpl", kinds=("golden",))
     assert not rep.passed and any("use_alpha=False" in d for d in rep.deviations()), rep.deviations()
@@ -345,8 +345,8 @@ def test_fft_convolution_view_conforms_under_the_fft_bound():
     ("ssm.selective_scan", "refimpl.ssm.selective.numba:selective_scan_numba",
      {"delta_softplus": True, "algorithm": "chunked"}),
     ("ssm.ssd", "refimpl.ssm.ssd.numba:ssd_chunked_numba", {"algorithm": "chunked", "chunk": 64}),
-    ("attention.linear", "refimpl.attention.kernels_numba:causal_chunked", {}),
-    ("attention.delta_rule", "refimpl.attention.kernels_numba:delta_chunked", {"algorithm": "chunked", "chunk": 64}),
+    ("attention.linear", "refimpl.attention.linear.numba:causal_chunked", {}),
+    ("attention.delta_rule", "refimpl.attention.delta.numba:delta_chunked", {"algorithm": "chunked", "chunk": 64}),
 ])
 def test_our_fast_kernels_conform_through_the_harness(op, target, conv):
     from oracles.verify import resolve_candidate

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from oracles.verify import verify
+from refimpl.attention.features import feature_map
 from refimpl.attention.features import reference as features
+from refimpl.attention.linear import linear_attention
 from refimpl.attention.linear import reference as linear
-from refimpl.attention.softmax.reference import scaled_dot_product_attention as sdpa
+from refimpl.attention.softmax import scaled_dot_product_attention as sdpa
 
 FEW = dict(max_examples=3, seed=2)
 
@@ -19,15 +21,15 @@ def test_reference_attention_and_features_conform():
                      dtype=["float64", "float32"], **FEW)
         assert rep.passed, rep.to_text()
     for kind in ("positive", "trig", "hyperbolic"):
-        rep = verify("features.performer", features.random_features, adapter="refimpl", conventions={"kind": kind},
+        rep = verify("features.performer", feature_map, adapter="refimpl", conventions={"kind": kind},
                      dtype=["float64", "float32"], **FEW)
         assert rep.passed, rep.to_text()
-    rep = verify("attention.linear", linear.causal_recurrent, adapter="refimpl", conventions={"state_layout": "kv"},
+    rep = verify("attention.linear", linear_attention, adapter="refimpl", conventions={"state_layout": "kv"},
                  dtype=["float64", "float32"], **FEW)
     assert rep.passed, rep.to_text()
 
 
-def off_by_one_causal(q, k, v, scale=None, causal=None):
+def off_by_one_causal(q, k, v, scale=None, causal=False, alignment=None):
     """Mutant: the causal mask keeps j <= i + 1 (one future key leaks in)."""
     lq, lk = q.shape[1], k.shape[1]
     mask = np.tril(np.ones((lq, lk), dtype=bool), k=1)
@@ -44,9 +46,9 @@ def test_mutant_off_by_one_causal_mask_is_caught():
     assert len(longer) >= 4 and all(not c.passed for c in longer), rep.to_text()
 
 
-def bottom_right_as_top_left(q, k, v, scale=None, causal=None):
+def bottom_right_as_top_left(q, k, v, scale=None, causal=False, alignment=None):
     """A kernel that aligns its causal mask bottom-right (FlashAttention) verified as top-left."""
-    return sdpa(q, k, v, scale=scale, causal="bottom_right" if causal else None)
+    return sdpa(q, k, v, scale=scale, causal=causal, alignment="bottom_right" if causal else None)
 
 
 def test_wrong_causal_alignment_is_diagnosed():
@@ -58,7 +60,7 @@ def test_wrong_causal_alignment_is_diagnosed():
     assert all(c.passed for c in rep.cases if c.shapes["q"][1] == c.shapes["k"][1])
 
 
-def hyperbolic_without_h(x, W, kind, stabilizer="none"):
+def hyperbolic_without_h(x, kind, W=None, stabilizer="none"):
     """Mutant: the text's hyperbolic features without the h(x) = exp(-|x|^2/2)/sqrt(2) factor."""
     m = W.shape[0]
     wx = x @ W.T
@@ -91,9 +93,9 @@ def test_mutant_unsigned_qr_draw_is_caught_and_sign_fixed_passes():
     assert good.passed, good.to_text()
 
 
-def linear_always_vk(phi_q, phi_k, v, *, layout="vk", **kw):
+def linear_always_vk(phi_q, phi_k, v, *, state_layout="vk", **kw):
     """A kernel whose state is V x K whatever layout it is told (verified claiming K x V)."""
-    return linear.causal_recurrent(phi_q, phi_k, v, layout="vk", **kw)
+    return linear.recurrent(phi_q, phi_k, v, state_layout="vk", **kw)
 
 
 def test_state_orientation_is_diagnosed():

@@ -188,10 +188,10 @@ def test_jax_candidate_receives_jax_arrays():
     jnp = jax.numpy
     seen = []
 
-    def jax_attention(q, k, v, scale=None, causal=None):
+    def jax_attention(q, k, v, scale=None, causal=False, alignment=None):
         seen.append(type(q).__module__)
         s = jnp.einsum("bihd,bjhd->bhij", q, k) * (q.shape[-1] ** -0.5 if scale is None else scale)
-        if causal == "top_left":
+        if causal and alignment == "top_left":
             s = jnp.where(jnp.tril(jnp.ones(s.shape[-2:], bool)), s, -jnp.inf)
         p = jnp.nan_to_num(jax.nn.softmax(s, axis=-1))  # fully masked (empty) rows -> 0
         return jnp.einsum("bhij,bjhe->bihe", p, v)
