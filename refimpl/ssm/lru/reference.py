@@ -10,7 +10,7 @@ keeps the full complex state; no conjugate-pair halving).
 
 Ring initialization: ``|lambda|`` uniform in area on the ring ``r_min <= |lambda| <= r_max``
 (``u1 ~ U[0, 1]``, ``nu_log = log(-1/2 log(u1 (r_max^2 - r_min^2) + r_min^2))``), phase uniform on
-``[0, max_phase]`` (``theta_log = log(max_phase u2)``); ``B = (N(0,1) + i N(0,1))/sqrt(2 H)``,
+``[0, max_phase]`` (``theta_log = log(max_phase u2)``); ``B = (N(0,1) + i N(0,1))/sqrt(2 d)``,
 ``C = (N(0,1) + i N(0,1))/sqrt(N)``, ``D ~ N(0, 1)``.
 
 Shapes: ``nu_log, theta_log, gamma_log (n)`` real, ``B (n d)``, ``C (d n)`` complex, ``D (d)``,

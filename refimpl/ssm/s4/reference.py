@@ -133,7 +133,7 @@ def nplr(measure: str, N: int, *, theta: float = 1.0) -> NPLR:
     """
     check_choice(measure, "measure", NPLR_MEASURES)
     N = check_int(N, "N", minimum=1)
-    theta = float(theta)
+    theta = float(as_float_array(theta, "theta", ndim=0, allow_complex=False))
     check_positive(theta, "theta")
     A, B = hippo.transition(measure, N, sign="s4")
     if measure in ("legt", "fout"):
