@@ -23,7 +23,7 @@ reads the state: ``q_t <- scale qnorm(q_t)``.
 
 Chunked WY form (Yang et al. 2024)
 ----------------------------------
-For a chunk entered with state ``S_0``, positions ``t = 0..T-1``, ``g_t = sum_{i<=t} log alpha_i``,
+For a chunk entered with state ``S_0``, of length ``c``, positions ``t = 0..c-1``, ``g_t = sum_{i<=t} log alpha_i``,
 ``gamma_t = exp(g_t)``.  The product ``P_t = prod_{i<=t} (I - beta_i k_i k_i^T) = I - sum_{i<=t} w_i k_i^T``
 (the WY representation) with
 
@@ -35,7 +35,7 @@ each solved by **one unit-lower-triangular solve per chunk**.  Then
 
 * ``S_t = gamma_t S_0 (I - sum_{i<=t} w_i k_i^T) + sum_{i<=t} (gamma_t/gamma_i) u_i k_i^T``
 * ``O = diag(gamma) (Q S_0^T - tril(Q K^T) (W S_0^T)) + (Gamma o tril(Q K^T)) U``
-* ``S_T = gamma_{T-1} S_0 (I - W^T K) + U^T diag(gamma_{T-1}/gamma) K``.
+* ``S_c = gamma_{c-1} S_0 (I - W^T K) + U^T diag(gamma_{c-1}/gamma) K``.
 
 All decay ratios ``gamma_t/gamma_i`` (``i <= t``) are formed as ``exp(g_t - g_i) <= 1`` in log space.
 """

@@ -14,7 +14,7 @@ from typing import Optional
 from refimpl._dispatch import register
 from refimpl._validate import check_bool
 from refimpl.attention.softmax.reference import (CAUSAL_ALIGNMENTS, attention_scale, causal_alignment, causal_mask,
-                                                 logsumexp, materialized, multi_head_attention, softmax)
+                                                 logsumexp, multi_head_attention, softmax)
 
 __all__ = ["scaled_dot_product_attention", "multi_head_attention", "causal_mask", "causal_alignment",
            "attention_scale", "softmax", "logsumexp", "CAUSAL_ALIGNMENTS", "IMPLEMENTATIONS"]
