@@ -1,0 +1,143 @@
+"""The mutant corpus: plausible kernel bugs, each written in an op's canonical signature.
+
+A verdict is only worth what it can catch.  Every mutant here is a small, realistic deviation from an
+op's math (a sign flip, Euler instead of exp, a dropped skip, a scale applied twice, a wrong group
+order, the output read before the state update, ...) written as a candidate for ``refimpl verify``.
+:func:`run_mutants` verifies each one **at default settings** (the ``ci`` profile, the op's canonical
+adapter unless the mutant names one, the op's default conventions plus the conventions the mutant
+claims) and counts it *killed* when the verdict is "does not conform".  ``refimpl mutants`` prints the
+kill rate per op and exits 1 if any mutant survives.
+
+Modules ``oracles/mutants/<family>.py`` register mutants with :func:`mutant`::
+
+    @mutant("ssm.selective_scan", "softplus-before-bias", conventions={"delta_softplus": True},
+            doc="Delta = softplus(delta) + bias instead of softplus(delta + bias)")
+    def _softplus_before_bias(u, delta, A, B, C, D=None, z=None, delta_bias=None, ...):
+        ...
+
+A mutant imports the reference code it perturbs only from ``refimpl`` (this package is part of the
+conformance layer); the oracle that judges it never does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["Mutant", "MutantResult", "mutant", "all_mutants", "run_mutants", "import_errors"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One plausible bug: ``fn`` is a candidate for ``op`` in the op's canonical signature (or ``adapter``'s)."""
+
+    op: str
+    name: str
+    fn: Callable
+    doc: str
+    conventions: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    adapter: Optional[str] = None
+    dtype: Sequence[str] = ("float64",)
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}:{self.name}"
+
+
+@dataclasses.dataclass
+class MutantResult:
+    mutant: Mutant
+    killed: bool
+    verdict: str  # the report's first deviation, or why it survived
+    time_s: float
+    error: Optional[str] = None  # the harness itself failed (counts as a survivor: a verdict must exist)
+
+    def to_dict(self) -> dict:
+        return {"op": self.mutant.op, "mutant": self.mutant.name, "doc": self.mutant.doc, "killed": self.killed,
+                "verdict": self.verdict, "time_s": self.time_s, "error": self.error,
+                "conventions": dict(self.mutant.conventions), "adapter": self.mutant.adapter}
+
+
+_MUTANTS: Dict[str, Mutant] = {}
+_IMPORT_ERRORS: Dict[str, str] = {}
+_LOADED = False
+
+
+def mutant(op: str, name: str, *, doc: str, conventions: Optional[Mapping[str, Any]] = None,
+           adapter: Optional[str] = None, dtype: Sequence[str] = ("float64",)):
+    """Register the decorated function as a mutant of ``op`` (``name`` unique within the op)."""
+
+    def deco(fn: Callable) -> Callable:
+        m = Mutant(op, name, fn, doc, dict(conventions or {}), adapter, tuple(dtype))
+        if m.key in _MUTANTS and _MUTANTS[m.key].fn is not fn:
+            raise ValueError(f"mutant {m.key} is registered twice")
+        _MUTANTS[m.key] = m
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"{__name__}.{mod.name}")
+        except Exception as exc:  # a broken module is a reported gap, never a silent one
+            _IMPORT_ERRORS[mod.name] = f"{type(exc).__name__}: {exc}"
+
+
+def import_errors() -> Dict[str, str]:
+    _load()
+    return dict(_IMPORT_ERRORS)
+
+
+def all_mutants(op: Optional[str] = None) -> List[Mutant]:
+    """Every registered mutant (of ``op``, or of every op whose name starts with ``op + '.'``)."""
+    _load()
+    ms = sorted(_MUTANTS.values(), key=lambda m: (m.op, m.name))
+    if op is None:
+        return ms
+    return [m for m in ms if m.op == op or m.op.startswith(op + ".")]
+
+
+def run_mutants(op: Optional[str] = None, *, names: Optional[Sequence[str]] = None,
+                profile: str = "ci", seed: int = 0) -> List[MutantResult]:
+    """Verify every mutant (of ``op``; only ``names`` if given) at default settings; killed = does not conform."""
+    from oracles.verify import verify
+
+    results = []
+    for m in all_mutants(op):
+        if names is not None and m.name not in names and m.key not in names:
+            continue
+        t0 = time.perf_counter()
+        try:
+            rep = verify(m.op, m.fn, adapter=m.adapter, conventions=dict(m.conventions), dtype=list(m.dtype),
+                         profile=profile, seed=seed, candidate_name=m.key)
+        except Exception as exc:
+            results.append(MutantResult(m, False, "the harness raised", time.perf_counter() - t0,
+                                        error="".join(traceback.format_exception_only(type(exc), exc)).strip()))
+            continue
+        if rep.passed:
+            verdict = "SURVIVED: reported as conforming"
+        else:
+            devs = rep.deviations()
+            verdict = devs[0] if devs else "does not conform"
+        results.append(MutantResult(m, not rep.passed, verdict, time.perf_counter() - t0))
+    return results
+
+
+def kill_table(results: Sequence[MutantResult]) -> List[Dict[str, Any]]:
+    """Per op: mutants, killed, rate."""
+    ops: Dict[str, List[MutantResult]] = {}
+    for r in results:
+        ops.setdefault(r.mutant.op, []).append(r)
+    return [{"op": o, "mutants": len(rs), "killed": sum(r.killed for r in rs),
+             "rate": sum(r.killed for r in rs) / len(rs)} for o, rs in sorted(ops.items())]
