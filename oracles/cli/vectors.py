@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from oracles.cli.verify import candidate_path, parse_conventions, positive_seconds
+
 
 def register(sub) -> None:
     p = sub.add_parser("vectors", help="export or re-check golden test vectors (npz + JSON manifest)")
@@ -20,16 +22,17 @@ def register(sub) -> None:
     c.add_argument("--adapter", default=None)
     c.add_argument("--dtype", default="float64")
     c.add_argument("--framework", default=None)
+    c.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+                   help="time limit of each call of the candidate (default 60)")
     c.set_defaults(func=run_check)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def run_export(args) -> int:
     from oracles.verify.vectors import export
-    from oracles.cli.verify import parse_convention
 
     try:
-        conv = dict(parse_convention(c) for c in args.conv)
+        conv = parse_conventions(args.conv, args.op)
         m = export(args.op, args.out, conventions=conv, max_examples=args.max_examples, seed=args.seed)
     except (ValueError, TypeError) as exc:
         print(f"refimpl vectors export: {exc}", file=sys.stderr)
@@ -42,12 +45,13 @@ def run_check(args) -> int:
     from oracles.verify import resolve_candidate
     from oracles.verify.vectors import check
 
+    candidate_path()
     try:
         cand = resolve_candidate(args.candidate) if args.candidate else None
         kw = {}
         if cand is not None:
             kw = dict(adapter=args.adapter, dtype=args.dtype.split(","), framework=args.framework,
-                      candidate_name=args.candidate)
+                      candidate_name=args.candidate, timeout=args.timeout)
         res = check(args.dir, cand, **kw)
     except (ValueError, TypeError, ImportError, OSError) as exc:
         print(f"refimpl vectors check: {exc}", file=sys.stderr)

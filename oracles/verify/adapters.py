@@ -24,7 +24,10 @@ Building blocks for ``args``/``kwargs``:
 Outputs: ``Out(name, index, pattern=None, complex=None)`` -- ``index`` is a
 position in a returned tuple, a key of a returned dict, or ``None`` for a
 single returned array; ``pattern`` maps candidate -> canonical layout.  A
-candidate may also return a dict keyed by the canonical output names.
+candidate may also return a dict keyed by the canonical output names.  An output
+whose place in the return value holds ``None`` was asked for and not computed:
+:class:`Outputs` names it (``returned_none``) and the harness fails the case; an
+output with no place at all (a shorter tuple, a missing key) was not returned.
 """
 from __future__ import annotations
 
@@ -35,8 +38,19 @@ import numpy as np
 
 from oracles.verify.layout import deinterleave_complex, interleave_complex, rearrange
 
-__all__ = ["In", "Conv", "Const", "Group", "Out", "Adapter", "register_adapter", "get_adapter", "adapters_for",
-           "CANONICAL"]
+__all__ = ["In", "Conv", "Const", "Group", "Out", "Adapter", "Outputs", "register_adapter", "get_adapter",
+           "adapters_for", "CANONICAL"]
+
+
+class Outputs(dict):
+    """Canonical outputs read from a candidate's return value (``{name: array}``).
+
+    ``returned_none``: the outputs whose place in the return value held ``None``.
+    """
+
+    def __init__(self, *args, returned_none=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.returned_none = set(returned_none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +167,7 @@ class Adapter:
             rets = getattr(spec, "returns", None) or spec.outputs
             outs = tuple(Out(a.name, i if len(rets) > 1 else None) for i, a in enumerate(rets))
         result: Dict[str, Any] = {}
+        none = set()
         for o in outs:
             if isinstance(ret, dict) and (o.index is None or isinstance(o.index, int)):
                 if o.name not in ret:  # a candidate returning a dict keyed by the canonical output names
@@ -173,6 +188,7 @@ class Adapter:
                     continue
                 v = ret
             if v is None:
+                none.add(o.name)  # its place held None: asked for, not computed
                 continue
             v = to_numpy(v)
             if o.complex == "interleave" and not np.iscomplexobj(v):
@@ -181,7 +197,7 @@ class Adapter:
             if pat:
                 v = rearrange(v, pat, **{**dims, **self.sizes})
             result[o.name] = v
-        return result
+        return Outputs(result, returned_none=none)
 
 
 def canonical_adapter(op: str) -> Adapter:

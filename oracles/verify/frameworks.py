@@ -13,16 +13,23 @@ importing anything, and converted to NumPy (torch: after ``.cpu()``; cupy:
 bfloat16 has no NumPy DLPack code; to and from torch it travels as its bit
 pattern (an ``int16`` view), which is exact.  Only torch (CPU) conversions are
 exercised by the tests here; JAX and CuPy are not installed on the CI machines.
+
+Precision: JAX computes in float32 unless ``jax_enable_x64`` is set, silently turning
+float64 inputs into float32.  :func:`precision_scope` enables x64 for a float64 run of a JAX
+candidate (and restores the setting after), and says so; :func:`precision_note` names an output
+that came back in lower precision than the dtype asked for, whatever the framework.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["FRAMEWORKS", "parse_framework", "to_framework", "to_numpy", "lowp_dtype"]
+__all__ = ["FRAMEWORKS", "parse_framework", "to_framework", "to_numpy", "lowp_dtype", "precision_scope",
+           "precision_note", "mantissa_bits"]
 
 FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
 
@@ -109,3 +116,61 @@ def to_numpy(x: Any) -> Any:
         except (TypeError, BufferError, RuntimeError):
             pass
     return np.asarray(x)
+
+
+# -- precision ------------------------------------------------------------------------------------------------
+
+def mantissa_bits(dtype: Any) -> Optional[int]:
+    """The significand precision of a floating or complex dtype (float64: 53, bfloat16: 8); None otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return None
+    if dt.name == "bfloat16":
+        return 8
+    if dt.kind not in "fc":
+        return None
+    return int(np.finfo(dt).nmant) + 1
+
+
+def precision_note(returned: Any, asked: str) -> Optional[str]:
+    """A sentence when ``returned`` (a dtype) carries fewer significand bits than ``asked`` (a dtype name)."""
+    got, want = mantissa_bits(returned), mantissa_bits(lowp_dtype(asked))
+    if got is None or want is None or got >= want:
+        return None
+    return f"came back in {np.dtype(returned).name}, lower precision than the {asked} asked for"
+
+
+def _jax_x64(jax) -> bool:
+    cfg = jax.config
+    for read in (lambda: cfg.jax_enable_x64, lambda: cfg.read("jax_enable_x64"),
+                 lambda: cfg.values["jax_enable_x64"]):
+        try:
+            return bool(read())
+        except (AttributeError, KeyError, TypeError):
+            continue
+    return False
+
+
+@contextlib.contextmanager
+def precision_scope(framework: str, dtype: str) -> Iterator[List[str]]:
+    """Run a candidate of ``framework`` in ``dtype``: for JAX in float64, ``jax_enable_x64`` is turned on.
+
+    Yields the list of notes for the report (what was changed); the previous setting is restored on exit.
+    Other frameworks keep the dtype of the arrays they are given: nothing to do.
+    """
+    notes: List[str] = []
+    if framework != "jax" or dtype != "float64":
+        yield notes
+        return
+    jax = importlib.import_module("jax")
+    was = _jax_x64(jax)
+    if not was:
+        jax.config.update("jax_enable_x64", True)
+        notes.append("float64: jax_enable_x64 was off; it was enabled for the float64 run (JAX computes in float32 "
+                     "without it) and restored afterwards")
+    try:
+        yield notes
+    finally:
+        if not was:
+            jax.config.update("jax_enable_x64", False)

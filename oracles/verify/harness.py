@@ -23,7 +23,20 @@ every requested dtype:
    ``.npz`` with a script that reruns the case.
 
 Probes declared by the op (causality, row locality, ...) run once per
-verification on float64 inputs.
+requested dtype, on inputs cast to that dtype and under that dtype's bounds
+(a probe that is not dtype-aware runs once, on float64 inputs).
+
+What the report says about each run: the dtype each output came back in (an
+output in lower precision than asked for is named as such; a JAX candidate asked
+for float64 runs with ``jax_enable_x64`` on, and the report says so); the warnings
+raised while a case ran (attached to that case, never printed bare); an optional
+output whose place in the return value held ``None`` (asked for, not computed)
+fails the case.  Every call of the candidate runs under a time limit
+(``timeout``, 60 s by default): a call that does not return is reported with its
+case and abandoned (a Python thread cannot be killed: it may still be running
+when the verification ends), and the run goes on.  Hypothesis' files go to
+:func:`cache_dir` (``$XDG_CACHE_HOME/refimpl/hypothesis``), never ``.hypothesis/``
+in the caller's folder.
 
 The low-precision baseline: our reference cannot run its arithmetic in
 float16/bfloat16 (NumPy has no bfloat16 einsum/solve), so "our reference in
@@ -34,29 +47,109 @@ float32, which is what float16/bfloat16 kernels do.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import os
+import threading
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+import warnings
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from oracles.tolerance import baseline_bound, compare
-from oracles.verify.adapters import Adapter, get_adapter
-from oracles.verify.frameworks import lowp_dtype, parse_framework, to_framework, to_numpy
-from oracles.verify.registry import Case, OpSpec, get_op, infer_dims
+from oracles.tolerance import Comparison, baseline_bound, compare
+from oracles.verify.adapters import Adapter, Outputs, get_adapter
+from oracles.verify.frameworks import (lowp_dtype, parse_framework, precision_note, precision_scope, to_framework,
+                                       to_numpy)
+from oracles.verify.registry import Case, OpSpec, ProbeDtype, get_op, infer_dims
 from oracles.verify.report import CaseResult, OutputResult, ProbeResult, Report, load_case, save_case
 
 __all__ = ["verify", "assert_conforms", "generate_cases", "strategy_for", "resolve_candidate", "rerun_case", "PROFILES",
-           "DTYPES", "CandidateCall"]
+           "DTYPES", "CandidateCall", "CandidateTimeout", "DEFAULT_TIMEOUT", "cache_dir"]
 
 PROFILES = {"ci": 10, "thorough": 200}
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 LOWP = ("float16", "bfloat16")
+DEFAULT_TIMEOUT = 60.0  # seconds per call of the candidate
 
 
 class _Skip(Exception):
     pass
+
+
+class CandidateTimeout(Exception):
+    """A call of the candidate did not return within the time limit (it was abandoned, not stopped)."""
+
+
+def cache_dir() -> str:
+    """Where the harness keeps files: ``$REFIMPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/refimpl``, else ``~/.cache/refimpl``."""
+    explicit = os.environ.get("REFIMPL_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "refimpl")
+
+
+@contextlib.contextmanager
+def _hypothesis_home() -> Iterator[None]:
+    """Hypothesis writes its files (the constants cache, the example database) under ``cache_dir()/hypothesis``
+    while the harness draws, then the caller's setting is restored.  ``HYPOTHESIS_STORAGE_DIRECTORY``, when set,
+    is the user's choice and is kept."""
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    import hypothesis.configuration as hconf
+
+    key = "__hypothesis_home_directory"  # module-level: no name mangling
+    before = hconf.__dict__.get(key)
+    hconf.set_hypothesis_home_dir(os.path.join(cache_dir(), "hypothesis"))
+    try:
+        yield
+    finally:
+        hconf.__dict__[key] = before
+
+
+def _call_with_time_limit(fn: Callable[[], Any], timeout: Optional[float]) -> Any:
+    """``fn()`` in a worker thread, waiting at most ``timeout`` seconds (``None``/``0``: inline, no limit)."""
+    if not timeout:
+        return fn()
+    box: Dict[str, Any] = {}
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="refimpl-verify-candidate", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise CandidateTimeout(f"the candidate did not return within {timeout:g} s; the call was abandoned "
+                               "(a Python thread cannot be killed: it may still be running)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _format_warning(w: warnings.WarningMessage) -> str:
+    return f"{w.category.__name__}: {w.message} (at {w.filename}:{w.lineno})"
+
+
+@contextlib.contextmanager
+def _collect_warnings(into: List[str]) -> Iterator[None]:
+    """Record every warning raised inside (the candidate's worker thread included) into ``into``, counted."""
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            counts: Dict[str, int] = {}
+            for w in log:
+                text = _format_warning(w)
+                counts[text] = counts.get(text, 0) + 1
+            into.extend(t if n == 1 else f"{t} [x{n}]" for t, n in counts.items())
 
 
 def resolve_candidate(spec: str) -> Callable:
@@ -64,7 +157,13 @@ def resolve_candidate(spec: str) -> Callable:
     if ":" not in spec:
         raise ValueError(f"candidate: expected MODULE:FUNCTION, got {spec!r}")
     mod_name, _, attr = spec.partition(":")
-    obj: Any = importlib.import_module(mod_name)
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and mod_name.split(".")[0] == exc.name.split(".")[0]:
+            raise ModuleNotFoundError(f"candidate: no module named {exc.name!r} (searched the current directory "
+                                      f"{os.getcwd()} and sys.path)", name=exc.name) from None
+        raise
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
@@ -102,7 +201,8 @@ def _hypothesis_inputs(spec: OpSpec, conv: Dict[str, Any], n: int, seed: int) ->
         if len(drawn) < n:
             drawn.append(inp)
 
-    collect()
+    with _hypothesis_home():
+        collect()
     return drawn
 
 
@@ -157,13 +257,15 @@ class CandidateCall:
     conv: Dict[str, Any]
     framework: str = "numpy"
     device: Optional[str] = None
+    timeout: Optional[float] = None  # seconds per call (None: no limit); see _call_with_time_limit
 
     def __call__(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
         dims = infer_dims(self.spec.inputs, inputs)
         convert = lambda a: to_framework(a, self.framework, self.device)  # noqa: E731
-        out = self._call(inputs, dims, convert)
+        out = _call_with_time_limit(lambda: self._call(inputs, dims, convert), self.timeout)
         if self.spec.derive is not None:
-            out = self.spec.derive(out, dict(inputs))
+            none = getattr(out, "returned_none", ())
+            out = Outputs(self.spec.derive(out, dict(inputs)), returned_none=none)
         return out
 
     def _call(self, inputs, dims, convert) -> Dict[str, Any]:
@@ -175,6 +277,7 @@ class CandidateCall:
         if size is None:
             raise ValueError(f"adapter {self.adapter.name}: vectorized axis {ax!r} is not an axis of the inputs")
         per: List[Dict[str, Any]] = []
+        none: set = set()
         for i in range(size):
             sl = {}
             for a in self.spec.inputs:
@@ -186,7 +289,8 @@ class CandidateCall:
                 sl[a.name] = np.take(v, i, axis=pat.index(ax)) if pat and ax in pat else v
             args, kwargs = self.adapter.build_call(self.spec, sl, self.conv, dims, convert)
             per.append(self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy, self.conv))
-        out: Dict[str, Any] = {}
+            none |= getattr(per[-1], "returned_none", set())
+        out = Outputs(returned_none=none)
         for o in self.spec.outputs:
             if not per or any(o.name not in p for p in per):
                 continue
@@ -246,58 +350,79 @@ def _scaled_max_err(x, oracle, M) -> float:
     return float(np.max(r)) if r.size else 0.0
 
 
+def _lowp_reference_inputs(inputs_up: Mapping[str, Any]) -> Dict[str, Any]:
+    """The low-precision baseline's inputs: the dtype's (exactly representable) values in float32."""
+    return {k: (None if v is None else (v.astype(np.float32) if v.dtype.kind == "f" else v))
+            for k, v in inputs_up.items()}
+
+
+def _output_bounds(spec: OpSpec, inputs_up: Mapping[str, Any], oracle_out: Mapping[str, Any], conv: Dict[str, Any],
+                   dtype: str, ref_inputs: Optional[Mapping[str, Any]] = None):
+    """Each output's bound in ``dtype``: ``(bounds, magnitudes, baseline errors)``.
+
+    float64/float32: the op's derived bound.  float16/bfloat16: the same-dtype baseline rule, with our
+    reference (float32 arithmetic on ``ref_inputs``, outputs rounded to the dtype) as the baseline and the op's
+    componentwise float32 bound as the magnitude each entry's error scales with; the baseline's own errors
+    (in the rule's metric and absolute) come back for the report.
+    """
+    if dtype not in LOWP:
+        return spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(dtype)), {}, {}
+    if spec.reference is None:
+        raise _Skip(f"op {spec.name} has no reference for the low-precision baseline")
+    try:
+        ref = spec.reference(dict(ref_inputs if ref_inputs is not None else _lowp_reference_inputs(inputs_up)), conv)
+    except Exception as exc:  # no baseline for this case: say so, never guess a bound
+        raise _Skip(f"our reference cannot run this case for the low-precision baseline "
+                    f"({type(exc).__name__}: {exc})") from None
+    bounds, base_err = {}, {}
+    dt = lowp_dtype(dtype)
+    # the magnitude each entry's error scales with: the op's componentwise float32 bound (proportional to
+    # the computation on absolute values; the constant cancels in the baseline rule)
+    try:
+        mags = {k: np.asarray(b.values, dtype=np.float64)
+                for k, b in spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(np.float32)).items()}
+    except Exception:
+        mags = {}
+    for name, o in oracle_out.items():
+        if name not in ref:
+            continue
+        r = np.asarray(ref[name])
+        r_lowp = r.astype(dt) if not np.iscomplexobj(r) else r
+        M = mags.get(name)
+        if M is not None and (M.ndim == 0 or not np.all(M > 0)):
+            M = None  # a scalar (normwise) bound: the default normwise rule is the same thing
+        bounds[name] = baseline_bound(r_lowp, o, dt, magnitude=M)
+        mags[name] = M
+        base_err[name] = (_scaled_max_err(r_lowp, o, M),
+                          float(np.max(np.abs(np.asarray(r_lowp).astype(np.float64) - o))) if np.size(o) else 0.0)
+    return bounds, mags, base_err
+
+
+def _missing_output(name: str, shape, dtype: str, why: str) -> OutputResult:
+    """A failing record for an output the candidate did not deliver."""
+    cmp = Comparison(False, tuple(shape), dtype, float("inf"), None, float("inf"), None, float("inf"),
+                     float("inf"), float("inf"), 0.0, 0.0, float("inf"), None, 0, "-", message=why)
+    return OutputResult(name, cmp)
+
+
 def _compare_outputs(spec: OpSpec, cand: Mapping[str, Any], inputs_up: Mapping[str, Any], conv: Dict[str, Any],
                      dtype: str, oracle_out: Mapping[str, Any], ref_inputs: Optional[Mapping[str, Any]] = None
                      ) -> List[OutputResult]:
-    """Compare every output the op declares (missing required output: a failing record)."""
+    """Compare every output the op declares (a missing required output, or any output returned as None: failing)."""
     results: List[OutputResult] = []
-    if dtype in LOWP:
-        if spec.reference is None:
-            raise _Skip(f"op {spec.name} has no reference for the low-precision baseline")
-        try:
-            ref = spec.reference(dict(ref_inputs), conv)
-        except Exception as exc:  # no baseline for this case: say so, never guess a bound
-            raise _Skip(f"our reference cannot run this case for the low-precision baseline "
-                        f"({type(exc).__name__}: {exc})") from None
-        bounds = {}
-        base_err = {}
-        mags = {}
-        dt = lowp_dtype(dtype)
-        # the magnitude each entry's error scales with: the op's componentwise float32 bound (proportional to
-        # the computation on absolute values; the constant cancels in the baseline rule)
-        try:
-            mags = {k: np.asarray(b.values, dtype=np.float64)
-                    for k, b in spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(np.float32)).items()}
-        except Exception:
-            mags = {}
-        for name, o in oracle_out.items():
-            if name not in ref:
-                continue
-            r = np.asarray(ref[name])
-            r_lowp = r.astype(dt) if not np.iscomplexobj(r) else r
-            M = mags.get(name)
-            if M is not None and (M.ndim == 0 or not np.all(M > 0)):
-                M = None  # a scalar (normwise) bound: the default normwise rule is the same thing
-            bounds[name] = baseline_bound(r_lowp, o, dt, magnitude=M)
-            mags[name] = M
-            base_err[name] = (_scaled_max_err(r_lowp, o, M),
-                              float(np.max(np.abs(np.asarray(r_lowp).astype(np.float64) - o))) if np.size(o) else 0.0)
-    else:
-        bounds = spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(dtype))
-        base_err = {}
+    bounds, mags, base_err = _output_bounds(spec, inputs_up, oracle_out, conv, dtype, ref_inputs)
+    returned_none = getattr(cand, "returned_none", set())
     for a in spec.outputs:
         if a.name not in oracle_out or a.name not in bounds:
             continue
         o = oracle_out[a.name]
         if a.name not in cand:
-            if a.optional:
-                continue
-            from oracles.tolerance import Comparison
-
-            cmp = Comparison(False, tuple(np.shape(o)), dtype, float("inf"), None, float("inf"), None, float("inf"),
-                             float("inf"), float("inf"), 0.0, 0.0, float("inf"), None, 0, "-",
-                             message=f"the candidate did not return output {a.name}")
-            results.append(OutputResult(a.name, cmp))
+            if a.name in returned_none:
+                results.append(_missing_output(a.name, np.shape(o), dtype, f"output {a.name} was asked for and came "
+                                               "back None (its place in the return value held None)"))
+            elif not a.optional:
+                results.append(_missing_output(a.name, np.shape(o), dtype,
+                                               f"the candidate did not return output {a.name}"))
             continue
         c = np.asarray(cand[a.name])
         if c.dtype.name in LOWP or c.dtype.kind == "V":
@@ -306,7 +431,7 @@ def _compare_outputs(spec: OpSpec, cand: Mapping[str, Any], inputs_up: Mapping[s
             c_cmp = c
         cmp = compare(c_cmp, o, bounds[a.name], dtype=lowp_dtype(dtype))
         cmp.dtype = dtype
-        br = OutputResult(a.name, cmp)
+        br = OutputResult(a.name, cmp, returned_dtype=c.dtype.name, precision=precision_note(c.dtype, dtype))
         if a.name in base_err:
             # both errors in the baseline rule's own metric: max_i |x_i - oracle_i| / M_i
             ce = _scaled_max_err(c_cmp, o, mags.get(a.name))
@@ -327,6 +452,9 @@ def _diagnose(spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str
     out for the candidate, e.g. a state's orientation -- never what it is asked to compute).
     """
     reasons = []
+    lowp = [f"{r.output} {r.precision}" for r in results if r.precision]
+    if lowp:
+        reasons.append("; ".join(lowp) + " (a framework computing in lower precision, e.g. JAX without x64?)")
     nf = [r.output for r in results if r.comparison.nonfinite]
     if nf:
         reasons.append(f"NaN/Inf in {', '.join(nf)} where the oracle is finite")
@@ -369,43 +497,82 @@ def _diagnose(spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str
 
 def _run_case(spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: Dict[str, Any], meta: dict,
               save_failures: Optional[str], diagnose: bool) -> CaseResult:
+    """One case in one dtype; the warnings raised while it runs are attached to its result."""
     res = CaseResult(case.case_id, case.kind, dtype, dict(conv), case.shapes(), case.seed, note=case.note)
+    with _collect_warnings(res.warnings):
+        _run_case_body(res, spec, call, case, dtype, conv, meta, save_failures, diagnose)
+    return res
+
+
+def _error_text(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)``: the innermost frame where the candidate failed."""
+    if isinstance(exc, CandidateTimeout):
+        return f"timed out: {exc}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _run_case_body(res: CaseResult, spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: Dict[str, Any],
+                   meta: dict, save_failures: Optional[str], diagnose: bool) -> None:
     try:
         x = _cast_inputs(spec, case.inputs, dtype)
     except _Skip as s:
         res.skipped = str(s)
-        return res
+        return
     x_up = _upcast(x)
-    ref_inputs = None
-    if dtype in LOWP:
-        ref_inputs = {k: (None if v is None else (v.astype(np.float32) if v.dtype.kind == "f" else v))
-                      for k, v in x_up.items()}
+    ref_inputs = _lowp_reference_inputs(x_up) if dtype in LOWP else None
     try:
         oracle_out = spec.oracle(dict(x_up), conv)
     except Exception as exc:  # inputs outside the oracle's domain (e.g. a singular transform): say so, never guess
         res.skipped = f"the oracle cannot evaluate this case under these conventions ({type(exc).__name__}: {exc})"
-        return res
+        return
     cand: Dict[str, Any] = {}
+    timed_out = False
     try:
         cand = call(x)
     except Exception as exc:  # the candidate failed on this case: an error row with where it happened
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
-        res.error = f"{type(exc).__name__}: {exc}{where}"
+        res.error = _error_text(exc)
+        timed_out = isinstance(exc, CandidateTimeout)
     if res.error is None:
         try:
             res.outputs = _compare_outputs(spec, cand, x_up, conv, dtype, oracle_out, ref_inputs)
         except _Skip as s:
             res.skipped = str(s)
-            return res
+            return
         if not res.outputs:
             res.error = "the candidate returned none of the op's outputs " + str([a.name for a in spec.outputs])
         elif not res.passed and diagnose:
             res.diagnosis = _diagnose(spec, call, x, cand, x_up, conv, dtype, ref_inputs, res.outputs)
-    elif diagnose:
+    elif diagnose and not timed_out:  # (re-running a hung candidate under other conventions would hang again)
         res.diagnosis = _diagnose(spec, call, x, None, x_up, conv, dtype, ref_inputs, [])
     if not res.passed and save_failures:
         res.repro = save_case(save_failures, meta, case.case_id, dtype, x, conv, oracle_out, cand)
+
+
+def _probe_dtype(spec: OpSpec, conv: Dict[str, Any], dtype: str) -> ProbeDtype:
+    """How a dtype-aware probe casts its inputs and bounds its outputs in ``dtype`` (as the cases are)."""
+    return ProbeDtype(dtype, lambda x: _cast_inputs(spec, x, dtype), _upcast,
+                      lambda x_up, out: _output_bounds(spec, x_up, out, conv, dtype)[0])
+
+
+def _run_probe(p, call: CandidateCall, spec: OpSpec, conv: Dict[str, Any], seed: int,
+               dtype: Optional[str]) -> ProbeResult:
+    """One probe (in one dtype, when it is dtype-aware); warnings raised meanwhile are attached to it."""
+    res = ProbeResult(p.name, False, "", p.doc, dtype=dtype)
+    with _collect_warnings(res.warnings):
+        rng = np.random.default_rng([seed, 7919])  # the same draw in every dtype
+        try:
+            if dtype is None:
+                ok, msg = p.run(call, spec, conv, rng)
+            else:
+                ok, msg = p.run(call, spec, conv, rng, dtype=_probe_dtype(spec, conv, dtype))
+        except _Skip as sk:
+            ok, msg = True, f"not applicable in {dtype}: {sk}"
+            res.skipped = str(sk)
+        except Exception as exc:
+            ok, msg = False, f"the probe could not run the candidate: {_error_text(exc)}"
+    res.passed, res.message = bool(ok), msg
     return res
 
 
@@ -423,7 +590,7 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
            framework: Optional[str] = None, profile: str = "ci", max_examples: Optional[int] = None, seed: int = 0,
            kinds: Iterable[str] = ("golden", "edge", "random"), cases: Optional[Sequence[Case]] = None,
            save_failures: Optional[str] = None, probes: bool = True, diagnose: bool = True,
-           candidate_name: Optional[str] = None) -> Report:
+           candidate_name: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT) -> Report:
     """Verify ``candidate`` against the oracle of ``op`` under named ``conventions``.
 
     Parameters
@@ -437,6 +604,8 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     profile, max_examples, seed : how many random cases, and their seed.
     kinds : which cases: ``golden``, ``edge``, ``random``.  ``cases`` replaces them.
     save_failures : a directory for failing cases' ``.npz`` and rerun scripts.
+    timeout : seconds each call of the candidate may take (``None``: no limit).  A call that does not
+        return is reported with its case and abandoned; the verification goes on.
     """
     spec = op if isinstance(op, OpSpec) else get_op(op)
     ad = get_adapter(spec.name, adapter)
@@ -445,9 +614,12 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {d!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or
+                                not timeout > 0 or not np.isfinite(timeout)):
+        raise ValueError(f"timeout: expected a positive number of seconds or None, got {timeout!r}")
     fw, device = parse_framework(framework)
     name = candidate_name or _candidate_name(candidate)
-    call = CandidateCall(spec, candidate, ad, conv, fw, device)
+    call = CandidateCall(spec, candidate, ad, conv, fw, device, timeout=timeout)
     report = Report(spec.name, name, ad.name, framework or "numpy", conv, dtypes, seed=seed, profile=profile)
     meta = {"op": spec.name, "candidate": name, "adapter": ad.name, "framework": framework or "numpy", "seed": seed}
     todo = list(cases) if cases is not None else generate_cases(spec, conv, profile=profile,
@@ -455,23 +627,30 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     if todo:  # an adapter that cannot express the requested conventions is a usage error, raised now
         first = todo[0].inputs
         ad.build_call(spec, first, conv, infer_dims(spec.inputs, first))
+    runnable = [d for d in dtypes if not (d in LOWP and not spec.lowp)]
     for d in dtypes:
-        if d in LOWP and not spec.lowp:
+        if d not in runnable:
             for c in todo:
                 report.cases.append(CaseResult(c.case_id, c.kind, d, conv, c.shapes(), c.seed,
                                                skipped=f"op {spec.name} has no low-precision rule"))
             continue
-        for c in todo:
-            report.cases.append(_run_case(spec, call, c, d, conv, meta, save_failures, diagnose))
+        with precision_scope(fw, d) as notes:
+            for c in todo:
+                report.cases.append(_run_case(spec, call, c, d, conv, meta, save_failures, diagnose))
+        report.add_notes(notes)
     if probes:
         for p in spec.probes:
             if not p.applies(conv):
                 continue
-            try:
-                ok, msg = p.run(call, spec, conv, np.random.default_rng([seed, 7919]))
-            except Exception as exc:
-                ok, msg = False, f"the probe could not run the candidate: {type(exc).__name__}: {exc}"
-            report.probes.append(ProbeResult(p.name, bool(ok), msg, p.doc))
+            for d in (runnable if p.per_dtype else [None]):
+                with precision_scope(fw, d or "float64") as notes:
+                    report.probes.append(_run_probe(p, call, spec, conv, seed, d))
+                report.add_notes(notes)
+    hung = sum(c.error is not None and c.error.startswith("timed out") for c in report.cases)
+    hung += sum("timed out:" in p.message for p in report.probes)
+    if hung:
+        report.add_notes([f"{hung} call(s) of the candidate did not return within {timeout:g} s (--timeout) and were "
+                          "abandoned: a Python thread cannot be killed, so they may still be running"])
     return report
 
 

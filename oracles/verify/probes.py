@@ -9,16 +9,38 @@ run is within its bound of the same exact value), so a kernel whose rounding
 legitimately mixes positions (an FFT convolution) passes and one whose math
 does not (a stabilizer taken over all positions) fails with the size of the
 dependence.
+
+The probe runs in each dtype the verification asks for (``Probe.per_dtype``): both input sets are
+cast to that dtype as the cases are, the oracle sees them cast back up losslessly, and the bounds are
+that dtype's (float16/bfloat16: the same-dtype baseline rule), so a float32-only kernel is judged by
+float32 rounding, never by float64's.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from oracles.verify.registry import Probe
+from oracles.verify.registry import Probe, ProbeDtype
 
-__all__ = ["causality_probe"]
+__all__ = ["causality_probe", "float64_probe_dtype"]
+
+
+def _as_float64(x):
+    return {k: (None if v is None else np.asarray(v, dtype=np.result_type(np.asarray(v).dtype, np.float64))
+                if np.asarray(v).dtype.kind in "fc" else v) for k, v in x.items()}
+
+
+def float64_probe_dtype(spec, conv) -> ProbeDtype:
+    """The probe's dtype when the caller gives none: float64 inputs, float64 bounds."""
+    return ProbeDtype("float64", _as_float64, _as_float64,
+                      lambda x_up, out: spec.bounds(dict(x_up), dict(out), conv, np.dtype(np.float64)))
+
+
+def _c128(a) -> np.ndarray:
+    """An output as complex128 for differences (float16/bfloat16 go through float64 first)."""
+    a = np.asarray(a)
+    return (a if a.dtype.kind in "fciub" else a.astype(np.float64)).astype(np.complex128)
 
 
 def _seq_len(x, spec, seq_inputs) -> int:
@@ -43,14 +65,14 @@ def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, 
     ``sampler(rng, conv)`` draws the probe's inputs (default: the op's sampler).
     """
 
-    def run(call, spec, conv, rng) -> Tuple[bool, str]:
+    def run(call, spec, conv, rng, dtype: Optional[ProbeDtype] = None) -> Tuple[bool, str]:
+        dt = dtype or float64_probe_dtype(spec, conv)
         # a sample long enough to split (samplers draw L from a small ladder; retry a few times)
         for _ in range(50):
             x = (sampler or spec.sample)(rng, conv)
             if _seq_len(x, spec, seq_inputs) >= 4:
                 break
-        x = {k: (None if v is None else np.asarray(v, dtype=np.result_type(np.asarray(v).dtype, np.float64))
-                 if np.asarray(v).dtype.kind in "fc" else v) for k, v in x.items()}
+        x = _as_float64(x)
         args = {a.name: a for a in spec.inputs}
         # the sequence length: from the first sequence input present
         L = None
@@ -84,11 +106,14 @@ def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, 
             v2 = v2.astype(np.result_type(v2.dtype, np.float64), copy=True)
             v2[tuple(tail)] = v2[tuple(tail)] * rng.uniform(0.5, 1.0, size=v2[tuple(tail)].shape)
             x2[nm] = v2
+        # both input sets in the candidate's dtype; the oracle and the bounds on exactly those values
+        x, x2 = dt.cast(x), dt.cast(x2)
         y1, y2 = call(x), call(x2)
-        o1 = spec.oracle(dict(x), conv)
-        o2 = spec.oracle(dict(x2), conv)
-        b1 = spec.bounds(dict(x), o1, conv, np.dtype(np.float64))
-        b2 = spec.bounds(dict(x2), o2, conv, np.dtype(np.float64))
+        x_up, x2_up = dt.upcast(x), dt.upcast(x2)
+        o1 = spec.oracle(dict(x_up), conv)
+        o2 = spec.oracle(dict(x2_up), conv)
+        b1 = dt.bounds(x_up, o1)
+        b2 = dt.bounds(x2_up, o2)
         outs = {a.name: a for a in spec.outputs}
         worst = (0.0, None, None)
         for nm, ax in seq_outputs.items():
@@ -98,23 +123,24 @@ def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, 
             axis = pat.index(ax)
             idx = [slice(None)] * np.ndim(y1[nm])
             idx[axis] = slice(0, 1) if local else slice(0, t0)
-            d = np.abs(np.asarray(y1[nm], dtype=np.complex128)[tuple(idx)] - np.asarray(y2[nm], dtype=np.complex128)[tuple(idx)])
+            d = np.abs(_c128(y1[nm])[tuple(idx)] - _c128(y2[nm])[tuple(idx)])
             bb = (np.broadcast_to(np.asarray(b1[nm].values, dtype=float), np.shape(y1[nm]))[tuple(idx)]
                   + np.broadcast_to(np.asarray(b2[nm].values, dtype=float), np.shape(y1[nm]))[tuple(idx)])
             with np.errstate(divide="ignore", invalid="ignore"):
                 r = np.where(bb > 0, d / bb, np.where(d > 0, np.inf, 0.0))
             if r.size and float(np.max(r)) > worst[0]:
                 i = np.unravel_index(int(np.argmax(r)), r.shape)
-                worst = (float(r[i]), nm, (tuple(int(j) for j in i), float(d[i]), float(np.max(np.abs(np.asarray(y1[nm]))))))
+                worst = (float(r[i]), nm, (tuple(int(j) for j in i), float(d[i]), float(np.max(np.abs(_c128(y1[nm]))))))
         where = "position 0" if local else f"positions < {t0}"
         changed = "every other position" if local else f"positions >= {t0}"
         if worst[0] <= 1.0:
-            return True, f"outputs at {where} unchanged (within bounds) when inputs at {changed} change"
+            return True, (f"outputs at {where} unchanged (within {dt.name} bounds) when inputs at {changed} change")
         r, nm, (i, d, scale) = worst
-        return False, (f"output {nm} at {where} changed by {d:.3e} (index {i}; {r:.3g}x the rounding bound; output "
+        return False, (f"output {nm} at {where} changed by {d:.3e} (index {i}; {r:.3g}x the {dt.name} rounding bound; output "
                        f"magnitude {scale:.3e}) when only inputs at {changed} changed: "
                        + ("the map is not applied per position" if local else "the output depends on future inputs")
                        + (f" -- {why}" if why else ""))
 
     return Probe(name=name, doc=doc or ("each output position depends only on its own input position" if local else
-                                       "outputs never depend on later inputs"), run=run, applies=applies)
+                                       "outputs never depend on later inputs"), run=run, applies=applies,
+                 per_dtype=True)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Arg", "Convention", "Case", "Probe", "OpSpec", "register_op", "get_op", "list_ops", "infer_dims"]
+__all__ = ["Arg", "Convention", "Case", "Probe", "ProbeDtype", "OpSpec", "register_op", "get_op", "list_ops", "infer_dims"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +96,30 @@ class Case:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeDtype:
+    """What a probe needs to run the candidate in one requested dtype (the harness builds it).
+
+    ``cast(inputs)``: canonical float64 inputs -> the candidate's dtype (as the cases are cast);
+    ``upcast(inputs)``: those cast inputs back to float64, losslessly (what the oracle sees);
+    ``bounds(inputs_up, oracle_out)``: each output's derived bound in this dtype (for float16/bfloat16
+    the same-dtype baseline rule), as :func:`oracles.verify.verify` applies it to the cases.
+    """
+
+    name: str
+    cast: Callable[[Mapping[str, Any]], Dict[str, Any]]
+    upcast: Callable[[Mapping[str, Any]], Dict[str, Any]]
+    bounds: Callable[[Mapping[str, Any], Mapping[str, Any]], Dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Probe:
     """A structural check run on the candidate beside the value comparison.
 
-    ``run(call, case, dtype) -> (ok, message)`` where ``call(inputs) -> outputs``
+    ``run(call, spec, conv, rng) -> (ok, message)`` where ``call(inputs) -> outputs``
     runs the candidate (through its adapter and framework) on canonical inputs.
+    With ``per_dtype=True`` the probe runs once per requested dtype and is called as
+    ``run(call, spec, conv, rng, dtype=ProbeDtype)``: it casts its inputs with ``dtype.cast`` and
+    judges with ``dtype.bounds`` (a float32-only kernel is probed in float32, under float32's bound).
     Example: causality -- perturbing inputs at later positions must not change
     earlier outputs.
     """
@@ -109,6 +128,7 @@ class Probe:
     doc: str
     run: Callable[..., Tuple[bool, str]]
     applies: Callable[[Mapping[str, Any]], bool] = lambda conv: True
+    per_dtype: bool = False
 
 
 @dataclasses.dataclass

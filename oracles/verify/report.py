@@ -32,13 +32,17 @@ class OutputResult:
     comparison: Any  # oracles.tolerance.Comparison
     baseline_err: Optional[float] = None  # low precision: max |our reference in dtype - oracle|
     baseline_multiple: Optional[float] = None  # candidate / baseline error in the rule's metric max_i |err_i| / M_i
+    returned_dtype: Optional[str] = None  # the dtype the output came back in
+    precision: Optional[str] = None  # set when it came back in lower precision than the dtype asked for
 
     @property
     def passed(self) -> bool:
         return bool(self.comparison.passed)
 
     def to_dict(self) -> dict:
-        d = {"output": self.output, **self.comparison.to_dict()}
+        d = {"output": self.output, **self.comparison.to_dict(), "returned_dtype": self.returned_dtype}
+        if self.precision:
+            d["precision"] = self.precision
         if self.baseline_err is not None:
             d["baseline_err"] = self.baseline_err
             d["baseline_multiple"] = self.baseline_multiple
@@ -46,12 +50,15 @@ class OutputResult:
 
     def line(self) -> str:
         c = self.comparison
-        s = (f"{self.output}: {'pass' if c.passed else 'FAIL'}  max abs {c.max_abs_err:.3e} at {c.max_abs_index}, "
+        came = f" (came back {self.returned_dtype})" if self.returned_dtype else ""
+        s = (f"{self.output}: {'pass' if c.passed else 'FAIL'}{came}  max abs {c.max_abs_err:.3e} at {c.max_abs_index}, "
              f"max rel {c.max_rel_err:.3e} at {c.max_rel_index}, normwise {c.normwise_rel_err:.3e}, "
              f"err/bound {c.worst_ratio:.3g} at {c.worst_index} (bound there {c.bound:.3e})")
         if self.baseline_multiple is not None:
             s += (f", {self.baseline_multiple:.3g}x our same-dtype baseline's error (max abs of our reference "
                   f"in this dtype: {self.baseline_err:.3e})")
+        if self.precision:
+            s += f"; LOWER PRECISION: {self.output} {self.precision}"
         if c.nonfinite:
             s += f", {c.nonfinite} NaN/Inf where the oracle is finite"
         if c.message:
@@ -73,6 +80,7 @@ class CaseResult:
     diagnosis: str = ""
     repro: Optional[str] = None  # path of the saved .npz
     note: str = ""
+    warnings: List[str] = dataclasses.field(default_factory=list)  # raised while the case ran
 
     @property
     def passed(self) -> bool:
@@ -89,7 +97,7 @@ class CaseResult:
             "case_id": self.case_id, "kind": self.kind, "dtype": self.dtype, "passed": self.passed,
             "conventions": self.conventions, "shapes": self.shapes, "seed": self.seed,
             "outputs": [o.to_dict() for o in self.outputs], "error": self.error, "skipped": self.skipped,
-            "diagnosis": self.diagnosis, "repro": self.repro, "note": self.note,
+            "diagnosis": self.diagnosis, "repro": self.repro, "note": self.note, "warnings": self.warnings,
         })
 
     def text(self) -> str:
@@ -106,6 +114,8 @@ class CaseResult:
             lines.append("    " + o.line())
             if not o.passed:
                 lines.append(f"      bound from: {o.comparison.bound_source}")
+        for w in self.warnings:
+            lines.append(f"    warning: {w}")
         if self.diagnosis:
             lines.append(f"    diagnosis: {self.diagnosis}")
         if self.repro:
@@ -119,9 +129,21 @@ class ProbeResult:
     passed: bool
     message: str
     doc: str = ""
+    dtype: Optional[str] = None  # the dtype it ran in (None: a probe that is not dtype-aware, run on float64)
+    skipped: Optional[str] = None
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.dtype}]" if self.dtype else self.name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        status = "skip" if self.skipped else ("pass" if self.passed else "FAIL")
+        return "\n".join([f"[{status}] probe {self.label}: {self.message}"]
+                         + [f"    warning: {w}" for w in self.warnings])
 
 
 @dataclasses.dataclass
@@ -136,6 +158,12 @@ class Report:
     probes: List[ProbeResult] = dataclasses.field(default_factory=list)
     seed: Optional[int] = None
     profile: str = "ci"
+    notes: List[str] = dataclasses.field(default_factory=list)  # what the harness changed or noticed (x64, timeouts)
+
+    def add_notes(self, notes) -> None:
+        for n in notes:
+            if n not in self.notes:
+                self.notes.append(n)
 
     @property
     def passed(self) -> bool:
@@ -151,7 +179,7 @@ class Report:
         out: List[str] = []
         for p in self.probes:
             if not p.passed:
-                out.append(f"probe {p.name}: {p.message}")
+                out.append(f"probe {p.label}: {p.message}")
         seen = set()
         for c in self.failures:
             for why in ([c.diagnosis] if c.diagnosis else []) + ([f"error: {c.error.splitlines()[0]}"] if c.error else []):
@@ -185,14 +213,34 @@ class Report:
             parts.append(s)
         return "; ".join(parts)
 
+    def returned_dtypes(self) -> List[str]:
+        """Per requested dtype, the dtypes each output came back in (``float64: y float64, h_last float32``)."""
+        parts = []
+        for d in self.dtypes:
+            seen: Dict[str, List[str]] = {}
+            for c in self.cases:
+                if c.dtype != d:
+                    continue
+                for o in c.outputs:
+                    if o.returned_dtype and o.returned_dtype not in seen.setdefault(o.output, []):
+                        seen[o.output].append(o.returned_dtype)
+            if seen:
+                parts.append(f"{d} asked: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in seen.items()))
+        return parts
+
     def to_text(self, verbose: bool = False) -> str:
         lines = [self.summary(), f"conventions: {self.conventions}",
                  f"dtypes: {', '.join(self.dtypes)}; seed {self.seed}; profile {self.profile}"]
         w = self.worst()
         if w:
             lines.append(w)
+        returned = self.returned_dtypes()
+        if returned:
+            lines.append("outputs came back in: " + "; ".join(returned))
+        for n in self.notes:
+            lines.append(f"note: {n}")
         for p in self.probes:
-            lines.append(f"[{'pass' if p.passed else 'FAIL'}] probe {p.name}: {p.message}")
+            lines.append(p.text())
         for c in self.cases:
             if verbose or not c.passed or c.skipped:
                 lines.append(c.text())
@@ -212,6 +260,7 @@ class Report:
             "op": self.op, "candidate": self.candidate, "adapter": self.adapter, "framework": self.framework,
             "conventions": self.conventions, "dtypes": self.dtypes, "seed": self.seed, "profile": self.profile,
             "passed": self.passed, "summary": self.summary(), "worst": self.worst(), "deviations": self.deviations(),
+            "returned_dtypes": self.returned_dtypes(), "notes": self.notes,
             "probes": [p.to_dict() for p in self.probes], "cases": [c.to_dict() for c in self.cases],
         })
 
@@ -223,7 +272,7 @@ class Report:
         tests = len(self.cases) + len(self.probes)
         failures = sum(not c.passed for c in self.cases if c.error is None) + sum(not p.passed for p in self.probes)
         errors = sum(c.error is not None for c in self.cases)
-        skipped = sum(bool(c.skipped) for c in self.cases)
+        skipped = sum(bool(c.skipped) for c in self.cases) + sum(bool(p.skipped) for p in self.probes)
         suite = f"refimpl.verify.{self.op}"
         out = ['<?xml version="1.0" encoding="UTF-8"?>',
                f'<testsuites name="refimpl verify" tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}">',
@@ -232,12 +281,15 @@ class Report:
                f'      <property name="candidate" value={quoteattr(self.candidate)}/>',
                f'      <property name="adapter" value={quoteattr(self.adapter)}/>',
                f'      <property name="conventions" value={quoteattr(json.dumps(_clean(self.conventions), default=str))}/>',
-               f'      <property name="seed" value={quoteattr(str(self.seed))}/>',
-               '    </properties>']
+               f'      <property name="seed" value={quoteattr(str(self.seed))}/>']
+        out += [f'      <property name="note" value={quoteattr(n)}/>' for n in self.notes]
+        out += ['    </properties>']
         for p in self.probes:
-            out.append(f'    <testcase classname={quoteattr(suite + ".probe")} name={quoteattr(p.name)}>')
-            if not p.passed:
-                out.append(f'      <failure message={quoteattr(p.message[:500])}>{escape(p.message)}</failure>')
+            out.append(f'    <testcase classname={quoteattr(suite + ".probe")} name={quoteattr(p.label)}>')
+            if p.skipped:
+                out.append(f'      <skipped message={quoteattr(p.skipped[:500])}/>')
+            elif not p.passed:
+                out.append(f'      <failure message={quoteattr(p.message[:500])}>{escape(p.text())}</failure>')
             out.append('    </testcase>')
         for c in self.cases:
             out.append(f'    <testcase classname={quoteattr(suite)} name={quoteattr(c.name)}>')

@@ -95,7 +95,9 @@ def test_performer_pytorch_query_features_are_row_local():
     rep = verify("features.performer", softmax_kernel, adapter="performer_pytorch.softmax_kernel.query",
                  framework="torch", conventions={"stabilizer": "row_max_wx"}, dtype=["float64", "float32"], **FEW)
     assert rep.passed, rep.to_text()
-    assert [p.name for p in rep.probes] == ["row_locality"] and rep.probes[0].passed
+    # the probe runs in each requested dtype, under that dtype's bound
+    assert [(p.name, p.dtype) for p in rep.probes] == [("row_locality", "float64"), ("row_locality", "float32")]
+    assert all(p.passed for p in rep.probes)
 
 
 def test_performer_pytorch_orthogonal_draw_is_not_haar():
