@@ -14,6 +14,13 @@
 The harness never imports the ``refimpl`` code as ground truth: oracles come
 from ``oracles/``; ``refimpl`` is used only for the low-precision baseline.
 
+What a run guarantees (see :mod:`~oracles.verify.harness`): probes run in every requested dtype under
+that dtype's bound; the report gives the dtype each output came back in and names an output in lower
+precision than asked (JAX candidates run float64 with ``jax_enable_x64``); an optional output returned
+as ``None`` fails its case; warnings are attached to the case that raised them; every call of the
+candidate has a time limit (``timeout=``, 60 s) past which it is reported and abandoned; Hypothesis
+writes under :func:`~oracles.verify.harness.cache_dir`, never ``.hypothesis/`` in the working directory.
+
 Adding an op (a family's ``oracles/verify/ops_<family>.py``): ``register_op(OpSpec(name=..., inputs=(Arg(...),),
 outputs=..., conventions=(Convention(...),), oracle=fn(inputs, conv) -> {output: float64 array},
 bounds=fn(inputs, oracle_out, conv, dtype) -> {output: Bound}, cases=fn(conv) -> [Case], sample=fn(rng, conv),
@@ -23,8 +30,8 @@ with ``choices`` are tried by the diagnosis; ``use_<feature>`` conventions make 
 (or never); ``layout=True`` marks a convention that only changes how arrays are laid out for the candidate.
 """
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, adapters_for, get_adapter, register_adapter
-from oracles.verify.harness import (DTYPES, PROFILES, assert_conforms, generate_cases, rerun_case, resolve_candidate,
-                                    strategy_for, verify)
+from oracles.verify.harness import (DEFAULT_TIMEOUT, DTYPES, PROFILES, CandidateTimeout, assert_conforms, cache_dir,
+                                    generate_cases, rerun_case, resolve_candidate, strategy_for, verify)
 from oracles.verify.layout import rearrange
 from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, get_op, list_ops, register_op
 from oracles.verify.report import CaseResult, Report, load_case
@@ -33,5 +40,5 @@ __all__ = [
     "verify", "assert_conforms", "generate_cases", "strategy_for", "rerun_case", "resolve_candidate", "load_case",
     "Report", "CaseResult", "OpSpec", "Arg", "Convention", "Case", "Probe", "get_op", "list_ops", "register_op",
     "Adapter", "In", "Conv", "Const", "Group", "Out", "register_adapter", "get_adapter", "adapters_for",
-    "rearrange", "DTYPES", "PROFILES",
+    "rearrange", "DTYPES", "PROFILES", "DEFAULT_TIMEOUT", "CandidateTimeout", "cache_dir",
 ]
