@@ -10,7 +10,7 @@ from oracles.strategies.attention import delta_cases, linear_cases, softmax_case
 from oracles.tolerance import assert_within, componentwise_bound
 from refimpl.attention.delta import IMPLEMENTATIONS as DELTA_IMPLEMENTATIONS
 from refimpl.attention.delta import delta_rule
-from refimpl.attention.fast_weights import fast_weights
+from refimpl.attention.fast_weights import fast_weight_memory
 from refimpl.attention.features import IMPLEMENTATIONS as FEATURE_IMPLEMENTATIONS
 from refimpl.attention.features import feature_map, random_projection
 from refimpl.attention.linear import IMPLEMENTATIONS as LINEAR_IMPLEMENTATIONS
@@ -88,7 +88,7 @@ def test_noncausal_view(case):
 @given(linear_cases(positive=False, with_state=False))
 def test_fast_weights_identity_sigma_is_unnormalized_linear_attention(case):
     # W_i = W_{i-1} + a_i b_i^T with a = v, b = phi(k), read with phi(q): S_t phi(q_t)
-    y = fast_weights(case.v, case.phi_k, case.phi_q)
+    y = fast_weight_memory(case.v, case.phi_k, case.phi_q)
     o = linear_attention(case.phi_q, case.phi_k, case.v, view="recurrent", normalize=False)
     exact = fast_weights_mpmath(case.v, case.phi_k, case.phi_q)
     exact_la = linear_attention_mpmath(case.phi_q, case.phi_k, case.v, causal=True, normalize=False)

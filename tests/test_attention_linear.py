@@ -8,7 +8,7 @@ import pytest
 from oracles.attention import (feature_bound, features_mpmath, fast_weights_mpmath, linear_attention_bound,
                                linear_attention_fsum, linear_attention_magnitude, linear_attention_mpmath)
 from oracles.tolerance import Bound, assert_within, componentwise_bound, gamma
-from refimpl.attention.fast_weights import fast_weight_programmer, fast_weights
+from refimpl.attention.fast_weights import fast_weight_programmer, fast_weight_memory
 from refimpl.attention.features import IMPLEMENTATIONS as FEATURE_IMPLEMENTATIONS
 from refimpl.attention.features import feature_map
 from refimpl.attention.features import reference as F
@@ -401,9 +401,9 @@ def test_fast_weights_identity_against_closed_form():
     a, bv, xr = rng.standard_normal((2, 9, 2, 3)), rng.standard_normal((2, 9, 2, 4)), rng.standard_normal((2, 9, 2, 4))
     W0 = rng.standard_normal((2, 2, 3, 4))
     exact = fast_weights_mpmath(a, bv, xr, W0)
-    y, W_last = fast_weights(a, bv, xr, initial_state=W0, return_final_state=True)
+    y, W_last = fast_weight_memory(a, bv, xr, initial_state=W0, return_final_state=True)
     # the final state resumes the sequence: the second half from W_last equals the whole run's second half
-    y2 = fast_weights(a[:, 5:], bv[:, 5:], xr[:, 5:], initial_state=fast_weights(
+    y2 = fast_weight_memory(a[:, 5:], bv[:, 5:], xr[:, 5:], initial_state=fast_weight_memory(
         a[:, :5], bv[:, :5], xr[:, :5], initial_state=W0, return_final_state=True)[1])
     assert W_last.shape == (2, 2, 3, 4)
     # y_i = W_i x_i: W_i is a sum of i+2 terms (W0 and i+1 outer products, 1 product each), then a dot of length r
@@ -441,7 +441,7 @@ def test_fast_weights_sigma_is_applied_each_step():
             bound = E @ np.abs(x[0, i, 0]) + gamma(3, np.float64) * np.abs(Wi) @ np.abs(x[0, i, 0])
             assert_within(y[0, i, 0], yi, Bound(bound, "FWP with tanh: 1-Lipschitz error carry-over"))
     with pytest.raises(ValueError, match="^sigma: expected it to return shape"):
-        fast_weights(x, x, x, sigma=lambda W: W[..., 0])
+        fast_weight_memory(x, x, x, sigma=lambda W: W[..., 0])
 
 
 def test_fast_weights_bad_inputs():
@@ -457,4 +457,4 @@ def test_fast_weights_bad_inputs():
         ((a, bv, xr), dict(backend="numba"), ValueError, "^backend: refimpl.attention.fast_weights has no 'numba'"),
     ]:
         with pytest.raises(exc, match=message):
-            fast_weights(*args, **kwargs)
+            fast_weight_memory(*args, **kwargs)

@@ -186,12 +186,12 @@ def delta_rule():
 
 @check
 def fast_weights_and_memory():
-    from refimpl.attention.fast_weights import fast_weights
+    from refimpl.attention.fast_weights import fast_weight_memory
     from refimpl.attention.memory import retrieve, store
 
     rng = _rng(6)
     a, bv, xr = rng.standard_normal((1, 16, 2, 3)), rng.standard_normal((1, 16, 2, 4)), rng.standard_normal((1, 16, 2, 4))
-    y, t = timed(fast_weights, a, bv, xr)
+    y, t = timed(fast_weight_memory, a, bv, xr)
     exact = O.fast_weights_mpmath(a, bv, xr)
     bound = O.linear_attention_bound(xr, bv, a, exact, causal=True, normalize=False)
     rows = [row("attention.fast_weights.identity", "numpy/recurrent", compare(y, exact, bound), t,

@@ -76,9 +76,9 @@ def fast_weight_programmer(x, W_a, W_b, *, sigma=None, initial_state=None, retur
     r"""The full FWP with slow weights: ``a_i = W_a x_i``, ``b_i = W_b x_i``, read with ``x_i`` itself.
 
     ``x (b l h n)``, ``W_a (h p n)``, ``W_b (h n n)``; returns ``y (b l h p)`` (see
-    :func:`refimpl.attention.fast_weights.fast_weights` for the rest).
+    :func:`refimpl.attention.fast_weights.fast_weight_memory` for the rest).
     """
-    from refimpl.attention.fast_weights import fast_weights
+    from refimpl.attention.fast_weights import fast_weight_memory
 
     x = as_float_array(x, "x", ndim=4, allow_complex=False)
     b, l, h, n = x.shape
@@ -89,5 +89,5 @@ def fast_weight_programmer(x, W_a, W_b, *, sigma=None, initial_state=None, retur
     # a_i = W_a x_i ;  b_i = W_b x_i
     a = np.einsum("hpn,blhn->blhp", W_a, x)
     b_vec = np.einsum("hmn,blhn->blhm", W_b, x)
-    return fast_weights(a, b_vec, x, sigma=sigma, initial_state=initial_state, return_final_state=return_final_state,
-                        view=view, backend=backend)
+    return fast_weight_memory(a, b_vec, x, sigma=sigma, initial_state=initial_state, return_final_state=return_final_state,
+                              view=view, backend=backend)
