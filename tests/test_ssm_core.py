@@ -7,9 +7,9 @@ import pytest
 
 from oracles import ssm as O
 from oracles.tolerance import Bound, assert_within, componentwise_bound, gamma, unit_roundoff
+from refimpl.ssm.discretization import discretize, phi1, phi1_dense
 from refimpl.ssm.discretization import reference as D
-from refimpl.ssm.lti import reference as lti
-from refimpl.ssm.lti import numba as lti_numba
+from refimpl.ssm.lti import causal_conv, fft_conv, fft_length, lti_kernel, lti_ssm
 
 METHODS = [("zoh", None), ("bilinear", None), ("gbt", 0.3), ("forward_euler", None), ("backward_euler", None),
            ("mamba", None)]
@@ -24,7 +24,7 @@ def test_A_zero_gives_identity_and_dt_B(method, alpha, diagonal):
     B = np.array([[[1.5, -2.0], [0.25, 3.0], [-1.0, 0.5]]])
     A = np.zeros((1, 3)) if diagonal else np.zeros((1, 3, 3))
     dt = 0.37
-    Ab, Bb = D.discretize(A, B, dt, method, alpha=alpha, diagonal=diagonal)
+    Ab, Bb = discretize(A, B, dt, method=method, alpha=alpha, diagonal=diagonal)
     expect_A = np.ones((1, 3)) if diagonal else np.eye(3)[None]
     np.testing.assert_array_equal(Ab, expect_A)
     np.testing.assert_array_equal(Bb, dt * B)
@@ -71,7 +71,7 @@ def test_bilinear_maps_left_half_plane_into_unit_disk():
 def test_phi1_complex_expm1_matches_mpmath():
     mp.mp.dps = 40
     z = np.array([1e-12 + 1e-12j, -1e-7 + 2e-7j, 0.3 - 0.2j, -2.0 + 5.0j, 1e-300j])
-    got = D.phi1(z)
+    got = phi1(z)
     for zi, gi in zip(z, got):
         ex = complex((mp.expm1(mp.mpc(zi.real, zi.imag))) / mp.mpc(zi.real, zi.imag))
         # expm1 (< a few ulp, checked here) then one complex division: 4u-scaled gamma_4
@@ -81,7 +81,7 @@ def test_phi1_complex_expm1_matches_mpmath():
 def test_phi1_tiny_and_subnormal_arguments_stay_finite():
     # complex division by a subnormal overflows; the series branch keeps phi1 -> 1 exactly in the limit
     z = np.array([-1e-309 + 0j, 1e-310 + 1e-310j, -4e-6 + 3e-6j, 0j])
-    got = D.phi1(z)
+    got = phi1(z)
     assert np.all(np.isfinite(got))
     mp.mp.dps = 40
     for zi, gi in zip(z[:3], got[:3]):
@@ -134,8 +134,12 @@ def test_time_step_per_channel_and_per_step_and_semigroup():
 
 # ---------------------------------------------------------------- views: small worked cases
 
-def _system(rng, diagonal=False, complex_=False, h=2, n=3, m=2, p=2):
-    A, B, C, Dm = O.random_stable_system(rng, h, n, m, p, diagonal=diagonal, complex_=complex_)
+IMPLS = [("recurrent", "numpy"), ("recurrent", "numba"), ("convolution", "numpy"), ("convolution", "numba"),
+         ("fft", "numpy"), ("scan", "numpy"), ("chunked", "numpy")]
+
+
+def _system(rng, diagonal=False, complex_=False, d=2, n=3, m=2, p=2):
+    A, B, C, Dm = O.random_stable_system(rng, d, n, m, p, diagonal=diagonal, complex_=complex_)
     Ab, Bb = D.zoh(A, B, 0.2, diagonal=diagonal)
     return Ab, Bb, C, Dm
 
@@ -143,29 +147,33 @@ def _system(rng, diagonal=False, complex_=False, h=2, n=3, m=2, p=2):
 def test_scalar_system_convolution_kernel_is_geometric():
     # n = m = p = 1: K_k = c a^k b exactly as the text's K = (CB, CAB, CA^2B, ...)
     a, b, c = 0.5, 2.0, 3.0
-    K = lti.kernel(np.array([[a]]), np.array([[[b]]]), np.array([[[c]]]), 5, diagonal=True)
-    np.testing.assert_array_equal(K[:, 0, 0, 0], [c * b * a ** k for k in range(5)])
+    for backend in ("numpy", "numba"):
+        K = lti_kernel(np.array([[a]]), np.array([[[b]]]), np.array([[[c]]]), 5, diagonal=True, backend=backend)
+        np.testing.assert_array_equal(K[:, 0, 0, 0], [c * b * a ** k for k in range(5)])
 
 
 def test_empty_sequence_returns_initial_state_for_every_view():
     rng = np.random.default_rng(4)
     Ab, Bb, C, Dm = _system(rng)
     x = np.zeros((2, 0, 2, 2))
-    h0 = rng.standard_normal((2, 2, 3))
-    for fn in (lti.recurrent, lti.scan, lti_numba.recurrent, lambda *a, **k: lti.chunked(*a, chunk=3, **k),
-               lambda *a, **k: lti.convolution(*a, method="fft", **k), lti.convolution):
-        y, s = fn(Ab, Bb, C, Dm, x, h0=h0, return_state=True)
+    s0 = rng.standard_normal((2, 2, 3))
+    for view, backend in IMPLS:
+        y, s = lti_ssm(Ab, Bb, C, Dm, x, view=view, backend=backend, initial_state=s0, return_final_state=True)
         assert y.shape == (2, 0, 2, 2)
-        np.testing.assert_array_equal(s, h0)
+        np.testing.assert_array_equal(s, s0)
+        # and zero without an initial state
+        y, s = lti_ssm(Ab, Bb, C, Dm, x, view=view, backend=backend, return_final_state=True)
+        np.testing.assert_array_equal(s, np.zeros((2, 2, 3)))
 
 
 def test_split_and_resume_equals_whole():
     rng = np.random.default_rng(5)
     Ab, Bb, C, Dm = _system(rng, diagonal=True, complex_=True)
     x = rng.standard_normal((1, 21, 2, 2))
-    y, s = lti.recurrent(Ab, Bb, C, Dm, x, diagonal=True, return_state=True)
-    y1, s1 = lti.scan(Ab, Bb, C, Dm, x[:, :8], diagonal=True, return_state=True)
-    y2, s2 = lti.chunked(Ab, Bb, C, Dm, x[:, 8:], h0=s1, diagonal=True, return_state=True, chunk=5)
+    y, s = lti_ssm(Ab, Bb, C, Dm, x, diagonal=True, return_final_state=True)
+    y1, s1 = lti_ssm(Ab, Bb, C, Dm, x[:, :8], view="scan", diagonal=True, return_final_state=True)
+    y2, s2 = lti_ssm(Ab, Bb, C, Dm, x[:, 8:], view="chunked", initial_state=s1, diagonal=True,
+                     return_final_state=True, chunk=5)
     up = [Ab, Bb, C, Dm, x]
     by, bs = O.lti_bound(*up, np.complex128, diagonal=True)
     assert_within(np.concatenate([y1, y2], axis=1), y, by)
@@ -180,11 +188,11 @@ def test_per_step_dt_bridges_missing_data():
     x_full = rng.standard_normal((1, 5, 1, 1))
     x_full[:, 3] = x_full[:, 2]  # input held over the gap
     Ab, Bb = D.zoh(A, B, dt)
-    y_full = lti.recurrent(Ab, Bb, C, Dm, x_full)
+    y_full = lti_ssm(Ab, Bb, C, Dm, x_full)
     x_gap = np.delete(x_full, 2, axis=1)
     dts = np.array([[dt], [dt], [2 * dt], [dt]])
     Ab_t, Bb_t = D.zoh(A, B, dts)
-    y_gap = lti.recurrent(Ab_t, Bb_t, C, None, x_gap) + np.einsum("hpm,blhm->blhp", Dm, x_gap)
+    y_gap = lti_ssm(Ab_t, Bb_t, C, None, x_gap) + np.einsum("dpm,bldm->bldp", Dm, x_gap)
     ref = np.delete(y_full, 2, axis=1)
     by, _ = O.lti_bound(Ab, Bb, C, Dm, x_full, np.float64)
     # both sides are computed in float64, each within lti_bound of the exact outputs
@@ -197,14 +205,39 @@ def test_conversion_dtype_policy():
     Ab, Bb, C, Dm = _system(rng)
     x = rng.standard_normal((1, 4, 2, 2))
     f32 = [a.astype(np.float32) for a in (Ab, Bb, C, Dm, x)]
-    assert lti.recurrent(*f32).dtype == np.float32
-    # mixing float32 and float64 promotes, never downcasts
-    assert lti.recurrent(*f32[:4], x).dtype == np.float64
+    for view, backend in IMPLS:
+        assert lti_ssm(*f32, view=view, backend=backend).dtype == np.float32
+        # mixing float32 and float64 promotes, never downcasts
+        assert lti_ssm(*f32[:4], x, view=view, backend=backend).dtype == np.float64
     Ab32, Bb32 = D.zoh(np.float32(-1.0) * np.ones((1, 2), np.float32), np.ones((1, 2, 1), np.float32), 0.1,
                        diagonal=True)
     assert Bb32.dtype == np.float64  # dt given as a Python float is float64: promotes
     Ab32, Bb32 = D.zoh(-np.ones((1, 2), np.float32), np.ones((1, 2, 1), np.float32), np.float32(0.1), diagonal=True)
     assert Ab32.dtype == np.float32 and Bb32.dtype == np.float32
+
+
+# ---------------------------------------------------------------- upstream conventions
+
+@pytest.mark.parametrize("method,scipy_name,alpha", [("zoh", "zoh", None), ("bilinear", "bilinear", None),
+                                                     ("gbt", "gbt", 0.3), ("forward_euler", "euler", None),
+                                                     ("backward_euler", "backward_diff", None)])
+def test_A_bar_B_bar_follow_scipy_cont2discrete(method, scipy_name, alpha):
+    # scipy's names for our methods (its C_d, D_d differ for the gbt family: a half-step-shifted state).
+    # The oracles of the report and the property tests are mpmath; this pins the convention only.
+    import scipy.signal
+
+    rng = np.random.default_rng(12)
+    A, B, _, _ = O.random_stable_system(rng, 1, 4, 2, 1)
+    dt = 0.25
+    Ab, Bb = discretize(A, B, dt, method=method, alpha=alpha)
+    kw = {"alpha": alpha} if alpha is not None else {}
+    ad, bd, _, _, _ = scipy.signal.cont2discrete((A[0], B[0], np.eye(4), np.zeros((4, 2))), dt, method=scipy_name, **kw)
+    # both sides are backward stable solves/exponentials of a well-conditioned 6 x 6 problem
+    from oracles.checks.ssm_core import discretization_oracle
+
+    _, _, ba, bb = discretization_oracle(method, A[0], B[0], dt, alpha=alpha)
+    assert_within(Ab[0], ad, ba + ba)
+    assert_within(Bb[0], bd, bb + bb)
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -214,7 +247,7 @@ def test_bad_inputs_discretize():
     B = np.ones((1, 3, 2))
     with pytest.raises(ValueError, match=r"A: expected a square matrix .* got shape \(1, 3, 2\)"):
         D.zoh(np.ones((1, 3, 2)), B, 0.1)
-    with pytest.raises(ValueError, match=r"B: expected shape .* got \(1, 4, 2\)"):
+    with pytest.raises(ValueError, match=r"B: expected shape \(1, 3, m\) .* got \(1, 4, 2\)"):
         D.zoh(A, np.ones((1, 4, 2)), 0.1)
     with pytest.raises(ValueError, match=r"dt: expected values > 0, got -0.1"):
         D.zoh(A, B, -0.1)
@@ -232,16 +265,62 @@ def test_bad_inputs_discretize():
         D.zoh(A, B, 0.1 + 0j)
     with pytest.raises(ValueError, match=r"dt: expected a scalar, shape \(1,\) .* got \(2,\)"):
         D.zoh(A, B, np.array([0.1, 0.2]))
-    with pytest.raises(ValueError, match=r"method: expected one of"):
-        D.discretize(A, B, 0.1, "tustin")
+    with pytest.raises(ValueError, match=r"method: expected one of .* got 'tustin'"):
+        discretize(A, B, 0.1, method="tustin")
+    with pytest.raises(TypeError, match=r"positional argument"):
+        discretize(A, B, 0.1, "zoh")  # method is keyword-only
     with pytest.raises(ValueError, match=r"alpha: method 'gbt' needs alpha"):
-        D.discretize(A, B, 0.1, "gbt")
+        discretize(A, B, 0.1, method="gbt")
+    with pytest.raises(ValueError, match=r"alpha: only method 'gbt' takes alpha, got alpha=0.5 with method='zoh'"):
+        discretize(A, B, 0.1, method="zoh", alpha=0.5)
+    with pytest.raises(ValueError, match=r"backend: .*discretize has no 'numba' backend for view 'zoh'"):
+        discretize(A, B, 0.1, method="zoh", backend="numba")
     with pytest.raises(ValueError, match=r"alpha: expected a real number in \[0, 1\], got 1.5"):
         D.gbt(A, B, 0.1, 1.5)
     with pytest.raises(ValueError, match=r"backward_euler: the matrix is singular"):
         D.backward_euler(np.eye(3)[None], B, 1.0)
-    with pytest.raises(TypeError, match=r"diagonal: expected a bool"):
-        D.zoh(A, B, 0.1, diagonal="yes")
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match=r"diagonal: expected True or False, got"):
+            D.zoh(A, B, 0.1, diagonal=bad)
+        with pytest.raises(TypeError, match=r"diagonal: expected True or False, got"):
+            discretize(A, B, 0.1, method="bilinear", diagonal=bad)
+
+
+def test_phi1_refuses_integer_and_bool_arrays():
+    # phi1 of an int array used to be computed and truncated back to ints (phi1_dense: zeros)
+    for bad in (np.array([1, 2, -1]), np.array([True, False]), np.int64(3)):
+        with pytest.raises(TypeError, match=r"z: expected a floating-point dtype .* got (int64|bool)"):
+            phi1(bad)
+    with pytest.raises(TypeError, match=r"X: expected a floating-point dtype .* got int64"):
+        phi1_dense(np.array([[1, 2], [0, 1]]))
+    with pytest.raises(ValueError, match=r"X: expected square matrices .* got shape \(2, 3\)"):
+        phi1_dense(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"z: expected finite values, got nan"):
+        phi1(np.array([0.5, np.nan]))
+    # a list of Python numbers is data (the package-wide rule): it becomes float64, not ints
+    got = phi1([1, 2, -1])
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, [math.expm1(1), math.expm1(2) / 2, -math.expm1(-1)], rtol=gamma(4, np.float64))
+    # float32 stays float32; phi1 of the 2 x 2 nilpotent N is I + N/2
+    assert phi1(np.ones(3, np.float32)).dtype == np.float32
+    np.testing.assert_array_equal(phi1_dense(np.array([[0.0, 1.0], [0.0, 0.0]])), [[1.0, 0.5], [0.0, 1.0]])
+
+
+def test_one_phi1_in_the_package():
+    from refimpl.ssm.discretization import reference
+
+    assert reference.phi1 is phi1 and reference.phi1_dense is phi1_dense
+
+
+def test_fft_length_refuses_meaningless_lengths():
+    assert [fft_length(L) for L in (1, 2, 3, 4, 5, 1000)] == [2, 4, 8, 8, 16, 2048]
+    assert fft_length(np.int64(3)) == 8
+    for L in (-1, 0):
+        with pytest.raises(ValueError, match=rf"L: expected an integer >= 1, got {L}"):
+            fft_length(L)
+    for L in (2.5, 2.0, True, "4", None):
+        with pytest.raises(TypeError, match=r"L: expected an integer, got"):
+            fft_length(L)
 
 
 def test_bad_inputs_views():
@@ -249,27 +328,54 @@ def test_bad_inputs_views():
     Ab, Bb, C, Dm = _system(rng)
     x = rng.standard_normal((1, 5, 2, 2))
     with pytest.raises(ValueError, match=r"x: expected 4 dimensions, got shape \(5, 2, 2\)"):
-        lti.recurrent(Ab, Bb, C, Dm, x[0])
-    with pytest.raises(ValueError, match=r"B_bar: expected shape \(2, 3, 2\)"):
-        lti.recurrent(Ab, Bb[:, :2], C, Dm, x)
-    with pytest.raises(ValueError, match=r"C: expected shape \(2, \*, 3\)"):
-        lti.recurrent(Ab, Bb, C[:, :, :2], Dm, x)
+        lti_ssm(Ab, Bb, C, Dm, x[0])
+    with pytest.raises(ValueError, match=r"B_bar: expected shape \(2, 3, 2\) \(d, n, m\)"):
+        lti_ssm(Ab, Bb[:, :2], C, Dm, x)
+    with pytest.raises(ValueError, match=r"C: expected shape \(2, \*, 3\) \(d, p, n\)"):
+        lti_ssm(Ab, Bb, C[:, :, :2], Dm, x)
     with pytest.raises(ValueError, match=r"D: expected shape \(2, 2, 2\)"):
-        lti.scan(Ab, Bb, C, Dm[:, :1], x)
-    with pytest.raises(ValueError, match=r"h0: expected shape \(1, 2, 3\)"):
-        lti.chunked(Ab, Bb, C, Dm, x, h0=np.zeros((1, 2, 4)))
+        lti_ssm(Ab, Bb, C, Dm[:, :1], x, view="scan")
+    with pytest.raises(ValueError, match=r"D: expected shape \(2, 2, 2\)"):
+        lti_ssm(Ab, Bb, C, Dm[:1], x)  # no broadcasting of one channel's D over two
+    with pytest.raises(ValueError, match=r"initial_state: expected shape \(1, 2, 3\) \(b, d, n\), got \(1, 2, 4\)"):
+        lti_ssm(Ab, Bb, C, Dm, x, view="chunked", initial_state=np.zeros((1, 2, 4)))
     bad = x.copy()
     bad[0, 3, 1, 0] = np.inf
     with pytest.raises(ValueError, match=r"x: expected finite values, got inf at index \(0, 3, 1, 0\)"):
-        lti_numba.recurrent(Ab, Bb, C, Dm, bad)
+        lti_ssm(Ab, Bb, C, Dm, bad, backend="numba")
     with pytest.raises(TypeError, match=r"x: expected a floating-point dtype"):
-        lti.recurrent(Ab, Bb, C, Dm, x.astype(np.int32))
+        lti_ssm(Ab, Bb, C, Dm, x.astype(np.int32))
     Ab_t = np.broadcast_to(Ab, (5,) + Ab.shape)
-    with pytest.raises(ValueError, match=r"A_bar: this view needs a time-invariant system"):
-        lti.convolution(Ab_t, Bb, C, Dm, x)
+    for view, backend in (("convolution", "numpy"), ("convolution", "numba"), ("fft", "numpy"), ("chunked", "numpy")):
+        with pytest.raises(ValueError, match=rf"A_bar: the {view} view needs a time-invariant system"):
+            lti_ssm(Ab_t, Bb, C, Dm, x, view=view, backend=backend)
+    with pytest.raises(ValueError, match=r"A_bar: expected shape \(5, 2, 3, 3\) .*time axis must match"):
+        lti_ssm(Ab_t[:4], Bb, C, Dm, x)
+    with pytest.raises(ValueError, match=r"B_bar: a time-varying B_bar .* needs a time-varying A_bar"):
+        lti_ssm(Ab, np.broadcast_to(Bb, (5,) + Bb.shape), C, Dm, x)
     with pytest.raises(ValueError, match=r"chunk: expected an integer >= 1, got 0"):
-        lti.chunked(Ab, Bb, C, Dm, x, chunk=0)
-    with pytest.raises(ValueError, match=r"method: expected 'direct' or 'fft'"):
-        lti.convolution(Ab, Bb, C, Dm, x, method="circular")
+        lti_ssm(Ab, Bb, C, Dm, x, view="chunked", chunk=0)
+    with pytest.raises(ValueError, match=r"chunk: only the 'chunked' view takes a chunk length"):
+        lti_ssm(Ab, Bb, C, Dm, x, view="scan", chunk=4)
+    with pytest.raises(ValueError, match=r"view: refimpl.ssm.lti.lti_ssm has views 'recurrent', 'convolution', "
+                                         r"'fft', 'scan', 'chunked'; got 'circular'"):
+        lti_ssm(Ab, Bb, C, Dm, x, view="circular")
+    with pytest.raises(ValueError, match=r"backend: refimpl.ssm.lti.lti_ssm has no 'numba' backend for view 'scan'"):
+        lti_ssm(Ab, Bb, C, Dm, x, view="scan", backend="numba")
+    with pytest.raises(ValueError, match=r"diagonal: the 'cuda' backend of view 'recurrent' needs a diagonal A_bar"):
+        lti_ssm(Ab, Bb, C, Dm, x, backend="cuda")
+    for name in ("diagonal", "return_final_state"):
+        for bad in ("False", 0, None):
+            with pytest.raises(TypeError, match=rf"{name}: expected True or False, got"):
+                lti_ssm(Ab, Bb, C, Dm, x, **{name: bad})
+    with pytest.raises(TypeError, match=r"return_final_state: expected True or False"):
+        D_ = __import__("refimpl.ssm.lti.reference", fromlist=["scan"])
+        D_.scan(Ab, Bb, C, Dm, x, return_final_state=1)
     with pytest.raises(ValueError, match=r"K: expected shape"):
-        lti.causal_conv(np.zeros((3, 2, 2, 2)), x)
+        causal_conv(np.zeros((3, 2, 2, 2)), x)
+    with pytest.raises(ValueError, match=r"K: expected shape"):
+        fft_conv(np.zeros((3, 2, 2, 2)), x)
+    with pytest.raises(ValueError, match=r"L: expected an integer >= 0, got -1"):
+        lti_kernel(Ab, Bb, C, -1)
+    with pytest.raises(ValueError, match=r"backend: refimpl.ssm.lti.lti_kernel has no 'cuda' backend"):
+        lti_kernel(Ab, Bb, C, 3, backend="cuda")

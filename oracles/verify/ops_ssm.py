@@ -11,29 +11,32 @@ output is ``y_k = C h_k + D x_k``), ``"shifted"`` is scipy's
 ``cont2discrete``: for the gbt family ``C_d = C (I - alpha dt A)^{-1}``,
 ``D_d = D + alpha C B_bar`` (a half-step-shifted state); zoh keeps ``C, D``.
 
-Oracles (independent of ``refimpl``): ZOH and Mamba's ``A_bar`` by the Van Loan
-block exponential (:func:`oracles.ssm.van_loan_zoh`); the gbt family (bilinear,
-gbt, forward and backward Euler) from its closed form evaluated in mpmath at 40
-digits (exact to float64: the bound then has no oracle share beyond the final
-rounding).
+Oracles (independent of ``refimpl``, and of scipy's ``expm`` that ``refimpl``'s dense ZOH calls):
+ZOH and Mamba's ``A_bar`` by the Van Loan block exponential evaluated in mpmath at 50 digits
+(:func:`zoh_mpmath`); the gbt family (bilinear, gbt, forward and backward Euler) from its closed
+form evaluated in mpmath at 40 digits (:func:`gbt_mpmath`).  Both are exact to float64: the
+bounds then have no oracle share beyond the final rounding.
 
 ssm.lti
 -------
-Canonical: ``fn(A_bar, B_bar, C, D, x, h0=None) -> (y, h_last)`` in the layout of
-:mod:`refimpl.ssm.lti.reference` (``x`` ``(b l h m)``, ``y`` ``(b l h p)``, ``h0``/``h_last``
-``(b h n)``; ``h0`` is the state *before* step 0).  Oracle: the dense
+Canonical: ``fn(A_bar, B_bar, C, D, x, h0=None) -> (y, h_last)`` with ``x`` ``(b l h m)``, ``y``
+``(b l h p)``, ``h0``/``h_last`` ``(b h n)`` (``h`` the channel axis; ``h0`` is the state *before*
+step 0).  This is refimpl's layout too (``x (b l d m)``, ``initial_state``/final state ``(b d n)``):
+the ``refimpl`` adapter renames the arguments only.  Oracle: the dense
 time-varying operator (:func:`oracles.ssm.apply_dense`); bound:
 :func:`oracles.ssm.lti_bound`.  Probe: causality.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from oracles.ssm import apply_dense, expm_bound, fft_bound_lti, lti_bound, random_stable_system, van_loan_zoh
-from oracles.tolerance import Bound, componentwise_bound, conditioned_bound, gamma
+import scipy.linalg
+
+from oracles.ssm import apply_dense, fft_bound_lti, lti_bound, random_stable_system, van_loan_zoh
+from oracles.tolerance import Bound, componentwise_bound, conditioned_bound, gamma, underflow_floor
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
 from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
@@ -63,7 +66,7 @@ def _dense(A, diagonal):
 # ssm.discretize: oracle
 # ----------------------------------------------------------------------------------------------------------
 
-def _gbt_mpmath(A, B, C, D, dt, alpha):
+def gbt_mpmath(A, B, C, D, dt, alpha):
     """``(A_bar, B_bar, C_d, D_d)`` of the gbt transform of one system, in mpmath (40 digits), as complex128."""
     import mpmath
 
@@ -89,6 +92,94 @@ def _gbt_mpmath(A, B, C, D, dt, alpha):
         return out
 
 
+def _van_loan_block(A, B, diagonal):
+    """``[[A, B], [0, 0]]`` ``(n+m, n+m)`` for one system (``A`` dense or its diagonal)."""
+    A = _dense(np.asarray(A), diagonal)
+    B = np.asarray(B)
+    n, m = B.shape
+    M = np.zeros((n + m, n + m), dtype=np.result_type(A.dtype, B.dtype, np.float64))
+    M[:n, :n] = A
+    M[:n, n:] = B
+    return M
+
+
+def zoh_mpmath(A, B, dt, *, diagonal=False, dps: int = 50):
+    r"""ZOH of one system (``A`` (n n) or (n,), ``B`` (n m)) by the Van Loan block exponential in mpmath.
+
+    ``exp(dt [[A, B], [0, 0]]) = [[e^{dt A}, int_0^dt e^{A s} ds B], [0, I]]`` evaluated by mpmath's
+    own ``expm`` (Taylor series with scaling and squaring) at ``dps`` digits: an algorithm and a
+    precision independent of scipy's Pade ``expm`` (which refimpl's dense ZOH calls) and of
+    refimpl's ``phi1``.  The float64 inputs convert to mpmath exactly; ``dt M`` is formed in mpmath.
+    Returns ``(A_bar, B_bar)`` rounded once to complex128 (float64 when ``A``, ``B`` are real).
+    """
+    import mpmath
+
+    M = _van_loan_block(A, B, diagonal)
+    n, m = np.shape(B)
+    with mpmath.workdps(dps):
+        E = mpmath.expm(mpmath.mpf(float(dt)) * mpmath.matrix(M.tolist()))
+        E = np.array([[complex(E[i, j]) for j in range(n + m)] for i in range(n + m)], dtype=np.complex128)
+    E = _real_if(E, A, B)
+    return E[:n, :n], E[:n, n:]
+
+
+def expm_rounding_depth(X) -> int:
+    r"""The longest chain of roundings of a scaling-and-squaring exponential (or ``phi1``) of ``X`` ``(N N)``.
+
+    Scale by ``2^-s`` to ``||X||_1 <= 1/2`` (the most halvings any of the evaluations considered makes:
+    scipy's Pade 13 stops at 5.37, refimpl's ``phi1`` Taylor at 1/2), sum a series of at most 19
+    products (refimpl's degree-18 Taylor and ``exp = I + Y phi1(Y)``; Pade 13 is 6 products and a
+    solve), then undo the scaling with ``s`` squaring steps of at most 2 products each (``phi1``'s
+    ``P <- 1/2 (E + I) P`` and ``E <- E E``).  A product of inner dimension ``N`` adds ``N + 1``
+    roundings to the chain: ``depth = (N + 1)(19 + 2 s)``.
+    """
+    X = np.asarray(X)
+    N = X.shape[-1]
+    norm1 = float(np.max(np.sum(np.abs(X), axis=0))) if X.size else 0.0
+    s = max(0, math.ceil(math.log2(norm1 / 0.5))) if norm1 > 0.5 else 0
+    return (N + 1) * (19 + 2 * s)
+
+
+def zoh_mpmath_bounds(A, B, dt, dtype, *, diagonal=False, exact=None) -> Tuple[Bound, Bound]:
+    r"""Bounds on ``|A_bar - oracle|``, ``|B_bar - oracle|`` of a ZOH candidate against :func:`zoh_mpmath`.
+
+    Forward error <= condition x backward error (Higham, *Functions of Matrices*, ch. 10): ``kappa``, the
+    relative condition number of the exponential at ``X = dt M`` (``scipy.linalg.expm_cond``, Frobenius
+    norm; a complex ``X`` by its real embedding ``[[Re, -Im], [Im, Re]]``), times a backward error
+    ``gamma_k`` with ``k`` the rounding chain of a scaling-and-squaring evaluation
+    (:func:`expm_rounding_depth`), times ``||exp(X)||_F``: a normwise bound for every entry.  No
+    rounding error analysis of scaling and squaring gives a rigorous enclosure (the squaring phase
+    is the gap); this counts every rounding of the longest chain, where ``gamma_{n+m}`` (the per-side
+    backward error a backward stable ``expm`` is often credited with) is exceeded by scipy's Pade
+    ``expm`` itself on stable 4 x 4 blocks.  The oracle's share is its final rounding,
+    ``gamma_1(float64) |E|``.  ``exact``: the oracle's ``(A_bar, B_bar)`` if already computed.  The
+    ``A_bar`` bound has shape ``(n, n)``, or ``(n,)`` (the diagonal) when ``diagonal=True``.
+    """
+    Mdt = float(dt) * _van_loan_block(A, B, diagonal)
+    n, m = np.shape(B)
+    if exact is None:
+        exact = zoh_mpmath(A, B, dt, diagonal=diagonal)
+    E = np.concatenate([np.asarray(exact[0]), np.asarray(exact[1])], axis=1)  # [A_bar, B_bar], A_bar dense
+    cplx = not np.isrealobj(Mdt)
+    if cplx:
+        kappa = scipy.linalg.expm_cond(np.block([[Mdt.real, -Mdt.imag], [Mdt.imag, Mdt.real]]))
+    else:
+        kappa = scipy.linalg.expm_cond(Mdt)
+    kappa = max(float(kappa), 1.0)
+    # ||exp(dt M)||_F: the top block rows [A_bar, B_bar] and the identity block [0, I_m]
+    scale = math.sqrt(float(np.sum(np.abs(E) ** 2)) + m)
+    depth = expm_rounding_depth(Mdt)
+    g = gamma(depth, dtype, complex_ops=cplx)
+    cond = Bound(kappa * g * scale + underflow_floor(depth, dtype), f"conditioned: cond={kappa:.3g} x gamma_{depth}({np.dtype(dtype).name}"
+                                    f"{', complex ops' if cplx else ''}) x ||exp(dt M)||_F (scaling and squaring "
+                                    f"of the Van Loan block; oracle: mpmath expm)")
+    what = "oracle's final rounding to float64"
+    magA = np.abs(np.diagonal(exact[0]) if diagonal else exact[0])
+    bA = cond + componentwise_bound(magA, 1, np.float64, oracle_dtype=None, what=what)
+    bB = cond + componentwise_bound(np.abs(exact[1]), 1, np.float64, oracle_dtype=None, what=what)
+    return bA, bB
+
+
 def _real_if(x, *like):
     return x if any(np.iscomplexobj(a) for a in like if a is not None) else x.real.astype(np.float64)
 
@@ -104,7 +195,7 @@ def discretize_oracle(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np
     Dd = None if D is None else np.zeros(np.shape(D), dtype=np.complex128)
     for c in range(h):
         if method in ("zoh", "mamba"):
-            a_c, b_c = van_loan_zoh(A[c], B[c], dt, diagonal=diag)
+            a_c, b_c = zoh_mpmath(A[c], B[c], dt, diagonal=diag)
             Ab[c] = np.diagonal(a_c) if diag else a_c
             # mamba: B_bar = dt B (Euler for B), exact up to one rounding
             Bb[c] = b_c if method == "zoh" else dt * B[c]
@@ -113,7 +204,7 @@ def discretize_oracle(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np
             if Dd is not None:
                 Dd[c] = D[c]
         else:
-            res = _gbt_mpmath(_dense(A[c], diag), B[c], None if C is None else np.asarray(C)[c],
+            res = gbt_mpmath(_dense(A[c], diag), B[c], None if C is None else np.asarray(C)[c],
                               None if D is None else np.asarray(D)[c], dt, _alpha(conv))
             Ab[c] = np.diagonal(res[0]) if diag else res[0]
             Bb[c] = res[1]
@@ -132,9 +223,10 @@ def discretize_oracle(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np
 def discretize_bounds(inp, out, conv, dtype) -> Dict[str, Bound]:
     r"""Bounds per output.
 
-    * zoh / mamba's ``A_bar``: :func:`oracles.ssm.expm_bound` (condition number of the Van Loan
-      exponential times a backward error ``gamma_{n+m}``, both sides).  Mamba's ``B_bar = dt B``:
-      one rounding, ``gamma_1 |dt B|`` per side.
+    * zoh / mamba's ``A_bar``: :func:`zoh_mpmath_bounds` (condition number of the Van Loan
+      exponential times the candidate's backward error ``gamma_{n+m}``, plus the mpmath oracle's final
+      rounding; mamba's with ``B = 0`` in the block, as only ``e^{dt A}`` is compared).  Mamba's
+      ``B_bar = dt B``: one rounding, ``gamma_1 |dt B|`` per side.
     * gbt family: a candidate solves ``M X = R`` with ``M = I - alpha dt A``; LU with partial
       pivoting is backward stable with ``|dM| <= gamma_{3n} |L||U|`` (Higham Thm 9.4, small growth
       for these well-conditioned ``M``) and forming ``M``, ``R`` rounds each entry (``<= 2u``), so
@@ -154,10 +246,11 @@ def discretize_bounds(inp, out, conv, dtype) -> Dict[str, Bound]:
     src = ""
     for c in range(h):
         if method in ("zoh", "mamba"):
-            ea, eb = expm_bound(A[c], B[c] if method == "zoh" else np.zeros_like(B[c]), dt, dtype, diagonal=diag)
-            bA[c] = ea.max()
+            ea, eb = zoh_mpmath_bounds(A[c], B[c] if method == "zoh" else np.zeros_like(B[c]), dt, dtype,
+                                       diagonal=diag)
+            bA[c] = ea.values
             if method == "zoh":
-                bB[c] = eb.max()
+                bB[c] = eb.values
                 src = ea.source
             else:
                 bB[c] = componentwise_bound(np.abs(dt * B[c]), 1, dtype, what="B_bar = dt B, one rounding").values
@@ -202,12 +295,12 @@ def discretize_bounds(inp, out, conv, dtype) -> Dict[str, Bound]:
 
 
 def discretize_reference(inp, conv):
-    """Our literal reference (``refimpl.ssm.discretization.reference``), for the low-precision baseline only."""
-    from refimpl.ssm.discretization.reference import discretize
+    """Our literal reference (``refimpl.ssm.discretization.discretize``), for the low-precision baseline only."""
+    from refimpl.ssm.discretization import discretize
 
     A, B = inp["A"], inp["B"]
     dt = np.asarray(inp["dt"]).astype(np.result_type(np.asarray(A).real.dtype, np.float32))
-    Ab, Bb = discretize(A, B, dt, conv["method"], alpha=conv["alpha"] if conv["method"] == "gbt" else None,
+    Ab, Bb = discretize(A, B, dt, method=conv["method"], alpha=conv["alpha"] if conv["method"] == "gbt" else None,
                         diagonal=bool(conv["diagonal"]))
     out = {"A_bar": Ab, "B_bar": Bb}
     C, D = inp.get("C"), inp.get("D")
@@ -325,10 +418,11 @@ def lti_bounds(inp, out, conv, dtype):
 
 
 def lti_reference(inp, conv):
-    from refimpl.ssm.lti.reference import recurrent
+    """Our literal reference (``refimpl.ssm.lti.lti_ssm``, recurrent view); the op's ``h0`` is its ``initial_state``."""
+    from refimpl.ssm.lti import lti_ssm
 
-    y, hL = recurrent(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], h0=inp.get("h0"),
-                      diagonal=bool(conv["diagonal"]), return_state=True)
+    y, hL = lti_ssm(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], view="recurrent",
+                    initial_state=inp.get("h0"), diagonal=bool(conv["diagonal"]), return_final_state=True)
     return {"y": y, "h_last": hL}
 
 
@@ -377,7 +471,7 @@ def lti_strategy(conv):
         else:
             pairs = [van_loan_zoh(c.A[k], c.B[k], c.dt[k]) for k in range(h)]
             Ab, Bb = np.stack([p_[0] for p_ in pairs]), np.stack([p_[1] for p_ in pairs])
-        return {"A_bar": Ab, "B_bar": Bb, "C": c.C, "D": c.D, "x": c.x, "h0": c.h0}
+        return {"A_bar": Ab, "B_bar": Bb, "C": c.C, "D": c.D, "x": c.x, "h0": c.initial_state}
 
     return lti_cases().filter(lambda c: c.diagonal == diag).map(to_inputs)
 
@@ -477,9 +571,10 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_DISCRETIZE,
-    doc="refimpl.ssm.discretization.reference.discretize(A, B, dt, method, alpha=..., diagonal=...) -> (A_bar, B_bar)",
-    args=(In("A"), In("B"), In("dt"), Conv(lambda c: c["method"])),
-    kwargs={"alpha": Conv(lambda c: c["alpha"] if c["method"] == "gbt" else None),
+    doc="refimpl.ssm.discretization.discretize(A, B, dt, method=..., alpha=..., diagonal=...) -> (A_bar, B_bar)",
+    args=(In("A"), In("B"), In("dt")),
+    kwargs={"method": Conv(lambda c: c["method"]),
+            "alpha": Conv(lambda c: c["alpha"] if c["method"] == "gbt" else None),
             "diagonal": Conv(lambda c: bool(c["diagonal"]))},
     outputs=(Out("A_bar", 0), Out("B_bar", 1)),
 ))
@@ -487,8 +582,10 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP_LTI,
-    doc="refimpl.ssm.lti.reference views: fn(A_bar, B_bar, C, D, x, h0=..., diagonal=..., return_state=True) -> (y, h_last)",
+    doc="refimpl.ssm.lti.lti_ssm and its views: fn(A_bar, B_bar, C, D, x, initial_state=h0, diagonal=..., "
+        "return_final_state=True) -> (y, h_last); the layouts are the op's (x (b l d m), states (b d n))",
     args=(In("A_bar"), In("B_bar"), In("C"), In("D"), In("x")),
-    kwargs={"h0": In("h0"), "diagonal": Conv(lambda c: bool(c["diagonal"])), "return_state": Const(True)},
+    kwargs={"initial_state": In("h0"), "diagonal": Conv(lambda c: bool(c["diagonal"])),
+            "return_final_state": Const(True)},
     outputs=(Out("y", 0), Out("h_last", 1)),
 ))

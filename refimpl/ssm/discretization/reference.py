@@ -11,13 +11,16 @@ bilinear/gbt methods: its state is shifted by half a step.  Only
 Shapes (einops style)
 ---------------------
 * ``A``: ``(... n n)`` dense, or ``(... n)`` diagonal when ``diagonal=True``
-  (real or complex).  ``...`` are batch axes, typically one channel axis ``h``.
+  (real or complex).  ``...`` are batch axes, typically one channel axis ``d``.
 * ``B``: ``(... n m)``, the same batch axes as ``A`` exactly (no broadcasting).
 * ``dt``: a positive scalar; or shape ``(...)`` equal to the batch axes (one
   step per channel); or ``(l ...)`` with one extra leading axis (one step per
   time step: a longer step bridges missing samples).
 * Returns ``A_bar``: ``dt.shape[:1 if per-step] + (... n n)`` (or ``(... n)``)
   and ``B_bar``: ``(... n m)`` with the same leading axes.
+
+The public entry point is :func:`refimpl.ssm.discretization.discretize` (``method=`` names one of
+the functions below); the per-method functions stay public here.
 
 Conventions
 -----------
@@ -43,11 +46,10 @@ from typing import Tuple
 import numpy as np
 import scipy.linalg
 
-from refimpl._validate import as_float_array, check_choice, check_positive, result_dtype
+from refimpl._validate import as_float_array, check_bool, check_positive, result_dtype
 
 __all__ = [
     "METHODS",
-    "discretize",
     "zoh",
     "bilinear",
     "gbt",
@@ -62,23 +64,22 @@ METHODS = ("zoh", "bilinear", "gbt", "forward_euler", "backward_euler", "mamba")
 
 
 def _prepare(A, B, dt, diagonal: bool):
-    """Validate and return ``(A, B, dt_b)`` with ``dt_b`` shaped to broadcast over the core axes."""
-    if not isinstance(diagonal, (bool, np.bool_)):
-        raise TypeError(f"diagonal: expected a bool, got {type(diagonal).__name__}")
+    """Validate and return ``(A, B, dt, n)`` cast to the working dtype (``dt`` to its real dtype)."""
+    diagonal = check_bool(diagonal, "diagonal")
     A = as_float_array(A, "A", ndim=None)
     B = as_float_array(B, "B")
     dt = as_float_array(dt, "dt", allow_complex=False)
     if diagonal:
         if A.ndim < 1:
-            raise ValueError(f"A: expected a diagonal of shape (..., N), got shape {A.shape}")
+            raise ValueError(f"A: expected a diagonal of shape (..., n), got shape {A.shape}")
         batch, n = A.shape[:-1], A.shape[-1]
     else:
         if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-            raise ValueError(f"A: expected a square matrix of shape (..., N, N), got shape {A.shape}")
+            raise ValueError(f"A: expected a square matrix of shape (..., n, n), got shape {A.shape}")
         batch, n = A.shape[:-2], A.shape[-1]
     if B.ndim != len(batch) + 2 or B.shape[:-2] != batch or B.shape[-2] != n:
         raise ValueError(
-            f"B: expected shape ({', '.join(str(d) for d in batch + (n,))}, M) to match A of shape {A.shape}, got {B.shape}"
+            f"B: expected shape ({', '.join(str(k) for k in batch + (n,))}, m) to match A of shape {A.shape}, got {B.shape}"
         )
     check_positive(dt, "dt")
     if dt.ndim == 0:
@@ -89,7 +90,7 @@ def _prepare(A, B, dt, diagonal: bool):
         pass
     else:
         raise ValueError(
-            f"dt: expected a scalar, shape {batch} (per channel) or (L,)+{batch} (per time step), got {dt.shape}"
+            f"dt: expected a scalar, shape {batch} (per channel) or (l,)+{batch} (per time step), got {dt.shape}"
         )
     dtype = result_dtype(A, B, dt)
     A = A.astype(dtype, copy=False)
@@ -111,46 +112,67 @@ def _lead(A: np.ndarray, dt: np.ndarray, core_ndim: int) -> np.ndarray:
     return A
 
 
-def phi1(z: np.ndarray) -> np.ndarray:
+def phi1(z) -> np.ndarray:
     r"""``phi1(z) = (exp(z) - 1)/z`` elementwise, ``phi1(0) = 1``, via ``expm1`` (no cancellation).
+
+    ``z``: any shape, float32/float64/complex64/complex128 (a Python scalar or list of numbers
+    becomes float64/complex128); the result has ``z``'s shape and dtype.  Integer and bool
+    arrays are a ``TypeError`` (``phi1`` of an integer array would otherwise be computed, then
+    truncated back to integers), NaN/Inf a ``ValueError``.
 
     ``np.expm1`` is accurate for complex arguments too (checked against mpmath in the
     tests).  For ``|z| < 1e-5`` the series ``1 + z/2 + z^2/6`` is used instead: its
     truncation error ``|z|^3/24 < 5e-17`` is below float64's unit roundoff, and it avoids
     complex division by tiny or subnormal numbers (which overflows to ``inf + nan j``).
+    This is the one ``phi1`` of the package (the selective scan's ZOH uses it too).
     """
-    z = np.asarray(z)
+    z = as_float_array(z, "z")
     out = np.ones_like(z)
     small = np.abs(z) < 1e-5
-    # phi1(z) = 1 + z/2 + z^2/6 + O(z^3)
     zs = z[small]
+    # phi1(z) = 1 + z/2 + z^2/6 + O(z^3)
     out[small] = 1 + zs / 2 + zs * zs / 6
-    big = ~small
+    zb = z[~small]
     # phi1(z) = expm1(z) / z
-    out[big] = np.expm1(z[big]) / z[big]
+    out[~small] = np.expm1(zb) / zb
     return out
 
 
-def phi1_dense(X: np.ndarray) -> np.ndarray:
-    r"""``phi1(X) = sum_{k>=0} X^k/(k+1)!`` for square ``X`` (batched ``... n n``), without inverting ``X``.
+def _check_square(X, name: str) -> np.ndarray:
+    """``X`` as a floating array of square matrices ``(... n n)``, or raise."""
+    X = as_float_array(X, name)
+    if X.ndim < 2 or X.shape[-1] != X.shape[-2]:
+        raise ValueError(f"{name}: expected square matrices of shape (..., n, n), got shape {X.shape}")
+    return X
+
+
+def _scaling_exponent(X: np.ndarray) -> int:
+    """The smallest ``s >= 0`` with ``||X / 2^s||_1 <= 1/2``."""
+    norm1 = float(np.max(np.sum(np.abs(X), axis=-2))) if X.size else 0.0
+    return max(0, int(math.ceil(math.log2(norm1 / 0.5)))) if norm1 > 0.5 else 0
+
+
+def phi1_dense(X) -> np.ndarray:
+    r"""``phi1(X) = sum_{k>=0} X^k/(k+1)!`` for square ``X`` (batched ``(... n n)``), without inverting ``X``.
+
+    ``X``: float32/float64/complex64/complex128 ``(... n n)``; integer or bool arrays are a
+    ``TypeError``.  Returns the same shape and dtype.
 
     Scaling and squaring on the identity ``phi1(2Y) = 1/2 (exp(Y) + I) phi1(Y)``:
     take ``Y = X / 2^s`` with ``||Y||_1 <= 1/2``, sum the Taylor series of
     ``phi1(Y)`` to degree 18 (truncation ``< 0.5^18/19! ~ 3e-23``, below float64's
     unit roundoff), form ``exp(Y) = I + Y phi1(Y)``, then undo the scaling
-    ``s`` times.  Independent of ``scipy.linalg.expm`` (the oracle's Van Loan route).
+    ``s`` times.  Independent of ``scipy.linalg.expm``.
     """
-    X = np.asarray(X)
+    X = _check_square(X, "X")
     if X.ndim > 2:
         # one scaling per matrix, so a batched call equals the per-matrix calls bit for bit
         out = np.empty_like(X)
         for idx in np.ndindex(X.shape[:-2]):
             out[idx] = phi1_dense(X[idx])
         return out
-    n = X.shape[-1]
-    eye = np.eye(n, dtype=X.dtype)
-    norm1 = float(np.max(np.sum(np.abs(X), axis=-2))) if X.size else 0.0
-    s = max(0, int(math.ceil(math.log2(norm1 / 0.5)))) if norm1 > 0.5 else 0
+    eye = np.eye(X.shape[-1], dtype=X.dtype)
+    s = _scaling_exponent(X)
     Y = X / (2.0 ** s)
     # phi1(Y) = I + Y/2! + Y^2/3! + ... + Y^18/19!   (term_k = term_{k-1} Y / (k+1))
     term = eye.copy()
@@ -167,6 +189,13 @@ def phi1_dense(X: np.ndarray) -> np.ndarray:
     return P
 
 
+def _expm(X: np.ndarray) -> np.ndarray:
+    """``exp(X)`` of a batch of square matrices by scipy's Pade scaling and squaring, in ``X``'s dtype (empty batches too)."""
+    if X.size == 0:
+        return X.copy()
+    return scipy.linalg.expm(X).astype(X.dtype, copy=False)
+
+
 def zoh(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     r"""Zero-order hold.  ``A_bar = exp(dt A)``, ``B_bar = dt phi1(dt A) B``."""
     A, B, dt, n = _prepare(A, B, dt, diagonal)
@@ -178,11 +207,11 @@ def zoh(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         B_bar = (_expand(dt, 1) * phi1(dtA))[..., None] * _lead(B, dt, 2)
         return A_bar, B_bar
     dtA = _expand(dt, 2) * A
-    # A_bar = expm(dt A)  (scipy: Pade scaling-and-squaring, batched over leading axes)
-    A_bar = scipy.linalg.expm(dtA) if dtA.size else dtA.copy()
+    # A_bar = expm(dt A)
+    A_bar = _expm(dtA)
     # B_bar = A^{-1}(exp(dt A) - I) B = dt phi1(dt A) B
-    B_bar = _expand(dt, 2) * (phi1_dense(dtA) @ _lead(B, dt, 2)) if dtA.size else _lead(B, dt, 2) * 0
-    return A_bar.astype(A.dtype, copy=False), B_bar
+    B_bar = _expand(dt, 2) * (phi1_dense(dtA) @ _lead(B, dt, 2))
+    return A_bar, B_bar
 
 
 def _solve(M: np.ndarray, R: np.ndarray, what: str) -> np.ndarray:
@@ -282,22 +311,8 @@ def mamba(A, B, dt, *, diagonal: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         # A_bar = exp(dt A)
         A_bar = np.exp(_expand(dt, 1) * A)
     else:
-        dtA = _expand(dt, 2) * A
-        A_bar = (scipy.linalg.expm(dtA) if dtA.size else dtA.copy()).astype(A.dtype, copy=False)
+        # A_bar = expm(dt A)
+        A_bar = _expm(_expand(dt, 2) * A)
     # B_bar = dt B
     B_bar = _expand(dt, 2) * _lead(B, dt, 2)
     return A_bar, B_bar
-
-
-def discretize(A, B, dt, method: str = "zoh", *, alpha: float | None = None, diagonal: bool = False):
-    """Dispatch to one of :data:`METHODS` by name; ``alpha`` only for ``gbt``."""
-    check_choice(method, "method", METHODS)
-    if method == "gbt":
-        if alpha is None:
-            raise ValueError("alpha: method 'gbt' needs alpha in [0, 1], got None")
-        return gbt(A, B, dt, alpha, diagonal=diagonal)
-    if alpha is not None:
-        raise ValueError(f"alpha: only method 'gbt' takes alpha, got alpha={alpha} with method={method!r}")
-    fn = {"zoh": zoh, "bilinear": bilinear, "forward_euler": forward_euler,
-          "backward_euler": backward_euler, "mamba": mamba}[method]
-    return fn(A, B, dt, diagonal=diagonal)

@@ -1,1 +1,84 @@
-"""refimpl.ssm.lti (see README.md in this folder)."""
+"""refimpl.ssm.lti: the discrete linear SSM and its views (see README.md in this folder).
+
+Entry points: :func:`lti_ssm` (``view=`` recurrent, convolution, fft, scan, chunked; ``backend=``
+numpy, numba, cuda) and :func:`lti_kernel` (``K_k = C A_bar^k B_bar``).  Public helpers:
+:func:`causal_conv`, :func:`fft_conv`, :func:`fft_length`.  The per-view functions are public in
+:mod:`refimpl.ssm.lti.reference` (NumPy), the kernels in :mod:`refimpl.ssm.lti.numba` and
+:mod:`refimpl.ssm.lti.cuda`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from refimpl._dispatch import register
+from refimpl._validate import check_bool, check_int
+from refimpl.ssm.lti.reference import causal_conv, fft_conv, fft_length
+
+__all__ = ["lti_ssm", "lti_kernel", "causal_conv", "fft_conv", "fft_length", "VIEWS"]
+
+_REF = "refimpl.ssm.lti.reference"
+_NUMBA = "refimpl.ssm.lti.numba"
+VIEWS = ("recurrent", "convolution", "fft", "scan", "chunked")
+DEFAULT_CHUNK = 64
+
+IMPLEMENTATIONS = register("refimpl.ssm.lti.lti_ssm", {
+    ("recurrent", "numpy"): f"{_REF}:recurrent",
+    ("recurrent", "numba"): f"{_NUMBA}:recurrent",
+    ("recurrent", "cuda"): "refimpl.ssm.lti.cuda:recurrent_diag",
+    ("convolution", "numpy"): f"{_REF}:convolution",
+    ("convolution", "numba"): f"{_NUMBA}:convolution",
+    ("fft", "numpy"): f"{_REF}:convolution_fft",
+    ("scan", "numpy"): f"{_REF}:scan",
+    ("chunked", "numpy"): f"{_REF}:chunked",
+})
+
+KERNEL_IMPLEMENTATIONS = register("refimpl.ssm.lti.lti_kernel", {
+    ("kernel", "numpy"): f"{_REF}:kernel",
+    ("kernel", "numba"): f"{_NUMBA}:kernel",
+})
+
+
+def lti_ssm(A_bar, B_bar, C, D, x, *, diagonal: bool = False, view: str = "recurrent", backend: str = "numpy",
+            initial_state=None, return_final_state: bool = False, chunk: Optional[int] = None):
+    r"""The discrete linear SSM ``h_t = A_bar_t h_{t-1} + B_bar_t x_t``, ``y_t = C h_t + D x_t``.
+
+    Shapes: ``A_bar`` ``(d n n)``, or ``(d n)`` with ``diagonal=True``; ``B_bar`` ``(d n m)``; ``C``
+    ``(d p n)``; ``D`` ``(d p m)`` or None; ``x`` ``(b l d m)``; returns ``y`` ``(b l d p)``.
+    ``initial_state`` ``(b d n)`` is the state before step 0 (default zero); with
+    ``return_final_state=True`` the result is ``(y, final_state)``, ``final_state`` ``(b d n)`` the
+    state after step ``l - 1`` (``initial_state``, or zero, when ``l = 0``).
+
+    Time-varying systems (``A_bar`` ``(l d n n)``/``(l d n)``, optionally ``B_bar`` ``(l d n m)``: one
+    system per step, e.g. from a per-step ``dt``) are taken by the ``recurrent`` (numpy, numba) and
+    ``scan`` views; the convolution views and ``chunked`` need a time-invariant system.
+
+    ``view``/``backend``: recurrent (numpy, numba, cuda -- the CUDA kernel needs ``diagonal=True``),
+    convolution (numpy, numba; direct summation), fft (numpy), scan (numpy), chunked (numpy;
+    ``chunk`` = the chunk length ``c``, default 64, taken by this view only).
+    """
+    diagonal = check_bool(diagonal, "diagonal")
+    return_final_state = check_bool(return_final_state, "return_final_state")
+    fn = IMPLEMENTATIONS.get(view, backend)
+    kw = dict(initial_state=initial_state, return_final_state=return_final_state)
+    if view == "chunked":
+        kw["chunk"] = DEFAULT_CHUNK if chunk is None else check_int(chunk, "chunk", minimum=1)
+    elif chunk is not None:
+        raise ValueError(f"chunk: only the 'chunked' view takes a chunk length, got chunk={chunk!r} with view={view!r}")
+    if backend == "cuda":
+        if not diagonal:
+            raise ValueError("diagonal: the 'cuda' backend of view 'recurrent' needs a diagonal A_bar "
+                             "(diagonal=True), got diagonal=False; the numpy and numba backends take a dense one")
+        return fn(A_bar, B_bar, C, D, x, **kw)
+    return fn(A_bar, B_bar, C, D, x, diagonal=diagonal, **kw)
+
+
+def lti_kernel(A_bar, B_bar, C, L, *, diagonal: bool = False, backend: str = "numpy") -> np.ndarray:
+    r"""The convolution kernel ``K_k = C A_bar^k B_bar``, ``k = 0..L-1``: shape ``(l d p m)`` with ``l = L``.
+
+    ``A_bar`` ``(d n n)`` or ``(d n)`` (``diagonal=True``), ``B_bar`` ``(d n m)``, ``C`` ``(d p n)``, a
+    time-invariant system; ``L >= 0`` an integer.  ``backend``: numpy or numba.
+    """
+    diagonal = check_bool(diagonal, "diagonal")
+    return KERNEL_IMPLEMENTATIONS.get("kernel", backend)(A_bar, B_bar, C, L, diagonal=diagonal)
