@@ -95,12 +95,15 @@ def w1_selective_scan(limits, repeats=5, quick=False):
     D = rng.standard_normal(d).astype(f32)
     args = (u, delta, A, B, C, D)
     kw = dict(delta_softplus=True)
-    up = [a.astype(np.float64) for a in args]
-    oracle = selective.recurrent(*up, **kw)
-    ref32 = selective.recurrent(*args, **kw)
+    # refimpl is sequence-first (u, delta (b l d); B, C (b l n)); outputs are compared as (b d l) views
+    seq = tuple(np.ascontiguousarray(a.transpose(0, 2, 1)) if a.ndim == 3 else a for a in args)
+    bdl = lambda out: out.transpose(0, 2, 1)  # noqa: E731
+    up = [a.astype(np.float64) for a in seq]
+    oracle = bdl(selective.recurrent(*up, **kw))
+    ref32 = bdl(selective.recurrent(*seq, **kw))
     cands = {
-        "ours numba fused": lambda: selective_scan_numba(*args, **kw),
-        "ours numpy reference": lambda: selective.recurrent(*args, **kw),
+        "ours numba fused": lambda: bdl(selective_scan_numba(*seq, **kw)),
+        "ours numpy reference": lambda: bdl(selective.recurrent(*seq, **kw)),
     }
     torch = _torch()
     if torch is not None:

@@ -30,7 +30,9 @@ def test_selective_scan_with_fixed_B_C_and_constant_step_is_lti(seed, d, n, l, m
     dt = 10.0 ** rng.uniform(-2, 0, d)
     u = rng.standard_normal((2, d, l))
     delta = np.broadcast_to(dt[None, :, None], (2, d, l)).copy()
-    y_s6 = selective.recurrent(u, delta, A, B, C, discretization=method)
+    # S6 is sequence-first (b l d): transpose in and out of this test's (b d l) arrays
+    y_s6 = selective.recurrent(u.transpose(0, 2, 1), delta.transpose(0, 2, 1), A, B, C,
+                               discretization=method).transpose(0, 2, 1)
     # the same system through the SSM core: one channel per d, m = p = 1
     A_bar, B_bar = discretize.discretize(A, B[..., None], dt, method, diagonal=True)
     x = np.transpose(u, (0, 2, 1))[..., None]

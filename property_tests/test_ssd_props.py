@@ -12,14 +12,17 @@ from hypothesis import strategies as st
 
 from oracles import selective as O
 from oracles.strategies.selective import ssd_problems
-from oracles.tolerance import assert_within
-from refimpl.ssm.selective import reference as S6
-from refimpl.ssm.ssd import reference as S
-from refimpl.ssm.selective.numba import selective_scan_numba
-from refimpl.ssm.ssd.numba import ssd_chunked_numba
+from oracles.tolerance import Bound, assert_within
+from refimpl.ssm.selective import selective_scan
+from refimpl.ssm.ssd import ssd_scan, ssd_step
 
-KEYS = ("dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx")
-VIEWS = ("recurrent", "quadratic", "chunked", "numba_chunked")
+KEYS = ("dt_bias", "dt_softplus", "dt_limit", "initial_state", "seq_idx")
+# name -> (view, backend); the name is also the view of the error bound
+IMPLS = {"recurrent": ("recurrent", "numpy"), "quadratic": ("quadratic", "numpy"), "chunked": ("chunked", "numpy"),
+         "numba_chunked": ("chunked", "numba")}
+VIEWS = tuple(IMPLS)
+S6_IMPLS = {"recurrent": ("recurrent", "numpy"), "scan": ("scan", "numpy"), "chunked": ("chunked", "numpy"),
+            "numba": ("recurrent", "numba")}
 
 
 def _args(pr):
@@ -30,20 +33,17 @@ def _kw(pr):
     return {k: pr[k] for k in KEYS}
 
 
-def _run(view, pr, **over):
-    kw = dict(_kw(pr), return_final_states=True)
+def _run(impl, pr, **over):
+    view, backend = IMPLS[impl]
+    kw = dict(_kw(pr), return_final_state=True)
     kw.update(over)
-    if view == "numba_chunked":
-        return ssd_chunked_numba(*_args(pr), chunk=pr["chunk"], **kw)
-    if view == "chunked":
-        return S.chunked(*_args(pr), chunk=pr["chunk"], **kw)
-    return {"recurrent": S.recurrent, "quadratic": S.quadratic}[view](*_args(pr), **kw)
+    return ssd_scan(*_args(pr), view=view, backend=backend, chunk=pr["chunk"], **kw)
 
 
 def _check(view, pr, dtype):
     y, fin = _run(view, pr)
     assert y.dtype == np.dtype(dtype) and y.shape == pr["x"].shape
-    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+    yo, So = O.ssd_solve(*_args(pr), **_kw(pr))
     bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=dtype, view=view, chunk=pr["chunk"])
     assert_within(y, yo, bo, context=f"{view} y")
     assert_within(fin, So, bs, context=f"{view} final state")
@@ -60,8 +60,8 @@ def test_views_float32_within_derived_bound(pr, view):
 
 
 @given(pr=ssd_problems(max_len=12))
-def test_loop_oracle_equals_dense_operator(pr):
-    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+def test_solve_oracle_equals_dense_operator(pr):
+    yo, So = O.ssd_solve(*_args(pr), **_kw(pr))
     yd, Sd = O.ssd_dense(*_args(pr), **_kw(pr))
     bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="quadratic")
     assert_within(yd, yo, bo, context="dense vs loop")
@@ -76,12 +76,10 @@ def test_duality_ssd_equals_selective_scan_and_linear_attention(pr, s6_view, ssd
     b, l, h, p = pr["x"].shape
     # the selective scan on channels (h p), A_h on every state entry, grouped B/C, dt already processed
     a = O.ssd_as_s6(*_args(pr), **_kw(pr))
-    s6_kw = dict(D=a["D"], z=a["z"], h0=a["h0"], return_last_state=True)
-    if s6_view == "numba":
-        o, hl = selective_scan_numba(a["u"], a["delta"], a["A"], a["B"], a["C"], **s6_kw)
-    else:
-        o, hl = S6.selective_scan(a["u"], a["delta"], a["A"], a["B"], a["C"], view=s6_view, chunk=pr["chunk"], **s6_kw)
-    y_s6 = np.transpose(o.reshape(b, h, p, l), (0, 3, 1, 2))
+    view, backend = S6_IMPLS[s6_view]
+    o, hl = selective_scan(a["u"], a["delta"], a["A"], a["B"], a["C"], a["D"], a["z"], initial_state=a["initial_state"],
+                           return_final_state=True, view=view, backend=backend, chunk=pr["chunk"])
+    y_s6 = o.reshape(b, l, h, p)
     n = pr["B"].shape[-1]
     fin_s6 = hl.reshape(b, h, p, n)
     # causal linear attention: q = C, k = B (per head), v = dt x, decay a = exp(dt A), S0 = initial state
@@ -89,7 +87,7 @@ def test_duality_ssd_equals_selective_scan_and_linear_attention(pr, s6_view, ssd
     grp = np.arange(h) // (h // pr["B"].shape[2])
     q, k = pr["C"][:, :, grp], pr["B"][:, :, grp]
     v = dte[..., None] * pr["x"]
-    o_la = O.decayed_linear_attention(q, k, v, np.exp(dte * pr["A"]), S0=pr["initial_states"])
+    o_la = O.decayed_linear_attention(q, k, v, np.exp(dte * pr["A"]), initial_state=pr["initial_state"])
     if pr["D"] is not None:
         Dv = np.asarray(pr["D"], dtype=np.float64)
         o_la = o_la + (Dv[:, None] if Dv.ndim == 1 else Dv) * pr["x"]
@@ -114,9 +112,9 @@ def test_split_and_resume_equals_whole(pr, view, data):
         if pr[key] is not None:
             first[key], second[key] = pr[key][:, :k], pr[key][:, k:]
     y1, S1 = _run(view, first)
-    second["initial_states"] = S1
+    second["initial_state"] = S1
     y2, S2 = _run(view, second)
-    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+    yo, So = O.ssd_solve(*_args(pr), **_kw(pr))
     bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view=view, chunk=pr["chunk"])
     assert_within(np.concatenate([y1, y2], axis=1), yo, bo, context="split run")
     assert_within(S2, So, bs, context="split run final state")
@@ -132,18 +130,16 @@ def test_seq_idx_packing_equals_separate_runs(pr, view, data):
     packed = dict(pr, seq_idx=np.concatenate([np.zeros(k, np.int64), np.ones(L - k, np.int64)])[None])
     yp, Sp = _run(view, packed)
     # the initial state belongs to the row's first sequence (the second one only when k == 0)
-    first, second = dict(pr), dict(pr, initial_states=None if k > 0 else pr["initial_states"])
+    first, second = dict(pr), dict(pr, initial_state=None if k > 0 else pr["initial_state"])
     for key in ("x", "dt", "B", "C", "z"):
         if pr[key] is not None:
             first[key], second[key] = pr[key][:, :k], pr[key][:, k:]
     y1, S1 = _run(view, first)
     y2, S2 = _run(view, second)
-    yo, So = O.ssd_loop(*_args(packed), **_kw(packed))
+    yo, So = O.ssd_solve(*_args(packed), **_kw(packed))
     bo, bs = O.ssd_bound(*_args(packed), **_kw(packed), dtype=np.float64, view=view, chunk=pr["chunk"])
     b1, bs1 = O.ssd_bound(*_args(first), **_kw(first), dtype=np.float64, view=view, chunk=pr["chunk"])
     b2, bs2 = O.ssd_bound(*_args(second), **_kw(second), dtype=np.float64, view=view, chunk=pr["chunk"])
-    from oracles.tolerance import Bound
-
     bsep = Bound(np.concatenate([np.asarray(b1.values), np.asarray(b2.values)], axis=1), b1.source)
     assert_within(np.concatenate([y1, y2], axis=1), yp, bo + bsep, context="packed vs separate")
     if L - k > 0:
@@ -152,12 +148,36 @@ def test_seq_idx_packing_equals_separate_runs(pr, view, data):
 
 @settings(max_examples=8)
 @given(pr=ssd_problems(max_batch=1, max_heads=2, max_headdim=2, max_state=2, max_len=5))
-def test_loop_oracle_against_mpmath(pr):
-    yo, So = O.ssd_loop(*_args(pr), **_kw(pr))
+def test_solve_oracle_against_mpmath(pr):
+    yo, So = O.ssd_solve(*_args(pr), **_kw(pr))
     ym, Sm = O.ssd_mpmath(*_args(pr), **_kw(pr))
     bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="recurrent", oracle_dtype=None)
-    assert_within(yo, ym, bo, context="float64 SSD loop vs mpmath")
-    assert_within(So, Sm, bs, context="float64 SSD loop vs mpmath (state)")
+    assert_within(yo, ym, bo, context="float64 SSD banded solve vs mpmath")
+    assert_within(So, Sm, bs, context="float64 SSD banded solve vs mpmath (state)")
+
+
+@given(pr=ssd_problems(allow_seq_idx=False, max_len=10))
+def test_step_decode_equals_recurrent_and_the_oracle(pr):
+    """Decoding with :func:`ssd_step` (the single-step formula, its own code) does the recurrent view's
+    arithmetic in the same order -- bit for bit -- and lands within the recurrent bound of the
+    independent banded-solve oracle."""
+    b, L, h, p = pr["x"].shape
+    n = pr["B"].shape[-1]
+    y, fin = _run("recurrent", pr)
+    yo, So = O.ssd_solve(*_args(pr), **_kw(pr))
+    bo, bs = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view="recurrent")
+    state = pr["initial_state"] if pr["initial_state"] is not None else np.zeros((b, h, p, n), dtype=fin.dtype)
+    outs = []
+    for t in range(L):
+        o, state = ssd_step(state, pr["x"][:, t], pr["dt"][:, t], pr["A"], pr["B"][:, t], pr["C"][:, t], pr["D"],
+                            None if pr["z"] is None else pr["z"][:, t], dt_bias=pr["dt_bias"],
+                            dt_softplus=pr["dt_softplus"], dt_limit=pr["dt_limit"])
+        np.testing.assert_array_equal(o, y[:, t])
+        outs.append(o)
+    np.testing.assert_array_equal(state, fin)
+    if L:
+        assert_within(np.stack(outs, axis=1), yo, bo, context="decode vs the oracle")
+    assert_within(state, So, bs, context="decode state vs the oracle")
 
 
 @given(pr=ssd_problems(), view=st.sampled_from(VIEWS), data=st.data())
@@ -179,6 +199,6 @@ def test_padded_tail_does_not_leak_into_the_prefix(pr, view, data):
         last = pr["seq_idx"][:, -1:] if L else np.zeros((pr["x"].shape[0], 1), np.int64)
         padded["seq_idx"] = np.concatenate([pr["seq_idx"], np.repeat(last, pad, axis=1)], axis=1)
     y_p, _ = _run(view, padded)
-    yo, _ = O.ssd_loop(*_args(pr), **_kw(pr))
+    yo, _ = O.ssd_solve(*_args(pr), **_kw(pr))
     bo, _ = O.ssd_bound(*_args(pr), **_kw(pr), dtype=np.float64, view=view, chunk=pr["chunk"])
     assert_within(y_p[:, :L], yo, bo, context="prefix of the padded run")

@@ -9,17 +9,18 @@ import pytest
 
 from oracles import selective as O
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl.ssm.ssd import reference as S
-from refimpl.ssm.selective.reference import segsum
-from refimpl.ssm.ssd.numba import ssd_chunked_numba
+from refimpl.ssm.selective import segsum
+from refimpl.ssm.ssd import effective_dt, ssd_scan, ssd_step
 
-VIEWS = ("recurrent", "quadratic", "chunked", "numba_chunked")
+# name -> (view, backend); the name is also the view of the error bound (oracles.selective.ssd_bound)
+IMPLS = {"recurrent": ("recurrent", "numpy"), "quadratic": ("quadratic", "numpy"), "chunked": ("chunked", "numpy"),
+         "numba_chunked": ("chunked", "numba")}
+VIEWS = tuple(IMPLS)
 
 
-def run(view, *args, chunk=3, **kw):
-    if view == "numba_chunked":
-        return ssd_chunked_numba(*args, chunk=chunk, **kw)
-    return S.ssd(*args, view=view, chunk=chunk, **kw)
+def run(impl, *args, chunk=3, **kw):
+    view, backend = IMPLS[impl]
+    return ssd_scan(*args, view=view, backend=backend, chunk=chunk, **kw)
 
 
 def _problem(rng, b=2, l=10, h=4, p=3, g=2, n=5):
@@ -32,7 +33,7 @@ def test_worked_example_scalar_head(view):
     """h = p = n = 1, dt = ln 2, A = -1, B = C = x = 1: a_t = 1/2, y_t = ln2 (2 - 2^-t)."""
     L = 7
     ones = np.ones((1, L, 1, 1))
-    y, fin = run(view, ones, np.full((1, L, 1), math.log(2.0)), -np.ones(1), ones, ones, return_final_states=True)
+    y, fin = run(view, ones, np.full((1, L, 1), math.log(2.0)), -np.ones(1), ones, ones, return_final_state=True)
     expect = math.log(2.0) * (2.0 - 0.5 ** np.arange(L))
     bound = componentwise_bound(2.0 * np.ones(L), 6 * (L + 4), np.float64, what="closed form, O(L) roundings")
     assert_within(y[0, :, 0, 0], expect, bound)
@@ -63,7 +64,7 @@ def test_quadratic_mask_is_L_of_the_paper():
             Lm[i, j] = math.exp(math.fsum(a[j + 1:i + 1]))
     M = Lm * (C[0, :, 0] @ B[0, :, 0].T)
     expect = M @ (dt[0, :, 0] * x[0, :, 0, 0])
-    y = S.quadratic(x, dt, A, B, C)
+    y = run("quadratic", x, dt, A, B, C)
     bo, _ = O.ssd_bound(x, dt, A, B, C, dtype=np.float64, view="quadratic")
     assert_within(y[0, :, 0, 0], expect, type(bo)(np.asarray(bo.values)[0, :, 0, 0] * 2, bo.source))
 
@@ -86,11 +87,11 @@ def test_dt_processing_bias_softplus_and_clamp(view):
     raw = 3.0 * rng.standard_normal(dt.shape)
     raw[0, 0, 0] = 25.0  # above the softplus threshold: taken as is, then clamped to 1.5
     bias = rng.standard_normal(4)
-    y1, s1 = run(view, x, raw, A, B, C, dt_bias=bias, dt_softplus=True, dt_limit=(0.01, 1.5), return_final_states=True)
+    y1, s1 = run(view, x, raw, A, B, C, dt_bias=bias, dt_softplus=True, dt_limit=(0.01, 1.5), return_final_state=True)
     pre = raw + bias
     eff = np.where(pre <= 20.0, np.log1p(np.exp(np.minimum(pre, 20.0))), pre)
     eff = np.clip(eff, 0.01, 1.5)
-    y2, s2 = run(view, x, eff, A, B, C, return_final_states=True)
+    y2, s2 = run(view, x, eff, A, B, C, return_final_state=True)
     bo, bs = O.ssd_bound(x, raw, A, B, C, dt_bias=bias, dt_softplus=True, dt_limit=(0.01, 1.5), dtype=np.float64,
                          view=view if view != "numba_chunked" else "chunked", chunk=3)
     assert_within(y1, y2, bo + bo)
@@ -103,7 +104,7 @@ def test_seq_idx_blocks_all_state_flow(view):
     rng = np.random.default_rng(6)
     x, dt, A, B, C = _problem(rng, b=1, l=9)
     seq = np.array([[0, 0, 0, 0, 1, 1, 1, 1, 1]])
-    y1 = run(view, x, dt, A, B, C, seq_idx=seq, initial_states=rng.standard_normal((1, 4, 3, 5)))
+    y1 = run(view, x, dt, A, B, C, seq_idx=seq, initial_state=rng.standard_normal((1, 4, 3, 5)))
     x2 = x.copy()
     x2[:, :4] = 100.0 * rng.standard_normal(x2[:, :4].shape)  # change the first sequence only
     y2 = run(view, x2, dt, A, B, C, seq_idx=seq)  # and drop the initial state (it belongs to sequence 0)
@@ -111,24 +112,33 @@ def test_seq_idx_blocks_all_state_flow(view):
 
 
 @pytest.mark.parametrize("view", VIEWS)
-def test_empty_sequence_returns_initial_states(view):
+def test_empty_sequence_returns_the_initial_state(view):
     S0 = np.random.default_rng(0).standard_normal((1, 2, 3, 4))
     y, fin = run(view, np.zeros((1, 0, 2, 3)), np.zeros((1, 0, 2)), -np.ones(2), np.zeros((1, 0, 1, 4)),
-                 np.zeros((1, 0, 1, 4)), initial_states=S0, return_final_states=True)
+                 np.zeros((1, 0, 1, 4)), initial_state=S0, return_final_state=True)
     assert y.shape == (1, 0, 2, 3)
     np.testing.assert_array_equal(fin, S0)
 
 
-def test_step_decode_equals_recurrent():
+def test_step_decode_equals_recurrent_and_the_oracle():
+    """ssd_step is the single-step formula (not a call of the recurrent view): its decode loop does the
+    recurrent view's arithmetic in the same order (bit for bit) and is within the derived bound of the
+    independent banded-solve oracle."""
     rng = np.random.default_rng(8)
     x, dt, A, B, C = _problem(rng, l=6)
-    D, z = rng.standard_normal((4, 3)), rng.standard_normal(x.shape)
-    y, fin = S.recurrent(x, dt, A, B, C, D, z, dt_softplus=True, return_final_states=True)
-    state = np.zeros_like(fin)
+    D, z, S0 = rng.standard_normal((4, 3)), rng.standard_normal(x.shape), rng.standard_normal((2, 4, 3, 5))
+    kw = dict(dt_bias=rng.standard_normal(4), dt_softplus=True, dt_limit=(0.05, 1.5))
+    y, fin = run("recurrent", x, dt, A, B, C, D, z, initial_state=S0, return_final_state=True, **kw)
+    yo, So = O.ssd_solve(x, dt, A, B, C, D, z, initial_state=S0, **kw)
+    bo, bs = O.ssd_bound(x, dt, A, B, C, D, z, initial_state=S0, **kw, dtype=np.float64)
+    state, outs = S0, []
     for t in range(6):
-        state, yt = S.step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D, z[:, t], dt_softplus=True)
+        yt, state = ssd_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D, z[:, t], **kw)
         np.testing.assert_array_equal(yt, y[:, t])
+        outs.append(yt)
     np.testing.assert_array_equal(state, fin)
+    assert_within(np.stack(outs, axis=1), yo, bo, context="decode vs the oracle")
+    assert_within(state, So, bs, context="decode state vs the oracle")
 
 
 @pytest.mark.slow
@@ -145,11 +155,11 @@ def test_long_sequence_float32_one_head(A_value):
     B = rng.standard_normal((1, L, 1, 2)).astype(f)
     C = rng.standard_normal((1, L, 1, 2)).astype(f)
     kw = dict(dt_bias=np.full(1, -2.0, dtype=f), dt_softplus=True)
-    yo, So = O.ssd_loop(x, dt, A, B, C, **kw)
+    yo, So = O.ssd_solve(x, dt, A, B, C, **kw)
     views = ("recurrent", "chunked", "numba_chunked")
     bounds = O.ssd_bounds(x, dt, A, B, C, **kw, dtype=f, views=views, chunk=64)
     for view in views:
-        y, fin = run(view, x, dt, A, B, C, chunk=64, return_final_states=True, **kw)
+        y, fin = run(view, x, dt, A, B, C, chunk=64, return_final_state=True, **kw)
         bo, bs = bounds[view]
         assert_within(y, yo, bo, context=f"{view} L=65536")
         assert_within(fin, So, bs, context=f"{view} L=65536 state")
@@ -158,15 +168,15 @@ def test_long_sequence_float32_one_head(A_value):
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
-def _call(fn, **over):
+def _call(impl, **over):
     rng = np.random.default_rng(0)
     x, dt, A, B, C = _problem(rng, b=1, l=5)
     a = dict(x=x, dt=dt, A=A, B=B, C=C)
     a.update(over)
-    return fn(a.pop("x"), a.pop("dt"), a.pop("A"), a.pop("B"), a.pop("C"), **a)
+    return run(impl, a.pop("x"), a.pop("dt"), a.pop("A"), a.pop("B"), a.pop("C"), **a)
 
 
-@pytest.mark.parametrize("fn", [S.recurrent, S.quadratic, S.chunked, ssd_chunked_numba])
+@pytest.mark.parametrize("impl", VIEWS)
 @pytest.mark.parametrize("over, exc, msg", [
     (dict(B=np.ones((1, 5, 3, 5)), C=np.ones((1, 5, 3, 5))), ValueError, "must divide"),  # 3 groups, 4 heads
     (dict(C=np.ones((1, 5, 1, 5))), ValueError, "C: expected shape"),  # groups differ from B
@@ -182,29 +192,93 @@ def _call(fn, **over):
     (dict(D=np.ones((4, 2))), ValueError, "D: expected shape"),
     (dict(z=np.ones((1, 5, 4, 2))), ValueError, "z: expected shape"),
     (dict(dt_bias=np.ones(3)), ValueError, "dt_bias: expected shape"),
-    (dict(initial_states=np.ones((1, 4, 5, 3))), ValueError, "initial_states: expected shape"),
+    (dict(dt_bias=np.ones((1, 4))), ValueError, "dt_bias: expected 1 dimensions"),
+    (dict(dt_bias=np.float64(0.5)), ValueError, "dt_bias: expected 1 dimensions"),
+    (dict(initial_state=np.ones((1, 4, 5, 3))), ValueError, "initial_state: expected shape"),
+    (dict(initial_state=np.ones((1, 4, 3, 5)) + 1j), TypeError, "initial_state: expected a real"),
     (dict(seq_idx=np.zeros((1, 5))), TypeError, "seq_idx: expected an integer"),
     (dict(seq_idx=np.array([[0, 1, 1, 0, 2]])), ValueError, "non-decreasing"),
     (dict(seq_idx=np.zeros((1, 4), dtype=int)), ValueError, "seq_idx: expected shape"),
     (dict(dt_limit=(1.0, 0.5)), ValueError, "dt_limit: expected 0 <= lo <= hi"),
     (dict(dt_limit=(0.0,)), ValueError, "dt_limit: expected a pair"),
-    (dict(dt_softplus="yes"), TypeError, "dt_softplus: expected a bool"),
+    (dict(dt_limit=(0.0, float("nan"))), TypeError, "dt_limit: expected real numbers"),
+    (dict(dt_softplus="yes"), TypeError, "dt_softplus: expected True or False"),
+    (dict(return_final_state=1), TypeError, "return_final_state: expected True or False"),
+    (dict(allow_unstable="no"), TypeError, "allow_unstable: expected True or False"),
     (dict(x=np.ones((1, 5, 4, 3), dtype=np.int32)), TypeError, "x: expected a floating-point"),
 ])
-def test_bad_inputs(fn, over, exc, msg):
+def test_bad_inputs(impl, over, exc, msg):
     with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
-        _call(fn, **over)
+        _call(impl, **over)
 
 
-def test_allow_unstable_and_bad_chunk():
-    out = _call(S.recurrent, A=0.1 * np.ones(4), allow_unstable=True)
+def test_allow_unstable_and_bad_chunk_view_backend():
+    out = _call("recurrent", A=0.1 * np.ones(4), allow_unstable=True)
     assert np.all(np.isfinite(out))
     with pytest.raises(ValueError, match="chunk: expected an integer >= 1"):
-        _call(S.chunked, chunk=0)
+        _call("chunked", chunk=0)
     with pytest.raises(ValueError, match="chunk: expected an integer >= 1"):
-        _call(ssd_chunked_numba, chunk=0)
-    with pytest.raises(ValueError, match="view: expected one of"):
-        _call(S.ssd, view="scan")
+        _call("numba_chunked", chunk=0)
+    x, dt, A, B, C = _problem(np.random.default_rng(0), b=1, l=5)
+    with pytest.raises(ValueError, match="view: refimpl.ssm.ssd_scan has views 'recurrent', 'quadratic', 'chunked'"):
+        ssd_scan(x, dt, A, B, C, view="scan")
+    with pytest.raises(ValueError, match="backend: .* no 'numba' backend for view 'quadratic'.*chunked/numba"):
+        ssd_scan(x, dt, A, B, C, view="quadratic", backend="numba")
+
+
+def _step_args(b=1, h=4, p=3, g=2, n=5):
+    return dict(state=np.zeros((b, h, p, n)), x_t=np.ones((b, h, p)), dt_t=np.ones((b, h)), A=-np.ones(h),
+                B_t=np.ones((b, g, n)), C_t=np.ones((b, g, n)))
+
+
+@pytest.mark.parametrize("over, exc, msg", [
+    (dict(state=None), TypeError, "state: expected"),
+    (dict(state=np.zeros((1, 4, 3))), ValueError, "state: expected 4 dimensions"),
+    (dict(state=np.zeros((1, 2, 3, 5))), ValueError, "state: expected shape"),  # h differs from A's
+    (dict(x_t=np.ones((1, 4, 2))), ValueError, "x_t: expected shape"),  # x_t is blamed, not dt_t
+    (dict(x_t=np.ones((2, 4, 3))), ValueError, "x_t: expected shape"),  # batch differs from state's
+    (dict(dt_t=np.ones((1, 3))), ValueError, "dt_t: expected shape"),
+    (dict(B_t=np.ones((1, 3, 5))), ValueError, "B_t: the number of groups g = 3"),
+    (dict(B_t=np.ones((1, 2, 4))), ValueError, "B_t: expected shape"),  # n differs from state's
+    (dict(C_t=np.ones((1, 1, 5))), ValueError, "C_t: expected shape"),
+    (dict(z_t=np.ones((1, 4, 2))), ValueError, "z_t: expected shape"),
+    (dict(D=np.ones(3)), ValueError, "D: expected shape"),
+    (dict(dt_t=-np.ones((1, 4))), ValueError, "dt_t: expected the effective step"),
+    (dict(dt_limit=(1.0, 0.5)), ValueError, "dt_limit: expected 0 <= lo <= hi"),
+    (dict(dt_softplus=1), TypeError, "dt_softplus: expected True or False"),
+    (dict(dt_bias=np.ones((1, 4))), ValueError, "dt_bias: expected 1 dimensions"),
+])
+def test_step_bad_inputs(over, exc, msg):
+    a = _step_args()
+    a.update(over)
+    with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        ssd_step(a.pop("state"), a.pop("x_t"), a.pop("dt_t"), a.pop("A"), a.pop("B_t"), a.pop("C_t"), **a)
+
+
+@pytest.mark.parametrize("over, exc, msg", [
+    (dict(dt_bias=np.ones((1, 4))), ValueError, "dt_bias: expected 1 dimensions"),
+    (dict(dt_bias=np.float64(0.3)), ValueError, "dt_bias: expected 1 dimensions"),
+    (dict(dt_bias=np.ones(3)), ValueError, "dt_bias: expected shape (4,)"),
+    (dict(dt_limit=(1.0, 0.5)), ValueError, "dt_limit: expected 0 <= lo <= hi"),
+    (dict(dt_limit=(0.0, 1.0, 2.0)), ValueError, "dt_limit: expected a pair"),
+    (dict(dt_softplus="True"), TypeError, "dt_softplus: expected True or False"),
+    (dict(dt=np.ones((2, 4), dtype=np.int64)), TypeError, "dt: expected a floating-point"),
+    (dict(dt=np.full((2, 4), np.inf)), ValueError, "dt: expected finite"),
+])
+def test_effective_dt_validates_like_the_scan(over, exc, msg):
+    a = dict(dt=np.ones((2, 4)))
+    a.update(over)
+    with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        effective_dt(a.pop("dt"), **a)
+
+
+def test_effective_dt_formula():
+    dt = np.array([[-1.0, 0.0, 3.0, 25.0]])
+    bias = np.array([0.5, -0.5, 0.0, 0.0])
+    out = effective_dt(dt, bias, dt_softplus=True, dt_limit=(0.1, 20.0))
+    pre = dt + bias
+    expect = np.clip(np.where(pre <= 20.0, np.log1p(np.exp(np.minimum(pre, 20.0))), pre), 0.1, 20.0)
+    np.testing.assert_array_equal(out, expect)
 
 
 @pytest.mark.parametrize("seq", [False, True])
@@ -223,11 +297,11 @@ def test_every_option_combination(D, z, sp_bias, limit, S0, seq):
     args = (x, dt, A, B, C, None if D is None else rng.standard_normal((h,) if D == "h" else (h, p)),
             rng.standard_normal(x.shape) if z else None)
     kw = dict(dt_bias=rng.standard_normal(h) if bias else None, dt_softplus=sp, dt_limit=limit,
-              initial_states=rng.standard_normal((b, h, p, n)) if S0 else None,
+              initial_state=rng.standard_normal((b, h, p, n)) if S0 else None,
               seq_idx=np.array([[0] * 3 + [1] * 4 + [2] * 3, [0] * 10]) if seq else None)
-    yo, So = O.ssd_loop(*args, **kw)
+    yo, So = O.ssd_solve(*args, **kw)
     bounds = O.ssd_bounds(*args, **kw, dtype=np.float64, views=VIEWS, chunk=3)
     for view in VIEWS:
-        y, fin = run(view, *args, chunk=3, return_final_states=True, **kw)
+        y, fin = run(view, *args, chunk=3, return_final_state=True, **kw)
         assert_within(y, yo, bounds[view][0], context=view)
         assert_within(fin, So, bounds[view][1], context=view + " final state")

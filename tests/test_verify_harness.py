@@ -320,8 +320,8 @@ def test_mamba2_chunk_scan_interface_end_to_end():
                             seq_idx=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False):
         """Mamba-2's mamba_chunk_scan_combined interface on top of our chunked view."""
         return ssd.chunked(x, dt, A, B, C, D, z, chunk=chunk_size, dt_bias=dt_bias, dt_softplus=dt_softplus,
-                           dt_limit=dt_limit, initial_states=initial_states, seq_idx=seq_idx,
-                           return_final_states=return_final_states)
+                           dt_limit=dt_limit, initial_state=initial_states, seq_idx=seq_idx,
+                           return_final_state=return_final_states)
 
     rep = verify("ssm.ssd", chunk_scan_combined, adapter="mamba2.chunk_scan",
                  conventions={"chunk": 8, "dt_softplus": True, "dt_limit": (0.01, 2.0)}, dtype=["float64", "float32"],

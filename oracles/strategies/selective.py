@@ -3,8 +3,9 @@
 Each strategy draws the sizes and every option flag with Hypothesis (so failures shrink to the
 smallest shapes and fewest options) and the array contents from a NumPy generator seeded by a
 drawn integer.  They return a dict of keyword arguments for
-:func:`refimpl.ssm.selective.reference.recurrent`-style functions (``s6_problems``) or
-:func:`refimpl.ssm.ssd.reference.recurrent`-style functions (``ssd_problems``), plus ``"chunk"``.
+:func:`refimpl.ssm.selective.selective_scan` (``s6_problems``: sequence-first ``u, delta, z (b l d)``,
+``B``/``C`` fixed ``(d n)``, variable ``(b l n)`` or grouped ``(b l g n)``) or
+:func:`refimpl.ssm.ssd.ssd_scan` (``ssd_problems``), plus ``"chunk"``.
 
 Regimes of ``A`` (``a_regime``): ``"normal"`` (``-exp(N(0,1))``), ``"small"`` (``|A| ~ 1e-6``:
 the state is nearly an accumulator), ``"zero"`` (exactly 0: an accumulator), ``"fast"`` (large
@@ -41,7 +42,8 @@ def _A_real(rng, shape, regime):
 @st.composite
 def s6_problems(draw, *, max_batch: int = 2, max_channels: int = 4, max_state: int = 4, max_len: int = 40,
                 dtype=np.float64, complex_A=None, chunk=None):
-    """A selective-scan problem with every option drawn (B/C layouts, D, z, bias, softplus, h0, ZOH, complex A)."""
+    """A selective-scan problem with every option drawn (B/C layouts, D, z, bias, softplus, initial state, ZOH,
+    complex A)."""
     ch = draw(st.sampled_from([1, 2, 3, 4, 8])) if chunk is None else chunk
     b = draw(st.integers(1, max_batch))
     d = draw(st.sampled_from([c for c in (1, 2, 3, 4, 6) if c <= max_channels] or [1]))
@@ -64,28 +66,29 @@ def s6_problems(draw, *, max_batch: int = 2, max_channels: int = 4, max_state: i
         A = A + 1j * np.pi * rng.standard_normal((d, n))
 
     def bc(mode, g):
-        shape = {"fixed": (d, n), "variable": (b, n, l), "grouped": (b, g, n, l)}[mode]
+        shape = {"fixed": (d, n), "variable": (b, l, n), "grouped": (b, l, g, n)}[mode]
         X = rng.standard_normal(shape)
         if cplx and mode == "fixed":
             X = X + 1j * rng.standard_normal(shape)
         return X
 
     if use_sp:
-        delta = rng.standard_normal((b, d, l)) - 1.0  # pre-activation, softplus makes it positive
+        delta = rng.standard_normal((b, l, d)) - 1.0  # pre-activation, softplus makes it positive
     else:
-        delta = np.exp(rng.standard_normal((b, d, l)) - 1.0)  # already positive
+        delta = np.exp(rng.standard_normal((b, l, d)) - 1.0)  # already positive
     bias = (rng.uniform(0.0, 1.0, d) if not use_sp else rng.standard_normal(d)) if use_bias else None
     out = dict(
-        u=rng.standard_normal((b, d, l)),
+        u=rng.standard_normal((b, l, d)),
         delta=delta,
         A=A,
         B=bc(b_mode, gB),
         C=bc(c_mode, gC),
         D=rng.standard_normal(d) if use_D else None,
-        z=rng.standard_normal((b, d, l)) if use_z else None,
+        z=rng.standard_normal((b, l, d)) if use_z else None,
         delta_bias=bias,
         delta_softplus=use_sp,
-        h0=(rng.standard_normal((b, d, n)) + (1j * rng.standard_normal((b, d, n)) if cplx else 0)) if use_h0 else None,
+        initial_state=((rng.standard_normal((b, d, n)) + (1j * rng.standard_normal((b, d, n)) if cplx else 0))
+                       if use_h0 else None),
         discretization=disc,
     )
     for k, v in list(out.items()):
@@ -99,7 +102,7 @@ def s6_problems(draw, *, max_batch: int = 2, max_channels: int = 4, max_state: i
 def ssd_problems(draw, *, max_batch: int = 2, max_heads: int = 4, max_headdim: int = 3, max_state: int = 4,
                  max_len: int = 40, dtype=np.float64, chunk=None, allow_seq_idx: bool = True):
     """An SSD problem with every option drawn (groups, D (h,)/(h,p), z, dt_bias, softplus, dt_limit,
-    initial_states, seq_idx)."""
+    initial_state, seq_idx)."""
     ch = draw(st.sampled_from([1, 2, 3, 4, 8])) if chunk is None else chunk
     b = draw(st.integers(1, max_batch))
     h = draw(st.sampled_from([c for c in (1, 2, 4) if c <= max_heads] or [1]))
@@ -132,7 +135,7 @@ def ssd_problems(draw, *, max_batch: int = 2, max_heads: int = 4, max_headdim: i
         dt_bias=((rng.uniform(0.0, 1.0, h) if not use_sp else rng.standard_normal(h)) if use_bias else None),
         dt_softplus=use_sp,
         dt_limit=limit,
-        initial_states=rng.standard_normal((b, h, p, n)) if use_S0 else None,
+        initial_state=rng.standard_normal((b, h, p, n)) if use_S0 else None,
         seq_idx=seq,
     )
     for k, v in list(out.items()):

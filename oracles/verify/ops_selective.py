@@ -1,6 +1,6 @@
 r"""Op spec ``ssm.selective_scan`` (Mamba's S6) and its adapters.
 
-Canonical layout = Mamba's ``selective_scan_fn`` / :mod:`refimpl.ssm.selective.reference`::
+Canonical layout = Mamba's ``selective_scan_fn`` (channel-first, unchanged for users' candidates)::
 
     fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, h0=None) -> (out, h_last)
 
@@ -15,8 +15,12 @@ diagnosed as "the candidate ignores it" (e.g. a dropped ``D`` skip).  ``algorith
 (recurrent / scan / chunked) names the candidate's evaluation order, which sets the depth
 of the derived bound (:func:`oracles.selective.s6_bound`), not the math.
 
-Oracle: :func:`oracles.selective.s6_loop`, the literal float64 loop (independently
-checked against mpmath and the dense operator in the family's tests).
+The oracle and refimpl speak the glossary's sequence-first layout (``u (b l d)``, ``B`` variable
+``(b l n)`` / grouped ``(b l g n)``, ``initial_state``); :func:`_seq_first` converts a canonical case once,
+and the ``refimpl`` adapter converts per argument.
+
+Oracle: :func:`oracles.selective.s6_solve`, the states as one banded linear solve in float64
+(independently checked against mpmath and the dense operator in the family's tests).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from oracles.selective import s6_bound, s6_loop
+from oracles.selective import s6_bound, s6_solve
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
 from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
@@ -45,39 +49,64 @@ def _eff(inp, conv):
     return x
 
 
-def oracle(inp, conv) -> Dict[str, np.ndarray]:
+def _bc_seq_first(X):
+    """Canonical ``B``/``C`` -> the sequence-first layout: fixed ``(d n)`` as is, variable ``(b n l) -> (b l n)``,
+    grouped ``(b g n l) -> (b l g n)``."""
+    X = np.asarray(X)
+    if X.ndim == 3:
+        return np.transpose(X, (0, 2, 1))
+    if X.ndim == 4:
+        return np.transpose(X, (0, 3, 1, 2))
+    return X
+
+
+def _bc_channel_first(X):
+    """The inverse of :func:`_bc_seq_first`: variable ``(b l n) -> (b n l)``, grouped ``(b l g n) -> (b g n l)``."""
+    X = np.asarray(X)
+    if X.ndim == 3:
+        return np.transpose(X, (0, 2, 1))
+    if X.ndim == 4:
+        return np.transpose(X, (0, 2, 3, 1))
+    return X
+
+
+def _seq_first(inp, conv):
+    """A canonical case as sequence-first arguments ``(u, delta, A, B, C, D, z), kwargs`` (features the candidate
+    does not claim dropped; ``real_output="re"`` folded into ``C``)."""
     x = _eff(inp, conv)
     C = x["C"]
     if conv["real_output"] == "re" and np.iscomplexobj(x["A"]):
         C = np.asarray(C) / 2.0  # Re(C h) = 2 Re((C/2) h): exact (a power-of-two scaling)
-    out, hL = s6_loop(x["u"], x["delta"], x["A"], x["B"], C, x["D"], x["z"], delta_bias=x["delta_bias"],
-                      delta_softplus=bool(conv["delta_softplus"]), h0=x["h0"], discretization=conv["discretization"])
-    return {"out": out, "h_last": hL}
+    bld = lambda a: None if a is None else np.transpose(np.asarray(a), (0, 2, 1))  # noqa: E731  (b d l) -> (b l d)
+    args = (bld(x["u"]), bld(x["delta"]), x["A"], _bc_seq_first(x["B"]), _bc_seq_first(C), x["D"], bld(x["z"]))
+    kw = dict(delta_bias=x["delta_bias"], delta_softplus=bool(conv["delta_softplus"]), initial_state=x["h0"],
+              discretization=conv["discretization"])
+    return args, kw
+
+
+def _out_canonical(out):
+    return np.transpose(out, (0, 2, 1))  # (b l d) -> (b d l)
+
+
+def oracle(inp, conv) -> Dict[str, np.ndarray]:
+    args, kw = _seq_first(inp, conv)
+    out, hL = s6_solve(*args, **kw)
+    return {"out": _out_canonical(out), "h_last": hL}
 
 
 def bounds(inp, out, conv, dtype):
-    x = _eff(inp, conv)
-    C = x["C"]
-    if conv["real_output"] == "re" and np.iscomplexobj(x["A"]):
-        C = np.asarray(C) / 2.0
-    bo, bs = s6_bound(x["u"], x["delta"], x["A"], x["B"], C, x["D"], x["z"], delta_bias=x["delta_bias"],
-                      delta_softplus=bool(conv["delta_softplus"]), h0=x["h0"], discretization=conv["discretization"],
-                      dtype=dtype, view=conv["algorithm"], chunk=int(conv["chunk"]))
-    return {"out": bo, "h_last": bs}
+    args, kw = _seq_first(inp, conv)
+    bo, bs = s6_bound(*args, **kw, dtype=dtype, view=conv["algorithm"], chunk=int(conv["chunk"]))
+    return {"out": type(bo)(_out_canonical(np.asarray(bo.values)), bo.source), "h_last": bs}
 
 
 def reference(inp, conv):
     """Our literal reference (refimpl.ssm.selective.reference.recurrent): the low-precision baseline only."""
     from refimpl.ssm.selective.reference import recurrent
 
-    x = _eff(inp, conv)
-    C = x["C"]
-    if conv["real_output"] == "re" and np.iscomplexobj(x["A"]):
-        C = np.asarray(C) / 2.0
-    out, hL = recurrent(x["u"], x["delta"], x["A"], x["B"], C, x["D"], x["z"], delta_bias=x["delta_bias"],
-                        delta_softplus=bool(conv["delta_softplus"]), h0=x["h0"], return_last_state=True,
-                        discretization=conv["discretization"])
-    return {"out": out, "h_last": hL}
+    args, kw = _seq_first(inp, conv)
+    out, hL = recurrent(*args, **kw, return_final_state=True)
+    return {"out": _out_canonical(out), "h_last": hL}
 
 
 def _layout(rng, conv, which):
@@ -131,8 +160,14 @@ def sample(rng: np.random.Generator, conv, *, L=None, b=None, d=None, n=None, a_
 def _from_family(p, conv):
     """A problem of the family's strategy (oracles.strategies.selective.s6_problems) as canonical inputs
     under ``conv``: options the candidate does not claim are dropped; a pre-softplus delta is mapped through
-    softplus (and the bias made non-negative) when the candidate takes Delta directly."""
-    inp = {k: p.get(k) for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")}
+    softplus (and the bias made non-negative) when the candidate takes Delta directly.  The strategy draws
+    refimpl's sequence-first layout; the canonical one is channel-first (see :func:`_bc_channel_first`)."""
+    inp = {k: p.get(k) for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")}
+    inp["h0"] = p.get("initial_state")
+    for k in ("u", "delta", "z"):
+        if inp[k] is not None:
+            inp[k] = np.transpose(inp[k], (0, 2, 1))  # (b l d) -> (b d l)
+    inp["B"], inp["C"] = _bc_channel_first(inp["B"]), _bc_channel_first(inp["C"])
     if p.get("delta_softplus") and not conv["delta_softplus"]:
         inp["delta"] = np.logaddexp(0.0, inp["delta"])
         if inp["delta_bias"] is not None:
@@ -223,7 +258,7 @@ register_op(OpSpec(
     probes=(causality_probe({"u": "l", "delta": "l", "z": "l"}, {"out": "l"}),),
     complex_inputs=("A", "B", "C", "h0"),
     module=__name__,
-    notes="oracle: oracles.selective.s6_loop (float64 loop); bound: oracles.selective.s6_bound",
+    notes="oracle: oracles.selective.s6_solve (float64 banded solve); bound: oracles.selective.s6_bound",
 ))
 
 
@@ -259,10 +294,13 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.selective.reference views: fn(u, delta, A, B, C, D, z, delta_bias=, delta_softplus=, h0=, "
-        "return_last_state=True, discretization=)",
-    args=(In("u"), In("delta"), In("A"), In("B"), In("C"), In("D"), In("z")),
+    doc="refimpl.ssm.selective (selective_scan and its per-view functions): fn(u, delta, A, B, C, D, z, "
+        "delta_bias=, delta_softplus=, initial_state=, return_final_state=True, discretization=), sequence-first: "
+        "u, delta, z (b l d); B, C fixed (d n), variable (b l n) or grouped (b l g n); out (b l d)",
+    args=(In("u", "b d l -> b l d"), In("delta", "b d l -> b l d"), In("A"), In("B", transform=_bc_seq_first),
+          In("C", transform=_bc_seq_first), In("D"), In("z", "b d l -> b l d")),
     kwargs={"delta_bias": In("delta_bias"), "delta_softplus": Conv(lambda c: bool(c["delta_softplus"])),
-            "h0": In("h0"), "return_last_state": Const(True), "discretization": Conv(lambda c: c["discretization"])},
-    outputs=(Out("out", 0), Out("h_last", 1)),
+            "initial_state": In("h0"), "return_final_state": Const(True),
+            "discretization": Conv(lambda c: c["discretization"])},
+    outputs=(Out("out", 0, "b l d -> b d l"), Out("h_last", 1)),
 ))

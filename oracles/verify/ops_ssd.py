@@ -1,6 +1,7 @@
 r"""Op spec ``ssm.ssd`` (Mamba-2's state space duality) and the Mamba-2 chunk-scan adapter.
 
-Canonical layout = Mamba-2's ``(b, l, h, p)`` / :mod:`refimpl.ssm.ssd.reference`::
+Canonical layout = Mamba-2's ``(b, l, h, p)`` (the same as :mod:`refimpl.ssm.ssd`, whose argument names are the
+glossary's: ``initial_state``, ``return_final_state``)::
 
     fn(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None) -> (y, final_states)
 
@@ -12,7 +13,8 @@ dividing ``h``; ``D`` (h,) or (h, p); ``initial_states``/``final_states`` (b h p
 feature), and ``algorithm`` / ``chunk``
 (the evaluation order, which sets the bound's depth only).
 
-Oracle: :func:`oracles.selective.ssd_loop` (float64 recurrence); bound :func:`oracles.selective.ssd_bound`.
+Oracle: :func:`oracles.selective.ssd_solve` (the states as one banded linear solve, float64); bound
+:func:`oracles.selective.ssd_bound`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import zlib
 
 import numpy as np
 
-from oracles.selective import ssd_bound, ssd_loop
+from oracles.selective import ssd_bound, ssd_solve
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
 from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
@@ -42,13 +44,14 @@ def _eff(inp, conv):
 
 
 def _kw(x, conv):
+    """Keyword arguments of the oracle and refimpl (the glossary's ``initial_state``)."""
     return dict(dt_bias=x["dt_bias"], dt_softplus=bool(conv["dt_softplus"]), dt_limit=tuple(conv["dt_limit"]),
-                initial_states=x["initial_states"], seq_idx=x["seq_idx"])
+                initial_state=x["initial_states"], seq_idx=x["seq_idx"])
 
 
 def oracle(inp, conv):
     x = _eff(inp, conv)
-    y, S = ssd_loop(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], **_kw(x, conv))
+    y, S = ssd_solve(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], **_kw(x, conv))
     return {"y": y, "final_states": S}
 
 
@@ -63,7 +66,7 @@ def reference(inp, conv):
     from refimpl.ssm.ssd.reference import recurrent
 
     x = _eff(inp, conv)
-    y, S = recurrent(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], return_final_states=True,
+    y, S = recurrent(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], return_final_state=True,
                      **_kw(x, conv))
     return {"y": y, "final_states": S}
 
@@ -185,7 +188,7 @@ register_op(OpSpec(
     probes=(causality_probe({"x": "l", "dt": "l", "B": "l", "C": "l", "z": "l"}, {"y": "l"},
                             sampler=lambda rng, conv: sample(rng, conv, L=12, packed=False)),),
     module=__name__,
-    notes="oracle: oracles.selective.ssd_loop (float64 recurrence); bound: oracles.selective.ssd_bound",
+    notes="oracle: oracles.selective.ssd_solve (float64 banded solve); bound: oracles.selective.ssd_bound",
 ))
 
 register_adapter(Adapter(
@@ -205,11 +208,11 @@ register_adapter(Adapter(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.ssd.reference views: fn(x, dt, A, B, C, D, z, dt_bias=, dt_softplus=, dt_limit=, initial_states=, "
-        "seq_idx=, return_final_states=True)",
+    doc="refimpl.ssm.ssd (ssd_scan and its per-view functions): fn(x, dt, A, B, C, D, z, dt_bias=, dt_softplus=, "
+        "dt_limit=, initial_state=, seq_idx=, return_final_state=True)",
     args=(In("x"), In("dt"), In("A"), In("B"), In("C"), In("D"), In("z")),
     kwargs={"dt_bias": In("dt_bias"), "dt_softplus": Conv(lambda c: bool(c["dt_softplus"])),
-            "dt_limit": Conv(lambda c: tuple(c["dt_limit"])), "initial_states": In("initial_states"),
-            "seq_idx": In("seq_idx"), "return_final_states": Const(True)},
+            "dt_limit": Conv(lambda c: tuple(c["dt_limit"])), "initial_state": In("initial_states"),
+            "seq_idx": In("seq_idx"), "return_final_state": Const(True)},
     outputs=(Out("y", 0), Out("final_states", 1)),
 ))

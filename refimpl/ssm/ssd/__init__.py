@@ -1,1 +1,63 @@
-"""refimpl.ssm.ssd (see README.md in this folder)."""
+"""refimpl.ssm.ssd: Mamba-2's state space duality (SSD); the math is derived in README.md in this folder.
+
+Entry points:
+
+* :func:`ssd_scan` -- ``(x, dt, A, B, C, D, z) -> y`` (or ``(y, final_state)``), any view and backend.
+* :func:`ssd_step` -- one decode step ``(state, x_t, dt_t, A, B_t, C_t, D, z_t) -> (y_t, state_t)``.
+
+Public helper: :func:`effective_dt`.
+"""
+from __future__ import annotations
+
+import math
+
+from refimpl._dispatch import register
+from refimpl._validate import check_int
+from refimpl.ssm.ssd.reference import effective_dt
+
+__all__ = ["ssd_scan", "ssd_step", "IMPLEMENTATIONS", "effective_dt"]
+
+IMPLEMENTATIONS = register("refimpl.ssm.ssd_scan", {
+    ("recurrent", "numpy"): "refimpl.ssm.ssd.reference:recurrent",
+    ("quadratic", "numpy"): "refimpl.ssm.ssd.reference:quadratic",
+    ("chunked", "numpy"): "refimpl.ssm.ssd.reference:chunked",
+    ("chunked", "numba"): "refimpl.ssm.ssd.numba:ssd_chunked_numba",
+})
+
+_STEP = register("refimpl.ssm.ssd_step", {("step", "numpy"): "refimpl.ssm.ssd.reference:step"})
+
+
+def ssd_scan(x, dt, A, B, C, D=None, z=None, *, view: str = "chunked", backend: str = "numpy", dt_bias=None,
+             dt_softplus: bool = False, dt_limit=(0.0, math.inf), initial_state=None, return_final_state: bool = False,
+             seq_idx=None, chunk: int = 64, allow_unstable: bool = False):
+    r"""Mamba-2's SSD: ``S_t = exp(dt_t A_h) S_{t-1} + dt_t x_t B_t^T``, ``y_t = S_t C_t + D x_t``, times ``silu(z_t)``.
+
+    ``dt_t = clamp(softplus(dt_t + dt_bias), *dt_limit)`` (each part optional); ``seq_idx`` packs sequences
+    in a row (the state restarts where it changes).
+
+    Shapes: ``x``, ``z`` ``(b l h p)``; ``dt`` ``(b l h)``; ``A``, ``dt_bias`` ``(h,)``; ``B``, ``C`` ``(b l g n)``
+    with ``g`` dividing ``h``; ``D`` ``(h,)`` or ``(h, p)``; ``initial_state`` ``(b h p n)``; ``seq_idx`` ``(b l)``
+    integers.  Returns ``y`` ``(b l h p)``, or ``(y, final_state)`` with ``return_final_state=True``.
+
+    ``view``: ``"chunked"`` (Mamba-2's algorithm, chunks of ``chunk`` steps; the default), ``"recurrent"``
+    (the linear recurrence), ``"quadratic"`` (the attention form); ``backend``: ``"numpy"`` or ``"numba"``
+    (view ``"chunked"``).  An unsupported pair is a ``ValueError`` listing the pairs that exist.
+    """
+    fn = IMPLEMENTATIONS.get(view, backend)
+    kw = dict(dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit, initial_state=initial_state,
+              seq_idx=seq_idx, return_final_state=return_final_state, allow_unstable=allow_unstable)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    if view == "chunked":
+        kw["chunk"] = chunk
+    return fn(x, dt, A, B, C, D, z, **kw)
+
+
+def ssd_step(state, x_t, dt_t, A, B_t, C_t, D=None, z_t=None, *, backend: str = "numpy", dt_bias=None,
+             dt_softplus: bool = False, dt_limit=(0.0, math.inf), allow_unstable: bool = False):
+    r"""One SSD decode step: ``(state, x_t, ...) -> (y_t, state_t)``.
+
+    ``state`` ``(b h p n)``; ``x_t``, ``z_t`` ``(b h p)``; ``dt_t`` ``(b h)``; ``B_t``, ``C_t`` ``(b g n)``.  Returns
+    ``y_t`` ``(b h p)`` and the next state ``(b h p n)``; the same arithmetic as one step of the recurrent view.
+    """
+    return _STEP.get("step", backend)(state, x_t, dt_t, A, B_t, C_t, D, z_t, dt_bias=dt_bias, dt_softplus=dt_softplus,
+                                      dt_limit=dt_limit, allow_unstable=allow_unstable)

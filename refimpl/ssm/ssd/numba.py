@@ -28,7 +28,7 @@ from numba import prange
 from refimpl._blas import gemm
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
-from refimpl._validate import check_int
+from refimpl._validate import check_bool, check_int
 from refimpl.ssm.ssd.reference import prepare
 
 __all__ = ["ssd_chunked_numba"]
@@ -143,17 +143,20 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final
 
 
 def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
-                      dt_limit=(0.0, math.inf), initial_states=None, seq_idx=None, return_final_states: bool = False,
+                      dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, return_final_state: bool = False,
                       allow_unstable: bool = False):
-    """The chunked SSD kernel; arguments and results as :func:`refimpl.ssm.ssd.reference.chunked`."""
+    """The chunked SSD kernel; arguments and results as :func:`refimpl.ssm.ssd.reference.chunked`
+    (it is ``ssd_scan(..., view="chunked", backend="numba")``)."""
     chunk = check_int(chunk, "chunk", minimum=1)
+    return_final_state = check_bool(return_final_state, "return_final_state")
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
-                initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)
+                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
     dtp = p.dtype
     # the kernel reads B/C in their grouped layout (b l g n); prepare() expanded them per head
     Bg = np.ascontiguousarray(np.asarray(B).astype(dtp, copy=False))
     Cg = np.ascontiguousarray(np.asarray(C).astype(dtp, copy=False))
-    S0 = np.zeros((p.b, p.h, p.p, p.n), dtype=dtp) if p.S0 is None else np.ascontiguousarray(p.S0)
+    S0 = (np.zeros((p.b, p.h, p.p, p.n), dtype=dtp) if p.initial_state is None
+          else np.ascontiguousarray(p.initial_state))
     seq = (np.zeros((p.b, max(p.l, 1)), dtype=np.int64) if p.seq_idx is None
            else np.ascontiguousarray(p.seq_idx, dtype=np.int64))
     y = np.empty((p.b, p.l, p.h, p.p), dtype=dtp)
@@ -162,7 +165,7 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
     zz = np.zeros((1, 1, 1, 1), dtype=dtp) if p.z is None else np.ascontiguousarray(p.z)
     _ssd_kernel(np.ascontiguousarray(p.x), np.ascontiguousarray(p.dt), np.ascontiguousarray(p.A), Bg, Cg, Dhp, zz, S0,
                 seq, min(chunk, max(p.l, 1)), p.z is not None, dtp.type(0), dtp.type(1), y, final)
-    return (y, final) if return_final_states else y
+    return (y, final) if return_final_state else y
 
 
 @warmup

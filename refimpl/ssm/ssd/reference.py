@@ -16,9 +16,10 @@ Shapes (einops style)
 ---------------------
 * ``x``, ``z``: ``(b l h p)``;  ``dt``: ``(b l h)``;  ``A``, ``dt_bias``: ``(h,)`` real;
   ``B``, ``C``: ``(b l g n)`` with ``g`` dividing ``h``, head ``h`` reading group ``h // (H / g)``;
-  ``D``: ``(h,)`` or ``(h, p)``;  ``initial_states``: ``(b h p n)``;  ``seq_idx``: ``(b l)`` integers,
-  non-decreasing along ``l``.  Returns ``y``: ``(b l h p)`` and, with ``return_final_states=True``,
-  the state after the last step ``(b h p n)``.
+  ``D``: ``(h,)`` or ``(h, p)``;  ``initial_state``: ``(b h p n)``;  ``seq_idx``: ``(b l)`` integers,
+  non-decreasing along ``l``.  Returns ``y``: ``(b l h p)``, or with ``return_final_state=True``
+  ``(y, final_state)``, the state after the last step ``(b h p n)`` (the initial state, or zeros, when
+  ``l = 0``).
 
 Conventions
 -----------
@@ -30,14 +31,14 @@ Conventions
 * The effective ``dt`` must be ``>= 0`` and ``A <= 0`` unless ``allow_unstable=True``.
 * Working dtype: ``np.result_type`` of the inputs; no silent downcast.
 
-Views
------
+Views (the entry point :func:`refimpl.ssm.ssd.ssd_scan` dispatches on ``view``)
+---------------------------------------------------------------------------------
 * :func:`recurrent` -- the linear recurrence, step by step.
 * :func:`quadratic` -- the attention form ``Y = (L o C B^T) (dt x)`` over the whole sequence, with
   ``L`` from a stable segment sum (:func:`refimpl.ssm.selective.reference.segsum`).
 * :func:`chunked` -- Mamba-2's four steps: intra-chunk quadratic outputs, per-chunk states, the
   recurrence of states across chunks, state-to-output; any ``L`` (the last chunk may be short).
-* :func:`step` -- one decode step; :func:`ssd` dispatches by ``view``.
+* :func:`step` -- one decode step ``(state, x_t, ...) -> (y_t, state_t)``, the single-step formula.
 """
 from __future__ import annotations
 
@@ -48,12 +49,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_choice, check_int, check_shape, result_dtype
+from refimpl._validate import as_float_array, check_bool, check_int, check_shape, result_dtype
 from refimpl.ssm.selective.reference import segsum, silu, softplus
 
-__all__ = ["VIEWS", "prepare", "effective_dt", "recurrent", "quadratic", "chunked", "step", "ssd"]
-
-VIEWS = ("recurrent", "quadratic", "chunked")
+__all__ = ["prepare", "effective_dt", "recurrent", "quadratic", "chunked", "step"]
 
 
 @dataclasses.dataclass
@@ -65,7 +64,7 @@ class Prepared:
     C: np.ndarray  # per head (b l h n)
     D: Optional[np.ndarray]  # (h p) or None
     z: Optional[np.ndarray]
-    S0: Optional[np.ndarray]
+    initial_state: Optional[np.ndarray]  # (b h p n)
     seq_idx: Optional[np.ndarray]
     dtype: np.dtype
     b: int
@@ -76,11 +75,22 @@ class Prepared:
     g: int
 
 
-def effective_dt(dt, dt_bias=None, dt_softplus: bool = False, dt_limit=(0.0, math.inf)) -> np.ndarray:
-    r"""``dt = clamp(softplus(dt + dt_bias), lo, hi)``; ``dt`` ``(b l h)``, ``dt_bias`` ``(h,)``."""
+def _check_limit(dt_limit) -> Tuple[float, float]:
+    if not isinstance(dt_limit, (tuple, list)) or len(dt_limit) != 2:
+        raise ValueError(f"dt_limit: expected a pair (lo, hi), got {dt_limit!r}")
+    lo, hi = dt_limit
+    for v, nm in ((lo, "lo"), (hi, "hi")):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or math.isnan(v):
+            raise TypeError(f"dt_limit: expected real numbers (lo, hi), got {nm} = {v!r}")
+    if not (0.0 <= lo <= hi):
+        raise ValueError(f"dt_limit: expected 0 <= lo <= hi, got ({lo}, {hi})")
+    return float(lo), float(hi)
+
+
+def _dt_formula(dt: np.ndarray, dt_bias: Optional[np.ndarray], dt_softplus: bool, dt_limit) -> np.ndarray:
     out = dt
     if dt_bias is not None:
-        # dt + dt_bias
+        # dt + dt_bias  (one bias per head, the last axis)
         out = out + dt_bias
     if dt_softplus:
         # softplus(dt + dt_bias)  (threshold 20)
@@ -93,35 +103,63 @@ def effective_dt(dt, dt_bias=None, dt_softplus: bool = False, dt_limit=(0.0, mat
     return out
 
 
-def _check_limit(dt_limit):
-    if not isinstance(dt_limit, (tuple, list)) or len(dt_limit) != 2:
-        raise ValueError(f"dt_limit: expected a pair (lo, hi), got {dt_limit!r}")
-    lo, hi = dt_limit
-    for v, nm in ((lo, "lo"), (hi, "hi")):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
-            raise TypeError(f"dt_limit: expected real numbers (lo, hi), got {nm} = {v!r}")
-    if not (0.0 <= lo <= hi):
-        raise ValueError(f"dt_limit: expected 0 <= lo <= hi, got ({lo}, {hi})")
-    return float(lo), float(hi)
+def effective_dt(dt, dt_bias=None, dt_softplus: bool = False, dt_limit=(0.0, math.inf)) -> np.ndarray:
+    r"""``dt = clamp(softplus(dt + dt_bias), lo, hi)`` (each part optional).
+
+    ``dt``: ``(... h)`` (heads last, e.g. ``(b l h)``); ``dt_bias``: ``(h,)``; ``dt_limit = (lo, hi)`` with
+    ``0 <= lo <= hi``.  Validated like :func:`ssd_scan`'s own arguments (real floats, finite, the bias
+    exactly ``(h,)``: no broadcasting of a ``()`` or ``(1, h)`` bias).
+    """
+    dt_softplus = check_bool(dt_softplus, "dt_softplus")
+    limit = _check_limit(dt_limit)
+    dt = as_float_array(dt, "dt", allow_complex=False)
+    if dt.ndim < 1:
+        raise ValueError(f"dt: expected an array with heads on the last axis, got shape {dt.shape}")
+    if dt_bias is not None:
+        dt_bias = as_float_array(dt_bias, "dt_bias", ndim=1, allow_complex=False)
+        check_shape(dt_bias, "dt_bias", (dt.shape[-1],), "(h,): one bias per head (dt's last axis)")
+    dtype = result_dtype(dt, dt_bias)
+    cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
+    return _dt_formula(cast(dt), cast(dt_bias), dt_softplus, limit)
 
 
-def _check_bool(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(v).__name__} {v!r}")
-    return bool(v)
+def _check_dt(dte: np.ndarray, allow_unstable: bool, name: str = "dt") -> None:
+    if not np.all(np.isfinite(dte)):
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(dte))[0])
+        raise ValueError(f"{name}: the effective step is not finite at index {idx} (got {dte[idx]})")
+    if not allow_unstable and dte.size and np.any(dte < 0):
+        idx = tuple(int(i) for i in np.argwhere(dte < 0)[0])
+        raise ValueError(f"{name}: expected the effective step ({name} + dt_bias, softplus, clamp) >= 0, got "
+                         f"{dte[idx]} at index {idx}; use dt_softplus=True or pass allow_unstable=True")
+
+
+def _check_A(A, allow_unstable: bool) -> np.ndarray:
+    A = as_float_array(A, "A", ndim=1, allow_complex=False)
+    if not allow_unstable and np.any(A > 0):
+        i = int(np.argwhere(A > 0)[0][0])
+        raise ValueError(f"A: expected A <= 0 (decaying heads), got {A[i]} at index {i}; pass allow_unstable=True")
+    return A
+
+
+def _check_D(D, h: int, p: int) -> Optional[np.ndarray]:
+    if D is None:
+        return None
+    D = as_float_array(D, "D", ndim=(1, 2), allow_complex=False)
+    check_shape(D, "D", (h,) if D.ndim == 1 else (h, p), "(h,) or (h, p)")
+    return D
 
 
 def prepare(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool = False,
-            dt_limit=(0.0, math.inf), initial_states=None, seq_idx=None, allow_unstable: bool = False) -> Prepared:
+            dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, allow_unstable: bool = False) -> Prepared:
     """Validate every argument and compute the effective ``dt``; see the module docstring."""
-    dt_softplus = _check_bool(dt_softplus, "dt_softplus")
-    allow_unstable = _check_bool(allow_unstable, "allow_unstable")
-    lo, hi = _check_limit(dt_limit)
+    dt_softplus = check_bool(dt_softplus, "dt_softplus")
+    allow_unstable = check_bool(allow_unstable, "allow_unstable")
+    limit = _check_limit(dt_limit)
     x = as_float_array(x, "x", ndim=4, allow_complex=False)
     b, l, h, p = x.shape
     dt = as_float_array(dt, "dt", ndim=3, allow_complex=False)
     check_shape(dt, "dt", (b, l, h), "(b, l, h) from x")
-    A = as_float_array(A, "A", ndim=1, allow_complex=False)
+    A = _check_A(A, allow_unstable)
     check_shape(A, "A", (h,), "(h,): one scalar per head (SSD's A is scalar times identity)")
     B = as_float_array(B, "B", ndim=4, allow_complex=False)
     C = as_float_array(C, "C", ndim=4, allow_complex=False)
@@ -131,18 +169,16 @@ def prepare(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool =
                          f"the number of heads h = {h}")
     check_shape(B, "B", (b, l, g, n), "(b, l, g, n)")
     check_shape(C, "C", (b, l, g, n), "(b, l, g, n) like B (same groups and state size)")
-    if D is not None:
-        D = as_float_array(D, "D", ndim=(1, 2), allow_complex=False)
-        check_shape(D, "D", (h,) if D.ndim == 1 else (h, p), "(h,) or (h, p)")
+    D = _check_D(D, h, p)
     if z is not None:
         z = as_float_array(z, "z", ndim=4, allow_complex=False)
         check_shape(z, "z", (b, l, h, p), "(b, l, h, p) like x")
     if dt_bias is not None:
         dt_bias = as_float_array(dt_bias, "dt_bias", ndim=1, allow_complex=False)
         check_shape(dt_bias, "dt_bias", (h,), "(h,)")
-    if initial_states is not None:
-        initial_states = as_float_array(initial_states, "initial_states", ndim=4, allow_complex=False)
-        check_shape(initial_states, "initial_states", (b, h, p, n), "(b, h, p, n)")
+    if initial_state is not None:
+        initial_state = as_float_array(initial_state, "initial_state", ndim=4, allow_complex=False)
+        check_shape(initial_state, "initial_state", (b, h, p, n), "(b, h, p, n)")
     if seq_idx is not None:
         seq_idx = np.asarray(seq_idx)
         if seq_idx.dtype.kind not in "iu":
@@ -152,24 +188,15 @@ def prepare(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool =
             bi, ti = (int(i) for i in np.argwhere(np.diff(seq_idx, axis=1) < 0)[0])
             raise ValueError(f"seq_idx: expected non-decreasing sequence indices along l, got "
                              f"{seq_idx[bi, ti]} then {seq_idx[bi, ti + 1]} at batch {bi}, position {ti + 1}")
-    if not allow_unstable and np.any(A > 0):
-        i = int(np.argwhere(A > 0)[0][0])
-        raise ValueError(f"A: expected A <= 0 (decaying heads), got {A[i]} at index {i}; pass allow_unstable=True")
-    dtype = result_dtype(x, dt, A, B, C, D, z, dt_bias, initial_states)
+    dtype = result_dtype(x, dt, A, B, C, D, z, dt_bias, initial_state)
     cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
-    x, dt, A, B, C, D, z, dt_bias, initial_states = (cast(a) for a in (x, dt, A, B, C, D, z, dt_bias, initial_states))
-    dte = effective_dt(dt, dt_bias, dt_softplus, (lo, hi))
-    if not np.all(np.isfinite(dte)):
-        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(dte))[0])
-        raise ValueError(f"dt: the effective step is not finite at index {idx} (got {dte[idx]})")
-    if not allow_unstable and dte.size and np.any(dte < 0):
-        idx = tuple(int(i) for i in np.argwhere(dte < 0)[0])
-        raise ValueError(f"dt: expected the effective step (dt + dt_bias, softplus, clamp) >= 0, got {dte[idx]} "
-                         f"at index {idx}; use dt_softplus=True or pass allow_unstable=True")
+    x, dt, A, B, C, D, z, dt_bias, initial_state = (cast(a) for a in (x, dt, A, B, C, D, z, dt_bias, initial_state))
+    dte = _dt_formula(dt, dt_bias, dt_softplus, limit)
+    _check_dt(dte, allow_unstable)
     heads_group = np.arange(h) // (h // g)  # head h reads group h // (H/g)
     Dhp = None if D is None else (np.broadcast_to(D[:, None], (h, p)) if D.ndim == 1 else D)
     return Prepared(x=x, dt=dte.astype(dtype, copy=False), A=A, B=B[:, :, heads_group], C=C[:, :, heads_group],
-                    D=Dhp, z=z, S0=initial_states, seq_idx=seq_idx, dtype=dtype, b=b, l=l, h=h, p=p, n=n, g=g)
+                    D=Dhp, z=z, initial_state=initial_state, seq_idx=seq_idx, dtype=dtype, b=b, l=l, h=h, p=p, n=n, g=g)
 
 
 def _output(p: Prepared, y: np.ndarray) -> np.ndarray:
@@ -191,7 +218,7 @@ def _starts(p: Prepared) -> np.ndarray:
 
 
 def _init(p: Prepared) -> np.ndarray:
-    return np.zeros((p.b, p.h, p.p, p.n), dtype=p.dtype) if p.S0 is None else p.S0.copy()
+    return np.zeros((p.b, p.h, p.p, p.n), dtype=p.dtype) if p.initial_state is None else p.initial_state.copy()
 
 
 def _finish(y, S, ret):
@@ -199,10 +226,11 @@ def _finish(y, S, ret):
 
 
 def recurrent(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool = False, dt_limit=(0.0, math.inf),
-              initial_states=None, seq_idx=None, return_final_states: bool = False, allow_unstable: bool = False):
+              initial_state=None, seq_idx=None, return_final_state: bool = False, allow_unstable: bool = False):
     r"""The linear recurrence ``S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T``, ``y_t = S_t C_t``, step by step."""
+    return_final_state = check_bool(return_final_state, "return_final_state")
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
-                initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)
+                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
     starts = _starts(p)
     S = _init(p)
     y = np.zeros((p.b, p.l, p.h, p.p), dtype=p.dtype)
@@ -215,7 +243,7 @@ def recurrent(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool
         S = a_t[..., None, None] * S + (p.dt[:, t, :, None] * p.x[:, t])[..., None] * p.B[:, t, :, None, :]
         # y_t = S_t C_t
         y[:, t] = np.einsum("bhpn,bhn->bhp", S, p.C[:, t])
-    return _finish(_output(p, y), S, return_final_states)
+    return _finish(_output(p, y), S, return_final_state)
 
 
 def _mask_exp(P: np.ndarray) -> np.ndarray:
@@ -224,7 +252,7 @@ def _mask_exp(P: np.ndarray) -> np.ndarray:
     return np.where(m, 0, np.exp(np.where(m, 0, P)))
 
 
-def _block(p: Prepared, s: int, e: int, seg_prev) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _block(p: Prepared, s: int, e: int, seg_prev) -> np.ndarray:
     r"""The decay matrix of positions ``s..e-1`` with a virtual position in front (the entering state).
 
     ``Lm[b, h, i+1, j+1] = exp(sum_{k=j+1}^{i} dt_k A)`` (masked to 0 across a sequence boundary) and
@@ -244,18 +272,19 @@ def _block(p: Prepared, s: int, e: int, seg_prev) -> Tuple[np.ndarray, np.ndarra
 
 
 def quadratic(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool = False, dt_limit=(0.0, math.inf),
-              initial_states=None, seq_idx=None, return_final_states: bool = False, allow_unstable: bool = False):
+              initial_state=None, seq_idx=None, return_final_state: bool = False, allow_unstable: bool = False):
     r"""The attention ("dual") form over the whole sequence.
 
-    ``Y_i = sum_{j<=i} L[i, j] (C_i . B_j) dt_j x_j + L[i, -1] S0 C_i`` with
+    ``Y_i = sum_{j<=i} L[i, j] (C_i . B_j) dt_j x_j + L[i, -1] S_{-1} C_i`` with
     ``L[i, j] = exp(sum_{k=j+1}^{i} dt_k A)`` (and the virtual column ``-1`` for the initial state),
-    ``final = sum_j L[L-1, j] dt_j x_j B_j^T + L[L-1, -1] S0``.  O(L^2): a reference, not a kernel.
+    ``final = sum_j L[L-1, j] dt_j x_j B_j^T + L[L-1, -1] S_{-1}``.  O(L^2): a reference, not a kernel.
     """
+    return_final_state = check_bool(return_final_state, "return_final_state")
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
-                initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)
+                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
     S0 = _init(p)
     if p.l == 0:
-        return _finish(_output(p, np.zeros((p.b, 0, p.h, p.p), dtype=p.dtype)), S0, return_final_states)
+        return _finish(_output(p, np.zeros((p.b, 0, p.h, p.p), dtype=p.dtype)), S0, return_final_state)
     seg0 = None if p.seq_idx is None else p.seq_idx[:, 0]
     Lm = _block(p, 0, p.l, seg0)
     # (C B^T)_{ij} = C_i . B_j, per head
@@ -263,15 +292,15 @@ def quadratic(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool
     # Y = (L o C B^T) (dt x)
     Xd = p.dt[..., None] * p.x  # (b l h p)
     y = np.einsum("bhij,bjhp->bihp", Lm[..., 1:, 1:] * CB, Xd)
-    # + L[i, -1] S0 C_i
+    # + L[i, -1] S_{-1} C_i
     y = y + np.moveaxis(Lm[..., 1:, 0], -1, 1)[..., None] * np.einsum("bhpn,bihn->bihp", S0, p.C)
-    # final = sum_j L[L-1, j] dt_j x_j B_j^T + L[L-1, -1] S0
+    # final = sum_j L[L-1, j] dt_j x_j B_j^T + L[L-1, -1] S_{-1}
     final = np.einsum("bhj,bjhp,bjhn->bhpn", Lm[..., -1, 1:], Xd, p.B) + Lm[..., -1, 0][..., None, None] * S0
-    return _finish(_output(p, y), final, return_final_states)
+    return _finish(_output(p, y), final, return_final_state)
 
 
 def chunked(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
-            dt_limit=(0.0, math.inf), initial_states=None, seq_idx=None, return_final_states: bool = False,
+            dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, return_final_state: bool = False,
             allow_unstable: bool = False):
     r"""Mamba-2's chunked algorithm, any length (chunks ``[s, s+T)``, ``T <= chunk``; the last may be short).
 
@@ -283,8 +312,9 @@ def chunked(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt
        entering state's sequence).
     """
     chunk = check_int(chunk, "chunk", minimum=1)
+    return_final_state = check_bool(return_final_state, "return_final_state")
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
-                initial_states=initial_states, seq_idx=seq_idx, allow_unstable=allow_unstable)
+                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
     bounds = [(s, min(s + chunk, p.l)) for s in range(0, p.l, chunk)]
     Xd = p.dt[..., None] * p.x  # dt_j x_j: (b l h p)
     seg_in = [None if p.seq_idx is None else p.seq_idx[:, max(s - 1, 0)] for s, _ in bounds]
@@ -307,32 +337,81 @@ def chunked(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt
     # 4. Y_off_i = exp(sum_{k=s}^{i} dt_k A) S_c C_i
     for c, ((s, e), Lm) in enumerate(zip(bounds, blocks)):
         y[:, s:e] += np.moveaxis(Lm[..., 1:, 0], -1, 1)[..., None] * np.einsum("bhpn,bihn->bihp", S[c], p.C[:, s:e])
-    return _finish(_output(p, y), S[-1], return_final_states)
+    return _finish(_output(p, y), S[-1], return_final_state)
+
+
+@dataclasses.dataclass
+class _Step:
+    state: np.ndarray  # (b h p n)
+    x: np.ndarray  # (b h p)
+    dt: np.ndarray  # effective step (b h)
+    A: np.ndarray  # (h,)
+    B: np.ndarray  # per head (b h n)
+    C: np.ndarray  # per head (b h n)
+    D: Optional[np.ndarray]  # (h p) or None
+    z: Optional[np.ndarray]
+
+
+def _prepare_step(state, x_t, dt_t, A, B_t, C_t, D, z_t, dt_bias, dt_softplus, dt_limit, allow_unstable) -> _Step:
+    """Validate one decode step: ``h`` comes from ``A``, ``(b, p, n)`` from ``state``; every other argument is
+    checked against them, so a mismatch is blamed on the argument that has it."""
+    dt_softplus = check_bool(dt_softplus, "dt_softplus")
+    allow_unstable = check_bool(allow_unstable, "allow_unstable")
+    limit = _check_limit(dt_limit)
+    A = _check_A(A, allow_unstable)
+    h = A.shape[0]
+    state = as_float_array(state, "state", ndim=4, allow_complex=False)
+    b, _, p, n = state.shape
+    check_shape(state, "state", (b, h, p, n), "(b, h, p, n) with h from A")
+    x_t = as_float_array(x_t, "x_t", ndim=3, allow_complex=False)
+    check_shape(x_t, "x_t", (b, h, p), "(b, h, p): b, p from state, h from A")
+    dt_t = as_float_array(dt_t, "dt_t", ndim=2, allow_complex=False)
+    check_shape(dt_t, "dt_t", (b, h), "(b, h): b from state, h from A")
+    B_t = as_float_array(B_t, "B_t", ndim=3, allow_complex=False)
+    g = B_t.shape[1]
+    if g < 1 or h % g != 0:
+        raise ValueError(f"B_t: the number of groups g = {g} (shape {B_t.shape}, layout (b, g, n)) must divide "
+                         f"the number of heads h = {h}")
+    check_shape(B_t, "B_t", (b, g, n), "(b, g, n): b, n from state")
+    C_t = as_float_array(C_t, "C_t", ndim=3, allow_complex=False)
+    check_shape(C_t, "C_t", (b, g, n), "(b, g, n) like B_t")
+    D = _check_D(D, h, p)
+    if z_t is not None:
+        z_t = as_float_array(z_t, "z_t", ndim=3, allow_complex=False)
+        check_shape(z_t, "z_t", (b, h, p), "(b, h, p) like x_t")
+    if dt_bias is not None:
+        dt_bias = as_float_array(dt_bias, "dt_bias", ndim=1, allow_complex=False)
+        check_shape(dt_bias, "dt_bias", (h,), "(h,)")
+    dtype = result_dtype(state, x_t, dt_t, A, B_t, C_t, D, z_t, dt_bias)
+    cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
+    state, x_t, dt_t, A, B_t, C_t, D, z_t, dt_bias = (cast(a) for a in (state, x_t, dt_t, A, B_t, C_t, D, z_t,
+                                                                        dt_bias))
+    dte = _dt_formula(dt_t, dt_bias, dt_softplus, limit)
+    _check_dt(dte, allow_unstable, name="dt_t")
+    heads_group = np.arange(h) // (h // g)  # head h reads group h // (H/g)
+    Dhp = None if D is None else (np.broadcast_to(D[:, None], (h, p)) if D.ndim == 1 else D)
+    return _Step(state=state, x=x_t, dt=dte, A=A, B=B_t[:, heads_group], C=C_t[:, heads_group], D=Dhp, z=z_t)
 
 
 def step(state, x_t, dt_t, A, B_t, C_t, D=None, z_t=None, *, dt_bias=None, dt_softplus: bool = False,
          dt_limit=(0.0, math.inf), allow_unstable: bool = False):
-    r"""One decode step ``(S_{t-1}, x_t, dt_t, B_t, C_t, z_t) -> (S_t, y_t)``; nothing modified in place.
+    r"""One decode step ``(S_{t-1}, x_t, dt_t, B_t, C_t, z_t) -> (y_t, S_t)``; nothing is modified in place.
 
     Shapes: ``state`` ``(b h p n)``; ``x_t``, ``z_t`` ``(b h p)``; ``dt_t`` ``(b h)``; ``B_t``, ``C_t`` ``(b g n)``.
-    It is :func:`recurrent` on a length-1 sequence with ``initial_states = state``.
+    Returns ``(y_t, state_t)``: ``(b h p)`` and ``(b h p n)``.  The same arithmetic, in the same order, as
+    one iteration of :func:`recurrent`.
     """
-    if state is None:
-        raise TypeError("state: expected the (b, h, p, n) state array, got None")
-    x_t = as_float_array(x_t, "x_t", ndim=3, allow_complex=False)
-    dt_t = as_float_array(dt_t, "dt_t", ndim=2, allow_complex=False)
-    B_t = as_float_array(B_t, "B_t", ndim=3, allow_complex=False)
-    C_t = as_float_array(C_t, "C_t", ndim=3, allow_complex=False)
-    zz = None if z_t is None else as_float_array(z_t, "z_t", ndim=3, allow_complex=False)[:, None]
-    y, S = recurrent(x_t[:, None], dt_t[:, None], A, B_t[:, None], C_t[:, None], D, zz, dt_bias=dt_bias,
-                     dt_softplus=dt_softplus, dt_limit=dt_limit, initial_states=state, return_final_states=True,
-                     allow_unstable=allow_unstable)
-    return S, y[:, 0]
-
-
-def ssd(x, dt, A, B, C, D=None, z=None, *, view: str = "chunked", chunk: int = 64, **kwargs):
-    """Dispatch to :func:`recurrent`, :func:`quadratic` or :func:`chunked` (``chunk`` only for the last)."""
-    check_choice(view, "view", VIEWS)
-    if view == "chunked":
-        return chunked(x, dt, A, B, C, D, z, chunk=chunk, **kwargs)
-    return {"recurrent": recurrent, "quadratic": quadratic}[view](x, dt, A, B, C, D, z, **kwargs)
+    s = _prepare_step(state, x_t, dt_t, A, B_t, C_t, D, z_t, dt_bias, dt_softplus, dt_limit, allow_unstable)
+    # a_t = exp(dt_t A)
+    a_t = np.exp(s.dt * s.A)  # (b h)
+    # S_t = a_t S_{t-1} + dt_t x_t B_t^T
+    S = a_t[..., None, None] * s.state + (s.dt[..., None] * s.x)[..., None] * s.B[:, :, None, :]
+    # y_t = S_t C_t
+    y = np.einsum("bhpn,bhn->bhp", S, s.C)
+    if s.D is not None:
+        # y_t = y_t + D x_t
+        y = y + s.D * s.x
+    if s.z is not None:
+        # out_t = y_t * silu(z_t)
+        y = y * silu(s.z)
+    return y, S
