@@ -22,9 +22,16 @@ ssm.lti
 Canonical: ``fn(A_bar, B_bar, C, D, x, h0=None) -> (y, h_last)`` with ``x`` ``(b l h m)``, ``y``
 ``(b l h p)``, ``h0``/``h_last`` ``(b h n)`` (``h`` the channel axis; ``h0`` is the state *before*
 step 0).  This is refimpl's layout too (``x (b l d m)``, ``initial_state``/final state ``(b d n)``):
-the ``refimpl`` adapter renames the arguments only.  Oracle: the dense
-time-varying operator (:func:`oracles.ssm.apply_dense`); bound:
-:func:`oracles.ssm.lti_bound`.  Probe: causality.
+the ``refimpl`` adapter renames the arguments only.  A time-varying system carries a leading ``l``
+axis: ``A_bar (l h n n)``, ``B_bar (l h n m)`` (dense only: a diagonal ``(l h n)`` would read as a
+dense ``(h n n)``).  Conventions: ``diagonal``; ``real_output`` for a complex system (``complex``:
+``y = C h + D x`` as is; ``re``: ``Re(C h + D x)``, S5 without conjugate symmetry; ``2re``:
+``2 Re(C h) + D x``); ``use_h0`` (the candidate takes an initial state: cases pass one, and some none;
+``False`` for a convolution view, which has none); ``time_varying`` (the candidate takes one system
+per step); ``algorithm`` (``direct``/``fft``: the bound only).  Every default run covers L = 0, 1, 2,
+odd, a chunk of 64 +- 1 and 300; real and complex ``A``; ``h0`` given and not.  Oracle: the dense
+time-varying operator (:func:`oracles.ssm.apply_dense`); bound: :func:`oracles.ssm.lti_bound`.  Probe:
+causality.
 """
 from __future__ import annotations
 
@@ -325,15 +332,15 @@ def discretize_reference(inp, conv):
 
 def _system(rng, conv, h, n, m, p, complex_=False, scale=1.0):
     diag = bool(conv["diagonal"])
-    A, B, C, D = random_stable_system(rng, h, n, m, p, diagonal=diag, complex_=complex_ and diag, scale=scale)
-    if not (complex_ and diag):
+    A, B, C, D = random_stable_system(rng, h, n, m, p, diagonal=diag, complex_=complex_, scale=scale)
+    if not complex_:
         B, C = B.real, C.real
     return A, B, C, D
 
 
 def discretize_sample(rng: np.random.Generator, conv) -> Dict[str, Any]:
     h, n, m, p = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 3)), int(rng.integers(1, 3)))
-    cplx = bool(conv["diagonal"]) and bool(rng.integers(0, 2))
+    cplx = bool(rng.integers(0, 2)) if conv["diagonal"] else not bool(rng.integers(0, 3))  # dense: complex 1 in 3
     A, B, C, D = _system(rng, conv, h, n, m, p, complex_=cplx)
     dt = float(10.0 ** rng.uniform(-3, 0.3))
     return {"A": A, "B": B, "dt": np.asarray(dt), "C": C, "D": D}
@@ -378,6 +385,11 @@ def discretize_cases(conv) -> List[Case]:
         add("edge-A-tiny", "edge", [[[-1e-9, 1e-9], [0.0, -2e-9]]], [[[1.0], [1.0]]], 1.0, [[[1.0, 0.0]]], [[[0.0]]],
             "A -> 0: cancellation in e^{dtA} - I unless phi1 is evaluated stably")
         add("edge-n1", "edge", [[[-3.0]]], [[[2.0, -1.0]]], 2.0, [[[1.0]]], [[[0.0, 0.0]]], "n = 1, m = 2, dt |A| = 6")
+        A, B, C, D = _system(np.random.default_rng(2025), conv, 2, 3, 2, 1, complex_=True)
+        add("golden-dense-complex", "golden", A, B, 0.3, C, D, "a complex dense system (2 channels, n = 3, m = 2)")
+    # small dt |A| (a series branch of phi1 or of the exponential, if the candidate has one) next to O(1)
+    A, B, C, D = _system(np.random.default_rng(2026), conv, 1, 3, 1, 1)
+    add("edge-small-dtA", "edge", A, B, 0.02, C, D, "dt |A| ~ 0.01 to 0.05: where a series for phi1 is used")
     return cases
 
 
@@ -385,12 +397,37 @@ def discretize_cases(conv) -> List[Case]:
 # ssm.lti
 # ----------------------------------------------------------------------------------------------------------
 
+LTI_LENGTHS = (0, 1, 2, 3, 7, 16, 17, 63, 65)  # 63, 65: a chunk (64, refimpl's default) +- 1
+REAL_OUTPUTS = ("complex", "re", "2re")
+
+
+def _lti_eff(inp, conv):
+    """The inputs the candidate claims to use: without ``use_h0`` no initial state is passed (a convolution
+    view has none), so the oracle starts from zero too."""
+    x = dict(inp)
+    if not conv["use_h0"]:
+        x["h0"] = None
+    return x
+
+
 def lti_oracle(inp, conv):
-    y, hL = apply_dense(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], h0=inp.get("h0"),
-                        diagonal=bool(conv["diagonal"]))
+    inp = _lti_eff(inp, conv)
+    diag = bool(conv["diagonal"])
     cplx = any(np.iscomplexobj(inp[k]) for k in inp if inp[k] is not None and np.asarray(inp[k]).dtype.kind in "fc")
+    ro = conv["real_output"]
+    if ro == "2re":
+        # 2 Re(C h) + D x: the state part doubled, the skip once (D x from the operator with C = 0, h0 = 0)
+        y_h, hL = apply_dense(inp["A_bar"], inp["B_bar"], inp["C"], None, inp["x"], h0=inp.get("h0"), diagonal=diag)
+        y = 2.0 * y_h.real
+        if inp.get("D") is not None:
+            y = y + np.einsum("hpm,blhm->blhp", np.asarray(inp["D"]), np.asarray(inp["x"])).real
+    else:
+        y, hL = apply_dense(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], h0=inp.get("h0"),
+                            diagonal=diag)
+        if ro == "re" or not cplx:
+            y = y.real
     if not cplx:
-        y, hL = y.real, hL.real
+        hL = hL.real
     return {"y": y, "h_last": hL}
 
 
@@ -406,14 +443,22 @@ def _kernel_powers(A_bar, B_bar, C, L, diagonal):
     return K
 
 
+def _time_varying(inp, conv) -> bool:
+    return np.ndim(inp["A_bar"]) == (2 if conv["diagonal"] else 3) + 1
+
+
 def lti_bounds(inp, out, conv, dtype):
+    inp = _lti_eff(inp, conv)
     by, bh = lti_bound(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], dtype, h0=inp.get("h0"),
                        diagonal=bool(conv["diagonal"]))
-    if conv["algorithm"] == "fft":
+    if conv["algorithm"] == "fft" and not _time_varying(inp, conv):
         # an FFT convolution's rounding is normwise (oracles.ssm.fft_bound_lti), on top of the direct sum's
         L = np.shape(inp["x"])[1]
         K = _kernel_powers(inp["A_bar"], inp["B_bar"], inp["C"], L, bool(conv["diagonal"]))
         by = by + fft_bound_lti(np.abs(K), np.abs(np.asarray(inp["x"])), dtype)
+    if conv["real_output"] == "2re":
+        # |2 Re(e)| <= 2 |e|: the doubled state part (the skip's share doubled too: an upper bound)
+        by = Bound(2.0 * np.asarray(by.values), by.source + " x 2 (2 Re)")
     return {"y": by, "h_last": bh}
 
 
@@ -421,8 +466,14 @@ def lti_reference(inp, conv):
     """Our literal reference (``refimpl.ssm.lti.lti_ssm``, recurrent view); the op's ``h0`` is its ``initial_state``."""
     from refimpl.ssm.lti import lti_ssm
 
-    y, hL = lti_ssm(inp["A_bar"], inp["B_bar"], inp["C"], inp.get("D"), inp["x"], view="recurrent",
+    inp = _lti_eff(inp, conv)
+    C = inp["C"]
+    if conv["real_output"] == "2re":
+        C = np.asarray(C) * 2  # exact: a power-of-two scaling (D x then enters once)
+    y, hL = lti_ssm(inp["A_bar"], inp["B_bar"], C, inp.get("D"), inp["x"], view="recurrent",
                     initial_state=inp.get("h0"), diagonal=bool(conv["diagonal"]), return_final_state=True)
+    if conv["real_output"] != "complex":
+        y = y.real
     return {"y": y, "h_last": hL}
 
 
@@ -433,34 +484,56 @@ def _zoh_diag(A, B, dt):
     return Ab, Bb
 
 
-def lti_sample(rng, conv, L=None):
+def _zoh_dense(A, B, dt):
+    """Discrete dense system for test inputs, one ``dt`` per channel (Van Loan; inputs only, not an oracle)."""
+    pairs = [van_loan_zoh(A[c], B[c], dt[c]) for c in range(A.shape[0])]
+    return np.stack([p_[0] for p_ in pairs]), np.stack([p_[1] for p_ in pairs])
+
+
+def lti_sample(rng, conv, L=None, *, complex_=None, h0=None, tv=None, n=None):
+    r"""One seeded input set under ``conv``.
+
+    ``complex_``: complex ``A`` (dense or diagonal; default: a coin).  ``h0``: pass an initial state (default:
+    three times in four when the candidate claims ``use_h0``; never otherwise).  ``tv``: a time-varying system
+    (default: a coin when the candidate claims ``time_varying``): a per-step ``dt (l h)`` of one dense ``A``
+    per channel *and* per-step ``B``, so that the transitions of different steps do not commute.
+    """
     diag = bool(conv["diagonal"])
-    h, n, m, p, b = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 3)),
-                     int(rng.integers(1, 3)), int(rng.integers(1, 3)))
-    L = int(rng.choice([0, 1, 2, 3, 7, 16, 17])) if L is None else L
-    cplx = diag and bool(rng.integers(0, 2))
+    h, m, p, b = (int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    n = int(rng.integers(1, 5)) if n is None else n
+    L = int(rng.choice(LTI_LENGTHS)) if L is None else L
+    cplx = bool(rng.integers(0, 2)) if complex_ is None else complex_
+    with_h0 = (bool(conv["use_h0"]) and bool(rng.integers(0, 4))) if h0 is None else (h0 and bool(conv["use_h0"]))
+    tv = (bool(conv["time_varying"]) and not diag and bool(rng.integers(0, 2))) if tv is None else tv
     A, B, C, D = random_stable_system(rng, h, n, m, p, diagonal=diag, complex_=cplx)
-    dt = float(10.0 ** rng.uniform(-2, 0))
-    if diag:
-        Ab, Bb = _zoh_diag(A, B, dt)
+    if tv:
+        # one system per step: A_t = expm(dt_t A^{(t)}) from a per-step dt and a per-step continuous A, B
+        steps = [random_stable_system(rng, h, n, m, p, complex_=cplx) for _ in range(L)]
+        dts = 10.0 ** rng.uniform(-2, 0, size=(L, h))
+        pairs = [_zoh_dense(steps[t][0], steps[t][1], dts[t]) for t in range(L)]
+        dtype = np.result_type(A, B, np.float64)
+        Ab = np.stack([q[0] for q in pairs]) if L else np.zeros((0, h, n, n), dtype)
+        Bb = np.stack([q[1] for q in pairs]) if L else np.zeros((0, h, n, m), dtype)
     else:
-        Ab = np.stack([van_loan_zoh(A[c], B[c], dt)[0] for c in range(h)])
-        Bb = np.stack([van_loan_zoh(A[c], B[c], dt)[1] for c in range(h)])
+        dt = float(10.0 ** rng.uniform(-2, 0))
+        if diag:
+            Ab, Bb = _zoh_diag(A, B, dt)
+        else:
+            Ab, Bb = _zoh_dense(A, B, np.full(h, dt))
     x = rng.standard_normal((b, L, h, m))
-    h0 = rng.standard_normal((b, h, n)) + (1j * rng.standard_normal((b, h, n)) if cplx else 0)
-    return {"A_bar": Ab, "B_bar": Bb, "C": C, "D": D, "x": x, "h0": h0}
+    s0 = rng.standard_normal((b, h, n)) + (1j * rng.standard_normal((b, h, n)) if cplx else 0)
+    return {"A_bar": Ab, "B_bar": Bb, "C": C, "D": D, "x": x, "h0": s0 if with_h0 else None}
 
 
 def lti_strategy(conv):
     from hypothesis import strategies as st
 
+    seeds = st.integers(0, 2**32 - 1).map(lambda s: lti_sample(np.random.default_rng(s), conv))
     try:
         from oracles.strategies.ssm import lti_cases
     except ImportError:
-        lti_cases = None
+        return seeds
     diag = bool(conv["diagonal"])
-    if lti_cases is None:
-        return st.integers(0, 2**32 - 1).map(lambda s: lti_sample(np.random.default_rng(s), conv))
 
     def to_inputs(c):
         # the family's strategy draws a continuous system; discretize it by Van Loan (test input only)
@@ -469,21 +542,41 @@ def lti_strategy(conv):
             Ab = np.exp(c.dt[:, None] * c.A)
             Bb = np.stack([van_loan_zoh(c.A[k], c.B[k], c.dt[k], diagonal=True)[1] for k in range(h)])
         else:
-            pairs = [van_loan_zoh(c.A[k], c.B[k], c.dt[k]) for k in range(h)]
-            Ab, Bb = np.stack([p_[0] for p_ in pairs]), np.stack([p_[1] for p_ in pairs])
-        return {"A_bar": Ab, "B_bar": Bb, "C": c.C, "D": c.D, "x": c.x, "h0": c.initial_state}
+            Ab, Bb = _zoh_dense(c.A, c.B, c.dt)
+        return _lti_eff({"A_bar": Ab, "B_bar": Bb, "C": c.C, "D": c.D, "x": c.x, "h0": c.initial_state}, conv)
 
-    return lti_cases().filter(lambda c: c.diagonal == diag).map(to_inputs)
+    # the family's draws (shrinking on sizes) and this op's sampler (time-varying systems, the h0 coin)
+    return st.one_of(lti_cases().filter(lambda c: c.diagonal == diag).map(to_inputs), seeds)
 
 
 def lti_cases_fn(conv) -> List[Case]:
+    """Every argument path by default: L = 0, 1, 2, odd, a chunk +- 1, long; real and complex A; an initial state
+    given and not (when the candidate claims ``use_h0``); time-varying systems when it claims ``time_varying``."""
     out = []
-    for cid, kind, L, note in (("edge-L0", "edge", 0, "L = 0: empty output, final state = h0"),
-                               ("edge-L1", "edge", 1, "L = 1"),
-                               ("golden-L17", "golden", 17, "seeded system, L = 17 (odd, not a power of two)"),
-                               ("edge-long", "edge", 300, "long sequence, L = 300")):
-        rng = np.random.default_rng([2024, L])
-        inp = lti_sample(rng, conv, L=L)
+    if conv["time_varying"] and conv["diagonal"]:
+        raise ValueError("convention time_varying: a time-varying diagonal A_bar (l h n) cannot be told apart from a "
+                         "dense (h n n) in this op's signature; verify time-varying systems with diagonal=False")
+    rows = [("edge-L0", "edge", 0, "L = 0: empty output, final state = h0", {}),
+            ("edge-L1", "edge", 1, "L = 1", {}),
+            ("edge-L2-complex", "edge", 2, "L = 2, complex A", {"complex_": True}),
+            ("golden-L17", "golden", 17, "seeded real system, L = 17 (odd, not a power of two)", {"complex_": False}),
+            ("golden-L17-complex", "golden", 17, "seeded complex system, L = 17", {"complex_": True}),
+            ("edge-chunk-1", "edge", 63, "L = 63 (a chunk of 64 minus one), complex", {"complex_": True}),
+            ("edge-chunk+1", "edge", 65, "L = 65 (a chunk of 64 plus one), real", {"complex_": False}),
+            ("edge-long", "edge", 300, "long sequence, L = 300", {"n": 2})]
+    if conv["use_h0"]:
+        rows = [(cid, kind, L, note + ", with h0", dict(kw, h0=True)) for cid, kind, L, note, kw in rows]
+        rows += [("edge-no-h0", "edge", 17, "L = 17 without h0 (the state starts at zero)", {"h0": False}),
+                 ("edge-L0-no-h0", "edge", 0, "L = 0 without h0: the final state is zero", {"h0": False})]
+    if conv["time_varying"]:
+        rows += [("tv-L1", "edge", 1, "time-varying, L = 1", {"tv": True}),
+                 ("tv-L17", "golden", 17, "time-varying (per-step dt, A, B; non-commuting), L = 17",
+                  {"tv": True, "complex_": False}),
+                 ("tv-L65-complex", "edge", 65, "time-varying complex system, L = 65", {"tv": True, "complex_": True})]
+    for cid, kind, L, note, kw in rows:
+        rng = np.random.default_rng([2024, L, len(out)])
+        kw.setdefault("tv", False)
+        inp = lti_sample(rng, conv, L=L, **kw)
         out.append(Case(OP_LTI, cid, kind, inp, dict(conv), seed=2024, note=note))
     return out
 
@@ -521,10 +614,21 @@ register_op(OpSpec(
 register_op(OpSpec(
     name=OP_LTI,
     summary="the discrete linear SSM h_t = A_bar h_{t-1} + B_bar x_t, y_t = C h_t + D x_t (any view)",
-    inputs=(Arg("A_bar", "h n n | h n"), Arg("B_bar", "h n m"), Arg("C", "h p n"), Arg("D", "h p m", optional=True),
+    inputs=(Arg("A_bar", "h n n | h n | l h n n", "dense, diagonal (diagonal=True), or one dense matrix per step "
+                "(time_varying=True)"),
+            Arg("B_bar", "h n m | l h n m", "time-invariant, or one per step (time_varying=True)"),
+            Arg("C", "h p n"), Arg("D", "h p m", optional=True),
             Arg("x", "b l h m"), Arg("h0", "b h n", "the state before step 0", optional=True)),
-    outputs=(Arg("y", "b l h p"), Arg("h_last", "b h n", "h_{L-1} (h0 when L = 0)", optional=True)),
+    outputs=(Arg("y", "b l h p"), Arg("h_last", "b h n", "h_{L-1} (h0, or zero, when L = 0)", optional=True)),
     conventions=(Convention("diagonal", False, "A_bar given as its diagonal (h n)", (False, True)),
+                 Convention("real_output", "complex", "y of a complex system: 'complex' (C h + D x as is), 're' "
+                            "(Re(C h + D x): the full spectrum, e.g. S5 without conjugate symmetry), '2re' "
+                            "(2 Re(C h) + D x: one eigenvalue per conjugate pair)", REAL_OUTPUTS),
+                 Convention("use_h0", True, "the candidate takes an initial state h0: cases pass one (and some "
+                            "none); False: no case passes one (a convolution view has none)", (True, False)),
+                 Convention("time_varying", False, "the candidate takes one system per step (A_bar (l h n n), "
+                            "B_bar (l h n m), e.g. from a per-step dt): half of the random cases and three edge "
+                            "cases are time-varying, with non-commuting transitions (dense only)", (False, True)),
                  Convention("algorithm", "direct", "the candidate's evaluation (sets the bound only): 'direct' "
                             "(recurrence, scan, direct convolution, chunked) or 'fft' (an FFT convolution: adds the "
                             "normwise FFT rounding bound)", ("direct", "fft"))),
