@@ -343,3 +343,32 @@ def test_zoh_with_subnormal_steps_stays_finite(view):
     assert np.all(np.isfinite(out_zoh))
     # phi1(Delta A) rounds to exactly 1 (|Delta A| / 2 < 1e-290), so ZOH and Euler do the same arithmetic
     np.testing.assert_array_equal(out_zoh, out_euler)
+
+
+@pytest.mark.parametrize("over, exc, msg", [
+    (dict(delta_bias=np.ones((1, 4))), ValueError, "delta_bias: expected 1 dimensions"),
+    (dict(delta_bias=np.float64(0.3)), ValueError, "delta_bias: expected 1 dimensions"),
+    (dict(delta_bias=np.ones(3)), ValueError, "delta_bias: expected shape (4,)"),
+    (dict(delta_softplus="True"), TypeError, "delta_softplus: expected True or False"),
+    (dict(delta=np.ones((2, 4), dtype=np.int64)), TypeError, "delta: expected a floating-point"),
+    (dict(delta=np.full((2, 4), np.nan)), ValueError, "delta: expected finite"),
+    (dict(delta=np.float64(1.0)), ValueError, "delta: expected an array with channels on the last axis"),
+])
+def test_effective_delta_validates_like_the_scan(over, exc, msg):
+    from refimpl.ssm.selective import effective_delta
+
+    a = dict(delta=np.ones((2, 4)))
+    a.update(over)
+    with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        effective_delta(a.pop("delta"), **a)
+
+
+def test_effective_delta_formula():
+    from refimpl.ssm.selective import effective_delta
+
+    delta = np.array([[-1.0, 0.0, 3.0, 25.0]])
+    bias = np.array([0.5, -0.5, 0.0, 0.0])
+    pre = delta + bias
+    np.testing.assert_array_equal(effective_delta(delta, bias, delta_softplus=True), softplus(pre))
+    np.testing.assert_array_equal(effective_delta(delta, bias), pre)
+    assert effective_delta(delta.astype(np.float32)).dtype == np.float32  # no silent up- or downcast
