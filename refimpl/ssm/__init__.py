@@ -1,21 +1,43 @@
 """State space models.
 
-SSM core (LTI):
-* :mod:`refimpl.ssm.discretization.reference` -- continuous (A, B) -> discrete (A_bar, B_bar): zoh, bilinear, gbt,
-  forward/backward Euler, Mamba's mix.
-* :mod:`refimpl.ssm.lti.reference` -- the NumPy reference views of a discrete linear SSM: recurrent, kernel + direct/FFT
-  convolution, parallel scan, chunked.
-* :mod:`refimpl.ssm.lti.numba` -- Numba recurrence and convolution kernel / causal convolution.
-* :mod:`refimpl.ssm.lti.cuda` -- numba.cuda diagonal recurrence (CuPy arrays on a GPU; the simulator in CI).
+One entry point per algorithm, each ``fn(..., view=..., backend=...)`` (vocabulary: ``docs/glossary.md``):
 
-Structured SSMs:
-* :mod:`refimpl.ssm.hippo.reference` -- HiPPO matrices (LegS/LegT/LMU/LagT/FouT), online projection, reconstruction.
-* :mod:`refimpl.ssm.s4.reference` -- NPLR/DPLR and the generating-function (Cauchy + Woodbury) kernel.
-* :mod:`refimpl.ssm.s4d.reference` -- S4D inits and Vandermonde kernels, DSS.
-* :mod:`refimpl.ssm.s5.reference`, :mod:`refimpl.ssm.lru.reference`, :mod:`refimpl.ssm.ema.reference` -- S5, LRU, MEGA's damped EMA.
-* :mod:`refimpl.ssm.structured_numba` -- Numba Cauchy, Vandermonde and diagonal complex scan.
+SSM core
+* :func:`discretize` (``refimpl.ssm.discretization``) -- continuous ``(A, B)`` -> ``(A_bar, B_bar)``: zoh, bilinear,
+  gbt, forward/backward Euler, Mamba's mix; :func:`phi1` (the one ``(e^z - 1)/z`` of the package), :func:`phi1_dense`.
+* :func:`lti_ssm` (``refimpl.ssm.lti``) -- a discrete linear SSM; views ``recurrent`` (numpy, numba, cuda),
+  ``convolution`` (numpy, numba), ``fft``, ``scan``, ``chunked``; :func:`lti_kernel` (numpy, numba).
 
-Selective:
-* :mod:`refimpl.ssm.selective.reference`, :mod:`refimpl.ssm.selective.numba` -- Mamba's selective scan (S6).
-* :mod:`refimpl.ssm.ssd.reference`, :mod:`refimpl.ssm.ssd.numba` -- Mamba-2's state space duality (SSD).
+Structured SSMs
+* :func:`hippo_transition`, :func:`hippo_projection` (``refimpl.ssm.hippo``) -- LegS/LegT/LMU/LagT/FouT.
+* :func:`s4_kernel`, :func:`cauchy` (``refimpl.ssm.s4``) -- NPLR/DPLR, the generating function (Cauchy + Woodbury).
+* :func:`s4d_kernel`, :func:`dss_kernel`, :func:`vandermonde` (``refimpl.ssm.s4d``).
+* :func:`s5_ssm`, :func:`diag_scan` (``refimpl.ssm.s5``); :func:`lru_ssm` (``refimpl.ssm.lru``);
+  :func:`mega_ema` (``refimpl.ssm.ema``).
+
+Selective
+* :func:`selective_scan`, :func:`selective_step` (``refimpl.ssm.selective``) -- Mamba's S6; views ``recurrent``
+  (numpy, numba), ``scan``, ``chunked``.
+* :func:`ssd_scan`, :func:`ssd_step` (``refimpl.ssm.ssd``) -- Mamba-2's SSD; views ``recurrent``, ``quadratic``,
+  ``chunked`` (numpy, numba).
+
+Each folder holds ``reference.py`` (the literal NumPy views), ``numba.py`` / ``cuda.py`` (the kernels) and a
+``README.md`` deriving the math.
 """
+from refimpl.ssm.discretization import discretize, phi1, phi1_dense
+from refimpl.ssm.ema import mega_ema
+from refimpl.ssm.hippo import hippo_projection, hippo_transition
+from refimpl.ssm.lru import lru_ssm
+from refimpl.ssm.lti import lti_kernel, lti_ssm
+from refimpl.ssm.s4 import cauchy, nplr, s4_kernel
+from refimpl.ssm.s4d import dss_kernel, s4d_kernel, vandermonde
+from refimpl.ssm.s5 import diag_scan, s5_ssm
+from refimpl.ssm.selective import selective_scan, selective_step
+from refimpl.ssm.ssd import ssd_scan, ssd_step
+
+__all__ = [
+    "discretize", "phi1", "phi1_dense", "lti_ssm", "lti_kernel",
+    "hippo_transition", "hippo_projection", "s4_kernel", "cauchy", "nplr", "s4d_kernel", "dss_kernel", "vandermonde",
+    "s5_ssm", "diag_scan", "lru_ssm", "mega_ema",
+    "selective_scan", "selective_step", "ssd_scan", "ssd_step",
+]

@@ -14,7 +14,7 @@ from refimpl.attention.fast_weights.reference import fast_weight_programmer
 
 __all__ = ["fast_weight_memory", "fast_weight_programmer", "IMPLEMENTATIONS"]
 
-IMPLEMENTATIONS = register("refimpl.attention.fast_weights", {
+IMPLEMENTATIONS = register("refimpl.attention.fast_weight_memory", {
     ("recurrent", "numpy"): "refimpl.attention.fast_weights.reference:recurrent",
 })
 

@@ -19,7 +19,7 @@ __all__ = ["discretize", "phi1", "phi1_dense", "METHODS"]
 
 _REF = "refimpl.ssm.discretization.reference"
 # the "view" of this table is the method
-IMPLEMENTATIONS = register("refimpl.ssm.discretization.discretize",
+IMPLEMENTATIONS = register("refimpl.ssm.discretize",
                            {(method, "numpy"): f"{_REF}:{method}" for method in METHODS})
 
 

@@ -23,7 +23,7 @@ _NUMBA = "refimpl.ssm.lti.numba"
 VIEWS = ("recurrent", "convolution", "fft", "scan", "chunked")
 DEFAULT_CHUNK = 64
 
-IMPLEMENTATIONS = register("refimpl.ssm.lti.lti_ssm", {
+IMPLEMENTATIONS = register("refimpl.ssm.lti_ssm", {
     ("recurrent", "numpy"): f"{_REF}:recurrent",
     ("recurrent", "numba"): f"{_NUMBA}:recurrent",
     ("recurrent", "cuda"): "refimpl.ssm.lti.cuda:recurrent_diag",
@@ -34,7 +34,7 @@ IMPLEMENTATIONS = register("refimpl.ssm.lti.lti_ssm", {
     ("chunked", "numpy"): f"{_REF}:chunked",
 })
 
-KERNEL_IMPLEMENTATIONS = register("refimpl.ssm.lti.lti_kernel", {
+KERNEL_IMPLEMENTATIONS = register("refimpl.ssm.lti_kernel", {
     ("kernel", "numpy"): f"{_REF}:kernel",
     ("kernel", "numba"): f"{_NUMBA}:kernel",
 })

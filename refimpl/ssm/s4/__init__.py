@@ -21,7 +21,7 @@ S4_KERNEL = register("refimpl.ssm.s4_kernel", {
     ("dense", "numpy"): "refimpl.ssm.s4.reference:kernel_dense",
 })
 
-CAUCHY = register("refimpl.ssm.s4.cauchy", {
+CAUCHY = register("refimpl.ssm.cauchy", {
     ("direct", "numpy"): "refimpl.ssm.s4.reference:cauchy",
     ("direct", "numba"): "refimpl.ssm.s4.numba:cauchy",
 })

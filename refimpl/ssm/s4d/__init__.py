@@ -22,7 +22,7 @@ DSS_KERNEL = register("refimpl.ssm.dss_kernel", {
     ("closed_form", "numpy"): "refimpl.ssm.s4d.reference:dss_kernel",
 })
 
-VANDERMONDE = register("refimpl.ssm.s4d.vandermonde", {
+VANDERMONDE = register("refimpl.ssm.vandermonde", {
     ("repeated_products", "numpy"): "refimpl.ssm.s4d.reference:vandermonde",
     ("repeated_products", "numba"): "refimpl.ssm.s4d.numba:vandermonde",
 })

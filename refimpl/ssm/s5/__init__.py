@@ -17,7 +17,7 @@ S5_SSM = register("refimpl.ssm.s5_ssm", {
     ("recurrent", "numba"): "refimpl.ssm.s5.numba:recurrent",
 })
 
-DIAG_SCAN = register("refimpl.ssm.s5.diag_scan", {
+DIAG_SCAN = register("refimpl.ssm.diag_scan", {
     ("recurrent", "numpy"): "refimpl.ssm.s5.reference:diag_scan",
     ("recurrent", "numba"): "refimpl.ssm.s5.numba:diag_scan",
 })
