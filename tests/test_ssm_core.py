@@ -358,10 +358,10 @@ def test_bad_inputs_views():
         lti_ssm(Ab, Bb, C, Dm, x, view="chunked", chunk=0)
     with pytest.raises(ValueError, match=r"chunk: only the 'chunked' view takes a chunk length"):
         lti_ssm(Ab, Bb, C, Dm, x, view="scan", chunk=4)
-    with pytest.raises(ValueError, match=r"view: refimpl.ssm.lti.lti_ssm has views 'recurrent', 'convolution', "
+    with pytest.raises(ValueError, match=r"view: refimpl.ssm.lti_ssm has views 'recurrent', 'convolution', "
                                          r"'fft', 'scan', 'chunked'; got 'circular'"):
         lti_ssm(Ab, Bb, C, Dm, x, view="circular")
-    with pytest.raises(ValueError, match=r"backend: refimpl.ssm.lti.lti_ssm has no 'numba' backend for view 'scan'"):
+    with pytest.raises(ValueError, match=r"backend: refimpl.ssm.lti_ssm has no 'numba' backend for view 'scan'"):
         lti_ssm(Ab, Bb, C, Dm, x, view="scan", backend="numba")
     with pytest.raises(ValueError, match=r"diagonal: the 'cuda' backend of view 'recurrent' needs a diagonal A_bar"):
         lti_ssm(Ab, Bb, C, Dm, x, backend="cuda")
@@ -377,5 +377,5 @@ def test_bad_inputs_views():
         fft_conv(np.zeros((3, 2, 2, 2)), x)
     with pytest.raises(ValueError, match=r"L: expected an integer >= 0, got -1"):
         lti_kernel(Ab, Bb, C, -1)
-    with pytest.raises(ValueError, match=r"backend: refimpl.ssm.lti.lti_kernel has no 'cuda' backend"):
+    with pytest.raises(ValueError, match=r"backend: refimpl.ssm.lti_kernel has no 'cuda' backend"):
         lti_kernel(Ab, Bb, C, 3, backend="cuda")

@@ -50,7 +50,7 @@ def test_cuda_backend_refuses_what_it_does_not_take():
         lti_ssm(np.eye(2)[None] * 0.5, B, C, None, x, backend="cuda")
     with pytest.raises(ValueError, match="A_bar: the cuda recurrent view needs a time-invariant system"):
         lti_ssm(np.broadcast_to(A, (3, 1, 2)), B, C, None, x, diagonal=True, backend="cuda")
-    with pytest.raises(ValueError, match="backend: refimpl.ssm.lti.lti_ssm has no 'cuda' backend for view 'scan'"):
+    with pytest.raises(ValueError, match="backend: refimpl.ssm.lti_ssm has no 'cuda' backend for view 'scan'"):
         lti_ssm(A, B, C, None, x, diagonal=True, view="scan", backend="cuda")
     with pytest.raises(TypeError, match="return_final_state: expected True or False"):
         lti_ssm(A, B, C, None, x, diagonal=True, backend="cuda", return_final_state="yes")

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from oracles.verify import assert_conforms, get_op, list_ops, load_case, rerun_case, verify
+from refimpl.ssm.discretization import discretize
 from refimpl.ssm.discretization import reference as disc
+from refimpl.ssm.lti import lti_ssm
 from refimpl.ssm.lti import reference as lti
 from refimpl.ssm.selective import reference as selective
 
@@ -21,7 +23,7 @@ FEW = dict(max_examples=3, seed=1)
 @pytest.mark.parametrize("method", ["zoh", "bilinear", "gbt", "forward_euler", "backward_euler", "mamba"])
 @pytest.mark.parametrize("diagonal", [False, True])
 def test_refimpl_discretize_conforms(method, diagonal):
-    rep = verify("ssm.discretize", disc.discretize, adapter="refimpl",
+    rep = verify("ssm.discretize", discretize, adapter="refimpl",
                  conventions={"method": method, "diagonal": diagonal, "alpha": 0.3}, dtype=["float64", "float32"],
                  **FEW)
     assert rep.passed, rep.to_text()
@@ -111,7 +113,7 @@ def test_candidate_exception_is_an_error_row_with_location():
 
 def test_nan_where_the_oracle_is_finite_is_reported():
     def nan_out(A, B, dt, method, alpha=None, diagonal=False):
-        Ab, Bb = disc.discretize(A, B, dt, method, diagonal=diagonal)
+        Ab, Bb = discretize(A, B, dt, method=method, diagonal=diagonal)
         Bb = Bb.copy()
         Bb.flat[0] = np.nan
         return Ab, Bb
@@ -124,7 +126,7 @@ def test_nan_where_the_oracle_is_finite_is_reported():
 
 def test_wrong_layout_is_reported_as_a_shape_mismatch():
     def transposed(A, B, dt, method, alpha=None, diagonal=False):
-        Ab, Bb = disc.discretize(A, B, dt, method, diagonal=diagonal)
+        Ab, Bb = discretize(A, B, dt, method=method, diagonal=diagonal)
         return Ab, np.swapaxes(Bb, -1, -2)
 
     rep = verify("ssm.discretize", transposed, adapter="refimpl", cases=[
@@ -135,18 +137,18 @@ def test_wrong_layout_is_reported_as_a_shape_mismatch():
 
 def test_bad_requests_raise_clear_errors():
     with pytest.raises(ValueError, match="op: expected one of"):
-        verify("ssm.nope", disc.discretize)
+        verify("ssm.nope", discretize)
     with pytest.raises(ValueError, match="unknown convention"):
-        verify("ssm.discretize", disc.discretize, conventions={"methd": "zoh"})
+        verify("ssm.discretize", discretize, conventions={"methd": "zoh"})
     with pytest.raises(ValueError, match="convention method: expected one of"):
-        verify("ssm.discretize", disc.discretize, conventions={"method": "rk4"})
+        verify("ssm.discretize", discretize, conventions={"method": "rk4"})
     with pytest.raises(ValueError, match="implies"):
         verify("ssm.selective_scan", selective.recurrent, adapter="mambapy.selective_scan",
                conventions={"use_z": True})
     with pytest.raises(ValueError, match="dtype: expected one of"):
-        verify("ssm.discretize", disc.discretize, dtype="float8")
+        verify("ssm.discretize", discretize, dtype="float8")
     with pytest.raises(ValueError, match="adapter: expected one of"):
-        verify("ssm.discretize", disc.discretize, adapter="cuda")
+        verify("ssm.discretize", discretize, adapter="cuda")
 
 
 # -- low precision: the same-dtype baseline --------------------------------------------------------------
@@ -154,7 +156,7 @@ def test_bad_requests_raise_clear_errors():
 def lowp_discretize(A, B, dt, method, alpha=None, diagonal=False):
     """A float16/bfloat16 'kernel': computes in float32, stores in the input dtype."""
     f32 = lambda a: np.asarray(a).astype(np.float32)  # noqa: E731
-    Ab, Bb = disc.discretize(f32(A), f32(B), f32(dt), method, alpha=alpha, diagonal=diagonal)
+    Ab, Bb = discretize(f32(A), f32(B), f32(dt), method=method, alpha=alpha, diagonal=diagonal)
     return Ab.astype(A.dtype), Bb.astype(A.dtype)
 
 
@@ -212,7 +214,7 @@ def test_report_formats_and_reproduction(tmp_path):
 def test_assert_conforms_raises_with_the_report():
     with pytest.raises(AssertionError, match="DOES NOT CONFORM"):
         assert_conforms("ssm.discretize", euler_A_zoh, adapter="refimpl", kinds=("golden",))
-    rep = assert_conforms("ssm.discretize", disc.discretize, adapter="refimpl", kinds=("golden",))
+    rep = assert_conforms("ssm.discretize", discretize, adapter="refimpl", kinds=("golden",))
     assert rep.passed
 
 
@@ -225,7 +227,7 @@ def test_every_op_describes_itself_and_has_cases():
 
 
 def test_numpy_candidates_never_import_a_framework():
-    code = ("import sys\nfrom oracles.verify import verify\nfrom refimpl.ssm.discretization.reference import discretize\n"
+    code = ("import sys\nfrom oracles.verify import verify\nfrom refimpl.ssm.discretization import discretize\n"
             "verify('ssm.discretize', discretize, adapter='refimpl', kinds=('golden',))\n"
             "print([m for m in ('torch', 'jax', 'cupy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -298,15 +300,15 @@ def test_real_output_convention_is_diagnosed():
 def test_refimpl_lru_conforms_and_a_missing_gamma_is_caught():
     import functools
 
-    from refimpl.ssm.lru import reference as lru
+    from refimpl.ssm.lru import lru_ssm
 
     for view in ("recurrent", "scan"):
-        rep = verify("ssm.lru", functools.partial(lru.apply, view=view), adapter="refimpl",
-                     dtype=["float64", "float32"], candidate_name=f"lru.apply[{view}]", **FEW)
+        rep = verify("ssm.lru", functools.partial(lru_ssm, view=view), adapter="refimpl",
+                     dtype=["float64", "float32"], candidate_name=f"lru_ssm[{view}]", **FEW)
         assert rep.passed, rep.to_text()
 
     def no_gamma(nu_log, theta_log, gamma_log, B, C, D, u):  # mutant: the gamma normalization dropped
-        return lru.apply(nu_log, theta_log, np.zeros_like(gamma_log), B, C, D, u)
+        return lru_ssm(nu_log, theta_log, np.zeros_like(gamma_log), B, C, D, u)
 
     rep = verify("ssm.lru", no_gamma, adapter="refimpl", kinds=("golden", "edge"))
     assert not rep.passed
@@ -333,9 +335,9 @@ def test_mamba2_chunk_scan_interface_end_to_end():
 def test_fft_convolution_view_conforms_under_the_fft_bound():
     import functools
 
-    fft = functools.partial(lti.convolution, method="fft")
+    fft = functools.partial(lti_ssm, view="fft")
     rep = verify("ssm.lti", fft, adapter="refimpl", conventions={"algorithm": "fft"}, dtype=["float64", "float32"],
-                 candidate_name="refimpl.ssm.lti.reference:convolution[fft]", **FEW)
+                 candidate_name="refimpl.ssm.lti:lti_ssm[fft]", **FEW)
     assert rep.passed, rep.to_text()
     assert rep.probes[0].passed  # the FFT mixes positions only at rounding level
 
