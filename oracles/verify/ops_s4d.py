@@ -25,7 +25,7 @@ import numpy as np
 from oracles.structured import bilinear_diag, diag_kernel_mpmath, zoh_diag_vanloan
 from oracles.tolerance import Bound, gamma, unit_roundoff
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP = "ssm.s4d_kernel"
 
@@ -133,6 +133,7 @@ register_op(OpSpec(
     reference=reference,
     lowp=False,  # complex data: float16/bfloat16 have no complex form
     complex_inputs=("Lambda", "B", "C"),
+    domain=op_domain(length=("L", "L"), state_dim=("n", "n")),
     module=__name__,
     notes="oracle: oracles.structured.diag_kernel_mpmath; bound: diag_kernel_bound's analysis in the candidate dtype",
 ))
@@ -143,5 +144,123 @@ register_adapter(Adapter(
     doc="refimpl.ssm.s4d.s4d_kernel(Lambda, B, C, dt, L, method=, output=, backend=)",
     args=(In("Lambda"), In("B"), In("C"), In("dt"), In("L", scalar=True)),
     kwargs={"method": Conv(lambda c: c["method"]), "output": Conv(lambda c: c["output"])},
+    outputs=(Out("K", None),),
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.dss_kernel
+# ----------------------------------------------------------------------------------------------------------
+r"""Op spec ``ssm.dss_kernel``: the diagonal state space (DSS, Gupta et al. 2022) kernel.
+
+Canonical (the arrays of :func:`refimpl.ssm.s4d.dss_kernel`; DSS's own code spells them ``Lambda``, ``W`` and
+``log_dt``, one step per channel)::
+
+    fn(Lambda, W, dt, L) -> K        Lambda, W (h n) complex, dt (h,), L an int; K (h l) real
+
+Convention ``variant``: ``exp`` -- ``K_k = Re sum_n w_n (e^{dt l_n} - 1)/l_n e^{k dt l_n}`` (the ZOH kernel
+with ``B = 1``, ``C = W``); ``softmax`` -- ``K_k = Re sum_n w_n/l_n softmax_k(k dt l_n)``, the normalizer
+``sum_{r<L} e^{r dt l_n}`` over the kernel's own length.  Oracles: ``exp`` the mpmath ZOH kernel
+(:func:`oracles.structured.diag_kernel_mpmath`), ``softmax`` :func:`oracles.structured.dss_softmax_mpmath`
+(40 digits).  Bounds: ``exp`` the S4D kernel's componentwise analysis above (``B = 1``, real part);
+``softmax`` :func:`oracles.structured.dss_softmax_bound` (float64; first order in ``u``, so scaled by
+``u(dtype)/u(float64)`` for float32).
+"""
+
+from oracles.structured import dss_softmax_bound, dss_softmax_mpmath  # noqa: E402
+
+OP_DSS = "ssm.dss_kernel"
+
+
+def dss_oracle(inp, conv):
+    lam, W = (np.asarray(inp[k], dtype=np.complex128) for k in ("Lambda", "W"))
+    dt = np.broadcast_to(np.asarray(inp["dt"], dtype=np.float64), lam.shape[:1])
+    L = int(inp["L"])
+    K = np.zeros((lam.shape[0], L))
+    for c in range(lam.shape[0]):
+        if conv["variant"] == "exp":
+            K[c] = diag_kernel_mpmath(lam[c], np.ones_like(lam[c]), W[c], dt[c], L, "zoh").real
+        else:
+            K[c] = dss_softmax_mpmath(lam[c], W[c], dt[c], L)
+    return {"K": K}
+
+
+def dss_bounds(inp, out, conv, dtype):
+    if conv["variant"] == "exp":
+        as_s4d = {"Lambda": inp["Lambda"], "B": np.ones_like(np.asarray(inp["Lambda"])), "C": inp["W"],
+                  "dt": inp["dt"], "L": inp["L"]}
+        return bounds(as_s4d, out, {"method": "zoh", "output": "re"}, dtype)
+    lam, W = (np.asarray(inp[k], dtype=np.complex128) for k in ("Lambda", "W"))
+    dt = np.broadcast_to(np.asarray(inp["dt"], dtype=np.float64), lam.shape[:1])
+    L = int(inp["L"])
+    scale = unit_roundoff(dtype) / unit_roundoff(np.float64)
+    vals = np.stack([np.asarray(dss_softmax_bound(lam[c], W[c], dt[c], L).values) for c in range(lam.shape[0])]) \
+        if lam.shape[0] and L else np.zeros((lam.shape[0], L))
+    vals = scale * vals + gamma(1, np.float64) * np.abs(np.asarray(out["K"])) + 1e-300
+    return {"K": Bound(vals, f"DSS softmax (oracles.structured.dss_softmax_bound) x {scale:.3g} (u ratio, first order)"
+                             " + the mpmath oracle's final rounding")}
+
+
+def dss_reference(inp, conv):
+    from refimpl.ssm.s4d import dss_kernel
+
+    return {"K": dss_kernel(inp["Lambda"], inp["W"], inp["dt"], int(inp["L"]), variant=conv["variant"])}
+
+
+def dss_sample(rng, conv, *, h=None, n=None, L=None):
+    h = int(rng.integers(1, 3)) if h is None else h
+    n = int(rng.integers(1, 5)) if n is None else n
+    L = int(rng.choice([0, 1, 2, 5, 16, 33])) if L is None else L
+    lam = -rng.uniform(0.1, 1.0, (h, n)) + 1j * rng.uniform(-5, 5, (h, n))
+    return {"Lambda": lam, "W": rng.standard_normal((h, n)) + 1j * rng.standard_normal((h, n)),
+            "dt": np.exp(rng.uniform(np.log(1e-2), np.log(0.5), h)), "L": np.asarray(L)}
+
+
+def dss_strategy(conv):
+    from hypothesis import strategies as st
+
+    return st.integers(0, 2**32 - 1).map(lambda s: dss_sample(np.random.default_rng(s), conv))
+
+
+def dss_cases(conv) -> List[Case]:
+    out = []
+    lam = np.array([[-0.5 + 1j * np.pi * j for j in range(4)]])
+    W = np.random.default_rng(81).standard_normal((1, 4)) + 1j * np.random.default_rng(82).standard_normal((1, 4))
+    out.append(Case(OP_DSS, "golden-lin", "golden", {"Lambda": lam, "W": W, "dt": np.array([0.1]), "L": np.asarray(32)},
+                    dict(conv), note="lambda_n = -1/2 + i pi n (n < 4), dt 0.1, L = 32"))
+    for cid, L, note in (("edge-L0", 0, "L = 0: an empty kernel"), ("edge-L1", 1, "L = 1 (softmax: K_0 = Re w/l)"),
+                         ("edge-L-odd", 17, "L = 17"), ("edge-long", 200, "L = 200: the softmax normalizer's "
+                                                                           "largest terms")):
+        out.append(Case(OP_DSS, cid, "edge", dss_sample(np.random.default_rng([83, L]), conv, L=L, h=1, n=3),
+                        dict(conv), note=note))
+    return out
+
+
+register_op(OpSpec(
+    name=OP_DSS,
+    summary="the DSS kernel (exp or softmax variant) of a diagonal system Lambda, W",
+    inputs=(Arg("Lambda", "h n", "complex eigenvalues"), Arg("W", "h n", "complex output weights"),
+            Arg("dt", "h", "step per channel"), Arg("L", "", "kernel length", kind="int")),
+    outputs=(Arg("K", "h l"),),
+    conventions=(Convention("variant", "softmax", "exp: Re sum w (e^{dt l}-1)/l e^{k dt l}; softmax: Re sum w/l "
+                            "softmax over k < L of k dt l", ("softmax", "exp")),),
+    oracle=dss_oracle,
+    bounds=dss_bounds,
+    cases=dss_cases,
+    sample=dss_sample,
+    strategy=dss_strategy,
+    reference=dss_reference,
+    lowp=False,
+    complex_inputs=("Lambda", "W"),
+    module=__name__,
+    notes="oracles: mpmath (oracles.structured.diag_kernel_mpmath, dss_softmax_mpmath)",
+))
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP_DSS,
+    doc="refimpl.ssm.s4d.dss_kernel(Lambda, W, dt, L, variant=, backend=)",
+    args=(In("Lambda"), In("W"), In("dt"), In("L", scalar=True)),
+    kwargs={"variant": Conv(lambda c: c["variant"])},
     outputs=(Out("K", None),),
 ))
