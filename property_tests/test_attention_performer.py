@@ -1,34 +1,54 @@
-r"""Statistical oracles for Performer random features: unbiasedness, Lemma 2 variances, orthogonal vs iid,
-and the bias of unsigned QR.
+r"""Statistical oracles for Performer random features: unbiasedness (of the kernel and of the attention sums), Lemma 2
+variances, orthogonal vs iid, and the biases of fixed norms and unsigned QR.
 
 Every threshold is derived (``oracles/performer.py``: exact moments + a Markov bound on a high central moment of
-the sample mean, Minkowski for dependent orthogonal blocks) at a false-failure probability ``ALPHA`` per case,
-and the cases share the family's total budget ``FALSE_FAILURE_BUDGET = 1e-6``:
-``len(CASES) * ALPHA <= 1e-6`` (asserted below).  Seeds are fixed, so a run is deterministic; the budget is the
-probability over seeds that a correct implementation fails.  ``|x + y|`` is kept below 1 (the estimators are
-log-normal, heavy-tailed).
+the sample mean, Minkowski for dependent orthogonal blocks and for sums over keys) at a false-failure probability
+``ALPHA`` per case, and the cases share the family's total budget ``FALSE_FAILURE_BUDGET = 1e-6``:
+``len(CASES) * ALPHA <= 1e-6`` (asserted below); the Hypothesis property holds one share, split over the examples of
+the active profile and the outputs of each example.  Seeds are fixed (or drawn by a derandomized Hypothesis), so a
+run is deterministic; the budget is the probability over seeds that a correct implementation fails.
+
+Inputs.  The unbiasedness cases use ``x`` orthogonal to ``y`` with ``|x + y| = |x - y| = 1.2``: there the fixed-norm
+(``sqrt(d)``) projection is biased by -6.8% (positive, hyperbolic: ``0F1(; d/2; d|x+y|^2/4)`` against
+``exp(|x+y|^2/2)``) and -11% (trig, through ``|x - y|``), and ``N_MEAN`` is the smallest ``4000 * 2^k`` random vectors at
+which every unbiased (chi) check provably rejects it (``test_unbiasedness_check_has_power``).  The variance cases keep
+``|x + y| = 0.61`` (lighter tails, so the variance check is tight).
 """
 import itertools
+import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from oracles.performer import (FALSE_FAILURE_BUDGET, exact_mean, lemma2_mse, mean_threshold, moment_mse, unit_values,
-                               variance_threshold)
+from oracles.performer import (FALSE_FAILURE_BUDGET, exact_mean, kernel_sum_threshold, lemma2_mse, mean_threshold,
+                               moment_mse, unit_values, variance_threshold)
 from refimpl.attention.features import reference as F  # the named maps and the projection draw
+from refimpl.attention.linear import performer_attention
 
 KINDS = ("positive", "hyperbolic", "trig")
+PROJ = ("iid", "orthogonal")
 D = 4
+# unbiasedness inputs: x . y = 0, |x|^2 = |y|^2 = 0.72, |x + y| = |x - y| = 1.2
+X_MEAN = np.array([0.6, 0.4, -0.2, 0.4])
+Y_MEAN = np.array([-0.4, 0.6, 0.4, 0.2])
+# variance inputs: x.y = 0.04, |x+y| = 0.61, |x-y| = 0.54
 X = np.array([0.3, -0.2, 0.1, 0.25])
-Y = np.array([0.2, 0.3, -0.1, 0.2])  # x.y = 0.04, |x+y| = 0.61, |x-y| = 0.54
+Y = np.array([0.2, 0.3, -0.1, 0.2])
 
-CASES = ([("mean", k, p, "chi") for k, p in itertools.product(KINDS, ("iid", "orthogonal"))]
-         + [("mean", k, p, "fixed") for k, p in itertools.product(KINDS, ("iid", "orthogonal"))]
+CASES = ([("mean", k, p, "chi") for k, p in itertools.product(KINDS, PROJ)]
+         + [("mean", k, p, "fixed") for k, p in itertools.product(KINDS, PROJ)]
+         + [("fixed norms rejected", k, p, "fixed") for k, p in itertools.product(KINDS, PROJ)]
          + [("variance", k, "iid", "chi") for k in KINDS]
-         + [("orthogonal<=iid", k, "orthogonal", "chi") for k in KINDS])
+         + [("orthogonal<=iid", k, "orthogonal", "chi") for k in KINDS]
+         + [("unsigned QR rejected", "positive", "orthogonal", "chi"),
+            ("signed QR accepted", "positive", "orthogonal", "chi")]
+         + [("attention sums (Hypothesis property)", "*", "*", "chi")])
 ALPHA = FALSE_FAILURE_BUDGET / len(CASES)
 
-N_MEAN = 400_000  # random vectors per unbiasedness case (a multiple of D)
+N_MEAN = 2_048_000  # random vectors per unbiasedness case: 4000 * 2^9, a multiple of D (see test_unbiasedness_check_has_power)
+N_QR = 400_000  # random vectors for the unsigned-QR case
 R_VAR, M_VAR = 200_000, 4  # estimators x vectors per estimator for the variance cases
 
 
@@ -36,32 +56,61 @@ def test_budget_is_respected():
     assert len(CASES) * ALPHA <= FALSE_FAILURE_BUDGET * (1 + 1e-12)
 
 
-def _estimate(kind, W, x=X, y=Y):
+def _estimate(kind, W, x, y):
     return float(F.random_features(x, W, kind) @ F.random_features(y, W, kind))
 
 
+def _block(proj):
+    return 1 if proj == "iid" else D
+
+
+@pytest.fixture(scope="module")
+def mean_estimates():
+    """``{(kind, proj, norms): phi(x).phi(y)}`` at ``N_MEAN`` vectors: one seeded projection per (proj, norms), shared by
+    the three kinds (the union bound over cases needs no independence between them)."""
+    out = {}
+    for i, (proj, norms) in enumerate(itertools.product(PROJ, ("chi", "fixed"))):
+        W = F.random_projection(N_MEAN, D, seed=1000 + i, kind=proj, norms=norms)
+        for kind in KINDS:
+            out[kind, proj, norms] = _estimate(kind, W, X_MEAN, Y_MEAN)
+    return out
+
+
+def test_unbiasedness_check_has_power():
+    # The chi check rejects a fixed-norm estimator E_f whenever |E_f - mu_fixed| <= t_fixed (probability >= 1 - ALPHA)
+    # and |mu_fixed - mu| > t_chi + t_fixed: asserted here at N_MEAN, for every kind and projection.  N_MEAN / 2 lacks
+    # that power for at least one of them, so N_MEAN is the smallest such size on the doubling ladder.
+    def has_power(N):
+        ok = []
+        for kind, proj in itertools.product(KINDS, PROJ):
+            mu, mu_fixed = exact_mean(kind, X_MEAN, Y_MEAN, "chi"), exact_mean(kind, X_MEAN, Y_MEAN, "fixed")
+            t = mean_threshold(kind, X_MEAN, Y_MEAN, N, ALPHA, block=_block(proj))
+            t_fixed = mean_threshold(kind, X_MEAN, Y_MEAN, N, ALPHA, block=_block(proj), norms="fixed")
+            ok.append(abs(mu_fixed - mu) > t + t_fixed)
+        return all(ok)
+
+    assert N_MEAN % D == 0 and has_power(N_MEAN)
+    assert not has_power(N_MEAN // 2)
+
+
 @pytest.mark.parametrize("kind,proj,norms", [c[1:] for c in CASES if c[0] == "mean"])
-def test_estimator_mean(kind, proj, norms):
-    seed = 1000 + 10 * KINDS.index(kind) + (proj == "orthogonal") + 5 * (norms == "fixed")
-    W = F.random_projection(N_MEAN, D, seed=seed, kind=proj, norms=norms)
-    mu = exact_mean(kind, X, Y, norms)  # exp(x.y) for chi norms; 0F1 (Bessel) for fixed norms
+def test_estimator_mean(mean_estimates, kind, proj, norms):
+    mu = exact_mean(kind, X_MEAN, Y_MEAN, norms)  # exp(x.y) for chi norms; 0F1 (Bessel) for fixed norms
     if norms == "chi":
-        assert mu == pytest.approx(np.exp(X @ Y), rel=1e-15)
-    t = mean_threshold(kind, X, Y, N_MEAN, ALPHA, block=1 if proj == "iid" else D, norms=norms)
-    est = _estimate(kind, W)
+        assert mu == pytest.approx(np.exp(X_MEAN @ Y_MEAN), rel=1e-15)
+    t = mean_threshold(kind, X_MEAN, Y_MEAN, N_MEAN, ALPHA, block=_block(proj), norms=norms)
+    est = mean_estimates[kind, proj, norms]
     assert abs(est - mu) <= t, (est, mu, t)
 
 
-def test_fixed_norms_are_biased():
-    # the fixed-norm mean 0F1(; d/2; d|s|^2/4) exp(-(|x|^2+|y|^2)/2) is not exp(x.y); with |x+y| = 1.5 the bias
-    # (-6.8% at |x+y| = 1.2, d = 4) exceeds the derived threshold of the unbiased (chi) check (3.3%), so that
-    # check catches a fixed-norm estimator
-    x, y = np.array([0.6, 0.0, 0.0, 0.0]), np.array([0.6, 0.0, 0.0, 0.0])
-    bias = exact_mean("positive", x, y, "fixed") - np.exp(x @ y)
-    assert abs(bias) > 0.05 * np.exp(x @ y)
-    W = F.random_projection(N_MEAN, D, seed=77, kind="iid", norms="fixed")
-    t = mean_threshold("positive", x, y, N_MEAN, ALPHA, block=1, norms="chi")
-    assert abs(_estimate("positive", W, x, y) - np.exp(x @ y)) > t
+@pytest.mark.parametrize("kind,proj", [c[1:3] for c in CASES if c[0] == "fixed norms rejected"])
+def test_fixed_norms_are_rejected_by_the_unbiasedness_check(mean_estimates, kind, proj):
+    # the fixed-norm mean 0F1(; d/2; d|s|^2/4) exp(-(|x|^2+|y|^2)/2) is not exp(x.y); the chi check (the one a correct
+    # projection passes in test_estimator_mean) rejects the fixed-norm estimate
+    mu = np.exp(X_MEAN @ Y_MEAN)
+    assert abs(exact_mean(kind, X_MEAN, Y_MEAN, "fixed") - mu) > 0  # the bias is real (its size: module docstring)
+    t = mean_threshold(kind, X_MEAN, Y_MEAN, N_MEAN, ALPHA, block=_block(proj), norms="chi")
+    assert abs(mean_estimates[kind, proj, "fixed"] - mu) > t
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -121,12 +170,106 @@ def _unsigned_qr_projection(m, d, seed):
 def test_unsigned_qr_is_detectably_biased():
     # Householder QR makes the first column of Q point against the first coordinate of the Gaussian column:
     # directions are not Haar.  Positive features (not even in w) see it; the derived unbiasedness threshold,
-    # which the sign-fixed projection passes (test_estimator_mean), rejects it.
+    # which the sign-fixed projection passes, rejects it.
     x, y = np.array([0.5, 0.0, 0.0, 0.0]), np.array([0.4, 0.0, 0.0, 0.0])
     mu = np.exp(x @ y)
-    t = mean_threshold("positive", x, y, N_MEAN, ALPHA, block=D)
-    W_bad = _unsigned_qr_projection(N_MEAN, D, seed=4)
+    t = mean_threshold("positive", x, y, N_QR, ALPHA, block=D)
+    W_bad = _unsigned_qr_projection(N_QR, D, seed=4)
     assert abs(_estimate("positive", W_bad, x, y) - mu) > t
-    W_good = F.random_projection(N_MEAN, D, seed=4, kind="orthogonal")
+    W_good = F.random_projection(N_QR, D, seed=4, kind="orthogonal")
     assert abs(_estimate("positive", W_good, x, y) - mu) <= t
     # sign-symmetric estimators (cosh, cos are even in w) cannot see a sign bias: documented, not a test failure
+
+
+# ------------------------------------------------------------------ unbiasedness of the attention sums (Hypothesis)
+#
+# For a fixed query i the unnormalized Performer output N^_ip = sum_j phi(q'_i).phi(k'_j) v_jp and the denominator
+# D^_i = sum_j phi(q'_i).phi(k'_j) (j <= i when causal) are linear in the kernel estimates, hence unbiased:
+# E N^_ip = sum_j exp(q'_i.k'_j) v_jp, E D^_i = sum_j exp(q'_i.k'_j) (q' = n^{-1/4} q, the default scale).  Their ratio,
+# the normalized output, is biased at finite m (E[N/D] != E N / E D), so the property tests the two sums, not the
+# ratio.  The expectation over seeds is estimated by the mean over R_SEEDS independent seeds of M_PER_SEED vectors
+# each (= one estimator of R_SEEDS * M_PER_SEED vectors; orthogonal groups never straddle seeds), and each output is
+# compared with kernel_sum_threshold at its share of the budget.
+
+R_SEEDS = 64
+M_PER_SEED = 256  # times n: a multiple of n, so orthogonal groups are whole
+
+
+def _sums_exact(kind, xq, xk, va, causal):
+    """``E[N^, D^]`` from the oracle: ``sum_j E[phi(x_i).phi(y_j)] va_j`` with ``E[phi.phi] = exp(x.y)`` (chi norms)."""
+    l, s = xq.shape[0], xk.shape[0]
+    Kx = np.array([[exact_mean(kind, xq[i], xk[j]) for j in range(s)] for i in range(l)])
+    if causal:
+        Kx = np.tril(Kx)
+    return Kx @ va
+
+
+def _sums_violations(q, k, v, kind, proj, causal, seed, alpha_example, estimator=None):
+    """The outputs where the seed-mean of ``[N^, D^]`` misses its exact mean by more than the derived threshold."""
+    n = q.shape[-1]
+    l, s = q.shape[1], k.shape[1]
+    va = np.concatenate([v, np.ones(v.shape[:-1] + (1,))], axis=-1)  # [v, 1]: one call gives N^ and D^
+    m = M_PER_SEED * n
+    est = estimator or (lambda q, k, va, W: performer_attention(q, k, va, W, kind=kind, causal=causal, normalize=False))
+    outs = [est(q, k, va, F.random_projection(m, n, seed=np.random.default_rng((seed, r)), kind=proj))
+            for r in range(R_SEEDS)]
+    mean = np.mean(outs, axis=0)[0, :, 0]  # (l, p + 1)
+    xq, xk = q[0, :, 0] * n ** -0.25, k[0, :, 0] * n ** -0.25
+    exact = _sums_exact(kind, xq, xk, va[0, :, 0], causal)
+    alpha_out = alpha_example / exact.size
+    bad = []
+    for i in range(l):
+        keys = slice(0, i + 1) if causal else slice(0, s)
+        for e in range(va.shape[-1]):
+            t = kernel_sum_threshold(kind, xq[i], xk[keys], va[0, keys, 0, e], R_SEEDS * m, alpha_out,
+                                     block=1 if proj == "iid" else n)
+            if not abs(mean[i, e] - exact[i, e]) <= t:
+                bad.append((i, e, float(mean[i, e]), float(exact[i, e]), t))
+    return bad
+
+
+@st.composite
+def performer_sums_cases(draw):
+    n = draw(st.integers(1, 4))
+    causal = draw(st.booleans())
+    l = draw(st.integers(1, 3))
+    s = l if causal else draw(st.integers(1, 3))
+    p = draw(st.integers(1, 2))
+    # |q'_i + k'_j| <= 2 * 0.3 * sqrt(n) * n^{-1/4} <= 0.85: moderate log-normal tails
+    coord = st.floats(-0.3, 0.3, allow_nan=False, allow_infinity=False)
+    q = np.array(draw(st.lists(coord, min_size=l * n, max_size=l * n))).reshape(1, l, 1, n)
+    k = np.array(draw(st.lists(coord, min_size=s * n, max_size=s * n))).reshape(1, s, 1, n)
+    v = np.array(draw(st.lists(st.floats(-2, 2, allow_nan=False), min_size=s * p, max_size=s * p))).reshape(1, s, 1, p)
+    return dict(q=q, k=k, v=v, kind=draw(st.sampled_from(KINDS)), proj=draw(st.sampled_from(PROJ)), causal=causal,
+                seed=draw(st.integers(0, 2 ** 32 - 1)))
+
+
+def _alpha_per_example():
+    # the property's share of the budget, split over the examples the active profile runs
+    return ALPHA / settings().max_examples
+
+
+@given(performer_sums_cases())
+def test_attention_sums_are_unbiased(case):
+    assert _sums_violations(**case, alpha_example=_alpha_per_example()) == []
+
+
+def test_attention_sums_check_has_teeth():
+    # the same check rejects an estimator whose features lack h(x) = exp(-|x|^2/2) (mean exp(x.y + (|x|^2+|y|^2)/2))
+    # and one that forgets the n^{-1/2} scale (mean exp(q.k)); the correct estimator passes on the same case
+    # (biases of 16-17% on these inputs; the derived relative threshold of one output is about 6%)
+    case = dict(q=np.full((1, 2, 1, 4), 0.3), k=np.array([0.3, 0.3, 0.3, 0.1, 0.2, 0.3, 0.1, 0.3]).reshape(1, 2, 1, 4),
+                v=np.array([1.0, 0.5]).reshape(1, 2, 1, 1), kind="positive", proj="iid", causal=False, seed=11)
+    a = _alpha_per_example()
+    assert _sums_violations(**case, alpha_example=a) == []
+
+    def no_h(q, k, va, W):
+        s = q.shape[-1] ** -0.25
+        phi = lambda x: np.exp(x * s @ W.T) / math.sqrt(W.shape[0])  # noqa: E731
+        return np.einsum("blhf,bshf,bshp->blhp", phi(q), phi(k), va)
+
+    def no_scale(q, k, va, W):
+        return performer_attention(q, k, va, W, scale=1.0, normalize=False)
+
+    assert _sums_violations(**case, alpha_example=a, estimator=no_h) != []
+    assert _sums_violations(**case, alpha_example=a, estimator=no_scale) != []
