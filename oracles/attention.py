@@ -66,9 +66,13 @@ __all__ = [
     "linear_attention_bound",
     "linear_attention_magnitude",
     "fast_weights_mpmath",
+    "fast_weights_state_mpmath",
+    "multi_head_mpmath",
     "delta_rule_mpmath",
     "delta_rule_bound",
     "sinusoidal_mpmath",
+    "sinusoid_columns",
+    "sinusoid_exponent",
 ]
 
 
@@ -92,10 +96,12 @@ def _mp(x):
     return mpmath.mpf(float(x))
 
 
-def sdpa_mpmath(q, k, v, scale, keep=None, bias=None) -> np.ndarray:
-    r"""``softmax(scale q.k + bias)`` over kept keys, times ``v``, in mpmath; empty rows -> 0.
+def sdpa_mpmath(q, k, v, scale, keep=None, bias=None, softcap: float = 0.0) -> np.ndarray:
+    r"""``softmax(cap(scale q.k) + bias)`` over kept keys, times ``v``, in mpmath; empty rows -> 0.
 
-    ``q (b lq h d)``, ``k (b lk h d)``, ``v (b lk h e)``, ``keep`` broadcastable to ``(b h lq lk)``.
+    ``q (b lq h d)``, ``k (b lk h d)``, ``v (b lk h e)``, ``keep`` and ``bias`` broadcastable to ``(b h lq lk)``.
+    ``softcap > 0``: the scaled score ``t`` becomes ``softcap tanh(t / softcap)`` (Gemma 2, FlashAttention's
+    ``softcap``) before the bias is added; ``0`` leaves it alone.
     """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     b, lq, h, d = q.shape
@@ -113,6 +119,8 @@ def sdpa_mpmath(q, k, v, scale, keep=None, bias=None) -> np.ndarray:
                         if not keep[bi, hi, i, j] or (bias is not None and bias[bi, hi, i, j] == -np.inf):
                             continue
                         s = sc * mpmath.fsum(_mp(q[bi, i, hi, c]) * _mp(k[bi, j, hi, c]) for c in range(d))
+                        if softcap:
+                            s = _mp(softcap) * mpmath.tanh(s / _mp(softcap))
                         if bias is not None:
                             s += _mp(bias[bi, hi, i, j])
                         scores.append((j, s))
@@ -125,13 +133,17 @@ def sdpa_mpmath(q, k, v, scale, keep=None, bias=None) -> np.ndarray:
     return out
 
 
-def sdpa_float64(q, k, v, scale, keep=None):
+def sdpa_float64(q, k, v, scale, keep=None, bias=None, softcap: float = 0.0):
     r"""Float64 oracle for large cases: ``p = exp(s - logsumexp(s))`` (scipy), empty rows -> 0.
 
-    Returns ``(o, p)``; ``p`` is ``(b h lq lk)``.
+    ``bias``/``softcap`` as in :func:`sdpa_mpmath`.  Returns ``(o, p)``; ``p`` is ``(b h lq lk)``.
     """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     s = scale * np.einsum("bihd,bjhd->bhij", q, k)
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+    if bias is not None:
+        s = s + np.asarray(bias, dtype=np.float64)
     lq, lk = s.shape[-2:]
     keep = np.broadcast_to(np.ones((1, 1, lq, lk), bool) if keep is None else np.asarray(keep), s.shape)
     s = np.where(keep, s, -np.inf)
@@ -141,18 +153,31 @@ def sdpa_float64(q, k, v, scale, keep=None):
     return np.einsum("bhij,bjhe->bihe", p, v), p
 
 
-def softmax_attention_bound(q, k, v, scale, keep=None, dtype=np.float64, *, oracle_dtype=None, bias=None) -> Bound:
+def softmax_attention_bound(q, k, v, scale, keep=None, dtype=np.float64, *, oracle_dtype=None, bias=None,
+                            softcap: float = 0.0, bias_roundings: int = 1) -> Bound:
     """The derived bound of the module docstring, elementwise ``(b lq h e)``.
 
-    With an additive ``bias`` the score gets one more rounding (``+ bias``): ``S_ij`` then is
-    ``|scale| |q_i|.|k_j| + |bias_ij|`` and the depth grows by one.
+    With an additive ``bias`` the score gets ``bias_roundings`` more roundings (1: ``+ bias``; an ALiBi bias
+    formed from its slope in the kernel, ``slope * distance`` possibly pre-divided by the scale and multiplied
+    back, costs at most 4): ``S_ij`` then is ``|scale| |q_i|.|k_j| + |bias_ij|`` and the depth grows by that.
+
+    With ``softcap = c > 0`` the score is ``c tanh(t / c)``, ``t = scale q.k``: the error of ``t`` passes through
+    ``tanh`` with a factor ``<= 1`` (``tanh' <= 1``); the division by ``c``, ``tanh`` (one ulp, ``2u``) and the
+    multiplication by ``c`` add ``4u |c tanh(t/c)|`` (the division's ``u |t/c| tanh'(t/c) <= u |tanh(t/c)|``,
+    since ``x sech^2 x <= tanh x``): ``S_ij`` gains ``|s_ij|`` and the depth 4.
     """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     b, lq, h, d = q.shape
     lk = k.shape[1]
     s = scale * np.einsum("bihd,bjhd->bhij", q, k)
     S = abs(scale) * np.einsum("bihd,bjhd->bhij", np.abs(q), np.abs(k))
+    extra_depth = 0
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+        S = S + np.abs(s)
+        extra_depth += 4
     if bias is not None:
+        extra_depth += int(bias_roundings)
         bb = np.broadcast_to(np.asarray(bias, dtype=np.float64), S.shape)
         s = s + np.where(np.isfinite(bb), bb, 0.0)
         S = S + np.where(np.isfinite(bb), np.abs(bb), 0.0)
@@ -171,7 +196,7 @@ def softmax_attention_bound(q, k, v, scale, keep=None, dtype=np.float64, *, orac
     pv = np.einsum("bhij,bjhe->bihe", p, np.abs(v))
     factor = 2.0 * (2.0 * Smax + spread_max + 2.0)  # (b h lq)
     magnitude = np.einsum("bhi,bihe->bihe", factor, pv)
-    return componentwise_bound(magnitude, d + lk + 5 + (bias is not None), dtype, oracle_dtype=oracle_dtype,
+    return componentwise_bound(magnitude, d + lk + 5 + extra_depth, dtype, oracle_dtype=oracle_dtype,
                                what="softmax attention: score error gamma_{d+1}|s|, exp 2u, sums gamma_L (module doc)")
 
 
@@ -266,7 +291,9 @@ def _layout_S0(S0, layout):
 def linear_attention_mpmath(phi_q, phi_k, v, *, causal: bool, normalize: bool, eps: float = 0.0,
                             eps_mode: str = "add", S0=None, u0=None, layout: str = "vk") -> np.ndarray:
     r"""Dense materialization in mpmath: ``num_i = sum_{j kept} (phi_q_i.phi_k_j) v_j + S0 phi_q_i``,
-    ``den_i = sum_{j kept} phi_q_i.phi_k_j + u0.phi_q_i``, ``o = num / (den + eps)`` (or ``max(den, eps)``)."""
+    ``den_i = sum_{j kept} phi_q_i.phi_k_j + u0.phi_q_i``, ``o = num / (den + eps)`` (``eps_mode="add"``),
+    ``num / max(den, eps)`` (``"clamp"``) or ``num / (phi_q_i . (u0 + sum_j phi_k_j + eps))`` (``"key_sum"``:
+    eps added to every entry of the running key sum, performer-pytorch's causal linear attention)."""
     pq, pk, v = (np.asarray(a, dtype=np.float64) for a in (phi_q, phi_k, v))
     S0 = _layout_S0(S0, layout)
     b, lq, h, n = pq.shape
@@ -283,8 +310,12 @@ def linear_attention_mpmath(phi_q, phi_k, v, *, causal: bool, normalize: bool, e
                         den += mpmath.fsum(_mp(u0[bi, hi, c]) * _mp(pq[bi, i, hi, c]) for c in range(n))
                     if eps_mode == "add":
                         den = den + _mp(eps)
-                    else:
+                    elif eps_mode == "key_sum":
+                        den = den + _mp(eps) * mpmath.fsum(_mp(pq[bi, i, hi, c]) for c in range(n))
+                    elif eps_mode == "clamp":
                         den = max(den, _mp(eps))
+                    else:
+                        raise ValueError(f"eps_mode: expected 'add', 'clamp' or 'key_sum', got {eps_mode!r}")
                     for p in range(e):
                         num = mpmath.fsum(a[j] * _mp(v[bi, j, hi, p]) for j in js)
                         if S0 is not None:
@@ -317,8 +348,10 @@ def linear_attention_fsum(phi_q, phi_k, v, *, causal: bool, normalize: bool, eps
 
 
 def linear_attention_magnitude(phi_q, phi_k, v, o_exact, *, causal: bool, normalize: bool, eps: float = 0.0,
-                               S0=None, u0=None, layout: str = "vk") -> np.ndarray:
-    """``N_abs`` (unnormalized) or ``(N_abs + |o| D_abs) / |den + eps|`` (normalized), ``(b lq h e)``.
+                               S0=None, u0=None, layout: str = "vk", eps_mode: str = "add") -> np.ndarray:
+    """``N_abs`` (unnormalized) or ``(N_abs + |o| D_abs) / |den_eps|`` (normalized), ``(b lq h e)``, with
+    ``den_eps = den + eps`` (``eps_mode="add"``), ``max(den, eps)`` (``"clamp"``) or ``den + eps sum_c phi_q_c``
+    (``"key_sum"``, where ``D_abs`` also gains ``eps sum_c |phi_q_c|``).
 
     Also the sensitivity to relative perturbations of the features: if every feature carries a relative
     error ``<= f``, every product ``phi_q.phi_k`` moves by ``<= 2f`` relative, so the output moves by
@@ -343,21 +376,29 @@ def linear_attention_magnitude(phi_q, phi_k, v, o_exact, *, causal: bool, normal
     As = np.einsum("bihn,bjhn->bhij", sq, sk)
     if causal:
         As = As * np.tril(np.ones((lq, lk)))
-    den = np.einsum("bhij->bih", As) + eps
+    den = np.einsum("bhij->bih", As)
     if u0 is not None:
         den = den + np.einsum("bhn,bihn->bih", np.asarray(u0, dtype=np.float64), sq)
+    if eps_mode == "key_sum":
+        den = den + eps * np.sum(sq, axis=-1)
+        D_abs = D_abs + abs(eps) * np.sum(pq, axis=-1)
+    elif eps_mode == "clamp":
+        den = np.maximum(den, eps)
+    else:
+        den = den + eps
     with np.errstate(divide="ignore", invalid="ignore"):
         return (N_abs + np.abs(np.asarray(o_exact, dtype=np.float64)) * D_abs[..., None]) / np.abs(den)[..., None]
 
 
 def linear_attention_bound(phi_q, phi_k, v, o_exact, *, causal: bool, normalize: bool, eps: float = 0.0,
                            S0=None, u0=None, layout: str = "vk", dtype=np.float64, oracle_dtype=None,
-                           oracle_depth: Optional[float] = None) -> Bound:
-    """The derived bound of the module docstring for every linear-attention view."""
+                           oracle_depth: Optional[float] = None, eps_mode: str = "add") -> Bound:
+    """The derived bound of the module docstring for every linear-attention view (``eps_mode="key_sum"``: one
+    more rounding, ``z + eps`` entrywise before the dot product with ``phi_q``)."""
     n, lk = np.shape(phi_q)[-1], np.shape(phi_k)[1]
     mag = linear_attention_magnitude(phi_q, phi_k, v, o_exact, causal=causal, normalize=normalize, eps=eps,
-                                     S0=S0, u0=u0, layout=layout)
-    depth = n + lk + 3
+                                     S0=S0, u0=u0, layout=layout, eps_mode=eps_mode)
+    depth = n + lk + 3 + (eps_mode == "key_sum")
     if not normalize:
         return componentwise_bound(mag, depth, dtype, oracle_dtype=oracle_dtype, oracle_depth=oracle_depth,
                                    what="linear attention, unnormalized: dot n, multiply, sum over L+1 terms")
@@ -388,11 +429,75 @@ def fast_weights_mpmath(a, b_vec, x_read, W0=None) -> np.ndarray:
     return out
 
 
-def delta_rule_mpmath(q, k, v, beta, alpha=None, S0=None, key_norm=None):
-    r"""The (gated) delta rule ``S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T``,
-    ``o_t = S_t q_t``, in mpmath matrices (the transition-matrix form, not the retrieve/update form).
+def fast_weights_state_mpmath(a, b_vec, W0=None) -> np.ndarray:
+    r"""The final fast weights ``W_L = W0 + sum_j a_j b_j^T`` ``(b h p n)``, each entry one ``mpmath.fsum``."""
+    a, bv = (np.asarray(t, dtype=np.float64) for t in (a, b_vec))
+    B, l, h, p = a.shape
+    n = bv.shape[3]
+    out = np.zeros((B, h, p, n))
+    with mpmath.workdps(DPS):
+        for bi in range(B):
+            for hi in range(h):
+                for i in range(p):
+                    for c in range(n):
+                        terms = [_mp(a[bi, j, hi, i]) * _mp(bv[bi, j, hi, c]) for j in range(l)]
+                        if W0 is not None:
+                            terms.append(_mp(W0[bi, hi, i, c]))
+                        out[bi, hi, i, c] = float(mpmath.fsum(terms))
+    return out
 
-    Returns ``(o, S_L)`` as float64.  ``key_norm``: None / "sum" / "l2" applied to ``k`` in mpmath.
+
+def multi_head_mpmath(x_q, x_kv, W_Q, W_K, W_V, W_O, scale, keep=None) -> np.ndarray:
+    r"""Multi-head attention from its definition, every step in mpmath (no intermediate rounding):
+
+    ``q^(h)_i = x_q_i W_Q[h]``, ``k^(h)_j = x_kv_j W_K[h]``, ``v^(h)_j = x_kv_j W_V[h]``,
+    ``Z^(h)_i = sum_j softmax_j(scale q^(h)_i . k^(h)_j) v^(h)_j`` over kept keys (an empty row is 0),
+    ``out_i = concat_h(Z^(h)_i) W_O`` with the concatenation head-major (columns ``h p + c``).
+
+    ``x_q (b l d)``, ``x_kv (b s d)``, ``W_Q, W_K (h d n)``, ``W_V (h d p)``, ``W_O (h*p, d_out)``, ``keep``
+    broadcastable to ``(b h l s)``.  Returns ``(b l d_out)``.
+    """
+    xq, xkv, WQ, WK, WV, WO = (np.asarray(t, dtype=np.float64) for t in (x_q, x_kv, W_Q, W_K, W_V, W_O))
+    b, l, d = xq.shape
+    s = xkv.shape[1]
+    h, _, n = WQ.shape
+    p = WV.shape[2]
+    dout = WO.shape[1]
+    keep = np.broadcast_to(np.ones((1, 1, l, s), bool) if keep is None else np.asarray(keep), (b, h, l, s))
+    out = np.zeros((b, l, dout))
+    with mpmath.workdps(DPS):
+        sc = _mp(scale)
+        mp = lambda A: [[_mp(x) for x in row] for row in A]  # noqa: E731
+        WOm = mp(WO)
+        for bi in range(b):
+            Xq, Xkv = mp(xq[bi]), mp(xkv[bi])
+            Z = [[mpmath.mpf(0)] * (h * p) for _ in range(l)]
+            for hi in range(h):
+                wq, wk, wv = mp(WQ[hi]), mp(WK[hi]), mp(WV[hi])
+                proj = lambda X, W, m: [[mpmath.fsum(X[r][c] * W[c][o] for c in range(d)) for o in range(m)]  # noqa: E731
+                                        for r in range(len(X))]
+                Q, K, V = proj(Xq, wq, n), proj(Xkv, wk, n), proj(Xkv, wv, p)
+                for i in range(l):
+                    sc_ij = [(j, sc * mpmath.fsum(Q[i][c] * K[j][c] for c in range(n))) for j in range(s)
+                             if keep[bi, hi, i, j]]
+                    if not sc_ij:
+                        continue
+                    w = [(j, mpmath.exp(x)) for j, x in sc_ij]
+                    tot = mpmath.fsum(x for _, x in w)
+                    for c in range(p):
+                        Z[i][hi * p + c] = mpmath.fsum(x * V[j][c] for j, x in w) / tot
+            for i in range(l):
+                for o in range(dout):
+                    out[bi, i, o] = float(mpmath.fsum(Z[i][r] * WOm[r][o] for r in range(h * p)))
+    return out
+
+
+def delta_rule_mpmath(q, k, v, beta, alpha=None, S0=None, key_norm=None, *, query_norm=None, scale: float = 1.0):
+    r"""The (gated) delta rule ``S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T``,
+    ``o_t = S_t (scale q_t)``, in mpmath matrices (the transition-matrix form, not the retrieve/update form).
+
+    Returns ``(o, S_L)`` as float64.  ``key_norm`` / ``query_norm``: None / "sum" / "l2" applied to ``k`` / ``q``
+    in mpmath, before the scale.
     """
     q, k, v, beta = (np.asarray(t, dtype=np.float64) for t in (q, k, v, beta))
     b, l, h, n = k.shape
@@ -414,6 +519,11 @@ def delta_rule_mpmath(q, k, v, beta, alpha=None, S0=None, key_norm=None):
                     elif key_norm == "l2":
                         kt = kt / mpmath.norm(kt)
                     qt = mpmath.matrix([_mp(c) for c in q[bi, t, hi]])
+                    if query_norm == "sum":
+                        qt = qt / mpmath.fsum(qt)
+                    elif query_norm == "l2":
+                        qt = qt / mpmath.norm(qt)
+                    qt = qt * _mp(scale)
                     vt = mpmath.matrix([_mp(c) for c in v[bi, t, hi]])
                     bt = _mp(beta[bi, t, hi])
                     at = _mp(1.0) if alpha is None else _mp(alpha[bi, t, hi])
@@ -437,11 +547,13 @@ def _norm_keys(k, key_norm):
 
 
 def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurrent", chunk: int = 64,
-                     key_norm=None, dtype=np.float64, state: bool = False):
+                     key_norm=None, dtype=np.float64, state: bool = False, extra_local: float = 0):
     """Normwise-propagated bound for the (gated) delta rule outputs (module docstring); ``(b l h e)``.
 
     With ``state=True`` returns ``(bound_o, bound_S)``; ``bound_S`` ``(b h e n)`` holds the Frobenius
-    bound ``||E_L||_F`` of the final state's error (which bounds every entry).
+    bound ``||E_L||_F`` of the final state's error (which bounds every entry).  ``extra_local``: roundings added
+    to every step's local error (a key normalized in the kernel carries a relative error ``gamma_(n+2)``; it
+    enters the transition ``beta k k^T`` and the write ``beta v k^T`` at most twice: ``2 (n + 2)``).
     """
     q, k, v, beta = (np.asarray(t, dtype=np.float64) for t in (q, k, v, beta))
     k = _norm_keys(k, key_norm)
@@ -463,7 +575,7 @@ def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurre
                 kt, vt, bt, at = k[bi, t, hi], v[bi, t, hi], beta[bi, t, hi], al[bi, t, hi]
                 aS = np.abs(S)
                 local = at * aS + bt * np.outer(np.abs(vt) + at * aS @ np.abs(kt), np.abs(kt))
-                err += g(n + 4) * np.linalg.norm(local)
+                err += g(n + 4 + extra_local) * np.linalg.norm(local)
                 S = at * S @ (np.eye(n) - bt * np.outer(kt, kt)) + bt * np.outer(vt, kt)
                 Ssnap.append(S.copy())
                 if view == "recurrent":
@@ -489,7 +601,7 @@ def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurre
                     QK = np.abs(Q) @ np.abs(K).T * np.tril(np.ones((T, T)))
                     aS = np.abs(Sent)
                     magO = gam[:, None] * (np.abs(Q) @ aS.T + QK @ (absW @ aS.T)) + (Gam * QK) @ absU
-                    depth = n + T + 4
+                    depth = n + T + 4 + extra_local
                     bound[bi, s:s + T, hi] += g(depth) * magO + extra_state * np.linalg.norm(Q, axis=1)[:, None]
                     magS = gam[-1] * (aS + (aS @ absW.T) @ np.abs(K)) + (absU * Gam[-1][:, None]).T @ np.abs(K)
                     extra_state += g(depth) * np.linalg.norm(magS)
@@ -505,16 +617,43 @@ def delta_rule_bound(q, k, v, beta, alpha=None, S0=None, *, view: str = "recurre
                         f"local gamma_(n+4) steps{', WY solves |T^-1||T||U| gamma_T per chunk' if view == 'chunked' else ''}")
 
 
-def sinusoidal_mpmath(length: int, d: int, base: float = 10000.0, offset: int = 0) -> np.ndarray:
-    """``PE(pos, 2i) = sin(pos / base^(2i/d))``, ``PE(pos, 2i+1) = cos(...)`` in mpmath."""
+def sinusoid_exponent(i: int, d: int, exponent: str = "2i/d"):
+    """The exponent ``e_i`` of frequency ``i`` (angle ``pos / base^e_i``), an mpmath number.
+
+    ``"2i/d"``: the text's ``2i/d`` (Vaswani et al.); ``"i/(d/2-1)"``: tensor2tensor's
+    ``get_timing_signal_1d`` (and fairseq, diffusion timestep embeddings): ``i / max(d/2 - 1, 1)`` with
+    ``d/2 = floor(d/2)`` frequencies, so the last frequency is exactly ``1/base``.
+    """
+    if exponent == "2i/d":
+        return mpmath.mpf(2 * i) / d
+    if exponent == "i/(d/2-1)":
+        return mpmath.mpf(i) / max(d // 2 - 1, 1)
+    raise ValueError(f"exponent: expected '2i/d' or 'i/(d/2-1)', got {exponent!r}")
+
+
+def sinusoid_columns(d: int, layout: str = "interleaved"):
+    """``[(frequency index i, 'sin' | 'cos')]`` per column: interleaved (sin at even, cos at odd columns; odd
+    ``d`` ends with a sine) or concat (``ceil(d/2)`` sines of frequencies ``0..``, then ``floor(d/2)`` cosines)."""
+    if layout == "interleaved":
+        return [(c // 2, "sin" if c % 2 == 0 else "cos") for c in range(d)]
+    if layout == "concat":
+        ns = -(-d // 2)
+        return [(c, "sin") for c in range(ns)] + [(c, "cos") for c in range(d - ns)]
+    raise ValueError(f"layout: expected 'interleaved' or 'concat', got {layout!r}")
+
+
+def sinusoidal_mpmath(length: int, d: int, base: float = 10000.0, offset: int = 0, *, layout: str = "interleaved",
+                      exponent: str = "2i/d") -> np.ndarray:
+    """``PE(pos, 2i) = sin(pos / base^(2i/d))``, ``PE(pos, 2i+1) = cos(...)`` in mpmath (the default layout and
+    exponent; see :func:`sinusoid_columns`, :func:`sinusoid_exponent` for the others)."""
     out = np.zeros((length, d))
+    cols = sinusoid_columns(d, layout)
     with mpmath.workdps(DPS):
         for p in range(length):
             pos = mpmath.mpf(p + offset)
-            for c in range(d):
-                i2 = c - (c % 2)
-                ang = pos / mpmath.power(_mp(base), mpmath.mpf(i2) / d)
-                out[p, c] = float(mpmath.sin(ang) if c % 2 == 0 else mpmath.cos(ang))
+            for c, (i, fn) in enumerate(cols):
+                ang = pos / mpmath.power(_mp(base), sinusoid_exponent(i, d, exponent))
+                out[p, c] = float(mpmath.sin(ang) if fn == "sin" else mpmath.cos(ang))
     return out
 
 

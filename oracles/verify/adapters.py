@@ -215,7 +215,8 @@ def register_adapter(ad: Adapter) -> Adapter:
 
 
 def adapters_for(op: str) -> List[Adapter]:
-    return [a for (o, _), a in sorted(_ADAPTERS.items()) if o == op]
+    # (an op's own "canonical" adapter, when it registers one, is the canonical signature: not listed as an extra)
+    return [a for (o, n), a in sorted(_ADAPTERS.items()) if o == op and n != CANONICAL]
 
 
 def get_adapter(op: str, name: Optional[str]) -> Adapter:
@@ -223,7 +224,8 @@ def get_adapter(op: str, name: Optional[str]) -> Adapter:
 
     _load_all()
     if name is None or name == CANONICAL:
-        return canonical_adapter(op)
+        # an op may register its own canonical adapter (e.g. one that honours a state_layout convention)
+        return _ADAPTERS.get((op, CANONICAL)) or canonical_adapter(op)
     if (op, name) not in _ADAPTERS:
         have = [a.name for a in adapters_for(op)]
         raise ValueError(f"adapter: expected one of {[CANONICAL] + have} for op {op}, got {name!r}")

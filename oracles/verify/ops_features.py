@@ -46,8 +46,9 @@ import numpy as np
 from oracles.attention import feature_bound, features_mpmath
 from oracles.tolerance import Bound, componentwise_bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
+from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, op_domain, register_op
 
 OP = "features.performer"
 OP_DRAW = "features.orthogonal_projection"
@@ -93,11 +94,18 @@ def oracle(inp, conv) -> Dict[str, np.ndarray]:
 
 
 def bounds(inp, out, conv, dtype):
-    xs = _scaled_x(inp["x"], conv)
-    W = np.asarray(inp["W"], dtype=np.float64)
+    return {"phi": scaled_feature_bound(_scaled_x(inp["x"], conv), inp["W"], conv, out["phi"], dtype,
+                                        scaled=conv["data_scale"] == "d^-1/4")}
+
+
+def scaled_feature_bound(xs, W, conv, phi, dtype, *, scaled: bool) -> Bound:
+    """The bound of features of ``xs`` (already scaled: ``scaled=True`` counts the two roundings of forming
+    ``x * r``, the factor and the product) under the conventions ``kind``, ``eps``, ``stabilizer``."""
+    xs = np.asarray(xs, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
     kind = conv["kind"]
     d = xs.shape[-1]
-    phi = np.asarray(out["phi"])
+    phi = np.asarray(phi)
     eps = float(conv["eps"])
     n_feat = phi.shape[-1]
     core = phi - eps / math.sqrt(n_feat)  # the exponential part
@@ -107,9 +115,10 @@ def bounds(inp, out, conv, dtype):
         A = np.concatenate([A, A], axis=-1)
     sq = np.sum(xs * xs, axis=-1, keepdims=True)
     extra = []
-    if conv["data_scale"] == "d^-1/4":
-        # x * d^(-1/4): one rounding per entry of x -> the exponent moves by <= gamma_2 (|W||x| + |x|^2)
-        extra.append(Bound(gamma(2, dtype) * (A + sq) * np.abs(core), "x * d^-1/4: one rounding of x"))
+    if scaled:
+        # x * d^(-1/4) (or x * sqrt(scale)): the factor and the product, two roundings per entry of x -> the
+        # exponent moves by <= gamma_2 (|W||x| + |x|^2)
+        extra.append(Bound(gamma(2, dtype) * (A + sq) * np.abs(core), "x * d^-1/4: the factor and the product"))
     if conv["stabilizer"] != "none":
         # the offset c is an exponent computed like the others (depth d + 2) in the candidate and in float64
         Amax = np.max(A, axis=-1, keepdims=True) if A.size else np.zeros(A.shape[:-1] + (1,))
@@ -122,7 +131,7 @@ def bounds(inp, out, conv, dtype):
         extra.append(Bound(gamma(2, dtype) * (np.abs(core) + eps / math.sqrt(n_feat)), "+ eps, / sqrt(m)"))
     for e in extra:
         b = b + e
-    return {"phi": b}
+    return b
 
 
 def reference(inp, conv):
@@ -213,7 +222,9 @@ register_op(OpSpec(
     probes=(causality_probe({"x": "l"}, {"phi": "l"}, name="row_locality", local=True, applies=_row_local,
                             why="a stabilizer or normalizer taken over several positions (e.g. a max over all keys) "
                                 "makes a causal attention output depend on future keys",
-                            sampler=lambda rng, conv: sample(rng, conv, l=6)),),
+                            sampler=lambda rng, conv: sample(rng, conv, l=6)),
+            argument_paths_probe(alternatives={"eps": (1e-3,)}, sampler=lambda rng, conv: sample(rng, conv, l=3))),
+    domain=op_domain(length=("l", "l"), input_dim=("d", "d"), num_features=("m", "m")),
     module=__name__,
     notes="oracle: oracles.attention.features_mpmath x exp(-offset); bound: feature_bound + scaling/offset/eps",
 ))
@@ -242,8 +253,13 @@ register_adapter(Adapter(
 
 
 def _refimpl_stabilizer(c):
-    # refimpl's stabilizers are the op's 'none', 'row_max', 'global_max'; trig features take none
-    return None if c["kind"] == "trig" or c["stabilizer"] == "none" else c["stabilizer"]
+    """refimpl's stabilizers are the op's 'none', 'row_max', 'global_max' (positive/hyperbolic); trig takes none."""
+    if c["stabilizer"] == "none":
+        return None
+    if c["kind"] == "trig" or c["stabilizer"] not in ("row_max", "global_max"):
+        raise ValueError(f"refimpl's feature_map has no stabilizer {c['stabilizer']!r} for kind {c['kind']!r} "
+                         "(it has 'row_max' and 'global_max' for positive and hyperbolic features)")
+    return c["stabilizer"]
 
 
 register_adapter(Adapter(
@@ -265,6 +281,7 @@ register_adapter(Adapter(
 
 FALSE_FAILURE = 1e-6
 DRAWS = 400
+PROBE_D = 6
 
 
 def _directions(W):
@@ -273,9 +290,13 @@ def _directions(W):
 
 
 def draw_oracle(inp, conv):
-    """The deterministic part of the law: each block of d rows is orthonormal after normalising the rows."""
+    """The deterministic part of the law: each block of d rows is orthonormal after normalising the rows; with
+    ``norms="fixed"`` every row has norm ``sqrt(d)``."""
     m, d = int(inp["m"]), int(inp["d"])
-    return {"gram": np.tile(np.eye(d), (-(-m // d), 1, 1))}
+    out = {"gram": np.tile(np.eye(d), (-(-m // d), 1, 1))}
+    if conv["norms"] == "fixed":
+        out["row_norms"] = np.full(m, math.sqrt(d))
+    return out
 
 
 def draw_bounds(inp, out, conv, dtype):
@@ -283,11 +304,18 @@ def draw_bounds(inp, out, conv, dtype):
     exactly orthogonal one (Higham Thm 19.4, with the unspecified small constant of ``gamma~`` taken as 1), so
     every entry of ``Q^T Q - I`` is at most ``2 ||dQ||_2 + ||dQ||^2 <= 2 sqrt(d) gamma_{d^2}`` (first order);
     normalising the rows and forming the Gram dot products adds ``gamma_{d+2}`` in the candidate's dtype
-    (scaling) and in float64 (our Gram matrix)."""
+    (scaling) and in float64 (our Gram matrix).  Fixed norms: a unit row (norm within ``2 sqrt(d) gamma_{d^2}``
+    of 1, the diagonal Gram entry) times ``sqrt(d)`` (sqrt and product: 2 roundings) and our norm of it
+    (``gamma_{d+2}`` in float64) -- ``sqrt(d) (2 sqrt(d) gamma_{d^2} + gamma_{d+4} + gamma_{d+2}(float64))``."""
     d = int(inp["d"])
     b = 2.0 * np.sqrt(d) * gamma(d * d, dtype) + gamma(d + 2, dtype) + gamma(d + 2, np.float64)
-    return {"gram": Bound(b, "orthonormality of a Householder QR factor: 2 sqrt(d) gamma_(d^2) per Gram entry "
-                             "(Higham Thm 19.4, constant 1) + gamma_(d+2) for normalising and the Gram products")}
+    res = {"gram": Bound(b, "orthonormality of a Householder QR factor: 2 sqrt(d) gamma_(d^2) per Gram entry "
+                            "(Higham Thm 19.4, constant 1) + gamma_(d+2) for normalising and the Gram products")}
+    if conv["norms"] == "fixed":
+        bn = math.sqrt(d) * (2.0 * np.sqrt(d) * gamma(d * d, dtype) + gamma(d + 4, dtype) + gamma(d + 2, np.float64))
+        res["row_norms"] = Bound(bn, "fixed norms sqrt(d): a QR row's norm (2 sqrt(d) gamma_(d^2)) times sqrt(d) "
+                                     "(gamma_(d+4)) and our norm (gamma_(d+2), float64)")
+    return res
 
 
 def _gram_adapter_out(W, m, d):
@@ -303,14 +331,16 @@ def _gram_adapter_out(W, m, d):
     return grams
 
 
+def _draws(call, n: int = DRAWS, d: int = PROBE_D):
+    for s in range(n):
+        yield np.asarray(call({"m": np.asarray(d), "d": np.asarray(d), "seed": np.asarray(1000 + s)})["W"],
+                         dtype=np.float64)
+
+
 def _haar_probe(call, spec, conv, rng) -> tuple:
     """Mean of the diagonal direction cosines over DRAWS seeds vs Bernstein's threshold."""
-    d = 6
-    means = []
-    for s in range(DRAWS):
-        W = call({"m": np.asarray(d), "d": np.asarray(d), "seed": np.asarray(1000 + s)})["W"]
-        U = _directions(W)
-        means.append(float(np.mean(np.diagonal(U))))
+    d = PROBE_D
+    means = [float(np.mean(np.diagonal(_directions(W)))) for W in _draws(call)]
     T = float(np.mean(means))
     # Bernstein: R t^2 = log(2/alpha) (2 sigma^2 + 2 t / 3) with sigma^2 = 1/d^2, |X_r| <= 1
     Lg = math.log(2.0 / FALSE_FAILURE)
@@ -322,6 +352,26 @@ def _haar_probe(call, spec, conv, rng) -> tuple:
     return False, (f"mean diagonal direction cosine {T:+.4f} over {DRAWS} draws exceeds the Bernstein threshold {t:.4f} "
                    f"(false-failure rate {FALSE_FAILURE:g}): the orthogonal draw is not Haar distributed -- an unsigned "
                    f"QR (signs of diag R not fixed) biases the random-feature estimator")
+
+
+def _chi_probe(call, spec, conv, rng) -> tuple:
+    r"""Chi norms: each row is marginally ``N(0, I_d)``, so ``|w|^2 ~ chi^2_d``.  The squared norm of row 0 of
+    DRAWS independent draws (seeds) is an iid sample of that law; the Kolmogorov-Smirnov test against the
+    chi-square cdf (its exact null distribution, scipy) refuses it at the false-failure rate 1e-6."""
+    from scipy import stats
+
+    d = PROBE_D
+    sq = np.array([float(np.sum(W[0] ** 2)) for W in _draws(call)])
+    res = stats.kstest(sq, stats.chi2(d).cdf, method="exact")
+    if res.pvalue >= FALSE_FAILURE:
+        return True, (f"squared row norms over {DRAWS} draws follow chi^2_{d} (Kolmogorov-Smirnov D = "
+                      f"{res.statistic:.3f}, p = {res.pvalue:.3g} >= {FALSE_FAILURE:g})")
+    spread = float(np.std(sq))
+    return False, (f"squared row norms over {DRAWS} draws are not chi^2_{d} distributed (Kolmogorov-Smirnov D = "
+                   f"{res.statistic:.3f}, p = {res.pvalue:.3g} < {FALSE_FAILURE:g}; mean {np.mean(sq):.3f} vs {d}, "
+                   f"std {spread:.3f} vs {math.sqrt(2 * d):.3f})"
+                   + (": every row has the same norm -- fixed norms sqrt(d) are not chi norms (a biased estimator); "
+                      "claim norms='fixed' if that is meant" if spread < 1e-6 * d else ""))
 
 
 def draw_sample(rng, conv):
@@ -339,29 +389,197 @@ def draw_cases(conv) -> List[Case]:
 
 register_op(OpSpec(
     name=OP_DRAW,
-    summary="orthogonal random projection for Performer features: blocks of exactly orthogonal rows, Haar directions",
+    summary="orthogonal random projection for Performer features: blocks of exactly orthogonal rows, Haar directions, "
+            "chi (or fixed) row norms",
     inputs=(Arg("m", "", "rows", kind="int"), Arg("d", "", "dimension", kind="int"), Arg("seed", "", kind="int")),
-    outputs=(Arg("gram", "blocks d d", "Gram matrices of the normalised rows of each block (identity)"),),
-    conventions=(Convention("norms", "any", "row norms (chi or fixed sqrt(d)); only directions are checked",
-                            ("any",)),),
+    outputs=(Arg("gram", "blocks d d", "Gram matrices of the normalised rows of each block (identity)"),
+             Arg("row_norms", "m", "the row norms (norms='fixed': sqrt(d))", optional=True)),
+    conventions=(Convention("norms", "chi", "row norms: chi (each row marginally N(0, I_d): |w|^2 ~ chi^2_d, the "
+                            "unbiased estimator; performer-pytorch scaling=0), fixed (every row sqrt(d); scaling=1), "
+                            "any (only the directions are checked)", ("chi", "fixed", "any")),),
     oracle=draw_oracle,
     bounds=draw_bounds,
     cases=draw_cases,
     sample=draw_sample,
     probes=(Probe("haar_directions", "the mean diagonal direction cosine is 0 for Haar-distributed blocks "
-                  "(Bernstein threshold, false-failure rate 1e-6)", _haar_probe),),
+                  "(Bernstein threshold, false-failure rate 1e-6)", _haar_probe),
+            Probe("chi_norms", "squared row norms follow chi^2_d (Kolmogorov-Smirnov, false-failure rate 1e-6)",
+                  _chi_probe, applies=lambda conv: conv["norms"] == "chi")),
     lowp=False,
     returns=(Arg("W", "m d"),),
     derive=lambda ret, inputs: draw_derive(ret, inputs),
     module=__name__,
-    notes="checked by law: orthonormal blocks (to rounding) and a seeded statistical probe",
+    notes="checked by law: orthonormal blocks (to rounding), Haar directions and chi norms (seeded statistical probes)",
 ))
 
 
 def draw_derive(ret: Dict[str, Any], inputs: Dict[str, Any]) -> Dict[str, Any]:
-    """The candidate returns W; the compared output is the Gram matrix of each block's normalised rows."""
+    """The candidate returns W; the compared outputs are the Gram matrix of each block's normalised rows and the
+    row norms."""
     W = np.asarray(ret["W"], dtype=np.float64)
     m, d = int(inputs["m"]), int(inputs["d"])
     if W.shape != (m, d):
         return {"W": W}  # reported as a missing output with the shape in the error
-    return {"W": W, "gram": _gram_adapter_out(W, m, d)}
+    return {"W": W, "gram": _gram_adapter_out(W, m, d), "row_norms": np.linalg.norm(W, axis=1)}
+
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP_DRAW,
+    doc="refimpl.attention.random_projection(f, n, seed, kind='orthogonal', norms=): norms 'chi' or 'fixed'",
+    args=(In("m", scalar=True), In("d", scalar=True), In("seed", scalar=True)),
+    kwargs={"kind": Const("orthogonal"), "norms": Conv(lambda c: c["norms"] if c["norms"] != "any" else "chi")},
+    outputs=(Out("W", None),),
+))
+
+register_adapter(Adapter(
+    name="performer_pytorch.gaussian_orthogonal_random_matrix",
+    op=OP_DRAW,
+    doc="performer-pytorch's gaussian_orthogonal_random_matrix(nb_rows, nb_columns, scaling=0|1) after "
+        "torch.manual_seed(seed): the adapted callable is fn(nb_rows, nb_columns, seed, scaling=) (it seeds torch "
+        "and calls the function); scaling 0 = chi norms, 1 = fixed sqrt(d)",
+    args=(In("m", scalar=True), In("d", scalar=True), In("seed", scalar=True)),
+    kwargs={"scaling": Conv(lambda c: 1 if c["norms"] == "fixed" else 0)},
+    outputs=(Out("W", None),),
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# features.dpfp, features.elu_plus_one: deterministic maps
+# ----------------------------------------------------------------------------------------------------------
+
+OP_DPFP = "features.dpfp"
+OP_ELU = "features.elu_plus_one"
+
+
+def dpfp_oracle(inp, conv):
+    return {"phi": features_mpmath(inp["x"], "dpfp", nu=int(conv["nu"]))}
+
+
+def dpfp_bounds(inp, out, conv, dtype):
+    """``r = [relu(x), relu(-x)]`` and the rolls are exact; each feature ``r_i r_(i-j)`` is one product: ``u |phi|``."""
+    return {"phi": feature_bound(inp["x"], "dpfp", out["phi"], dtype)}
+
+
+def dpfp_reference(inp, conv):
+    from refimpl.attention.features import dpfp
+
+    return {"phi": dpfp(inp["x"], int(conv["nu"]))}
+
+
+def map_sample(rng, conv, *, l=None, b=None, h=None, d=None, scale=2.0):
+    b = int(rng.integers(1, 3)) if b is None else b
+    h = int(rng.integers(1, 3)) if h is None else h
+    d_min = -(-(int(conv.get("nu", 1)) + 1) // 2)  # DPFP-nu needs nu <= 2d - 1
+    d = int(rng.integers(d_min, 6)) if d is None else max(d, d_min)
+    l = int(rng.choice([0, 1, 2, 3, 5, 8])) if l is None else l
+    return {"x": scale * rng.standard_normal((b, l, h, d))}
+
+
+def _map_strategy(conv):
+    from hypothesis import strategies as st
+
+    return st.integers(0, 2**32 - 1).map(lambda s: map_sample(np.random.default_rng(s), conv))
+
+
+def _map_cases(op, salt):
+    def cases(conv) -> List[Case]:
+        out = []
+
+        def add(cid, kind, note, seed, **kw):
+            out.append(Case(op, cid, kind, map_sample(np.random.default_rng([salt, seed]), conv, **kw), dict(conv),
+                            seed=seed, note=note))
+
+        add("golden-small", "golden", "b=1, l=4, h=2, d=3", 1, l=4, b=1, h=2, d=3)
+        add("edge-d1", "edge", "d = 1 (DPFP: the smallest d for nu)", 2, d=1)
+        add("edge-L1", "edge", "L = 1", 3, l=1)
+        add("edge-L0", "edge", "L = 0: empty output", 4, l=0)
+        add("edge-very-negative", "edge", "x in [-40, -10]: elu(x) + 1 = exp(x) is tiny (expm1 + 1 cancels)", 5,
+            l=3, d=4)
+        out[-1].inputs["x"] = -10.0 - 30.0 * np.abs(out[-1].inputs["x"]) / (1.0 + np.abs(out[-1].inputs["x"]))
+        add("edge-zeros", "edge", "x with exact zeros (relu(0) = 0, elu(0) + 1 = 1)", 6, l=3, d=4)
+        out[-1].inputs["x"][..., ::2] = 0.0
+        return out
+
+    return cases
+
+
+register_op(OpSpec(
+    name=OP_DPFP,
+    summary="DPFP-nu (deterministic parameter-free projection): r = [relu(x), relu(-x)], "
+            "phi_((j-1) 2d + i) = r_i r_((i - j) mod 2d), j = 1..nu",
+    inputs=(Arg("x", "b l h d"),),
+    outputs=(Arg("phi", "b l h m", "m = 2 d nu"),),
+    conventions=(Convention("nu", 1, "the degree: nu rolled copies (Schlag et al. 2021)", (1, 2, 3)),),
+    oracle=dpfp_oracle,
+    bounds=dpfp_bounds,
+    cases=_map_cases(OP_DPFP, 71),
+    sample=map_sample,
+    strategy=_map_strategy,
+    reference=dpfp_reference,
+    probes=(causality_probe({"x": "l"}, {"phi": "l"}, name="row_locality", local=True,
+                            sampler=lambda rng, conv: map_sample(rng, conv, l=6)),
+            argument_paths_probe(sampler=lambda rng, conv: map_sample(rng, conv, l=3))),
+    domain=op_domain(length=("l", "l"), input_dim=("d", "d")),
+    module=__name__,
+    notes="oracle: oracles.attention.features_mpmath (dpfp); bound: one product per feature",
+))
+
+
+def elu_oracle(inp, conv):
+    return {"phi": features_mpmath(inp["x"], "elu1")}
+
+
+def elu_bounds(inp, out, conv, dtype):
+    r"""``elu(a) + 1``: for ``a >= 0`` ``a + 1`` (one rounding, ``u |phi|``); for ``a < 0`` either ``exp(a)`` (one ulp,
+    ``2u |phi|``) or ``expm1(a) + 1`` as ``F.elu(x) + 1`` computes it (``expm1`` within one ulp, ``2u |elu(a)|``, then
+    the sum, ``u |phi|``): both within ``gamma_3 (|phi| + |elu(a)|)`` -- the computation on absolute values of
+    ``elu(a) + 1``.  For very negative ``a`` the second form cancels (``|elu(a)| ~ 1 >> phi``), and the bound says so."""
+    phi = np.asarray(out["phi"], dtype=np.float64)
+    return {"phi": componentwise_bound(np.abs(phi) + np.abs(phi - 1.0), 3, dtype, oracle_dtype=None,
+                                       what="elu(a) + 1: a + 1, exp(a) or expm1(a) + 1")}
+
+
+def elu_reference(inp, conv):
+    from refimpl.attention.features import elu_plus_one
+
+    return {"phi": elu_plus_one(inp["x"])}
+
+
+register_op(OpSpec(
+    name=OP_ELU,
+    summary="the elu + 1 feature map (Katharopoulos et al. 2020): phi(a) = a + 1 (a >= 0), exp(a) (a < 0)",
+    inputs=(Arg("x", "b l h d"),),
+    outputs=(Arg("phi", "b l h d"),),
+    conventions=(),
+    oracle=elu_oracle,
+    bounds=elu_bounds,
+    cases=_map_cases(OP_ELU, 73),
+    sample=map_sample,
+    strategy=_map_strategy,
+    reference=elu_reference,
+    probes=(causality_probe({"x": "l"}, {"phi": "l"}, name="row_locality", local=True,
+                            sampler=lambda rng, conv: map_sample(rng, conv, l=6)),),
+    domain=op_domain(length=("l", "l"), input_dim=("d", "d")),
+    module=__name__,
+    notes="oracle: oracles.attention.features_mpmath (elu1); bound: gamma_3 (|phi| + |elu(x)|)",
+))
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP_DPFP,
+    doc="refimpl.attention.feature_map(x, 'dpfp', nu=) (refimpl.attention.features.dpfp(x, nu) and the Numba kernel "
+        "refimpl.attention.features.numba:dpfp take x, nu)",
+    args=(In("x"), Const("dpfp")),
+    kwargs={"nu": Conv(lambda c: int(c["nu"]))},
+    outputs=(Out("phi", None),),
+))
+
+register_adapter(Adapter(
+    name="refimpl",
+    op=OP_ELU,
+    doc="refimpl.attention.feature_map(x, 'elu_plus_one') (refimpl.attention.features.elu_plus_one(x) and the Numba "
+        "kernel refimpl.attention.features.numba:elu_plus_one take x)",
+    args=(In("x"), Const("elu_plus_one")),
+    outputs=(Out("phi", None),),
+))
