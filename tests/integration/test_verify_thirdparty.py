@@ -96,7 +96,8 @@ def test_performer_pytorch_query_features_are_row_local():
                  framework="torch", conventions={"stabilizer": "row_max_wx"}, dtype=["float64", "float32"], **FEW)
     assert rep.passed, rep.to_text()
     # the probe runs in each requested dtype, under that dtype's bound
-    assert [(p.name, p.dtype) for p in rep.probes] == [("row_locality", "float64"), ("row_locality", "float32")]
+    assert [(p.name, p.dtype) for p in rep.probes if p.name == "row_locality"] == [("row_locality", "float64"),
+                                                                                   ("row_locality", "float32")]
     assert all(p.passed for p in rep.probes)
 
 
