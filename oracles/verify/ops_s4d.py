@@ -6,7 +6,10 @@ Canonical (the arrays of :func:`refimpl.ssm.s4d.s4d_kernel`, whose ``(d n)`` is 
 
 ``K_k = sum_n C_n B_bar_n A_bar_n^k`` for ``k < L``.  Conventions: ``method`` (``zoh``:
 ``A_bar = exp(dt Lambda)``, ``B_bar = dt phi1(dt Lambda) B``; ``bilinear``) and the real
-``output`` (``2re``: one eigenvalue per conjugate pair stored, ``K = 2 Re``; ``re``; ``complex``).
+``output`` (``2re``: one eigenvalue per conjugate pair stored, ``K = 2 Re``; ``re``; ``complex``), and
+``zoh_B`` -- how the candidate evaluates ZOH's ``B_bar`` (the bound only): ``expm1`` (to working accuracy) or
+``difference`` (``(e^{dt l} - 1)/l`` as written, the official S4D code's ``C * (exp(dtA) - 1.) / A``): the
+difference's cancellation, ``4u |A_bar| (2 + |dt l|) / |A_bar - 1|`` relative per term, is then allowed.
 
 Oracle: :func:`oracles.structured.diag_kernel_mpmath` (40 digits), then the named real part.
 Bound: the componentwise analysis of :func:`oracles.structured.diag_kernel_bound` (there written
@@ -62,6 +65,12 @@ def bounds(inp, out, conv, dtype):
             eA = np.full(n, gamma(6, dtype))
         mag = np.abs(C[c] * Bb)[None, :] * np.abs(Ab)[None, :] ** k
         per = gamma(n + 9, dtype, complex_ops=True) + k * (gamma(1, dtype, complex_ops=True) + eA[None, :])
+        if conv["method"] == "zoh" and conv.get("zoh_B", "expm1") == "difference":
+            # B_bar = (A_bar - 1)/lambda B as written: A_bar's error (u (2 + |dt l|) |A_bar|, complex ops) over
+            # |A_bar - 1| ~ |dt l| -- the cancellation of the difference
+            with np.errstate(divide="ignore"):
+                canc = 4 * unit_roundoff(dtype) * np.abs(Ab) * (2 + np.abs(dt[c] * lam[c])) / np.abs(Ab - 1)
+            per = per + np.where(np.isfinite(canc), canc, 1.0)[None, :]
         vals[c] = np.sum(mag * per, axis=1) * (2.0 if conv["output"] == "2re" else 1.0)
     vals = vals + gamma(1, np.float64) * np.abs(np.asarray(out["K"])) + 1e-300
     src = (f"diagonal Vandermonde in {np.dtype(cd).name}: sum_n |C B_bar||A_bar|^k (g^c_(n+9) + k(g^c_1 + e_A))"
@@ -124,6 +133,9 @@ register_op(OpSpec(
         Convention("method", "zoh", "discretization: zoh or bilinear", ("zoh", "bilinear")),
         Convention("output", "2re", "real output: 2re (one eigenvalue per conjugate pair), re, complex",
                    ("2re", "re", "complex")),
+        Convention("zoh_B", "expm1", "how the candidate evaluates ZOH's B_bar (the bound only): expm1 (to working "
+                   "accuracy) or difference ((e^{dt l} - 1)/l as written, the official S4D code's: its cancellation "
+                   "for small dt |l| is allowed)", ("expm1", "difference")),
     ),
     oracle=oracle,
     bounds=bounds,
@@ -189,7 +201,7 @@ def dss_bounds(inp, out, conv, dtype):
     if conv["variant"] == "exp":
         as_s4d = {"Lambda": inp["Lambda"], "B": np.ones_like(np.asarray(inp["Lambda"])), "C": inp["W"],
                   "dt": inp["dt"], "L": inp["L"]}
-        return bounds(as_s4d, out, {"method": "zoh", "output": "re"}, dtype)
+        return bounds(as_s4d, out, {"method": "zoh", "output": "re", "zoh_B": "expm1"}, dtype)
     lam, W = (np.asarray(inp[k], dtype=np.complex128) for k in ("Lambda", "W"))
     dt = np.broadcast_to(np.asarray(inp["dt"], dtype=np.float64), lam.shape[:1])
     L = int(inp["L"])
