@@ -349,6 +349,8 @@ def softmax_sample(rng, conv, *, lq=None, lk=None, b=None, h=None, g=None, d=Non
     b = int(rng.integers(1, 3)) if b is None else b
     if h is None:
         h = int(rng.choice([2, 3, 4, 6])) if conv["grouped_kv"] else int(rng.integers(1, 3))
+    elif conv["grouped_kv"] and h == 1 and g is None:
+        h = 2  # a claimed grouping needs two query heads at least
     if g is None:  # grouped: always fewer key/value heads than query heads (the claimed feature is exercised)
         g = int(rng.choice(_divisors_below(h))) if conv["grouped_kv"] and h > 1 else h
     d = int(rng.integers(1, 5)) if d is None else d
