@@ -5,7 +5,7 @@ mpmath (50 digits).
 
 The estimator
 -------------
-With random vectors ``w_1..w_m`` the kernel estimate ``phi(x).phi(y)`` is the mean of ``m``
+With random vectors ``w_1..w_m`` (``m`` as in the paper; the glossary's ``f``) the kernel estimate ``phi(x).phi(y)`` is the mean of ``m``
 *units* ``Y_i`` (one per random vector):
 
 * positive:   ``Y = exp(-(|x|^2+|y|^2)/2) exp(w.s)``,   ``s = x + y``;

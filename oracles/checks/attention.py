@@ -214,7 +214,8 @@ def fast_weights_and_memory():
 # The rows below are statistical: the bound is a level that a correct estimator exceeds with probability at most
 # the stated false-failure rate over the draw of the seeds (the seeds are fixed, so a run is deterministic).  Every
 # level is derived in oracles/performer.py from the exact moments of positive random features (Lemma 2 and the
-# pair covariances); nothing is tuned.  FAVOR_FALSE_FAILURE is shared equally by the rows.
+# pair covariances); nothing is tuned.  FAVOR_FALSE_FAILURE is shared equally by the rows.  ``m`` is the number of
+# random vectors (Lemma 2's m; the glossary's f features for positive features, 2f outputs for the paired kinds).
 
 FAVOR_FALSE_FAILURE = 1e-3
 FAVOR_M_IID = (256, 1024, 4096)  # normalized rows, iid Gaussian vectors (exact second moments)
@@ -262,8 +263,9 @@ def _estimates(estimator, q, k, v, Ws, normalize, shape):
     return outs
 
 
-def _stat_row(op, impl, err, bound, ref_norm, t, source, note):
-    ok = bool(np.isfinite(err) and err <= bound)
+def _stat_row(op, impl, err, bound, ref_norm, t, source, note, passed=None):
+    """A row for a statistical check: ``err`` against ``bound`` (``passed`` overrides ``err <= bound``)."""
+    ok = bool(np.isfinite(err) and err <= bound) if passed is None else bool(passed)
     return Row(op=op, impl=impl, dtype="float64", max_abs_err=float(err),
                max_rel_err=float(err / ref_norm) if ref_norm > 0 else math.inf, bound=float(bound), passed=ok,
                time_s=t, bound_source=source, note=note,
@@ -293,10 +295,12 @@ def favor_ladder_rows(estimator=favor_estimator):
             src = (f"statistical: sqrt(E T'/beta), E T' = sum_i E||E^_i||^2/((1-delta_i) D*_i)^2 from the exact pair "
                    f"covariances{' x n (Minkowski, orthogonal groups)' if block > 1 else ''}; beta={b['beta']:.3f}, "
                    f"max delta={b['delta'].max():.3f} (Maurer); P(median > bound) <= {alpha:.1e}")
+            note = (f"median over {FAVOR_G} seeds of ||o - o*||_F (||o*||_F = {ref:.3f}); first-order rms "
+                    f"{b['rms']:.3e}; l=16, n=4, p=2, positive {kind} features")
+            if not math.isfinite(b["t"]):  # a row that cannot fail must not pass
+                note = f"no bound: some delta_i >= 1 at m={m} (too few vectors for Maurer's inequality); {note}"
             rows.append(_stat_row(f"attention.performer.favor+.{kind}.m{m}", "numpy/quadratic", err,
-                                  math.sqrt(b["t"]), ref, t, src,
-                                  f"median over {FAVOR_G} seeds of ||o - o*||_F (||o*||_F = {ref:.3f}); first-order "
-                                  f"rms {b['rms']:.3e}; L=16, n=4, p=2, positive {kind} features"))
+                                  math.sqrt(b["t"]), ref, t, src, note, passed=None if math.isfinite(b["t"]) else False))
     return rows
 
 
@@ -335,21 +339,17 @@ def favor_rate_row(estimator=favor_estimator):
     if all(np.isfinite(stats)) and min(stats) > 0:
         x = np.log(np.asarray(RATE_M, dtype=np.float64))
         slope = float(np.polyfit(x, np.log(stats), 1)[0]) / 2
-    if min(lo) > 0:
-        s_lo, s_hi = (z / 2 for z in slope_band(RATE_M, lo, hi))
-    else:
-        s_lo, s_hi = -math.inf, math.inf
+    derivable = min(lo) > 0  # else some rung's interval reaches 0 and the band is unbounded: the row must not pass
+    s_lo, s_hi = (z / 2 for z in slope_band(RATE_M, lo, hi)) if derivable else (-math.inf, math.inf)
     dev = abs(slope + 0.5) if np.isfinite(slope) else math.inf
     half = (s_hi + 0.5) if np.isfinite(slope) and slope > -0.5 else (-0.5 - s_lo)
-    ok = bool(np.isfinite(slope) and s_lo <= slope <= s_hi)
+    ok = bool(derivable and np.isfinite(slope) and s_lo <= slope <= s_hi)
     src = (f"statistical: least-squares slope over log m of median-of-means intervals [lo_k, hi_k] around E T = c/m "
            f"(Cantelli + binomial tail, {alpha:.1e} per row)")
     note = (f"slope {slope:+.3f} in [{s_lo:+.3f}, {s_hi:+.3f}] for m = {', '.join(map(str, RATE_M))}; "
-            f"{RATE_R} seeds per m; unnormalized sums [N^, D^] (unbiased), L=16, n=4, p=2")
-    r = _stat_row("attention.performer.favor+.rate", "numpy/quadratic", dev, half, 0.5, t_total / (RATE_R * len(RATE_M)),
-                  src, note)
-    r.passed = ok
-    return r
+            f"{RATE_R} seeds per m; unnormalized sums [N^, D^] (unbiased), l=16, n=4, p=2")
+    return _stat_row("attention.performer.favor+.rate", "numpy/quadratic", dev, half, 0.5,
+                     t_total / (RATE_R * len(RATE_M)), src, note, passed=ok)
 
 
 @check
