@@ -46,7 +46,7 @@ from oracles.ssm import apply_dense, fft_bound_lti, lti_bound, random_stable_sys
 from oracles.tolerance import Bound, componentwise_bound, conditioned_bound, gamma, underflow_floor
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP_DISCRETIZE = "ssm.discretize"
 OP_LTI = "ssm.lti"
@@ -341,6 +341,7 @@ def _system(rng, conv, h, n, m, p, complex_=False, scale=1.0):
 def discretize_sample(rng: np.random.Generator, conv) -> Dict[str, Any]:
     h, n, m, p = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 3)), int(rng.integers(1, 3)))
     cplx = bool(rng.integers(0, 2)) if conv["diagonal"] else not bool(rng.integers(0, 3))  # dense: complex 1 in 3
+    cplx = cplx and bool(conv["complex_A"])
     A, B, C, D = _system(rng, conv, h, n, m, p, complex_=cplx)
     dt = float(10.0 ** rng.uniform(-3, 0.3))
     return {"A": A, "B": B, "dt": np.asarray(dt), "C": C, "D": D}
@@ -368,8 +369,9 @@ def discretize_cases(conv) -> List[Case]:
     if diag:
         add("golden-diag", "golden", [[-1.0, -0.5, -2.0]], [[[1.0], [0.5], [2.0]]], 0.1, [[[1.0, -1.0, 0.5]]], [[[0.25]]],
             "three real decay rates, dt 0.1")
-        add("golden-diag-complex", "golden", [[-0.5 + 2j, -0.5 - 2j]], [[[1.0 + 0j], [1.0 + 0j]]], 0.05,
-            [[[0.5 - 0.25j, 0.5 + 0.25j]]], [[[0.0]]], "a conjugate pair (S4D-style complex diagonal)")
+        if conv["complex_A"]:
+            add("golden-diag-complex", "golden", [[-0.5 + 2j, -0.5 - 2j]], [[[1.0 + 0j], [1.0 + 0j]]], 0.05,
+                [[[0.5 - 0.25j, 0.5 + 0.25j]]], [[[0.0]]], "a conjugate pair (S4D-style complex diagonal)")
         add("edge-A-zero", "edge", [[0.0, -1e-12]], [[[1.0], [1.0]]], 0.5, [[[1.0, 1.0]]], [[[1.0]]],
             "A -> 0: ZOH's B_bar -> dt B exactly (the accumulator); the A^{-1}(e^{dtA} - I) formula breaks here")
         add("edge-stiff", "edge", [[-50.0, -0.01]], [[[1.0], [1.0]]], 1.0, [[[1.0, 1.0]]], [[[0.0]]],
@@ -385,8 +387,9 @@ def discretize_cases(conv) -> List[Case]:
         add("edge-A-tiny", "edge", [[[-1e-9, 1e-9], [0.0, -2e-9]]], [[[1.0], [1.0]]], 1.0, [[[1.0, 0.0]]], [[[0.0]]],
             "A -> 0: cancellation in e^{dtA} - I unless phi1 is evaluated stably")
         add("edge-n1", "edge", [[[-3.0]]], [[[2.0, -1.0]]], 2.0, [[[1.0]]], [[[0.0, 0.0]]], "n = 1, m = 2, dt |A| = 6")
-        A, B, C, D = _system(np.random.default_rng(2025), conv, 2, 3, 2, 1, complex_=True)
-        add("golden-dense-complex", "golden", A, B, 0.3, C, D, "a complex dense system (2 channels, n = 3, m = 2)")
+        if conv["complex_A"]:
+            A, B, C, D = _system(np.random.default_rng(2025), conv, 2, 3, 2, 1, complex_=True)
+            add("golden-dense-complex", "golden", A, B, 0.3, C, D, "a complex dense system (2 channels, n = 3, m = 2)")
     # small dt |A| (a series branch of phi1 or of the exponential, if the candidate has one) next to O(1)
     A, B, C, D = _system(np.random.default_rng(2026), conv, 1, 3, 1, 1)
     add("edge-small-dtA", "edge", A, B, 0.02, C, D, "dt |A| ~ 0.01 to 0.05: where a series for phi1 is used")
@@ -502,7 +505,7 @@ def lti_sample(rng, conv, L=None, *, complex_=None, h0=None, tv=None, n=None):
     h, m, p, b = (int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 3)))
     n = int(rng.integers(1, 5)) if n is None else n
     L = int(rng.choice(LTI_LENGTHS)) if L is None else L
-    cplx = bool(rng.integers(0, 2)) if complex_ is None else complex_
+    cplx = (bool(rng.integers(0, 2)) if complex_ is None else complex_) and bool(conv["complex_A"])
     with_h0 = (bool(conv["use_h0"]) and bool(rng.integers(0, 4))) if h0 is None else (h0 and bool(conv["use_h0"]))
     tv = (bool(conv["time_varying"]) and not diag and bool(rng.integers(0, 2))) if tv is None else tv
     A, B, C, D = random_stable_system(rng, h, n, m, p, diagonal=diag, complex_=cplx)
@@ -545,8 +548,9 @@ def lti_strategy(conv):
             Ab, Bb = _zoh_dense(c.A, c.B, c.dt)
         return _lti_eff({"A_bar": Ab, "B_bar": Bb, "C": c.C, "D": c.D, "x": c.x, "h0": c.initial_state}, conv)
 
-    # the family's draws (shrinking on sizes) and this op's sampler (time-varying systems, the h0 coin)
-    return st.one_of(lti_cases().filter(lambda c: c.diagonal == diag).map(to_inputs), seeds)
+    family = lti_cases(complex_ok=bool(conv["complex_A"])).filter(lambda c: c.diagonal == diag).map(to_inputs)
+    # a time-varying candidate also gets this op's sampler (per-step systems, the h0 coin)
+    return st.one_of(family, seeds) if conv["time_varying"] else family
 
 
 def lti_cases_fn(conv) -> List[Case]:
@@ -596,6 +600,8 @@ register_op(OpSpec(
                    "forward/backward Euler, mamba (A by ZOH, B by Euler: B_bar = dt B)", METHODS),
         Convention("alpha", 0.5, "the gbt parameter in [0, 1] (only for method='gbt')"),
         Convention("diagonal", False, "A given as its diagonal (h n) instead of dense (h n n)", (False, True)),
+        Convention("complex_A", True, "the candidate takes complex systems: cases are real and complex (dense and "
+                   "diagonal); False: every case is real", (True, False)),
         Convention("output", "s4", "C_d, D_d: 's4' keeps C and D (S4's convention); 'shifted' is scipy's "
                    "half-step-shifted state for the gbt family (C_d = C (I - alpha dt A)^-1, D_d = D + alpha C B_bar)",
                    ("s4", "shifted")),
@@ -624,6 +630,8 @@ register_op(OpSpec(
                  Convention("real_output", "complex", "y of a complex system: 'complex' (C h + D x as is), 're' "
                             "(Re(C h + D x): the full spectrum, e.g. S5 without conjugate symmetry), '2re' "
                             "(2 Re(C h) + D x: one eigenvalue per conjugate pair)", REAL_OUTPUTS),
+                 Convention("complex_A", True, "the candidate takes complex systems (A_bar, B_bar, C, h0): cases are "
+                            "real and complex; False: every case is real", (True, False)),
                  Convention("use_h0", True, "the candidate takes an initial state h0: cases pass one (and some "
                             "none); False: no case passes one (a convolution view has none)", (True, False)),
                  Convention("time_varying", False, "the candidate takes one system per step (A_bar (l h n n), "
@@ -640,6 +648,7 @@ register_op(OpSpec(
     reference=lti_reference,
     probes=(causality_probe({"x": "l"}, {"y": "l"}),),
     complex_inputs=("A_bar", "B_bar", "C", "h0"),
+    domain=op_domain(length=("l", "L"), state_dim=("n", "n")),
     module=__name__,
     notes="oracle: the dense time-varying operator (oracles.ssm.apply_dense); bound: oracles.ssm.lti_bound",
 ))
