@@ -28,7 +28,7 @@ from oracles.structured import diag_ssm_dense
 from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP = "ssm.lru"
 
@@ -131,6 +131,7 @@ register_op(OpSpec(
     probes=(causality_probe({"u": "l"}, {"y": "l"}, sampler=lambda rng, conv: sample(rng, conv, L=10)),),
     lowp=False,  # complex parameters
     complex_inputs=("B", "C"),
+    domain=op_domain(length=("l", "L"), state_dim=("n", "n"), channels=("h", "h")),
     module=__name__,
     notes="oracle: oracles.structured.diag_ssm_dense (closed-form powers); bound: diag_ssm_bound's analysis per dtype",
 ))
@@ -138,8 +139,8 @@ register_op(OpSpec(
 register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.ssm.lru.lru_ssm(nu_log, theta_log, gamma_log, B, C, D, u, view=, backend=) (real_output 're')",
+    doc="refimpl.ssm.lru.lru_ssm(nu_log, theta_log, gamma_log, B, C, D, u, view=, backend=) (it computes "
+        "real_output 're'; the adapter fixes no convention: verified under 2re it fails and is diagnosed)",
     args=(In("nu_log"), In("theta_log"), In("gamma_log"), In("B"), In("C"), In("D"), In("u")),
     outputs=(Out("y", None),),
-    implies={"real_output": "re"},
 ))
