@@ -632,13 +632,14 @@ def sinusoid_exponent(i: int, d: int, exponent: str = "2i/d"):
 
 
 def sinusoid_columns(d: int, layout: str = "interleaved"):
-    """``[(frequency index i, 'sin' | 'cos')]`` per column: interleaved (sin at even, cos at odd columns; odd
-    ``d`` ends with a sine) or concat (``ceil(d/2)`` sines of frequencies ``0..``, then ``floor(d/2)`` cosines)."""
+    """``[(frequency index i, 'sin' | 'cos' | 'zero')]`` per column: interleaved (sin at even, cos at odd columns;
+    an odd ``d`` ends with a sine, the text's formula) or concat (``floor(d/2)`` sines of frequencies ``0..``, then
+    as many cosines; an odd ``d`` ends with a zero column, as tensor2tensor and fairseq pad)."""
     if layout == "interleaved":
         return [(c // 2, "sin" if c % 2 == 0 else "cos") for c in range(d)]
     if layout == "concat":
-        ns = -(-d // 2)
-        return [(c, "sin") for c in range(ns)] + [(c, "cos") for c in range(d - ns)]
+        half = d // 2
+        return [(c, "sin") for c in range(half)] + [(c, "cos") for c in range(half)] + [(0, "zero")] * (d % 2)
     raise ValueError(f"layout: expected 'interleaved' or 'concat', got {layout!r}")
 
 
@@ -653,7 +654,7 @@ def sinusoidal_mpmath(length: int, d: int, base: float = 10000.0, offset: int = 
             pos = mpmath.mpf(p + offset)
             for c, (i, fn) in enumerate(cols):
                 ang = pos / mpmath.power(_mp(base), sinusoid_exponent(i, d, exponent))
-                out[p, c] = float(mpmath.sin(ang) if fn == "sin" else mpmath.cos(ang))
+                out[p, c] = 0.0 if fn == "zero" else float(mpmath.sin(ang) if fn == "sin" else mpmath.cos(ang))
     return out
 
 

@@ -26,7 +26,7 @@ from oracles.tolerance import componentwise_bound
 from oracles.verify.adapters import Adapter, Const, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe, canonical_with_state
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP = "attention.fast_weights"
 
@@ -116,6 +116,8 @@ register_op(OpSpec(
                             sampler=lambda rng, conv: sample(rng, conv, l=8)),
             argument_paths_probe(optional={"use_state": ("W0",)},
                                  sampler=lambda rng, conv: sample(rng, conv, l=6, b=1, h=2))),
+    domain=op_domain(length=("l", "l"), key_dim=("n", "n", "the key/read dimension n"),
+                     value_dim=("p", "p", "the written dimension p (value_dim=key_dim: the candidate needs p = n)")),
     module=__name__,
     notes="oracle: oracles.attention.fast_weights_mpmath (closed sum); bound: linear_attention_bound (unnormalized, "
           "causal); the canonical adapter passes W0 and reads W_last as (b h n p) under state_layout='kv'",

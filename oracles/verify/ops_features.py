@@ -576,6 +576,16 @@ register_adapter(Adapter(
 ))
 
 register_adapter(Adapter(
+    name="dpfp",
+    op=OP_DPFP,
+    doc="the paper's interface dpfp(x, nu=1) (Schlag et al. 2021's listing; DPFP-pytorch, labml's DPFP.dpfp): "
+        "x (..., d) with the last axis the features, nu as a keyword",
+    args=(In("x"),),
+    kwargs={"nu": Conv(lambda c: int(c["nu"]))},
+    outputs=(Out("phi", None),),
+))
+
+register_adapter(Adapter(
     name="refimpl",
     op=OP_ELU,
     doc="refimpl.attention.feature_map(x, 'elu_plus_one') (refimpl.attention.features.elu_plus_one(x) and the Numba "

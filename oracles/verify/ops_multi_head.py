@@ -34,7 +34,7 @@ from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.layout import rearrange
 from oracles.verify.ops_attention import argument_paths_probe, window_keep
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP = "attention.multi_head"
 
@@ -168,6 +168,7 @@ register_op(OpSpec(
                             sampler=lambda rng, conv: sample(rng, conv, l=6, s=6)),
             argument_paths_probe(alternatives={"scale": (0.37,)},
                                  sampler=lambda rng, conv: sample(rng, conv, l=4, s=4, b=1))),
+    domain=op_domain(length=(("l", "l"), ("s", "s")), heads=("h", "h")),
     module=__name__,
     notes="oracle: oracles.attention.multi_head_mpmath; bound: projections + softmax + output projection (module doc)",
 ))

@@ -41,7 +41,7 @@ from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.ops_features import oracle as features_oracle
 from oracles.verify.ops_features import scaled_feature_bound
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP = "attention.performer"
 KINDS = ("positive", "trig", "hyperbolic")
@@ -206,6 +206,8 @@ register_op(OpSpec(
                             sampler=lambda rng, conv: _late_large_key(sample(rng, conv, l=8))),
             argument_paths_probe(alternatives={"scale": (0.37,), "eps": (0.25,), "feature_eps": (1e-3,)},
                                  sampler=lambda rng, conv: sample(rng, conv, l=4, b=1))),
+    domain=op_domain(length=(("l", "l"), ("s", "s")), query_dim=("d", "d"), value_dim=("e", "e"),
+                     num_features=("m", "m")),
     module=__name__,
     notes="oracle: features.performer's oracle composed with oracles.attention.linear_attention_mpmath; bound: "
           "linear_attention_bound + the features' errors propagated",

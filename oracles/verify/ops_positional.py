@@ -6,8 +6,9 @@ Canonical::
 
 The text's encoding (Vaswani et al. 2017) is ``PE(pos, 2i) = sin(pos / base^(2i/d))``, ``PE(pos, 2i+1) =
 cos(pos / base^(2i/d))``.  Conventions: ``base`` (10000); ``layout`` -- ``interleaved`` (the text: sin at even,
-cos at odd columns; an odd ``d`` ends with a sine) or ``concat`` (``[sin | cos]``: ``ceil(d/2)`` sines then
-``floor(d/2)`` cosines, tensor2tensor / fairseq / most diffusion timestep embeddings); ``exponent`` -- ``2i/d``
+cos at odd columns; an odd ``d`` ends with a sine) or ``concat`` (``[sin | cos]``: ``floor(d/2)`` sines then as
+many cosines, an odd ``d`` padded with a zero column: tensor2tensor / fairseq / most diffusion timestep
+embeddings); ``exponent`` -- ``2i/d``
 (the text) or ``i/(d/2-1)`` (tensor2tensor's ``get_timing_signal_1d``: the ``floor(d/2)`` frequencies run from
 1 to exactly ``1/base``).
 
@@ -30,7 +31,7 @@ from oracles.attention import sinusoid_columns, sinusoidal_mpmath
 from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
 
 OP = "attention.sinusoidal"
 LAYOUTS = ("interleaved", "concat")
@@ -98,7 +99,7 @@ register_op(OpSpec(
     conventions=(
         Convention("base", 10000.0, "the wavelength base"),
         Convention("layout", "interleaved", "interleaved: sin at even, cos at odd columns (the text); concat: "
-                   "[sin | cos] halves", LAYOUTS),
+                   "[sin | cos] halves, an odd d padded with a zero column (tensor2tensor, fairseq)", LAYOUTS),
         Convention("exponent", "2i/d", "frequency i has angle pos / base^e_i: e_i = 2i/d (the text) or "
                    "i/(d/2 - 1) (tensor2tensor get_timing_signal_1d)", EXPONENTS),
     ),
@@ -111,6 +112,7 @@ register_op(OpSpec(
     probes=(argument_paths_probe(alternatives={"base": (500.0,)},
                                  sampler=lambda rng, conv: sample(rng, conv, length=12, d=6)),),
     lowp=False,
+    domain=op_domain(length=("length", "length"), width=("d", "d")),
     module=__name__,
     notes="oracle: oracles.attention.sinusoidal_mpmath; bound: angle relative error gamma_4 (1 + |ln base| e) plus "
           "gamma_2 for sin/cos",
