@@ -164,13 +164,15 @@ def reconstruction_bound(c, c_err, measure: str, x, t: float, *, theta: float = 
 
 def richardson_bound(c_h, c_h2, order: int, *, rounding=0.0):
     r"""Discretization-error bound for ``c_h`` (step ``h``) from ``c_{h/2}``: the leading term of
-    ``c_h - c = K h^p + O(h^{p+1})`` is ``(c_h - c_{h/2}) 2^p/(2^p - 1)`` (Richardson); twice it covers the
-    ``O(h^{p+1})`` remainder while it is at most as large as the leading term (the asymptotic regime,
-    checked separately by the measured order).  ``rounding`` adds a rounding bound."""
-    from oracles.tolerance import Bound
+    ``c_h - c = K h^p + O(h^{p+1})`` is ``(c_h - c_{h/2}) 2^p/(2^p - 1)`` (Richardson); twice it
+    (:data:`oracles.tolerance.RICHARDSON_SAFETY`) bounds the error while the remainder is at most a fraction
+    ``(2^p - 1)/(2^p + 3)`` of the leading term (the asymptotic regime, derived there and checked separately by
+    the measured order).  ``rounding`` adds a rounding bound."""
+    from oracles.tolerance import RICHARDSON_SAFETY, Bound
 
     est = np.abs(np.asarray(c_h) - np.asarray(c_h2)) * (2 ** order) / (2 ** order - 1)
-    return Bound(2 * est + rounding, f"2 x Richardson estimate |c_h - c_(h/2)| 2^p/(2^p-1), p={order}")
+    return Bound(RICHARDSON_SAFETY * est + rounding,
+                 f"{RICHARDSON_SAFETY:g} x Richardson estimate |c_h - c_(h/2)| 2^p/(2^p-1), p={order}")
 
 
 # ---------------------------------------------------------------- the discrete online projection (verify op)

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from oracles.tolerance import Bound, componentwise_bound, unit_roundoff
+from oracles.tolerance import TRANSCENDENTAL_U, Bound, componentwise_bound, unit_roundoff
 
 __all__ = [
     "SOFTPLUS_THRESHOLD",
@@ -63,10 +63,9 @@ __all__ = [
 ]
 
 SOFTPLUS_THRESHOLD = 20.0
-# Error of one libm / NumPy-SIMD transcendental (exp, expm1, log1p) in units of u: we assume
-# at most 4 ulp = 8 u (NumPy's float32 SIMD exp/log are documented within a few ulp; libm
-# within 1 ulp).
-TRANSCENDENTAL_U = 8.0
+# TRANSCENDENTAL_U (imported above, re-exported): the error of one NumPy exp/expm1/log/log1p in units of u,
+# 4 ULP = 8 u, the largest maximum ULP error NumPy's own accuracy tests validate for these ufuncs (derived in
+# oracles.tolerance).
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ Low-precision candidates
 For float16 / bfloat16 candidates the first-order analysis above is too
 pessimistic to be useful and too subtle to be trusted, so the rule is the
 **same-dtype naive baseline**: the candidate's error against the float64
-oracle may be at most ``factor`` (2) times the error of *our literal
+oracle may be at most ``factor`` (:data:`LOWP_BASELINE_FACTOR` = 2) times the error of *our literal
 reference run in the candidate's dtype*, plus a rounding floor of one
 unit roundoff of the dtype times ``|oracle|`` (the error of merely storing
 the exact answer in that dtype) (:func:`baseline_bound`).
@@ -74,6 +74,10 @@ from typing import Any, Optional
 import numpy as np
 
 __all__ = [
+    "TRANSCENDENTAL_ULP",
+    "TRANSCENDENTAL_U",
+    "RICHARDSON_SAFETY",
+    "LOWP_BASELINE_FACTOR",
     "unit_roundoff",
     "gamma",
     "Bound",
@@ -89,6 +93,37 @@ __all__ = [
 ]
 
 _LOWP_EPS = {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}
+
+# ---------------------------------------------------------------------------------------------- policy constants
+# The few numbers the bounds take from outside the rounding-error analysis, each with where it comes from.
+
+#: The largest error, in ULPs of the result, of one NumPy elementwise transcendental (``exp``, ``expm1``,
+#: ``log``, ``log1p``) that the bounds assume.  Source: NumPy's own accuracy contract, the maximum ULP error
+#: its test suite validates for each ufunc and dtype (``numpy/_core/tests/data/umath-validation-set-*.csv``,
+#: read by ``test_umath_accuracy.py``): float64 1 ULP for all four; float32 ``exp``/``expm1`` 3, ``log`` 4,
+#: ``log1p`` 2.  The maximum, 4, covers every dtype (``tests/test_tolerance.py`` re-reads those files when the
+#: installed NumPy ships them).  Our own float32 polynomial exp (:mod:`refimpl._fastmath`) is within it.
+TRANSCENDENTAL_ULP = 4
+
+#: :data:`TRANSCENDENTAL_ULP` as a relative error in units of ``u``: one ULP of a result ``y`` is at most
+#: ``eps |y| = 2u |y|`` (the spacing at ``y`` is ``<= eps |y|`` for normal ``y``), so 4 ULP <= ``8u |y|``.
+TRANSCENDENTAL_U = 2.0 * TRANSCENDENTAL_ULP
+
+#: Multiplier of a Richardson error estimate (:func:`oracles.hippo.richardson_bound`).  Write the error at
+#: step ``h`` as ``e_h = c_h - c = K h^p + R_h``.  The estimate ``E = (c_h - c_{h/2}) 2^p/(2^p - 1)`` is
+#: ``e_h + (R_h - 2^p R_{h/2})/(2^p - 1)``, so if the remainder is at most a fraction ``rho`` of the leading
+#: term at both steps, ``|E - e_h| <= 2 rho |K h^p|/(2^p - 1)`` while ``|e_h| >= (1 - rho) |K h^p|``; then
+#: ``|e_h| <= 2 |E|`` as soon as ``rho <= (2^p - 1)/(2^p + 3)`` (1/5 for p = 1, 3/7 for p = 2).  That is the
+#: asymptotic regime; the callers check it by the measured order of convergence (a necessary condition: the
+#: error ratio of successive halvings within a quarter of an order of ``2^p``).
+RICHARDSON_SAFETY = 2.0
+
+#: The low-precision rule's multiple of our literal reference's error (:func:`baseline_bound`).  A policy, not a
+#: rounding bound: a candidate in float16/bfloat16 may evaluate in another order and with another accumulator
+#: layout than our reference, and its error is as large as ours up to that order's luck; 2 accepts "as accurate
+#: as the naive same-dtype computation" and rejects anything systematically worse (a float16 accumulator where
+#: float32 is expected already costs 2^13).
+LOWP_BASELINE_FACTOR = 2.0
 
 
 def _np_dtype(dtype) -> np.dtype:
@@ -240,7 +275,7 @@ def fft_convolution_bound(kernel, x, n_fft: int, dtype, *, axis: int = -1) -> Bo
     return Bound(coeff * nk * nx + underflow_floor(n, dtype), f"FFT convolution: (15 log2(n) + 2) u sqrt(n) ||k||_2 ||x||_2 with n={n} (Higham Thm 24.2)")
 
 
-def baseline_bound(reference_in_dtype, oracle, dtype, *, factor: float = 2.0, magnitude=None) -> Bound:
+def baseline_bound(reference_in_dtype, oracle, dtype, *, factor: float = LOWP_BASELINE_FACTOR, magnitude=None) -> Bound:
     """The same-dtype naive baseline rule for low-precision candidates.
 
     The baseline error is our literal reference run in ``dtype``, measured against the

@@ -96,3 +96,26 @@ def test_fft_convolution_bound_holds_for_float32():
         exact = np.convolve(k.astype(np.float64), x.astype(np.float64))[:L]
         assert_within(y32, exact, fft_convolution_bound(k, x, n, np.float32))
         assert_within(y, exact, fft_convolution_bound(k, x, n, np.float64))
+
+
+def test_transcendental_allowance_covers_numpys_validated_ulp_errors():
+    # TRANSCENDENTAL_ULP is NumPy's own accuracy contract: the maximum ULP error its test suite validates
+    # for exp/expm1/log/log1p (numpy/_core/tests/data/umath-validation-set-<ufunc>.csv, 4th column)
+    import csv
+    import os
+
+    from oracles.tolerance import TRANSCENDENTAL_U, TRANSCENDENTAL_ULP
+
+    assert TRANSCENDENTAL_U == 2 * TRANSCENDENTAL_ULP  # one ULP of y is at most eps |y| = 2u |y|
+    data = os.path.join(os.path.dirname(np.__file__), "_core", "tests", "data")
+    worst = {}
+    for fn in ("exp", "expm1", "log", "log1p"):
+        path = os.path.join(data, f"umath-validation-set-{fn}.csv")
+        if not os.path.exists(path):
+            pytest.skip("this NumPy installation ships without its accuracy data sets")
+        with open(path) as fh:
+            rows = [r for r in csv.reader(line for line in fh if line.strip() and line[0] not in "#$")][1:]
+        for dtype, _, _, ulp in rows:
+            worst[fn, dtype.strip()] = max(worst.get((fn, dtype.strip()), 0), int(ulp))
+    assert {d for _, d in worst} >= {"np.float32", "np.float64"}
+    assert max(worst.values()) <= TRANSCENDENTAL_ULP, worst
