@@ -14,7 +14,12 @@ S2, S5, S10 = math.sqrt(2), math.sqrt(5), math.sqrt(10)
 
 
 def _b(expected, depth=8):
-    # 2-D products and sums of entries <= 4/sqrt(2) + 4/sqrt(5): a handful of roundings; magnitudes |expected| + 6
+    # Roundings on the longest chain: a key entry 2 (sqrt, division); a stored entry 1 per product and 1 per add
+    # (three pairs, the first add to 0 exact: <= 5 with the key's); a retrieval 1 + 1 (product, 2-term sum): 7
+    # for the candidate.  The float64 expected values (sqrt, division, add) carry 3 more, relative to |expected|.
+    # The computation on absolute values exceeds |expected| by at most 5.0 in these cases (|x| <= 3,
+    # |k_j| <= 2/sqrt5), so with M = |expected| + 6 and depth 8: gamma_8 M >= gamma_7 (|expected| + 5) +
+    # gamma_3 |expected| whenever |expected| <= 6.5 (here <= 3.8).
     return componentwise_bound(np.abs(np.asarray(expected)) + 6.0, depth, np.float64, oracle_dtype=None,
                                what="2-D worked example: sqrt, division, 2-term sums")
 

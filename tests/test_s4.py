@@ -51,6 +51,9 @@ def test_diagonalizing_legs_directly_is_ill_conditioned():
     conds = [s4.eigenvector_condition(hippo.legs(N, sign="s4")[0]) for N in (4, 8, 16)]
     assert conds[0] < conds[1] < conds[2]
     assert conds[2] > 1e8  # exponential growth; the NPLR's V has cond 1
+    # cond(V) <= sqrt((1 + d)/(1 - d)) with d = ||V^*V - I||_2 <= N max|V^*V - I| <= N gamma_{N^2} = 4.5e-13 at
+    # N = 16 (the entrywise bound of test_nplr_reconstruction_and_structure), plus np.linalg.cond's own SVD rounding
+    # (backward stable: O(N u) ~ 4e-15 times LAPACK's modest constant): 1e-12 is that sum rounded up
     assert s4.nplr("legs", 16).cond_V < 1 + 1e-12
 
 

@@ -38,7 +38,11 @@ def test_worked_example_halving_state(view):
     out, h = run(view, u, delta, A, B, C, return_final_state=True)
     t = np.arange(L)
     expect = math.log(2.0) * (2.0 - 0.5 ** t)
-    # a handful of roundings per step on O(1) values: a componentwise bound with depth 4 (L + 2)
+    # A_bar = exp(-fl(ln 2)) is 1/2 up to d_a = ln2 u + 2u (the input's rounding of ln 2 times exp's condition
+    # ln 2, NumPy's 1-ULP float64 exp); h_t = sum_m A_bar^m B_bar, h <= 2 ln2.  Errors at any t: from d_a,
+    # sum_m m 2^-m d_a ln2 = 2 d_a ln2 (3.7u); the multiply and add per step, damped by 1/2:
+    # sum_m 2^-m 2u (2 ln2) = 8u ln2 (5.5u); the float64 closed form, 2u (2 ln2) (2.8u): ~12u in all, inside
+    # the componentwise gamma_{4(L+2)} 2 ln2 ~ 44u used here (an undamped count: valid, looser)
     bound = componentwise_bound(math.log(2.0) * 2.0 * np.ones(L), 4 * (L + 2), np.float64, what="closed form")
     assert_within(out[0, :, 0], expect, bound)
     assert_within(h[0, 0], expect[-1:], Bound(np.asarray(bound.values)[-1:], bound.source))
