@@ -177,7 +177,9 @@ def test_low_precision_uses_the_same_dtype_baseline(dtype):
     assert any("no complex form" in (c.skipped or "") for c in rep.cases)
     for c in ran:
         for o in c.outputs:
-            assert o.baseline_multiple is not None and o.baseline_multiple <= 1.0 + 1e-12
+            # the candidate is our reference's float32 computation rounded to the same dtype: bit-identical to
+            # the baseline, so the ratio of the two (identically computed) errors is exactly 1 (0 when both are 0)
+            assert o.baseline_multiple is not None and o.baseline_multiple <= 1.0
             assert "baseline" in o.comparison.bound_source
     sloppy = verify("ssm.discretize", lowp_discretize_sloppy, adapter="refimpl", conventions={"diagonal": True},
                     dtype="bfloat16", kinds=("golden",))
@@ -356,3 +358,49 @@ def test_our_fast_kernels_conform_through_the_harness(op, target, conv):
     rep = verify(op, resolve_candidate(target), adapter="refimpl", conventions=conv, dtype=["float64", "float32"],
                  candidate_name=target, **FEW)
     assert rep.passed, rep.to_text()
+
+
+# -- low precision: the baseline is checked first, and a normwise fallback is said ------------------------------
+
+def test_low_precision_baseline_must_pass_its_own_float32_bound():
+    import dataclasses
+
+    spec = get_op("ssm.discretize")
+
+    def off_reference(inp, conv):  # our reference, off by 1e-3 relative: beyond its own float32 bound
+        return {k: np.asarray(v) * (1 + 1e-3) for k, v in spec.reference(inp, conv).items()}
+
+    bad = dataclasses.replace(spec, reference=off_reference)
+    rep = verify(bad, lowp_discretize, adapter="refimpl", conventions={"diagonal": True}, dtype="float16",
+                 kinds=("golden",))
+    real = [c for c in rep.cases if not (c.skipped or "").startswith("input")]
+    assert real and all("exceeds its own float32 bound" in (c.skipped or "") for c in real), rep.to_text()
+    # the same cases with the true reference run (none is skipped for that reason)
+    ok = verify("ssm.discretize", lowp_discretize, adapter="refimpl", conventions={"diagonal": True},
+                dtype="float16", kinds=("golden",))
+    assert ok.passed and not any("its own float32 bound" in (c.skipped or "") for c in ok.cases), ok.to_text()
+
+
+def test_low_precision_normwise_fallback_is_reported():
+    import dataclasses
+
+    from oracles.tolerance import Bound
+
+    spec = get_op("ssm.discretize")
+
+    def scalar_bounds(inp, out, conv, dtype):  # the op's bound as one number per output: no magnitude
+        return {k: Bound(float(np.max(np.asarray(b.values))), "max of the op's bound")
+                for k, b in spec.bounds(inp, out, conv, dtype).items()}
+
+    rep = verify(dataclasses.replace(spec, bounds=scalar_bounds), lowp_discretize, adapter="refimpl",
+                 conventions={"diagonal": True}, dtype="float16", kinds=("golden",))
+    ran = [c for c in rep.cases if not c.skipped]
+    assert ran
+    for c in ran:
+        for o in c.outputs:
+            assert "fell back to the normwise baseline" in o.comparison.message, o.line()
+            assert "fell back to the normwise baseline" in c.text()
+    # with the op's componentwise bound no fallback is reported
+    rep = verify("ssm.discretize", lowp_discretize, adapter="refimpl", conventions={"diagonal": True},
+                 dtype="float16", kinds=("golden",))
+    assert not any("fell back" in (o.comparison.message or "") for c in rep.cases for o in c.outputs)
