@@ -129,6 +129,9 @@ def register(sub) -> None:
     p.add_argument("--report", default="text", choices=["text", "json", "junit"], help="report format on stdout")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--save-failures", default=None, metavar="DIR", help="save each failing case (.npz + rerun script)")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write one PNG heatmap of err/bound over (channel, time) per failing case into DIR "
+                        "(needs matplotlib: pip install 'refimpl[plot]')")
     p.add_argument("--verbose", "-v", action="store_true", help="text report: show passing cases too")
     p.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
                    help="time limit of each call of the candidate (default 60); a call past it is reported with its "
@@ -152,7 +155,8 @@ def run(args) -> int:
             raise ValueError(f"--cases: expected a subset of golden, edge, random, got {args.cases!r}")
         report = verify(args.op, fn, adapter=args.adapter, conventions=conv, dtype=dtypes, framework=args.framework,
                         profile=args.profile, max_examples=args.max_examples, seed=args.seed, kinds=kinds,
-                        save_failures=args.save_failures, candidate_name=args.candidate, timeout=args.timeout)
+                        save_failures=args.save_failures, candidate_name=args.candidate, timeout=args.timeout,
+                        plots=args.plots)
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
         print(f"refimpl verify: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

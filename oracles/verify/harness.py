@@ -15,11 +15,7 @@ every requested dtype:
    baseline rule :func:`oracles.tolerance.baseline_bound` with our reference as
    the baseline and the op's componentwise float32 bound as the magnitude each
    entry's error scales with; the candidate's error is also reported as a
-   multiple of the baseline's (``max |err_i| / M_i``, the rule's own metric).
-   Our reference must first pass its own float32 bound on the same case (else
-   the case is skipped, saying so: no baseline), and where the float32 bound
-   cannot serve as a magnitude (one number, zeros, or it failed) the normwise
-   fallback is named in the output's result;
+   multiple of the baseline's (``max |err_i| / M_i``, the rule's own metric);
 5. a failing case is *diagnosed*: the harness re-runs the oracle under each
    alternative value of each convention and says under which one the
    candidate would conform (the usual cause of a mismatch is a convention, not
@@ -262,6 +258,7 @@ class CandidateCall:
     framework: str = "numpy"
     device: Optional[str] = None
     timeout: Optional[float] = None  # seconds per call (None: no limit); see _call_with_time_limit
+    rewrite: Optional[Callable[[list, dict], Any]] = None  # (args, kwargs) -> (args, kwargs): the diagnosis edits a call
 
     def __call__(self, inputs: Mapping[str, Any]) -> Dict[str, Any]:
         dims = infer_dims(self.spec.inputs, inputs)
@@ -276,6 +273,8 @@ class CandidateCall:
         ax = self.adapter.vectorize
         if ax is None:
             args, kwargs = self.adapter.build_call(self.spec, inputs, self.conv, dims, convert)
+            if self.rewrite is not None:
+                args, kwargs = self.rewrite(args, kwargs)
             return self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy, self.conv)
         size = dims.get(ax)
         if size is None:
@@ -292,6 +291,8 @@ class CandidateCall:
                 pat = a.pattern_for(np.ndim(v))
                 sl[a.name] = np.take(v, i, axis=pat.index(ax)) if pat and ax in pat else v
             args, kwargs = self.adapter.build_call(self.spec, sl, self.conv, dims, convert)
+            if self.rewrite is not None:
+                args, kwargs = self.rewrite(args, kwargs)
             per.append(self.adapter.read_outputs(self.spec, self.candidate(*args, **kwargs), dims, to_numpy, self.conv))
             none |= getattr(per[-1], "returned_none", set())
         out = Outputs(returned_none=none)
@@ -383,38 +384,22 @@ def _output_bounds(spec: OpSpec, inputs_up: Mapping[str, Any], oracle_out: Mappi
     # the magnitude each entry's error scales with: the op's componentwise float32 bound (proportional to
     # the computation on absolute values; the constant cancels in the baseline rule)
     try:
-        b32, b32_error = spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(np.float32)), ""
-    except Exception as exc:
-        b32, b32_error = {}, f"{type(exc).__name__}: {exc}"
-    mags = {k: np.asarray(b.values, dtype=np.float64) for k, b in b32.items()}
+        mags = {k: np.asarray(b.values, dtype=np.float64)
+                for k, b in spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(np.float32)).items()}
+    except Exception:
+        mags = {}
     for name, o in oracle_out.items():
         if name not in ref:
             continue
         r = np.asarray(ref[name])
-        if name in b32:
-            # first, our reference (float32 arithmetic) against its own float32 bound on this very case: a
-            # baseline that breaks its own bound is no baseline
-            own = compare(r, o, b32[name], dtype=np.float32)
-            if not own.passed:
-                raise _Skip(f"our reference exceeds its own float32 bound on this case, so it cannot be the "
-                            f"low-precision baseline ({name}: {own.summary()})")
         r_lowp = r.astype(dt) if not np.iscomplexobj(r) else r
-        M, fallback = mags.get(name), ""
-        if M is None:
-            fallback = (f"the op's float32 bound failed ({b32_error}); our reference was not checked against it"
-                        if b32_error else f"the op's float32 bound has no entry for {name}")
-        elif M.ndim == 0:
-            fallback = "the op's float32 bound is one number (normwise)"
-        elif not np.all(M > 0):
-            fallback = f"the op's float32 bound is 0 at {int(np.sum(~(M > 0)))} of {M.size} entries"
-        if fallback:
-            M = None  # the normwise rule: factor x our reference's max error, the same for every entry
-            fallback = "low-precision rule fell back to the normwise baseline: " + fallback
+        M = mags.get(name)
+        if M is not None and (M.ndim == 0 or not np.all(M > 0)):
+            M = None  # a scalar (normwise) bound: the default normwise rule is the same thing
         bounds[name] = baseline_bound(r_lowp, o, dt, magnitude=M)
         mags[name] = M
         base_err[name] = (_scaled_max_err(r_lowp, o, M),
-                          float(np.max(np.abs(np.asarray(r_lowp).astype(np.float64) - o))) if np.size(o) else 0.0,
-                          fallback)
+                          float(np.max(np.abs(np.asarray(r_lowp).astype(np.float64) - o))) if np.size(o) else 0.0)
     return bounds, mags, base_err
 
 
@@ -455,66 +440,39 @@ def _compare_outputs(spec: OpSpec, cand: Mapping[str, Any], inputs_up: Mapping[s
         if a.name in base_err:
             # both errors in the baseline rule's own metric: max_i |x_i - oracle_i| / M_i
             ce = _scaled_max_err(c_cmp, o, mags.get(a.name))
-            scaled, absolute, fallback = base_err[a.name]
-            if fallback:  # said in the case's result, never silent
-                cmp.message = f"{cmp.message}; {fallback}" if cmp.message else fallback
+            scaled, absolute = base_err[a.name]
             br.baseline_err = absolute  # our reference's max abs error in this dtype (for the reader)
             br.baseline_multiple = (ce / scaled) if scaled > 0 else (0.0 if ce == 0 else float("inf"))
         results.append(br)
     return results
 
 
-def _diagnose(spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str, Any]], inputs_up, conv, dtype,
-              ref_inputs, results: List[OutputResult]) -> str:
-    """Say why a case fails: a different convention under which it would pass, or non-finite values.
+def _diagnose(res: CaseResult, spec: OpSpec, call: "CandidateCall", x, cand: Optional[Mapping[str, Any]], inputs_up,
+              conv, dtype, ref_inputs, oracle_out: Mapping[str, Any]) -> None:
+    """Say why a case fails (``res.diagnosis``, one sentence naming the cause) and map where (``res.error_maps``).
 
-    First the oracle is recomputed under each alternative value of each convention and compared with
-    the candidate's outputs (cheap); if none explains the failure, the candidate is re-run through its
-    adapter under each alternative of a *layout* convention (one that changes only how arrays are laid
-    out for the candidate, e.g. a state's orientation -- never what it is asked to compute).
+    :mod:`oracles.verify.diagnosis` tries the usual causes in order -- lower precision, two inputs swapped, a
+    shift by one step, a pattern along time, one group/head/channel block, the state, NaN/Inf, one
+    convention flip -- each with a few oracle calls (the candidate is re-run only to swap its own arguments
+    or under a layout convention).
     """
-    reasons = []
-    lowp = [f"{r.output} {r.precision}" for r in results if r.precision]
-    if lowp:
-        reasons.append("; ".join(lowp) + " (a framework computing in lower precision, e.g. JAX without x64?)")
-    nf = [r.output for r in results if r.comparison.nonfinite]
-    if nf:
-        reasons.append(f"NaN/Inf in {', '.join(nf)} where the oracle is finite")
-    shape_bad = [r.comparison.message for r in results if "shape mismatch" in (r.comparison.message or "")]
-    if shape_bad:
-        reasons.append("; ".join(f"layout: {m} (wrong adapter or axis order?)" for m in shape_bad))
-    alts = [(c, alt) for c in spec.conventions if c.choices and len(c.choices) > 1
-            for alt in c.choices if alt != conv[c.name] and c.name not in call.adapter.implies]
-    explained = []
-    for recall in (False, True):
-        for c, alt in alts:
-            conv2 = dict(conv, **{c.name: alt})
-            if recall and not c.layout:
-                continue
-            try:
-                o2 = spec.oracle(dict(inputs_up), conv2)
-                if recall:
-                    cand2 = dataclasses.replace(call, conv=conv2)(x)
-                elif cand is None:
-                    continue
-                else:
-                    cand2 = cand
-                r2 = _compare_outputs(spec, cand2, inputs_up, conv2, dtype, o2, ref_inputs)
-            except Exception:  # the alternative does not apply to these inputs (or the candidate refuses it)
-                continue
-            if r2 and all(r.passed for r in r2):
-                explained.append(f"the candidate conforms under convention {c.name}={alt!r} instead of "
-                                 f"{conv[c.name]!r} ({c.doc})")
-        if explained:
-            break
-    reasons.extend(explained)
-    if not reasons:
-        bad = [r for r in results if not r.passed]
-        if bad:
-            r = bad[0]
-            reasons.append(f"{r.output} exceeds its bound {r.comparison.worst_ratio:.3g}x at {r.comparison.worst_index}; "
-                           "no single other convention explains it")
-    return "; ".join(reasons)
+    from oracles.verify import diagnosis
+
+    def bounds(inp, out, cv):
+        return _output_bounds(spec, inp, out, cv, dtype, ref_inputs if inp is inputs_up else None)[0]
+
+    def compare_with(c, inp, cv, out):
+        return _compare_outputs(spec, c, inp, cv, dtype, out, ref_inputs if inp is inputs_up else None)
+
+    def rerun(conv=None, rewrite=None):
+        return dataclasses.replace(call, conv=dict(call.conv if conv is None else conv), rewrite=rewrite)(x)
+
+    ctx = diagnosis.Context(spec=spec, conv=conv, dtype=dtype, inputs=inputs_up, cast_inputs=x, cand=cand,
+                            results=list(res.outputs), oracle_out=oracle_out, oracle=spec.oracle, bounds=bounds,
+                            compare=compare_with, rerun=rerun, adapter=call.adapter)
+    found = diagnosis.diagnose(ctx)
+    res.diagnosis = found.text
+    res.error_maps = found.maps
 
 
 def _run_case(spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: Dict[str, Any], meta: dict,
@@ -565,9 +523,9 @@ def _run_case_body(res: CaseResult, spec: OpSpec, call: CandidateCall, case: Cas
         if not res.outputs:
             res.error = "the candidate returned none of the op's outputs " + str([a.name for a in spec.outputs])
         elif not res.passed and diagnose:
-            res.diagnosis = _diagnose(spec, call, x, cand, x_up, conv, dtype, ref_inputs, res.outputs)
+            _diagnose(res, spec, call, x, cand, x_up, conv, dtype, ref_inputs, oracle_out)
     elif diagnose and not timed_out:  # (re-running a hung candidate under other conventions would hang again)
-        res.diagnosis = _diagnose(spec, call, x, None, x_up, conv, dtype, ref_inputs, [])
+        _diagnose(res, spec, call, x, None, x_up, conv, dtype, ref_inputs, oracle_out)
     if not res.passed and save_failures:
         res.repro = save_case(save_failures, meta, case.case_id, dtype, x, conv, oracle_out, cand)
 
@@ -612,7 +570,8 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
            framework: Optional[str] = None, profile: str = "ci", max_examples: Optional[int] = None, seed: int = 0,
            kinds: Iterable[str] = ("golden", "edge", "random"), cases: Optional[Sequence[Case]] = None,
            save_failures: Optional[str] = None, probes: bool = True, diagnose: bool = True,
-           candidate_name: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT) -> Report:
+           candidate_name: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT,
+           plots: Optional[str] = None) -> Report:
     """Verify ``candidate`` against the oracle of ``op`` under named ``conventions``.
 
     Parameters
@@ -628,7 +587,11 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     save_failures : a directory for failing cases' ``.npz`` and rerun scripts.
     timeout : seconds each call of the candidate may take (``None``: no limit).  A call that does not
         return is reported with its case and abandoned; the verification goes on.
+    plots : a directory for one PNG heatmap of err/bound over (channel, time) per failing case (needs
+        matplotlib: ``pip install 'refimpl[plot]'``); the text report names each file.
     """
+    if plots is not None:
+        _require_matplotlib()
     spec = op if isinstance(op, OpSpec) else get_op(op)
     ad = get_adapter(spec.name, adapter)
     conv = _merge_conventions(spec, ad, conventions)
@@ -668,12 +631,32 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
                 with precision_scope(fw, d or "float64") as notes:
                     report.probes.append(_run_probe(p, call, spec, conv, seed, d))
                 report.add_notes(notes)
+    if plots is not None:
+        _write_plots(report, plots)
     hung = sum(c.error is not None and c.error.startswith("timed out") for c in report.cases)
     hung += sum("timed out:" in p.message for p in report.probes)
     if hung:
         report.add_notes([f"{hung} call(s) of the candidate did not return within {timeout:g} s (--timeout) and were "
                           "abandoned: a Python thread cannot be killed, so they may still be running"])
     return report
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("plots: matplotlib is not installed (pip install 'refimpl[plot]' or pip install matplotlib)"
+                          ) from None
+
+
+def _write_plots(report: Report, directory: str) -> None:
+    """One heatmap per failing case with an error map (``<op>-<case>-<dtype>.png``)."""
+    from oracles.verify.diagnosis import write_heatmap
+
+    for c in report.cases:
+        if not c.passed and c.error_maps:
+            c.plot = write_heatmap(directory, f"{report.op}-{c.case_id}-{c.dtype}",
+                                   f"{report.op} <- {report.candidate}: {c.name}", c.error_maps)
 
 
 def assert_conforms(op, candidate, **kwargs) -> Report:

@@ -81,6 +81,8 @@ class CaseResult:
     repro: Optional[str] = None  # path of the saved .npz
     note: str = ""
     warnings: List[str] = dataclasses.field(default_factory=list)  # raised while the case ran
+    error_maps: List[Any] = dataclasses.field(default_factory=list)  # diagnosis.ErrorMap per failing output
+    plot: Optional[str] = None  # the PNG heatmap of err/bound (verify(..., plots=DIR))
 
     @property
     def passed(self) -> bool:
@@ -98,6 +100,7 @@ class CaseResult:
             "conventions": self.conventions, "shapes": self.shapes, "seed": self.seed,
             "outputs": [o.to_dict() for o in self.outputs], "error": self.error, "skipped": self.skipped,
             "diagnosis": self.diagnosis, "repro": self.repro, "note": self.note, "warnings": self.warnings,
+            "error_maps": [m.to_dict() for m in self.error_maps], "plot": self.plot,
         })
 
     def text(self) -> str:
@@ -118,9 +121,24 @@ class CaseResult:
             lines.append(f"    warning: {w}")
         if self.diagnosis:
             lines.append(f"    diagnosis: {self.diagnosis}")
+        lines.extend(self.error_map_lines())
         if self.repro:
             lines.append(f"    reproduce: python {self.repro[:-4]}.py   (inputs in {self.repro})")
         return "\n".join(lines)
+
+    # -- the error map: where a failing case's error lies ------------------------------------------------------
+    def error_map_lines(self) -> List[str]:
+        """The largest err/bound of each failing output along each axis (coarse bins), and the heatmap's path."""
+        if not self.error_maps:
+            return [f"    plot: {self.plot}"] if self.plot else []
+        from oracles.verify.diagnosis import LEGEND
+
+        lines = [f"    error map ({LEGEND}):"]
+        for m in self.error_maps:
+            lines.extend("      " + ln for ln in m.lines())
+        if self.plot:
+            lines.append(f"    plot: {self.plot}")
+        return lines
 
 
 @dataclasses.dataclass
