@@ -77,7 +77,8 @@ LOWP = ("float16", "bfloat16")
 # argument paths: every argument an adapter passes, exercised by default
 # ----------------------------------------------------------------------------------------------------------
 
-OUTPUT_FLAGS = ("return_final_state", "output_final_state")  # flags that only select what is returned
+OUTPUT_FLAGS = ("return_final_state", "output_final_state",  # flags that only select what is returned
+                "return_last_state", "return_final_states")  # (Mamba's selective_scan_fn, Mamba-2's chunk scan)
 
 
 def _scalars(v):
