@@ -46,7 +46,8 @@ from oracles.ssm import apply_dense, fft_bound_lti, lti_bound, random_stable_sys
 from oracles.tolerance import Bound, componentwise_bound, conditioned_bound, gamma, underflow_floor
 from oracles.verify.adapters import Adapter, Const, Conv, Group, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, feature_convention, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP_DISCRETIZE = "ssm.discretize"
 OP_LTI = "ssm.lti"
@@ -110,6 +111,10 @@ def _van_loan_block(A, B, diagonal):
     return M
 
 
+_ZOH_MEMO: Dict[Any, np.ndarray] = {}  # (block bytes, dt, dps) -> exp(dt M): the same system under several
+#                                          conventions (the diagnosis, the bounds) is exponentiated once
+
+
 def zoh_mpmath(A, B, dt, *, diagonal=False, dps: int = 50):
     r"""ZOH of one system (``A`` (n n) or (n,), ``B`` (n m)) by the Van Loan block exponential in mpmath.
 
@@ -123,10 +128,16 @@ def zoh_mpmath(A, B, dt, *, diagonal=False, dps: int = 50):
 
     M = _van_loan_block(A, B, diagonal)
     n, m = np.shape(B)
-    with mpmath.workdps(dps):
-        E = mpmath.expm(mpmath.mpf(float(dt)) * mpmath.matrix(M.tolist()))
-        E = np.array([[complex(E[i, j]) for j in range(n + m)] for i in range(n + m)], dtype=np.complex128)
-    E = _real_if(E, A, B)
+    key = (M.tobytes(), M.shape, M.dtype.str, float(dt), int(dps))
+    E = _ZOH_MEMO.get(key)
+    if E is None:
+        with mpmath.workdps(dps):
+            E = mpmath.expm(mpmath.mpf(float(dt)) * mpmath.matrix(M.tolist()))
+            E = np.array([[complex(E[i, j]) for j in range(n + m)] for i in range(n + m)], dtype=np.complex128)
+        if len(_ZOH_MEMO) > 4096:
+            _ZOH_MEMO.clear()
+        _ZOH_MEMO[key] = E
+    E = _real_if(E.copy(), A, B)
     return E[:n, :n], E[:n, n:]
 
 
@@ -145,6 +156,21 @@ def expm_rounding_depth(X) -> int:
     norm1 = float(np.max(np.sum(np.abs(X), axis=0))) if X.size else 0.0
     s = max(0, math.ceil(math.log2(norm1 / 0.5))) if norm1 > 0.5 else 0
     return (N + 1) * (19 + 2 * s)
+
+
+_COND_MEMO: Dict[Any, float] = {}
+
+
+def _expm_cond(X) -> float:
+    """``max(1, expm_cond(X))`` (a complex ``X`` by its real embedding), memoized on ``X``: the Kronecker-form
+    condition number costs ``N^2`` Frechet derivatives, and the diagnosis asks for the same block many times."""
+    key = (X.tobytes(), X.shape, X.dtype.str)
+    if key not in _COND_MEMO:
+        R = np.block([[X.real, -X.imag], [X.imag, X.real]]) if np.iscomplexobj(X) else X
+        if len(_COND_MEMO) > 4096:
+            _COND_MEMO.clear()
+        _COND_MEMO[key] = max(float(scipy.linalg.expm_cond(R)), 1.0)
+    return _COND_MEMO[key]
 
 
 def zoh_mpmath_bounds(A, B, dt, dtype, *, diagonal=False, exact=None) -> Tuple[Bound, Bound]:
@@ -168,11 +194,7 @@ def zoh_mpmath_bounds(A, B, dt, dtype, *, diagonal=False, exact=None) -> Tuple[B
         exact = zoh_mpmath(A, B, dt, diagonal=diagonal)
     E = np.concatenate([np.asarray(exact[0]), np.asarray(exact[1])], axis=1)  # [A_bar, B_bar], A_bar dense
     cplx = not np.isrealobj(Mdt)
-    if cplx:
-        kappa = scipy.linalg.expm_cond(np.block([[Mdt.real, -Mdt.imag], [Mdt.imag, Mdt.real]]))
-    else:
-        kappa = scipy.linalg.expm_cond(Mdt)
-    kappa = max(float(kappa), 1.0)
+    kappa = _expm_cond(Mdt)
     # ||exp(dt M)||_F: the top block rows [A_bar, B_bar] and the identity block [0, I_m]
     scale = math.sqrt(float(np.sum(np.abs(E) ** 2)) + m)
     depth = expm_rounding_depth(Mdt)
@@ -531,7 +553,7 @@ def lti_sample(rng, conv, L=None, *, complex_=None, h0=None, tv=None, n=None):
 def lti_strategy(conv):
     from hypothesis import strategies as st
 
-    seeds = st.integers(0, 2**32 - 1).map(lambda s: lti_sample(np.random.default_rng(s), conv))
+    seeds = seeded_strategy(lti_sample, conv)
     try:
         from oracles.strategies.ssm import lti_cases
     except ImportError:
@@ -606,12 +628,7 @@ register_op(OpSpec(
                    "half-step-shifted state for the gbt family (C_d = C (I - alpha dt A)^-1, D_d = D + alpha C B_bar)",
                    ("s4", "shifted")),
     ),
-    oracle=discretize_oracle,
-    bounds=discretize_bounds,
-    cases=discretize_cases,
-    sample=discretize_sample,
-    strategy=discretize_strategy,
-    reference=discretize_reference,
+    **op_functions(globals(), "discretize_"),
     complex_inputs=("A", "B", "C"),
     module=__name__,
     notes="oracles: Van Loan block exponential (zoh, mamba) and the closed form in mpmath (gbt family)",
@@ -632,20 +649,16 @@ register_op(OpSpec(
                             "(2 Re(C h) + D x: one eigenvalue per conjugate pair)", REAL_OUTPUTS),
                  Convention("complex_A", True, "the candidate takes complex systems (A_bar, B_bar, C, h0): cases are "
                             "real and complex; False: every case is real", (True, False)),
-                 Convention("use_h0", True, "the candidate takes an initial state h0: cases pass one (and some "
-                            "none); False: no case passes one (a convolution view has none)", (True, False)),
+                 feature_convention("use_h0", "the candidate takes an initial state h0: cases pass one (and some "
+                            "none); False: no case passes one (a convolution view has none)"),
                  Convention("time_varying", False, "the candidate takes one system per step (A_bar (l h n n), "
                             "B_bar (l h n m), e.g. from a per-step dt): half of the random cases and three edge "
                             "cases are time-varying, with non-commuting transitions (dense only)", (False, True)),
                  Convention("algorithm", "direct", "the candidate's evaluation (sets the bound only): 'direct' "
                             "(recurrence, scan, direct convolution, chunked) or 'fft' (an FFT convolution: adds the "
                             "normwise FFT rounding bound)", ("direct", "fft"))),
-    oracle=lti_oracle,
-    bounds=lti_bounds,
+    **op_functions(globals(), "lti_"),
     cases=lti_cases_fn,
-    sample=lti_sample,
-    strategy=lti_strategy,
-    reference=lti_reference,
     probes=(causality_probe({"x": "l"}, {"y": "l"}),),
     complex_inputs=("A_bar", "B_bar", "C", "h0"),
     domain=op_domain(length=("l", "L"), state_dim=("n", "n")),
