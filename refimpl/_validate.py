@@ -14,6 +14,8 @@ Policy (see README, "Bad input"):
 * No silent downcast: the working dtype is ``np.result_type`` of the
   floating inputs (float32 stays float32 only when every input is float32).
 * No silent broadcast: shapes must match exactly what the docstring says.
+* Layout never changes an answer: a non-contiguous array is copied to C order,
+  so a strided view gives the contiguous array's result bit for bit.
 """
 from __future__ import annotations
 
@@ -107,6 +109,9 @@ def as_float_array(
             raise ValueError(f"{name}: expected {exp} dimensions, got shape {arr.shape} ({arr.ndim} dimensions)")
     if finite:
         check_finite(arr, name)
+    if not arr.flags.c_contiguous:
+        # the same summation order as for a contiguous array (einsum/BLAS choose paths by layout)
+        arr = np.ascontiguousarray(arr)
     return arr
 
 
@@ -124,14 +129,18 @@ def check_finite(arr: np.ndarray, name: str) -> None:
             )
 
 
-def check_shape(arr: np.ndarray, name: str, expected: Sequence[Optional[int]], what: str = "") -> None:
-    """Raise ``ValueError`` unless ``arr.shape`` matches ``expected`` (``None`` = any)."""
+def check_shape(arr: np.ndarray, name: str, expected: Sequence[Optional[int]], what: str = "", src: str = "") -> None:
+    """Raise ``ValueError`` unless ``arr.shape`` matches ``expected`` (``None`` = any).
+
+    ``what`` describes the expected shape (``"(b, d, n)"``); ``src`` says which arguments set its sizes
+    (``"b, d from x, n from A_bar"``), so that a mismatch caused by either argument names both."""
     shape = np.shape(arr)
     ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
     if not ok:
         exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
         extra = f" {what}" if what else ""
-        raise ValueError(f"{name}: expected shape {exp}{extra}, got {shape}")
+        tail = f" ({src})" if src else ""
+        raise ValueError(f"{name}: expected shape {exp}{extra}, got {shape}{tail}")
 
 
 def check_positive(arr, name: str, *, strict: bool = True) -> None:
