@@ -53,7 +53,8 @@ def _inputs(x, alpha, initial_state, return_final_state):
     check_shape(x, "x", (None, None, d), f"(b l d) with d = {d} features from alpha")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=3, allow_complex=False)
-        check_shape(initial_state, "initial_state", (x.shape[0], d, n), "(b d n)")
+        check_shape(initial_state, "initial_state", (x.shape[0], d, n), "(b d n)",
+                    src="b from x, (d, n) from alpha")
     return x, initial_state
 
 

@@ -355,6 +355,8 @@ def basis(measure: str, N: int, x, t: float, *, theta: float = 1.0) -> np.ndarra
 def reconstruct(c, measure: str, x, t: float, *, theta: float = 1.0) -> np.ndarray:
     r"""``f(x) ~ sum_n c_n g_n(x; t)`` from coefficients ``c`` (shape ``(n,)``) at points ``x`` (``(m,)``)."""
     c = as_float_array(c, "c", ndim=1, allow_complex=False)
+    if c.shape[0] == 0:
+        raise ValueError("c: expected at least one coefficient (n >= 1), got shape (0,)")
     G = basis(measure, c.shape[0], x, t, theta=theta)
     # f(x) ~ sum_n c_n g_n(x; t)
     return G @ c

@@ -56,11 +56,18 @@ def gamma_from_lambda(lam) -> np.ndarray:
         return np.sqrt(-np.expm1(2.0 * np.log(r)))
 
 
+def _real_scalar(value, name: str) -> float:
+    """A finite real number (a Python or NumPy scalar), or raise naming ``name``."""
+    return float(as_float_array(value, name, ndim=0, allow_complex=False))
+
+
 def ring_init(N: int, d: int, *, r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * np.pi,
               rng: Optional[np.random.Generator] = None):
     """``(nu_log (n), theta_log (n), gamma_log (n), B (n d), C (d n), D (d))``, ``n = N``, by the ring initialization."""
     N = check_int(N, "N", minimum=1)
     d = check_int(d, "d", minimum=1)
+    r_min, r_max, max_phase = (_real_scalar(v, name) for v, name in
+                               ((r_min, "r_min"), (r_max, "r_max"), (max_phase, "max_phase")))
     if not (0.0 <= r_min < r_max <= 1.0):
         raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
     if not max_phase > 0:
@@ -92,12 +99,12 @@ def _lru_args(nu_log, theta_log, gamma_log, B, C, D, u, initial_state, return_fi
     B = as_float_array(B, "B", ndim=2)
     check_shape(B, "B", (n, d), f"(n d) with n = {n} from nu_log and d = {d} from u")
     C = as_float_array(C, "C", ndim=2)
-    check_shape(C, "C", (d, n), "(d n)")
+    check_shape(C, "C", (d, n), "(d n)", src="d from u, n from nu_log")
     D = as_float_array(D, "D", ndim=1, allow_complex=False)
-    check_shape(D, "D", (d,), "(d)")
+    check_shape(D, "D", (d,), "(d)", src="d from u")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=2)
-        check_shape(initial_state, "initial_state", (bsz, n), "(b n)")
+        check_shape(initial_state, "initial_state", (bsz, n), "(b n)", src="b from u, n from nu_log")
     cdt = np.result_type(result_dtype(nu_log, theta_log, gamma_log, B, C, D, u, initial_state), np.complex64)
     x0 = None if initial_state is None else initial_state.astype(cdt)
     return lam.astype(cdt), np.exp(gamma_log).astype(cdt), B.astype(cdt), C.astype(cdt), D, u, x0

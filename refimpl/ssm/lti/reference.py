@@ -87,13 +87,13 @@ def validate_system(A_bar, B_bar, C, D, x, initial_state=None, *, diagonal: bool
         check_shape(B_bar, "B_bar", (l, d, n, m), "(l, d, n, m) from A_bar and x")
     C = as_float_array(C, "C", ndim=3)
     p = C.shape[1]
-    check_shape(C, "C", (d, None, n), "(d, p, n)")
+    check_shape(C, "C", (d, None, n), "(d, p, n)", src="d from x, n from A_bar")
     if D is not None:
         D = as_float_array(D, "D", ndim=3)
-        check_shape(D, "D", (d, p, m), "(d, p, m)")
+        check_shape(D, "D", (d, p, m), "(d, p, m)", src="d, m from x, p from C")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=3)
-        check_shape(initial_state, "initial_state", (b, d, n), "(b, d, n)")
+        check_shape(initial_state, "initial_state", (b, d, n), "(b, d, n)", src="b, d from x, n from A_bar")
     dtype = result_dtype(A_bar, B_bar, C, D, x, initial_state)
     cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
     dims = dict(b=b, l=l, d=d, n=n, m=m, p=p, tv=tv)
@@ -103,8 +103,10 @@ def validate_system(A_bar, B_bar, C, D, x, initial_state=None, *, diagonal: bool
 def validate_kernel_args(A_bar, B_bar, C, L, diagonal: bool):
     """Validate the arguments of a convolution-kernel computation; returns ``(A_bar, B_bar, C, L, dims)``."""
     L = check_int(L, "L", minimum=0)
-    m = np.shape(B_bar)[-1] if np.ndim(B_bar) >= 1 else 0
-    d = np.shape(A_bar)[0] if np.ndim(A_bar) >= 1 else 0
+    A_bar = as_float_array(A_bar, "A_bar")
+    B_bar = as_float_array(B_bar, "B_bar")
+    m = B_bar.shape[-1] if B_bar.ndim >= 1 else 0
+    d = A_bar.shape[0] if A_bar.ndim >= 1 else 0
     no_input = np.zeros((1, 0, d, m), dtype=np.float32)  # promotes to the system's dtype, never changes it
     A_bar, B_bar, C, _, _, _, dims = validate_system(A_bar, B_bar, C, None, no_input, diagonal=diagonal,
                                                      time_varying_ok=False, view="kernel")
@@ -112,7 +114,8 @@ def validate_kernel_args(A_bar, B_bar, C, L, diagonal: bool):
 
 
 def validate_conv(K, x, D):
-    """Validate a causal convolution's ``K (>=l d p m)``, ``x (b l d m)``, ``D (d p m)``; returns them and the dtype."""
+    """Validate a causal convolution's ``K (>=l d p m)``, ``x (b l d m)``, ``D (d p m)``; returns them cast to the
+    working dtype, and the dtype."""
     x = as_float_array(x, "x", ndim=4)
     K = as_float_array(K, "K", ndim=4)
     b, l, d, m = x.shape
@@ -120,8 +123,10 @@ def validate_conv(K, x, D):
         raise ValueError(f"K: expected shape (>= {l}, {d}, p, {m}) (l, d, p, m) for x of shape {x.shape}, got {K.shape}")
     if D is not None:
         D = as_float_array(D, "D", ndim=3)
-        check_shape(D, "D", (d, K.shape[2], m), "(d, p, m)")
-    return K, x, D, result_dtype(K, x, D)
+        check_shape(D, "D", (d, K.shape[2], m), "(d, p, m)", src="d, m from x, p from K")
+    dtype = result_dtype(K, x, D)
+    cast = lambda a: None if a is None else a.astype(dtype, copy=False)  # noqa: E731
+    return cast(K), cast(x), cast(D), dtype
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -330,8 +335,8 @@ def scan(A_bar, B_bar, C, D, x, *, initial_state=None, diagonal: bool = False, r
     return_final_state = check_bool(return_final_state, "return_final_state")
     A_bar, B_bar, C, D, x, s0, dims = validate_system(A_bar, B_bar, C, D, x, initial_state, diagonal=diagonal)
     b, l = dims["b"], dims["l"]
-    if l == 0:
-        y = np.zeros((b, 0, dims["d"], dims["p"]), dtype=x.dtype)
+    if l == 0 or b == 0:
+        y = np.zeros((b, l, dims["d"], dims["p"]), dtype=x.dtype)
         return _finish(y, _start_state(s0, dims, x.dtype), return_final_state)
     a = _transitions(A_bar, dims)
     Bt = B_bar if B_bar.ndim == 4 else np.broadcast_to(B_bar[None], (l,) + B_bar.shape)

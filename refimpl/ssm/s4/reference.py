@@ -178,8 +178,8 @@ def eigenvector_condition(A) -> float:
     ``A = V Lambda V^{-1}`` cannot be used in floating point; the NPLR form avoids it.
     """
     A = as_float_array(A, "A", ndim=2)
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"A: expected a square matrix, got shape {A.shape}")
+    if A.shape[0] != A.shape[1] or A.shape[0] == 0:
+        raise ValueError(f"A: expected a non-empty square matrix, got shape {A.shape}")
     _, V = np.linalg.eig(A)
     V = V / np.linalg.norm(V, axis=0, keepdims=True)
     return float(np.linalg.cond(V))
@@ -246,8 +246,15 @@ def cauchy(v, g, lam) -> np.ndarray:
     return np.sum(v[:, None, :] / (g[:, :, None] - lam[:, None, :]), axis=-1)
 
 
-def real_output(K: np.ndarray, output: str) -> np.ndarray:
-    """Apply the named real-output convention: ``complex`` (unchanged), ``re`` (Re K), ``2re`` (2 Re K)."""
+def real_output(K, output: str) -> np.ndarray:
+    """Apply the named real-output convention to a kernel ``K (d l)``: ``complex`` (unchanged), ``re`` (Re K),
+    ``2re`` (2 Re K).  ``K``: floating or complex, finite."""
+    K = as_float_array(K, "K", ndim=2)
+    return _real_output(K, output)
+
+
+def _real_output(K: np.ndarray, output: str) -> np.ndarray:
+    """:func:`real_output` on an already computed kernel (no validation)."""
     check_choice(output, "output", OUTPUTS)
     if output == "complex":
         return K
@@ -406,7 +413,8 @@ def _generating_function(Lambda, P, Q, B, C, dt, L, method, cauchy_fn) -> np.nda
     # A_bar = (I - dt/2 A)^{-1}(I + dt/2 A)   (refimpl.ssm.discretization, bilinear, one dt per channel)
     A_bar, _ = discretize.bilinear(A, B[..., None], dt)
     # C~ = C (I - A_bar^L)   (A_bar^L by repeated squaring)
-    C_t = C - np.einsum("dn,dnm->dm", C, np.stack([np.linalg.matrix_power(A_bar[c], L) for c in range(d)]))
+    A_bar_L = np.array([np.linalg.matrix_power(A_bar[c], L) for c in range(d)]).reshape(A_bar.shape)
+    C_t = C - np.einsum("dn,dnm->dm", C, A_bar_L)
     Khat = np.empty((d, L), dtype=np.complex128)
     for c in range(d):
         g, prefactor, regular = _bilinear_nodes(L, dt[c])
@@ -434,9 +442,9 @@ def generating_function(Lambda, P, Q, B, C, dt, L: int, *, method: str = "biline
 
 def _kernel_from_generating_function(Khat: np.ndarray, output: str) -> np.ndarray:
     if Khat.shape[1] == 0:
-        return real_output(Khat, output)
+        return _real_output(Khat, output)
     # K = ifft(K^)   (K^_j = sum_k K_k z_j^k = fft(K)_j)
-    return real_output(np.fft.ifft(Khat, axis=-1), output)
+    return _real_output(np.fft.ifft(Khat, axis=-1), output)
 
 
 def _kernel(Lambda, P, Q, B, C, dt, L, output, method, cauchy_fn) -> np.ndarray:
@@ -473,4 +481,4 @@ def kernel_dense(Lambda, P, Q, B, C, dt, L: int, *, output: str = "complex", met
         K[:, k] = np.sum(C * x, axis=-1)
         # A_bar^{k+1} B_bar = A_bar (A_bar^k B_bar)
         x = np.einsum("dnm,dm->dn", A_bar, x)
-    return real_output(K, output)
+    return _real_output(K, output)

@@ -41,7 +41,7 @@ import numpy as np
 
 from refimpl._validate import as_float_array, check_choice, check_int, check_positive, check_shape, result_dtype
 from refimpl.ssm.discretization import reference as discretize
-from refimpl.ssm.s4.reference import OUTPUTS, real_output
+from refimpl.ssm.s4.reference import OUTPUTS, _real_output
 
 __all__ = ["INITS", "METHODS", "VARIANTS", "init", "discretize_diag", "vandermonde", "kernel", "dss_kernel", "OUTPUTS"]
 
@@ -145,7 +145,7 @@ def _kernel(Lambda, B, C, dt, L, method, output, vandermonde_fn) -> np.ndarray:
     Lambda, B, C, dt = _validate(Lambda, B, C, dt)
     A_bar, B_bar = discretize_diag(Lambda, B, dt, method)
     # K = (C * B_bar) @ V,  V[n, k] = A_bar_n^k
-    return real_output(vandermonde_fn(C * B_bar, A_bar, L), output)
+    return _real_output(vandermonde_fn(C * B_bar, A_bar, L), output)
 
 
 def kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str) -> np.ndarray:

@@ -70,9 +70,32 @@ def discretize_s5(Lambda, B_tilde, dt, method: str = "zoh") -> Tuple[np.ndarray,
 
 
 def binary_op(e_i, e_j):
-    r"""``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)`` (elementwise; ``i`` precedes ``j``)."""
+    r"""``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)`` (elementwise; ``i`` precedes ``j``).
+
+    ``e_i``, ``e_j``: pairs of floating arrays, all four of one shape (no broadcasting), finite."""
+    (a_i, b_i), (a_j, b_j) = _element(e_i, "e_i"), _element(e_j, "e_j")
+    if a_j.shape != a_i.shape:
+        raise ValueError(f"e_j: expected arrays of shape {a_i.shape} (as e_i), got {a_j.shape}")
+    return _binary_op((a_i, b_i), (a_j, b_j))
+
+
+def _element(e, name: str):
+    """An element ``(a, b)`` of the scan: two floating arrays of one shape."""
+    if not isinstance(e, (tuple, list)) or len(e) != 2:
+        what = f"a {type(e).__name__} of length {len(e)}" if isinstance(e, (tuple, list)) else type(e).__name__
+        raise TypeError(f"{name}: expected a pair (a, b) of arrays, got {what}")
+    a = as_float_array(e[0], f"{name}[0] (a)")
+    b = as_float_array(e[1], f"{name}[1] (b)")
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: expected a and b of one shape (elementwise), got {a.shape} and {b.shape}")
+    return a, b
+
+
+def _binary_op(e_i, e_j):
+    """:func:`binary_op` without validation (the scans call it on validated slices)."""
     a_i, b_i = e_i
     a_j, b_j = e_j
+    # (a_j a_i, a_j b_i + b_j)
     return a_j * a_i, a_j * b_i + b_j
 
 
@@ -86,7 +109,8 @@ def _scan_args(op, a, b):
         raise ValueError(f"a, b: expected arrays with a leading time axis, got shapes {a.shape} and {b.shape}")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"a: expected {b.shape[0]} steps along axis 0 (as b, shape {b.shape}), got shape {a.shape}")
-    return a, b
+    dtype = result_dtype(a, b)  # one working dtype: a float32 a never narrows a float64 b's products
+    return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
 def associative_scan(op: Callable, a, b) -> Tuple[np.ndarray, np.ndarray]:
@@ -130,7 +154,7 @@ def _diag_scan_args(a, b, initial_state):
     check_shape(a, "a", (L, n), f"(l n) or (n) with (l, n) = {(L, n)} from b")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=2)
-        check_shape(initial_state, "initial_state", (bsz, n), "(b n)")
+        check_shape(initial_state, "initial_state", (bsz, n), "(b n)", src="b, n from b")
     cdt = np.result_type(result_dtype(a, b, initial_state), np.complex64)
     s0 = np.zeros((bsz, n), dtype=cdt) if initial_state is None else initial_state.astype(cdt)
     return a.astype(cdt, copy=False), b.astype(cdt, copy=False), s0
@@ -161,20 +185,20 @@ def _s5_args(Lambda, B_tilde, C_tilde, D, dt, u, method, output, C_back, initial
     bsz, L, d = u.shape
     check_shape(B_bar, "B_tilde", (n, d), f"(n d) with d = {d} features from u")
     C_tilde = as_float_array(C_tilde, "C_tilde", ndim=2)
-    check_shape(C_tilde, "C_tilde", (d, n), "(d n)")
+    check_shape(C_tilde, "C_tilde", (d, n), "(d n)", src="d from u, n from Lambda")
     if C_back is not None:
         C_back = as_float_array(C_back, "C_back", ndim=2)
-        check_shape(C_back, "C_back", (d, n), "(d n)")
+        check_shape(C_back, "C_back", (d, n), "(d n)", src="d from u, n from Lambda")
         if initial_state is not None or return_final_state:
             raise ValueError("initial_state, return_final_state: the bidirectional model (C_back given) has no "
                              f"single state to resume; got initial_state={'an array' if initial_state is not None else None}, "
                              f"return_final_state={return_final_state}")
     if D is not None:
         D = as_float_array(D, "D", ndim=1, allow_complex=False)
-        check_shape(D, "D", (d,), "(d)")
+        check_shape(D, "D", (d,), "(d)", src="d from u")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=2)
-        check_shape(initial_state, "initial_state", (bsz, n), "(b n)")
+        check_shape(initial_state, "initial_state", (bsz, n), "(b n)", src="b from u, n from Lambda")
     cdt = np.result_type(result_dtype(Lambda_bar, B_bar, C_tilde, D, u, C_back, initial_state), np.complex64)
     cast = lambda x: None if x is None else x.astype(cdt, copy=False)  # noqa: E731
     return cast(Lambda_bar), cast(B_bar), cast(C_tilde), D, u, cast(C_back), cast(initial_state)
@@ -221,7 +245,7 @@ def _states_scan(Lambda_bar, Bu, x0):
     if x0 is not None and b.shape[0]:
         b[0] = Lambda_bar * x0 + b[0]
     a = np.broadcast_to(Lambda_bar, b.shape).copy()
-    _, xs = _odd_even_scan(binary_op, a, b)
+    _, xs = _odd_even_scan(_binary_op, a, b)
     return np.moveaxis(xs, 0, 1)
 
 

@@ -75,15 +75,20 @@ DISCRETIZATIONS = ("mamba", "zoh")
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
-    r"""``softplus(x) = log(1 + e^x)`` for ``x <= 20``, ``x`` above (the threshold of PyTorch/Mamba)."""
-    x = np.asarray(x)
+    r"""``softplus(x) = log(1 + e^x)`` for ``x <= 20``, ``x`` above (the threshold of PyTorch/Mamba).
+
+    ``x``: real floats of any shape; NaN and +-inf follow IEEE arithmetic (``softplus(-inf) = 0``)."""
+    x = as_float_array(x, "x", allow_complex=False, finite=False)
     # exp is evaluated only where it is used, so no overflow warning above the threshold
     safe = np.where(x <= SOFTPLUS_THRESHOLD, x, 0)
     return np.where(x <= SOFTPLUS_THRESHOLD, np.log1p(np.exp(safe)), x)
 
 
 def silu(z: np.ndarray) -> np.ndarray:
-    r"""``silu(z) = z sigmoid(z)`` (``scipy.special.expit``: no overflow for large ``|z|``)."""
+    r"""``silu(z) = z sigmoid(z)`` (``scipy.special.expit``: no overflow for large ``|z|``).
+
+    ``z``: real floats of any shape; NaN and +-inf follow IEEE arithmetic."""
+    z = as_float_array(z, "z", allow_complex=False, finite=False)
     return z * scipy.special.expit(z)
 
 
@@ -153,7 +158,7 @@ def _check_A(A, allow_unstable: bool) -> np.ndarray:
     return A
 
 
-def _check_bc(X, name: str, A: np.ndarray, layouts) -> tuple:
+def _check_bc(X, name: str, A: np.ndarray, layouts, src: str = "") -> tuple:
     """``B``/``C`` (or ``B_t``/``C_t``) in one of its layouts; complex only with a complex ``A``.
 
     ``layouts``: ``{ndim: (mode, shape, description)}``; a ``"g"`` in a shape is the number of groups,
@@ -169,7 +174,7 @@ def _check_bc(X, name: str, A: np.ndarray, layouts) -> tuple:
         if g < 1 or d % g != 0:
             raise ValueError(f"{name}: grouped layout {what} needs g dividing d = {d}, got g = {g} (shape {X.shape})")
         shape = tuple(g if e == "g" else e for e in shape)
-    check_shape(X, name, shape, what)
+    check_shape(X, name, shape, what, src=src)
     return X, mode
 
 
@@ -208,8 +213,8 @@ def prepare(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplu
     layouts = {2: ("fixed", (d, n), "(d, n): a fixed per-channel matrix"),
                3: ("variable", (b, l, n), "(b, l, n): variable, shared by every channel"),
                4: ("grouped", (b, l, "g", n), "(b, l, g, n)")}
-    B, B_mode = _check_bc(B, "B", A, layouts)
-    C, C_mode = _check_bc(C, "C", A, layouts)
+    B, B_mode = _check_bc(B, "B", A, layouts, src="d, n from A, b, l from u")
+    C, C_mode = _check_bc(C, "C", A, layouts, src="d, n from A, b, l from u")
     if D is not None:
         D = as_float_array(D, "D", ndim=1, allow_complex=False)
         check_shape(D, "D", (d,), "(d,)")
@@ -355,8 +360,12 @@ def segsum(x: np.ndarray) -> np.ndarray:
     r"""Stable segment sums along the last axis: ``S[..., i, j] = sum_{k=j+1}^{i} x_k`` for ``i >= j``, ``-inf`` above.
 
     Each entry is its own cumulative sum of the masked terms (no difference of two prefix
-    sums, so no cancellation and no ``exp(+big) exp(-big)``).  ``x``: ``(... T)`` -> ``(... T T)``.
+    sums, so no cancellation and no ``exp(+big) exp(-big)``).  ``x``: ``(... T)`` -> ``(... T T)``, real or complex
+    floats (NaN propagates).
     """
+    x = as_float_array(x, "x", finite=False)
+    if x.ndim == 0:
+        raise ValueError("x: expected an array (..., T) with the sequence on the last axis, got a scalar")
     T = x.shape[-1]
     # X[..., i, j] = x_i for i > j, else 0
     X = np.broadcast_to(x[..., :, None], x.shape + (T,))
@@ -444,8 +453,8 @@ def _prepare_step(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, delta_so
     check_shape(delta_t, "delta_t", (b, d), "(b, d): b from state, d from A")
     layouts = {2: ("variable", (b, n), "(b, n): variable, shared by every channel"),
                3: ("grouped", (b, "g", n), "(b, g, n): grouped (a fixed (d, n) matrix is grouped with g = d)")}
-    B_t, _ = _check_bc(B_t, "B_t", A, layouts)
-    C_t, _ = _check_bc(C_t, "C_t", A, layouts)
+    B_t, _ = _check_bc(B_t, "B_t", A, layouts, src="b from state, d, n from A")
+    C_t, _ = _check_bc(C_t, "C_t", A, layouts, src="b from state, d, n from A")
     if D is not None:
         D = as_float_array(D, "D", ndim=1, allow_complex=False)
         check_shape(D, "D", (d,), "(d,)")
