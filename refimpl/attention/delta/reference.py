@@ -67,13 +67,17 @@ def beta_from_inputs(x, W_beta) -> np.ndarray:
     return np.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez))
 
 
-def normalize_vectors(x, mode, argument: str = "key_norm", what: str = "k") -> np.ndarray:
+def normalize_vectors(x, mode, argument: str = "mode", what: str = "x") -> np.ndarray:
     """``x / sum_i x_i`` (``mode="sum"``), ``x / |x|_2`` (``"l2"``) along the last axis, or ``x`` (None).
 
-    ``argument`` names the option in errors (``key_norm``/``query_norm``), ``what`` the vectors (``k``/``q``).
+    ``x``: real floats ``(... n)``, finite.  ``argument`` names the option in errors (the delta rule passes
+    ``key_norm``/``query_norm``), ``what`` the vectors (``k``/``q``).
     """
     if mode not in KEY_NORMS:
         raise ValueError(f"{argument}: expected one of None, 'sum', 'l2', got {mode!r}")
+    x = as_float_array(x, what, allow_complex=False)
+    if x.ndim == 0:
+        raise ValueError(f"{what}: expected vectors (..., n) along the last axis, got a scalar")
     if mode is None:
         return x
     den = np.sum(x, axis=-1, keepdims=True) if mode == "sum" else np.linalg.norm(x, axis=-1, keepdims=True)
@@ -119,7 +123,8 @@ def validate_delta(q, k, v, beta, *, decay=None, initial_state=None, key_norm=No
             raise ValueError(f"decay: expected values in (0, 1], got {decay[idx]} at index {idx}")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=4, allow_complex=False)
-        check_shape(initial_state, "initial_state", (b, h, p, n), "(b, h, p, n) (VxK layout)")
+        check_shape(initial_state, "initial_state", (b, h, p, n), "(b, h, p, n) (VxK layout)",
+                    src="b, h, n from k, p from v")
     dt = result_dtype(q, k, v, beta, decay, initial_state)
     c = lambda a: None if a is None else a.astype(dt, copy=False)  # noqa: E731
     k = normalize_vectors(c(k), key_norm, "key_norm", "k")

@@ -34,7 +34,8 @@ def validate_fast_weights(a, b_vec, x_read, *, sigma=None, initial_state=None, r
         raise TypeError(f"sigma: expected a callable or None, got {type(sigma).__name__}")
     if initial_state is not None:
         initial_state = as_float_array(initial_state, "initial_state", ndim=4, allow_complex=False)
-        check_shape(initial_state, "initial_state", (b, h, p, n), "(b, h, p, n)")
+        check_shape(initial_state, "initial_state", (b, h, p, n), "(b, h, p, n)",
+                    src="b, h, p from a, n from b_vec")
     dt = result_dtype(a, b_vec, x_read, initial_state)
     W0 = np.zeros((b, h, p, n), dtype=dt) if initial_state is None else initial_state.astype(dt)
     c = lambda z: z.astype(dt, copy=False)  # noqa: E731
@@ -83,9 +84,14 @@ def fast_weight_programmer(x, W_a, W_b, *, sigma=None, initial_state=None, retur
     x = as_float_array(x, "x", ndim=4, allow_complex=False)
     b, l, h, n = x.shape
     W_a = as_float_array(W_a, "W_a", ndim=3, allow_complex=False)
-    check_shape(W_a, "W_a", (h, None, n), "(h, p, n)")
+    check_shape(W_a, "W_a", (h, None, n), "(h, p, n)", src="h, n from x")
     W_b = as_float_array(W_b, "W_b", ndim=3, allow_complex=False)
-    check_shape(W_b, "W_b", (h, n, n), "(h, n, n)")
+    check_shape(W_b, "W_b", (h, n, n), "(h, n, n)", src="h, n from x")
+    if initial_state is not None:
+        # checked here too, so that a mismatch names this function's arguments (x, W_a), not a and b_vec
+        state = as_float_array(initial_state, "initial_state", ndim=4, allow_complex=False)
+        check_shape(state, "initial_state", (b, h, W_a.shape[1], n), "(b, h, p, n)",
+                    src="b, h, n from x, p from W_a")
     # a_i = W_a x_i ;  b_i = W_b x_i
     a = np.einsum("hpn,blhn->blhp", W_a, x)
     b_vec = np.einsum("hmn,blhn->blhm", W_b, x)

@@ -147,6 +147,17 @@ def _rng(seed) -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
+def _float_dtype(dtype) -> np.dtype:
+    """``dtype`` as float32 or float64, or a ``TypeError`` naming it."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
 def sign_fixed_qr(G: np.ndarray) -> np.ndarray:
     r"""The orthogonal factor of ``G = Q R`` with the signs fixed so that ``diag(R) > 0``.
 
@@ -154,6 +165,9 @@ def sign_fixed_qr(G: np.ndarray) -> np.ndarray:
     (Mezzadri 2007); LAPACK's raw ``Q`` is not (Householder QR makes the signs of
     ``diag(R)`` depend on ``G``) and biases the random-feature estimator.
     """
+    G = as_float_array(G, "G", allow_complex=False)
+    if G.ndim < 2:
+        raise ValueError(f"G: expected matrices (..., m, n), got shape {G.shape}")
     Q, R = np.linalg.qr(G)
     s = np.sign(np.diagonal(R, axis1=-2, axis2=-1)).copy()
     s[s == 0] = 1.0
@@ -178,9 +192,7 @@ def random_projection(f: int, n: int, seed, *, kind: str = "orthogonal", norms: 
     n = check_int(n, "n", minimum=1)
     check_choice(kind, "kind", ("iid", "orthogonal"))
     check_choice(norms, "norms", ("chi", "fixed"))
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    dtype = _float_dtype(dtype)
     rng = _rng(seed)
     if kind == "iid":
         W = rng.standard_normal((f, n))

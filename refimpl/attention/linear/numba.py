@@ -25,7 +25,7 @@ from numba import prange
 from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl._validate import check_int
-from refimpl.attention.linear.reference import final_state, validate_linear
+from refimpl.attention.linear.reference import _final_state, validate_linear
 
 __all__ = ["causal_recurrent", "causal_chunked"]
 
@@ -136,7 +136,7 @@ def _kernel_args(phi_q, phi_k, v, view, **kw):
 
 
 def _result(o, S, z, opts):
-    return (o, final_state(S, z if opts["normalize"] else None, opts)) if opts["return_final_state"] else o
+    return (o, _final_state(S, z if opts["normalize"] else None, opts)) if opts["return_final_state"] else o
 
 
 def causal_recurrent(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = True, eps: float = 0.0,

@@ -49,7 +49,6 @@ __all__ = [
     "chunked",
     "causal_recurrent_offsets",
     "validate_linear",
-    "final_state",
     "performer_attention",
     "PERFORMER_STABILIZERS",
 ]
@@ -117,13 +116,15 @@ def validate_linear(phi_q, phi_k, v, *, causal=True, normalize=True, eps=0.0, ep
         S0 = as_float_array(S0, "initial_state" + ("[0] (S)" if normalize else ""), ndim=4, allow_complex=False)
         name = "initial_state" + ("[0] (S)" if normalize else "")
         if state_layout == "vk":
-            check_shape(S0, name, (b, h, p, n), "(b, h, p, n) for state_layout 'vk'")
+            check_shape(S0, name, (b, h, p, n), "(b, h, p, n) for state_layout 'vk'",
+                        src="b, h, n from phi_q, p from v")
         else:
-            check_shape(S0, name, (b, h, n, p), "(b, h, n, p) for state_layout 'kv'")
+            check_shape(S0, name, (b, h, n, p), "(b, h, n, p) for state_layout 'kv'",
+                        src="b, h, n from phi_q, p from v")
             S0 = np.swapaxes(S0, -1, -2)
     if z0 is not None:
         z0 = as_float_array(z0, "initial_state[1] (z)", ndim=3, allow_complex=False)
-        check_shape(z0, "initial_state[1] (z)", (b, h, n), "(b, h, n)")
+        check_shape(z0, "initial_state[1] (z)", (b, h, n), "(b, h, n)", src="b, h, n from phi_q")
     dtype = result_dtype(phi_q, phi_k, v, S0, z0)
     S0 = np.zeros((b, h, p, n), dtype=dtype) if S0 is None else S0.astype(dtype)  # a copy: the views update it
     if normalize:
@@ -134,14 +135,14 @@ def validate_linear(phi_q, phi_k, v, *, causal=True, normalize=True, eps=0.0, ep
     return c(phi_q), c(phi_k), c(v), S0, z0, opts, (b, l, s, h, n, p)
 
 
-def final_state(S_vk, z, opts):
+def _final_state(S_vk, z, opts):
     """The final state in the caller's form: ``(S, z)`` (normalized) or ``S``, ``S`` in ``opts["state_layout"]``."""
     S = S_vk if opts["state_layout"] == "vk" else np.ascontiguousarray(np.swapaxes(S_vk, -1, -2))
     return (S, z) if opts["normalize"] else S
 
 
 def _output(o, S_vk, z, opts):
-    return (o, final_state(S_vk, z, opts)) if opts["return_final_state"] else o
+    return (o, _final_state(S_vk, z, opts)) if opts["return_final_state"] else o
 
 
 def _require_causal(opts, view):
@@ -245,6 +246,14 @@ def chunked(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = True, eps
     return _output(o, S, z, opts)
 
 
+def _check_scaled_keys(phi_q, phi_k_scaled):
+    """``phi_k_scaled (b l h n)`` like ``phi_q``, checked under its own name (the views call it ``phi_k``)."""
+    phi_q = as_float_array(phi_q, "phi_q", ndim=4, allow_complex=False)
+    phi_k_scaled = as_float_array(phi_k_scaled, "phi_k_scaled", ndim=4, allow_complex=False)
+    check_shape(phi_k_scaled, "phi_k_scaled", phi_q.shape, "(b, l, h, n) like phi_q (causal)")
+    return phi_k_scaled
+
+
 def causal_recurrent_offsets(phi_q, phi_k_scaled, k_offset, v, *, normalize: bool = True, eps: float = 0.0,
                              eps_mode: str = "add"):
     r"""Causal linear attention with stabilized key features, exact and causal-safe.
@@ -260,10 +269,11 @@ def causal_recurrent_offsets(phi_q, phi_k_scaled, k_offset, v, *, normalize: boo
     In exact arithmetic this equals :func:`recurrent` on the true features (``eps`` keeps its meaning), and
     ``o_t`` depends only on keys ``j <= t`` -- unlike a max over all positions.  No initial or final state.
     """
+    phi_k_scaled = _check_scaled_keys(phi_q, phi_k_scaled)
     phi_q, phi_k, v, _, _, opts, (b, l, s, h, n, p) = validate_linear(phi_q, phi_k_scaled, v, normalize=normalize,
                                                                        eps=eps, eps_mode=eps_mode)
     c = as_float_array(k_offset, "k_offset", ndim=3, allow_complex=False)
-    check_shape(c, "k_offset", (b, l, h), "(b, l, h)")
+    check_shape(c, "k_offset", (b, l, h), "(b, l, h)", src="b, l, h from phi_q")
     dt = phi_q.dtype
     eps = opts["eps"]
     S_t = np.zeros((b, h, p, n), dtype=dt)
@@ -332,6 +342,7 @@ def performer_attention(q, k, v, W, *, kind: str = "positive", causal: bool = Fa
     check_choice(kind, "kind", FEATURE_KINDS)
     check_choice(stabilizer, "stabilizer", PERFORMER_STABILIZERS)
     check_choice(view, "view", tuple(_VIEWS))
+    chunk = check_int(chunk, "chunk", minimum=1)  # every view: a bad chunk is never silently ignored
     q = as_float_array(q, "q", ndim=4, allow_complex=False)
     b, l, h, n = q.shape
     k = as_float_array(k, "k", ndim=4, allow_complex=False)

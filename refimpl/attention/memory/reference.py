@@ -62,7 +62,8 @@ def build_memory(X, K) -> np.ndarray:
     X = as_float_array(X, "X", ndim=2, allow_complex=False)
     K = as_float_array(K, "K", ndim=2, allow_complex=False)
     if K.shape[0] != X.shape[0]:
-        raise ValueError(f"K: expected {X.shape[0]} rows (one key per value), got shape {K.shape}")
+        raise ValueError(f"K: expected {X.shape[0]} rows (one key per value: X has shape {X.shape}), "
+                         f"got shape {K.shape}")
     A = np.zeros((X.shape[1], K.shape[1]))
     for x, k in zip(X, K):
         A = store(A, x, k)

@@ -6,6 +6,9 @@ the last column is a sine.  Positions start at ``offset`` (default 0).
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from refimpl._validate import check_int
@@ -18,9 +21,14 @@ def sinusoidal_positions(length: int, d: int, *, base: float = 10000.0, offset: 
     length = check_int(length, "length", minimum=0)
     d = check_int(d, "d", minimum=1)
     offset = check_int(offset, "offset", minimum=0)
-    if isinstance(base, (bool, np.bool_)) or not np.isscalar(base) or not np.isfinite(base) or base <= 1:
+    if isinstance(base, (bool, np.bool_)) or not isinstance(base, numbers.Real):
+        raise TypeError(f"base: expected a real number > 1, got {type(base).__name__} {base!r}")
+    if not math.isfinite(base) or base <= 1:
         raise ValueError(f"base: expected a finite number > 1, got {base!r}")
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     pos = np.arange(offset, offset + length, dtype=np.float64)[:, None]

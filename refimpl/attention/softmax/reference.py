@@ -54,6 +54,8 @@ def causal_alignment(causal, alignment, l: int, s: int) -> Optional[str]:
     without ``causal=True`` is refused: it would be silently ignored.
     """
     causal = check_bool(causal, "causal")
+    l = check_int(l, "l", minimum=0)
+    s = check_int(s, "s", minimum=0)
     if alignment is not None:
         if not isinstance(alignment, str):
             raise TypeError(f"alignment: expected None, 'top_left' or 'bottom_right', got "
@@ -75,6 +77,7 @@ def causal_alignment(causal, alignment, l: int, s: int) -> Optional[str]:
 
 def attention_scale(scale, n: int) -> float:
     """``scale`` as a Python float; ``None`` -> ``n^{-1/2}`` (1 when ``n = 0``)."""
+    n = check_int(n, "n", minimum=0)
     if scale is None:
         return 1.0 / float(np.sqrt(n)) if n > 0 else 1.0
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
@@ -104,7 +107,7 @@ def _axis(x: np.ndarray, axis) -> int:
         raise TypeError(f"axis: expected an integer, got {type(axis).__name__} {axis!r}")
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis: expected an axis of the {x.ndim}-dimensional input "
-                         f"({-x.ndim} <= axis < {x.ndim}), got {axis}")
+                         f"({-x.ndim} <= axis < {x.ndim}), got {axis} (s has shape {x.shape})")
     return int(axis) % x.ndim
 
 
@@ -168,22 +171,27 @@ def validate_qkv(q, k, v):
     return q, k, v, (b, l, s, h, n, v.shape[3])
 
 
-def _as_bhls(m: np.ndarray, name: str, b: int, h: int, l: int, s: int) -> np.ndarray:
-    """A mask or bias of shape ``(l s)``, ``(b l s)`` or ``(b h l s)`` as ``(b|1, h|1, l, s)`` (no other shape)."""
+_QK = "b, h, l from q, s from k"
+
+
+def _as_bhls(m: np.ndarray, name: str, b: int, h: int, l: int, s: int, src: str = _QK) -> np.ndarray:
+    """A mask or bias of shape ``(l s)``, ``(b l s)`` or ``(b h l s)`` as ``(b|1, h|1, l, s)`` (no other shape).
+
+    ``src`` says where the letters come from (named in the error)."""
     if m.ndim == 2:
-        check_shape(m, name, (l, s), "(l, s)")
+        check_shape(m, name, (l, s), "(l, s)", src=src)
         return m[None, None]
     if m.ndim == 3:
-        check_shape(m, name, (b, l, s), "(b, l, s)")
+        check_shape(m, name, (b, l, s), "(b, l, s)", src=src)
         return m[:, None]
     if m.ndim == 4:
-        check_shape(m, name, (b, h, l, s), "(b, h, l, s)")
+        check_shape(m, name, (b, h, l, s), "(b, h, l, s)", src=src)
         return m
     raise ValueError(f"{name}: expected shape (l, s), (b, l, s) or (b, h, l, s) with (b, h, l, s) = "
-                     f"({b}, {h}, {l}, {s}), got {m.shape}")
+                     f"({b}, {h}, {l}, {s}) ({src}), got {m.shape}")
 
 
-def _keep(mask, alignment, b, h, l, s) -> np.ndarray:
+def _keep(mask, alignment, b, h, l, s, src: str = _QK) -> np.ndarray:
     """The boolean keep-mask ``(b|1, h|1, l, s)``: the given mask and the causal diagonal."""
     keep = np.ones((1, 1, l, s), dtype=bool)
     if mask is not None:
@@ -191,13 +199,13 @@ def _keep(mask, alignment, b, h, l, s) -> np.ndarray:
         if mask_arr.dtype != np.bool_:
             raise TypeError(f"mask: expected a boolean array (True = keep; use bias= for additive masks), "
                             f"got dtype {mask_arr.dtype}")
-        keep = keep & _as_bhls(mask_arr, "mask", b, h, l, s)
+        keep = keep & _as_bhls(mask_arr, "mask", b, h, l, s, src)
     if alignment is not None:
         keep = keep & causal_mask(l, s, alignment)[None, None]
     return keep
 
 
-def _bias(bias, b, h, l, s):
+def _bias(bias, b, h, l, s, src: str = _QK):
     """The additive bias ``(b|1, h|1, l, s)`` or None; finite or ``-inf`` only."""
     if bias is None:
         return None
@@ -206,7 +214,7 @@ def _bias(bias, b, h, l, s):
     if np.any(bad):
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"bias: expected finite values or -inf (masking), got {bias_arr[idx]} at index {idx}")
-    return _as_bhls(bias_arr, "bias", b, h, l, s)
+    return _as_bhls(bias_arr, "bias", b, h, l, s, src)
 
 
 # ------------------------------------------------------------------ the materialized view
@@ -277,10 +285,14 @@ def multi_head_attention(x_q, x_kv, W_Q, W_K, W_V, W_O, *, scale: Optional[float
     W_K = as_float_array(W_K, "W_K", ndim=3, allow_complex=False)
     check_shape(W_K, "W_K", (h, d, n), "(h, d, n) like W_Q")
     W_V = as_float_array(W_V, "W_V", ndim=3, allow_complex=False)
-    check_shape(W_V, "W_V", (h, d, None), "(h, d, p)")
+    check_shape(W_V, "W_V", (h, d, None), "(h, d, p)", src="h from W_Q, d from x_q")
     p = W_V.shape[2]
     W_O = as_float_array(W_O, "W_O", ndim=2, allow_complex=False)
-    check_shape(W_O, "W_O", (h * p, None), "(h*p, d_out)")
+    check_shape(W_O, "W_O", (h * p, None), "(h*p, d_out)", src="h from W_Q, p from W_V")
+    # mask and bias are checked here so that their errors name this function's arguments
+    src = "b, l from x_q, s from x_kv, h from W_Q"
+    _keep(mask, None, b, h, l, x_kv.shape[1], src)
+    _bias(bias, b, h, l, x_kv.shape[1], src)
     # Q_h = X W_Q[h],  K_h = X W_K[h],  V_h = X W_V[h]
     q = np.einsum("bld,hdn->blhn", x_q, W_Q)
     k = np.einsum("bsd,hdn->bshn", x_kv, W_K)
