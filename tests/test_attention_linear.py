@@ -454,7 +454,7 @@ def test_fast_weights_bad_inputs():
         ((a, bv, xr), dict(initial_state=np.zeros((1, 1, 2, 3))), ValueError, r"^initial_state: expected shape \(1, 1, 3, 2\)"),
         ((a, bv, xr), dict(return_final_state="yes"), TypeError, "^return_final_state: expected True or False"),
         ((a, bv, xr), dict(sigma="tanh"), TypeError, "^sigma: expected a callable"),
-        ((a, bv, xr), dict(backend="numba"), ValueError, "^backend: refimpl.attention.fast_weights has no 'numba'"),
+        ((a, bv, xr), dict(backend="numba"), ValueError, "^backend: refimpl.attention.fast_weight_memory has no 'numba'"),
     ]:
         with pytest.raises(exc, match=message):
             fast_weight_memory(*args, **kwargs)
