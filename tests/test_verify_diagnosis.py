@@ -105,11 +105,12 @@ def test_the_ssd_loop_conforms():  # the control of every SSD bug below
 
 @pytest.mark.parametrize("lowp", ["float32", "bfloat16"])
 def test_a_kernel_computing_in_lower_precision_is_named(lowp):
+    # inputs rounded to lowp, arithmetic in float32 (the scan view: not our recurrent reference's order),
+    # outputs widened to float64: every output entry is a float32 value
     def in_lowp(u, delta, A, B, C, D=None, z=None, **kw):
         rnd = (lambda a: None if a is None else np.asarray(a, dtype=np.float32)) if lowp == "float32" else \
             (lambda a: None if a is None else dg._round_bfloat16(np.asarray(a, dtype=np.float32)))
         kw = {k: (rnd(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
-        # the scan view (not our recurrent reference): another evaluation order in that precision
         out, h = selective_scan(rnd(u), rnd(delta), rnd(A), rnd(B), rnd(C), rnd(D), rnd(z), view="scan", **kw)
         return out.astype(np.float64), h.astype(np.float64)
 
@@ -117,10 +118,36 @@ def test_a_kernel_computing_in_lower_precision_is_named(lowp):
     rep = verify("ssm.selective_scan", in_lowp, adapter="refimpl", cases=cases, probes=False)
     assert len(rep.failures) == 3
     for d in _diagnoses(rep):
-        assert d.startswith("computed in lower precision") and f"our reference run in {lowp} " in d, d
+        assert d.startswith("computed in lower precision: every entry of out, h_last is exactly a float32 value"), d
+        assert ("its error is that of our reference run in bfloat16" in d) == (lowp == "bfloat16"), d
     # the control: the same view in float64 conforms
     ok = verify("ssm.selective_scan", lambda *a, **kw: selective_scan(*a, view="scan", **kw), adapter="refimpl",
                 cases=cases, probes=False)
+    assert ok.passed, ok.to_text()
+
+
+def lti_state_in(dtype, A_bar, B_bar, C, D, x, h0=None):
+    """The LTI recurrence with its state stored in ``dtype`` between steps (readout in float64)."""
+    b, l, h, m = x.shape
+    st = np.zeros((b, h, A_bar.shape[-1])) if h0 is None else np.asarray(h0, dtype=np.float64)
+    st = st.astype(dtype).astype(np.float64)
+    y = np.zeros((b, l, h, C.shape[1]))
+    for t in range(l):
+        st = np.einsum("hnk,bhk->bhn", A_bar, st) + np.einsum("hnm,bhm->bhn", B_bar, x[:, t])
+        st = st.astype(dtype).astype(np.float64)
+        y[:, t] = np.einsum("hpn,bhn->bhp", C, st) + np.einsum("hpm,bhm->bhp", D, x[:, t])
+    return y, st
+
+
+def test_a_state_stored_in_lower_precision_is_named_by_its_error():
+    # the outputs are float64 values (a float64 readout), so only the size of the error says float32
+    cases = _cases("ssm.lti", {}, [lti_inputs(0, l=20), lti_inputs(1, l=12, b=2)])
+    rep = verify("ssm.lti", lambda *a, **kw: lti_state_in(np.float32, *a, **kw), cases=cases, probes=False)
+    assert len(rep.failures) == 2
+    for d in _diagnoses(rep):
+        assert d.startswith("computed in lower precision: the error of y, h_last matches our reference run in "
+                            "float32 on the same inputs"), d
+    ok = verify("ssm.lti", lambda *a, **kw: lti_state_in(np.float64, *a, **kw), cases=cases, probes=False)
     assert ok.passed, ok.to_text()
 
 

@@ -4,9 +4,12 @@ A failing verdict is most useful when it says *why*.  The usual causes of a mism
 leaves a fingerprint that a handful of oracle calls can recognise.  :func:`diagnose` tries them in this
 order and names the first that explains the failure:
 
-1. **lower precision** -- the candidate's error matches our reference run in float32 / float16 /
-   bfloat16 on the same inputs (normwise, within a factor of :data:`PRECISION_FACTOR`) while the
-   reference in the asked dtype would pass: the kernel computes (or rounds its inputs) in that dtype;
+1. **lower precision** -- every entry of the failing outputs is exactly a float32 / float16 / bfloat16
+   value while the oracle's are not (the kernel computes or stores in that dtype and widens); or, tried
+   after every other exact cause (an ``A -> 0`` case can make a real convention difference as small as
+   float32 rounding), the candidate's error matches our reference run in that dtype on the same inputs,
+   normwise and at the median entry, within a factor of :data:`PRECISION_FACTOR`, while that reference
+   itself fails the asked dtype's bound;
 2. **two arguments swapped** -- the candidate conforms to the oracle run with two same-shape inputs
    exchanged (``beta`` read as the decay); where the adapter transforms an input on its way to the
    candidate (FLA's log-decay ``g = log(alpha)``), the candidate is re-run with the two arguments of
@@ -20,11 +23,13 @@ order and names the first that explains the failure:
    boundary (clean before it); errors that repeat with a period (name the period);
 5. **one group / head / channel block** -- grouped inputs expanded in ``(h g)`` order instead of
    ``(g h)`` (the candidate conforms to the oracle with the groups so repeated); otherwise the error is
-   confined to a subset of an axis with a clear gap (a block, a residue class, the heads of one group);
+   confined to a subset of an axis with a clear gap (a block, a residue class, the heads of one group),
+   with the input whose magnitude alone separates the failing entries, if one does;
 6. **the state** -- the initial state ignored (the candidate equals the oracle with a zero initial
-   state); the final state not returned, or equal to the initial state;
+   state); the final state not returned, one step early (the oracle's state after ``l - 1`` steps), or
+   equal to the initial state;
 7. **NaN/Inf where the oracle is finite**, with the inputs' regime there (``|A| -> 0`` where
-   ``(e^x - 1)/x`` cancels; magnitudes that overflow);
+   ``(e^x - 1)/x`` cancels; magnitudes that overflow; a growth along the sequence);
 8. **one convention flip** -- the oracle recomputed under each other value of each convention; a
    layout convention re-runs the candidate.
 
@@ -34,8 +39,9 @@ read it is found by the oracle itself (a change at one step that moves later out
 state; one that moves only its own step reads it), once per op and conventions.
 
 Most of these are *exact*: the candidate conforms to the oracle under the named alternative (or the fact is
-plain: an output missing, NaN/Inf).  The patterns (4, and 5's block) only *locate* the error, so they are
-named when no exact cause holds (a true alternative says more than where the error lies: an ignored initial
+plain: an output missing, NaN/Inf, lower-precision values).  The statistical match of 1 comes after all exact
+causes; the patterns (4, and 5's block) only *locate* the error, so they come last, named when no exact cause
+holds (a true alternative says more than where the error lies: an ignored initial
 state also fails only in the channels whose state decays slowly), and only with a gap: the failing part's
 smallest error/bound must be at least :data:`GAP` times the passing part's largest, so a smooth error that
 crosses the bound somewhere is never named a boundary.  A period is claimed over three periods or more (two
@@ -211,6 +217,7 @@ class ErrorMap:
     heat: Optional[np.ndarray] = None  # (rows, cols): channels (flattened) x time, max over batch
     heat_axes: Tuple[str, str] = ("", "")
     nonfinite: int = 0
+    ratio: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)  # err/bound itself (not serialized)
 
     @classmethod
     def build(cls, output: str, pat: Sequence[str], ratio: np.ndarray) -> "ErrorMap":
@@ -235,7 +242,7 @@ class ErrorMap:
                 heat_axes = ("(" + " ".join(kpat[i] for i in rows) + ")" if len(rows) > 1 else
                              (kpat[rows[0]] if rows else ""), kpat[col])
         return cls(output, tuple(pat), tuple(int(s) for s in ratio.shape), profiles, heat, heat_axes,
-                   int(np.sum(np.isinf(ratio))))
+                   int(np.sum(np.isinf(ratio))), ratio)
 
     def axis_profile(self, letter: str) -> Optional[np.ndarray]:
         return self.profiles.get(letter)
@@ -493,15 +500,83 @@ def _stat_ratio(a: float, b: float) -> float:
 _LOWER = {"float64": ("float32", "float16", "bfloat16"), "float32": ("float16", "bfloat16")}
 
 
-def _lower_precision(ctx: Context) -> Optional[str]:
-    if ctx.dtype not in _LOWER or ctx.spec.reference is None or not _finite_failure(ctx):
+def _representable(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Which entries of ``a`` (float64 or complex128) are exactly values of ``dtype``."""
+    a = np.asarray(a)
+    if np.iscomplexobj(a):
+        return _representable(a.real, dtype) & _representable(a.imag, dtype)
+    a = a.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        a32 = a.astype(np.float32)
+        back = _to_lowp(a32, dtype).astype(np.float64) if dtype != "float32" else a32.astype(np.float64)
+    return back == a
+
+
+def _lowp_values(ctx: Context) -> Optional[str]:
+    """Every entry of the failing outputs is a value of a lower dtype (while the oracle's are not): the
+    candidate computed, or stored, its outputs in that dtype and returned them widened.  A float64 value
+    that is not a float32 value lands on one by chance with probability about 2^-29, so two such entries
+    are proof."""
+    if ctx.dtype not in _LOWER or not _finite_failure(ctx):
+        return None
+    bad = [r for r in _failing(ctx) if not getattr(r, "precision", None)]  # (a lower returned dtype is said already)
+    if not bad or len(bad) != len(_failing(ctx)):
+        return None
+    for lp in ("bfloat16", "float16", "float32"):
+        if lp not in _LOWER[ctx.dtype]:
+            continue
+        ok = True
+        for r in bad:
+            c, o = _as_cmp(ctx.cand[r.output]), _as_cmp(ctx.oracle_out[r.output])
+            if not _representable(c, lp).all():
+                ok = False
+                break
+            # the proof needs entries that are not values of every dtype anyway (0, integers) and that are the
+            # right answer rounded (within 10%), not something else that happens to be short
+            cr = np.concatenate([c.real.ravel(), c.imag.ravel()]) if np.iscomplexobj(c) else c.ravel()
+            orr = np.concatenate([o.real.ravel(), o.imag.ravel()]) if np.iscomplexobj(o) else o.ravel()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                close = np.abs(cr - orr) <= 0.1 * np.abs(orr)
+            informative = (cr != np.round(cr)) & ~_representable(orr, lp) & close
+            if int(informative.sum()) < 2 or not close[orr != 0].mean() >= 0.5:
+                ok = False
+                break
+        if ok:
+            text = (f"computed in lower precision: every entry of {', '.join(r.output for r in bad)} is exactly a "
+                    f"{lp} value (the oracle's are not): the candidate computes or stores its outputs in {lp} "
+                    f"and returns them widened to {ctx.dtype}")
+            narrower = [d for d in ("float16", "bfloat16") if d != lp] if lp == "float32" else []
+            finer = _precision_match(ctx, narrower) if narrower else None
+            if finer is not None:
+                text += f"; its error is that of our reference run in {finer} (inputs rounded to {finer}?)"
+            return text
+    return None
+
+
+def _noise_like(ctx: Context, outputs: Sequence[str]) -> bool:
+    """Rounding errors have no sign of their own: ``Re((c - o) conj(o))`` is as often positive as negative.  A
+    systematic error (a decay too fast: Euler instead of exp; a term dropped) keeps one sign over most entries.
+    At least 16 differing entries are needed to tell; at most 3 in 4 may share a sign."""
+    s = []
+    for k in outputs:
+        c, o = _as_cmp(ctx.cand[k]).ravel(), _as_cmp(ctx.oracle_out[k]).ravel()
+        d = np.real((c - o) * np.conj(o))
+        s.append(np.sign(d[(d != 0) & np.isfinite(d)]))
+    s = np.concatenate(s) if s else np.zeros(0)
+    return s.size >= 16 and abs(float(np.mean(s))) <= 0.5
+
+
+def _precision_match(ctx: Context, dtypes: Sequence[str]) -> Optional[str]:
+    """The dtype among ``dtypes`` whose reference run's error the candidate's matches (normwise and at the median
+    entry, within :data:`PRECISION_FACTOR`; the closest), provided that reference itself fails here."""
+    if ctx.spec.reference is None or not _finite_failure(ctx):
         return None
     bad = [r.output for r in _failing(ctx)]
     errs = {k: _error_stats(ctx.cand[k], ctx.oracle_out[k]) for k in bad}
-    if any(e is None or e[0] == 0.0 for e in errs.values()):
+    if any(e is None or e[0] == 0.0 for e in errs.values()) or not _noise_like(ctx, bad):
         return None
     best = None
-    for lp in _LOWER[ctx.dtype]:
+    for lp in dtypes:
         try:
             ref = reference_in_dtype(ctx.spec, ctx.inputs, ctx.conv, lp)
         except Exception:
@@ -515,20 +590,27 @@ def _lower_precision(ctx: Context) -> Optional[str]:
         else:
             score = max(abs(math.log(r)) if 0 < r < math.inf else math.inf for r in ratios)
             if score <= math.log(PRECISION_FACTOR) and (best is None or score < best[0]):
-                best = (score, lp, ratios, ref)
-    if best is not None:
-        # the reference in that dtype must itself fail here: the error is of that dtype's size, not of ours
-        try:
-            if ctx.passes(best[3], ctx.inputs, ctx.conv, ctx.oracle_out):
-                best = None
-        except Exception:
-            best = None
+                best = (score, lp, ref)
     if best is None:
         return None
-    _, lp, ratios, _ = best
+    try:  # the reference in that dtype must itself fail here: the error is of that dtype's size, not of ours
+        if ctx.passes(best[2], ctx.inputs, ctx.conv, ctx.oracle_out):
+            return None
+    except Exception:
+        return None
+    return best[1]
+
+
+def _lower_precision(ctx: Context) -> Optional[str]:
+    if ctx.dtype not in _LOWER:
+        return None
+    lp = _precision_match(ctx, _LOWER[ctx.dtype])
+    if lp is None:
+        return None
+    bad = [r.output for r in _failing(ctx)]
     return (f"computed in lower precision: the error of {', '.join(bad)} matches our reference run in {lp} on the same "
-            f"inputs (normwise and at the median entry, within a factor of {PRECISION_FACTOR:g}) and is far above the {ctx.dtype} bound "
-            f"(inputs or accumulation rounded to {lp}?)")
+            f"inputs (normwise and at the median entry, within a factor of {PRECISION_FACTOR:g}) and is far above the "
+            f"{ctx.dtype} bound (inputs or accumulation rounded to {lp}?)")
 
 
 # -- 2. two arguments swapped -----------------------------------------------------------------------------------
@@ -657,11 +739,6 @@ def _int_conventions_off_by_one(ctx: Context) -> Optional[str]:
     return None
 
 
-def _shift_compare(ctx: Context, name: str, ti: int, cand_part, oracle_part, bound_part) -> bool:
-    cmp = compare(cand_part, oracle_part, Bound(bound_part, "shifted"))
-    return bool(cmp.passed)
-
-
 def _output_shift(ctx: Context) -> Optional[str]:
     """``out[t]`` equals the oracle's ``out[t - s]`` (s = +1: one step late; -1: one step early)."""
     if not _finite_failure(ctx):
@@ -684,7 +761,7 @@ def _output_shift(ctx: Context) -> Optional[str]:
             cs = slice(1, L) if s == 1 else slice(0, L - 1)
             os_ = slice(0, L - 1) if s == 1 else slice(1, L)
             take = lambda a, sl: a[(slice(None),) * ti + (sl,)]  # noqa: E731
-            if not _shift_compare(ctx, k, ti, take(c, cs), take(o, os_), take(b, os_)):
+            if not compare(take(c, cs), take(o, os_), Bound(take(b, os_), "shifted by one step")).passed:
                 ok = False
                 break
         if ok:
@@ -726,45 +803,42 @@ def _seq_inputs(ctx: Context, inputs: Mapping[str, Any]) -> Dict[str, Tuple[str,
 
 def input_roles(ctx: Context, inputs: Mapping[str, Any]) -> Dict[str, str]:
     """Which time inputs drive the state (``update``) and which only read it (``readout``), by the oracle:
-    a change at step ``t0`` that moves outputs after ``t0`` (or a time-less output) drives the state."""
+    a change at step ``t0`` that moves outputs after ``t0`` (or a time-less output) drives the state.
+
+    Found on a case at least 3 steps long and remembered per op and conventions (an input's role does not
+    depend on the case), so a short case reuses what a longer one found."""
     seq = _seq_inputs(ctx, inputs)
-    key = (ctx.spec.name, _freeze(ctx.conv), tuple(sorted(seq)))
-    if key in _ROLE_CACHE:
-        return _ROLE_CACHE[key]
-    if not seq or min(np.shape(inputs[n])[ti] for n, (_, ti) in seq.items()) < 3:
-        return {}  # too short to tell (a longer case of the same run tells, and is remembered)
-    base = ctx.oracle(dict(inputs), ctx.conv)
-    L = None
-    roles: Dict[str, str] = {}
-    for name, (_, ti) in seq.items():
-        v = np.asarray(inputs[name])
-        L = v.shape[ti]
-        if v.dtype.kind not in "fc":
-            roles[name] = "update"  # index data (segment ids): the state's business
-            continue
-        t0 = L // 2
-        w = v.copy()
-        idx = (slice(None),) * ti + (t0,)
-        w[idx] = 0.9 * w[idx] + 0.05  # stays in the domain of steps, decays, gates, keys
-        o2 = ctx.oracle(dict(inputs, **{name: w}), ctx.conv)
-        later, here = False, False
-        for k, o in base.items():
-            a, b = _as_cmp(o), _as_cmp(o2[k])
-            if a.size == 0:
+    known = _ROLE_CACHE.setdefault((ctx.spec.name, _freeze(ctx.conv)), {})
+    missing = [n for n in seq if n not in known]
+    if missing and min(np.shape(inputs[n])[ti] for n, (_, ti) in seq.items()) >= 3:
+        base = ctx.oracle(dict(inputs), ctx.conv)
+        for name in missing:
+            ti = seq[name][1]
+            v = np.asarray(inputs[name])
+            if v.dtype.kind not in "fc":
+                known[name] = "update"  # index data (segment ids): the state's business
                 continue
-            scale = float(np.max(np.abs(a))) or 1.0
-            d = np.abs(a - b) > 1e-9 * scale
-            pat = _pattern(ctx.spec, k, o, "outputs")
-            oti = _time_index(pat)
-            if oti is None:
-                later |= bool(d.any())
-            else:
-                d = np.moveaxis(d, oti, 0)
-                here |= bool(d[t0].any())
-                later |= bool(d[t0 + 1:].any())
-        roles[name] = "update" if later else ("readout" if here else "none")
-    _ROLE_CACHE[key] = roles
-    return roles
+            t0 = v.shape[ti] // 2
+            w = v.copy()
+            idx = (slice(None),) * ti + (t0,)
+            w[idx] = 0.9 * w[idx] + 0.05  # stays in the domain of steps, decays, gates, keys
+            o2 = ctx.oracle(dict(inputs, **{name: w}), ctx.conv)
+            later, here = False, False
+            for k, o in base.items():
+                a, b = _as_cmp(o), _as_cmp(o2[k])
+                if a.size == 0:
+                    continue
+                scale = float(np.max(np.abs(a))) or 1.0
+                d = np.abs(a - b) > 1e-9 * scale
+                oti = _time_index(_pattern(ctx.spec, k, o, "outputs"))
+                if oti is None:
+                    later |= bool(d.any())
+                else:
+                    d = np.moveaxis(d, oti, 0)
+                    here |= bool(d[t0].any())
+                    later |= bool(d[t0 + 1:].any())
+            known[name] = "update" if later else ("readout" if here else "none")
+    return {n: known[n] for n in seq if n in known}
 
 
 def _read_before_update(ctx: Context) -> Optional[str]:
@@ -792,7 +866,7 @@ def _read_before_update(ctx: Context) -> Optional[str]:
         return None
     readout = [n for n, r in roles.items() if r == "readout"]
     update = [n for n, r in roles.items() if r == "update"]
-    if not readout or not update:
+    if not readout or not update or set(roles) != set(seq):
         return None
     shifted = dict(base_in)
     for n, (_, ti) in seq.items():
@@ -934,9 +1008,9 @@ def _group_order(ctx: Context) -> Optional[str]:
             o2 = ctx.oracle(dict(x2), ctx.conv)
             if ctx.passes(ctx.cand, x2, ctx.conv, o2):
                 word = _SINGULAR.get(_word(ax), _word(ax))
-                return (f"groups expanded in the wrong order: {', '.join(subset)} repeated as '({ax} g)' -- {word} i "
-                        f"reads group i mod g instead of i // ({ax}/g) = i // {per} ('(g {ax})') -- the candidate "
-                        f"conforms with the groups so repeated (g = {g}, {ax} = {H})")
+                return (f"groups expanded in the wrong order: {', '.join(subset)} repeated as '({ax} g)' ({word} i "
+                        f"reads group i mod g) instead of '(g {ax})' (group i // {per}); the candidate conforms with "
+                        f"the groups so repeated (g = {g}, {ax} = {H})")
         except Exception:
             continue
     return None
@@ -973,9 +1047,49 @@ def _channel_pattern(ctx: Context) -> Optional[str]:
                 if set(idx.tolist()) == mism:
                     extra = (f" -- exactly the {_word(letter)} whose group differs between '(g {letter})' and "
                              f"'({letter} g)' order: grouped inputs expanded in the wrong order?")
-            return (f"one block wrong: {m.output} fails only at {what}{extra}; the other "
+            regime = _separating_input(ctx, m.ratio > 1.0, m.axes) if m.ratio is not None else ""
+            return (f"one block wrong: {m.output} fails only at {what}{extra}{regime}; the other "
                     f"{_word(letter) if letter != 'b' else 'batch entries'} conform")
     return None
+
+
+def _separating_input(ctx: Context, mask: np.ndarray, out_pat: Sequence[str]) -> str:
+    """`` -- exactly where |A| <= 0.04 (elsewhere >= 0.3)``: an input whose magnitude alone separates the failing
+    entries from the passing ones (on the axes it shares with the output; at least 6 cells, 2 of each kind,
+    a factor 2 apart), or ``""``."""
+    best = None
+    for a in ctx.spec.inputs:
+        v = ctx.inputs.get(a.name)
+        if v is None or a.kind != "float":
+            continue
+        v = np.abs(_as_cmp(v))
+        pat = a.pattern_for(v.ndim)
+        if not pat or v.size == 0:
+            continue
+        shared = [ax for ax in pat if ax not in BATCH_AXES and pat.count(ax) == 1 and list(out_pat).count(ax) == 1]
+        if not shared:
+            continue
+        m = np.any(mask, axis=tuple(i for i, ax in enumerate(out_pat) if ax not in shared))
+        kept = [ax for ax in out_pat if ax in shared]
+        m = np.transpose(m, [kept.index(ax) for ax in shared])
+        lo = np.min(v, axis=tuple(i for i, ax in enumerate(pat) if ax not in shared)) if len(shared) < v.ndim else v
+        hi = np.max(v, axis=tuple(i for i, ax in enumerate(pat) if ax not in shared)) if len(shared) < v.ndim else v
+        nf, npass = int(m.sum()), int((~m).sum())
+        if m.size < 6 or nf < 2 or npass < 2:
+            continue
+        if float(np.max(hi[m])) * 2 <= float(np.min(lo[~m])):
+            sep = (float(np.min(lo[~m])) / max(float(np.max(hi[m])), 1e-300),
+                   f" -- exactly where |{a.name}| <= {float(np.max(hi[m])):.2g} (elsewhere >= "
+                   f"{float(np.min(lo[~m])):.2g}): the regime of small {a.name}")
+        elif float(np.min(lo[m])) >= 2 * float(np.max(hi[~m])):
+            sep = (float(np.min(lo[m])) / max(float(np.max(hi[~m])), 1e-300),
+                   f" -- exactly where |{a.name}| >= {float(np.min(lo[m])):.2g} (elsewhere <= "
+                   f"{float(np.max(hi[~m])):.2g}): the regime of large {a.name}")
+        else:
+            continue
+        if best is None or sep[0] > best[0]:
+            best = sep
+    return best[1] if best else ""
 
 
 # -- 6. the state -------------------------------------------------------------------------------------------------
@@ -1001,6 +1115,23 @@ def _state(ctx: Context) -> Optional[str]:
             o2 = ctx.oracle(dict(x2), ctx.conv)
             if ctx.passes(ctx.cand, x2, ctx.conv, o2):
                 return (f"the initial state {s_in} is ignored: the candidate equals the oracle with {s_in} = 0")
+        except Exception:
+            pass
+    seq = _seq_inputs(ctx, ctx.inputs)
+    L = min((np.shape(ctx.inputs[n])[ti] for n, (_, ti) in seq.items()), default=0)
+    if L >= 2 and bad and set(bad) <= {o for _, o in pairs}:
+        # only the final state fails: is it the state one step early (the last update not written back)?
+        short = dict(ctx.inputs)
+        for n, (_, ti) in seq.items():
+            short[n] = np.asarray(ctx.inputs[n])[(slice(None),) * ti + (slice(0, L - 1),)]
+        try:
+            o2 = ctx.oracle(dict(short), ctx.conv)
+            b2 = ctx.bounds(dict(short), o2, ctx.conv)
+            early = [k for k in bad if k in ctx.cand and k in o2 and
+                     compare(ctx.cand[k], o2[k], b2[k]).passed]
+            if early and len(early) == len(bad):
+                return (f"the final state {', '.join(early)} is one step early: it equals the state after step "
+                        f"l - 2 (the last step's update is not written back)")
         except Exception:
             pass
     for s_in, s_out in pairs:
@@ -1042,9 +1173,19 @@ def _nonfinite(ctx: Context) -> Optional[str]:
                 where.append(_describe_set(hit, mask.shape[i], ax))
         parts.append(f"{r.output} ({int(mask.sum())} of {mask.size} entries" + (f"; {', '.join(where)}" if where else "")
                      + ")")
+        ti = _time_index(pat)
+        if ti is not None and mask.shape[ti] > 1:
+            steps = np.flatnonzero(np.any(np.moveaxis(mask, ti, 0).reshape(mask.shape[ti], -1), axis=1))
+            if steps.size and steps[0] > 0 and steps.tolist() == list(range(steps[0], mask.shape[ti])):
+                regime.append(f"from step {pat[ti]} = {steps[0]} to the end: a quantity growing along the sequence "
+                              "overflows (an unstable recurrence, |A_bar| > 1?)")
         regime.extend(_regime(ctx, mask, pat))
     text = f"NaN/Inf in {', '.join(parts)} where the oracle is finite"
     seen, uniq = set(), []
+    ordinary = [s for s in regime if s.startswith("the inputs are of ordinary magnitude")]
+    regime = [s for s in regime if not s.startswith("the inputs are of ordinary magnitude")]
+    if not regime and ordinary:
+        regime = ordinary[:1]
     for s in regime:
         if s not in seen:
             seen.add(s)
@@ -1135,22 +1276,24 @@ def _convention_flips(ctx: Context) -> Optional[str]:
 
 # -- the whole diagnosis -------------------------------------------------------------------------------------------
 
-# (name, strategy, exact): an exact strategy names an alternative under which the candidate conforms (or a fact:
-# an output missing, NaN/Inf); a descriptive one says where the error lies.  Exact ones are tried first, in this
-# order; the descriptive ones only when none holds (a true alternative says more than where the error is).
-STRATEGIES: Tuple[Tuple[str, Callable[[Context], Optional[str]], bool], ...] = (
-    ("lower precision", _lower_precision, True),
-    ("swapped inputs", _swapped_inputs, True),
-    ("swapped call arguments", _swapped_call_arguments, True),
-    ("off-by-one convention", _int_conventions_off_by_one, True),
-    ("output shift", _output_shift, True),
-    ("read before update", _read_before_update, True),
-    ("time pattern", _time_pattern, False),
-    ("group order", _group_order, True),
-    ("channel block", _channel_pattern, False),
-    ("state", _state, True),
-    ("non-finite", _nonfinite, True),
-    ("convention flip", _convention_flips, True),
+# (name, strategy, tier): tier 0 names an alternative under which the candidate conforms (or a plain fact: an
+# output missing, NaN/Inf, lower-precision values); tier 1 is the statistical match of a lower precision's error;
+# tier 2 says where the error lies.  Tiers are tried in turn, each in this order: a true alternative says more
+# than an error's size, and an error's size more than where it lies.
+STRATEGIES: Tuple[Tuple[str, Callable[[Context], Optional[str]], int], ...] = (
+    ("lower-precision values", _lowp_values, 0),
+    ("swapped inputs", _swapped_inputs, 0),
+    ("swapped call arguments", _swapped_call_arguments, 0),
+    ("off-by-one convention", _int_conventions_off_by_one, 0),
+    ("output shift", _output_shift, 0),
+    ("read before update", _read_before_update, 0),
+    ("time pattern", _time_pattern, 2),
+    ("group order", _group_order, 0),
+    ("channel block", _channel_pattern, 2),
+    ("state", _state, 0),
+    ("non-finite", _nonfinite, 0),
+    ("convention flip", _convention_flips, 0),
+    ("lower-precision error", _lower_precision, 1),
 )
 
 
@@ -1184,7 +1327,7 @@ def diagnose(ctx: Context) -> Diagnosis:
     """Name the first cause that explains the failing case (see the module docstring for the order)."""
     ctx.maps = error_maps(ctx)
     reasons = _structural(ctx)
-    ordered = [s for s in STRATEGIES if s[2]] + [s for s in STRATEGIES if not s[2]]
+    ordered = sorted(STRATEGIES, key=lambda st: st[2])  # (a stable sort: the order within each tier is kept)
     for _, strategy, _ in ordered:
         try:
             why = strategy(ctx)
