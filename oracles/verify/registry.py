@@ -27,8 +27,8 @@ An :class:`OpSpec` declares, for one operation (``ssm.discretize``,
 
 Op specs live in ``oracles/verify/ops_<family>.py`` and register themselves
 with :func:`register_op`; :func:`get_op` imports every such module on first use.  The declarative
-helpers :func:`op_functions`, :func:`case_builder`, :func:`feature_convention` and
-:func:`seeded_strategy` spell the parts every op spec shares.
+helpers :func:`op_functions`, :func:`case_builder`, :func:`feature_convention`, :func:`seeded_strategy`
+and :func:`draw_sizes` spell the parts every op spec shares.
 """
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Arg", "Convention", "Case", "Probe", "ProbeDtype", "OpSpec", "register_op", "get_op", "list_ops", "infer_dims",
+__all__ = ["Arg", "Convention", "Case", "Probe", "ProbeDtype", "OpSpec", "register_op", "get_op", "list_ops",
+           "infer_dims",
            "Size", "Domain", "DeclaredDomain", "op_domain", "case_sizes", "case_key", "domain_hint", "op_functions",
-           "case_builder", "CaseBuilder", "feature_convention", "seeded_strategy"]
+           "case_builder", "CaseBuilder", "feature_convention", "seeded_strategy", "draw_sizes", "claimed_inputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,8 +406,9 @@ def domain_hint(domain: Sequence[Domain], raising: Sequence[Mapping[str, int]],
     """What the cases that raised share and the cases that did not lack, as ``(property, advice)``.
 
     Tried in order: a short sequence (``L = 0``, ``L < m``), a length that is not a multiple of ``k``
-    (the smallest ``k >= 2`` that divides every other case's lengths and no raising case's), two sizes
-    that differ (``value_dim != query_dim``).  ``None`` when no such property separates them.
+    (the ``k >= 2`` that divide every other case's lengths and no raising case's: the smallest is named, and
+    every one that fits is listed), two sizes that differ (``value_dim != query_dim``).  ``None`` when no such
+    property separates them.
     """
     if not raising:
         return None
@@ -425,10 +427,16 @@ def domain_hint(domain: Sequence[Domain], raising: Sequence[Mapping[str, int]],
             g = 0
             for L in nonzero:
                 g = math.gcd(g, L)
-            for k in range(2, g + 1):
-                if g % k == 0 and all(any(L % k for L in lens(s)) for s in raising):
-                    return (f"all with {label} not a multiple of {k}",
-                            f"declare --domain length_multiple={k} if other lengths are unsupported")
+            # every k that divides all the other lengths and none of the raising ones fits the evidence
+            ks = [k for k in range(2, g + 1) if g % k == 0 and all(any(L % k for L in lens(s)) for s in raising)]
+            if len(ks) == 1:
+                return (f"all with {label} not a multiple of {ks[0]}",
+                        f"declare --domain length_multiple={ks[0]} if other lengths are unsupported")
+            if ks:
+                fit = ", ".join(map(str, ks[:-1])) + f" or {ks[-1]}"
+                return (f"all with {label} not a multiple of {ks[0]}",
+                        f"declare --domain length_multiple=K, K the kernel's chunk, if other lengths are unsupported "
+                        f"(K = {fit} fit these cases)")
     sized = [d for d in domain if d.kind == "size"]
     for i, a in enumerate(sized):
         for b in sized[i + 1:]:
@@ -461,29 +469,60 @@ def op_functions(namespace: Mapping[str, Any], prefix: str = "") -> Dict[str, Ca
 class CaseBuilder:
     """Golden and edge cases drawn from an op's sampler at fixed sizes.
 
-    ``add(case_id, kind, note, seed, edit=None, **sizes)`` draws ``sample(np.random.default_rng([seed_base, seed]),
-    conv, **sizes)``, applies ``edit(inputs) -> inputs`` if given (a scaled input, a zeroed one), appends the
-    :class:`Case` to ``add.cases`` and returns it.
+    ``add(case_id, kind, note, seed, **sizes)`` draws ``sample(np.random.default_rng([seed_base, seed]), conv,
+    **sizes)``, appends the :class:`Case` to ``add.cases`` and returns it.  ``prepare(inputs, **options)``, when
+    given, edits every drawn case; the keywords of ``add`` that ``prepare`` takes go to it (``add(..., scale=6.0)``:
+    a scaled input), the others to the sampler.  ``add.rows([(case_id, kind, sizes, note), ...])`` adds a table,
+    each row seeded by its position in ``add.cases``.
     """
 
-    def __init__(self, op: str, sample: Callable[..., Dict[str, Any]], seed_base: int, conv: Mapping[str, Any]):
+    def __init__(self, op: str, sample: Callable[..., Dict[str, Any]], seed_base: int, conv: Mapping[str, Any],
+                 prepare: Optional[Callable[..., Dict[str, Any]]] = None):
         self.op, self.sample, self.seed_base, self.conv = op, sample, int(seed_base), dict(conv)
+        self.prepare = prepare
+        self._options = set(list(inspect.signature(prepare).parameters)[1:]) if prepare is not None else set()
         self.cases: List[Case] = []
 
-    def __call__(self, case_id: str, kind: str, note: str, seed: int, *,
-                 edit: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None, **sizes: Any) -> Case:
+    def __call__(self, case_id: str, kind: str, note: str, seed: int, **sizes: Any) -> Case:
+        options = {k: sizes.pop(k) for k in list(sizes) if k in self._options}
         inputs = self.sample(np.random.default_rng([self.seed_base, seed]), self.conv, **sizes)
-        if edit is not None:
-            inputs = edit(inputs)
+        if self.prepare is not None:
+            inputs = self.prepare(inputs, **options)
         case = Case(self.op, case_id, kind, inputs, dict(self.conv), seed=seed, note=note)
         self.cases.append(case)
         return case
 
+    def rows(self, rows: Sequence[Tuple[str, str, Mapping[str, Any], str]]) -> List[Case]:
+        """``(case_id, kind, sizes, note)`` rows, the seed of each its position in :attr:`cases`."""
+        return [self(cid, kind, note, len(self.cases), **dict(sizes)) for cid, kind, sizes, note in rows]
 
-def case_builder(op: str, sample: Callable[..., Dict[str, Any]], seed_base: int,
-                 conv: Mapping[str, Any]) -> CaseBuilder:
+
+def case_builder(op: str, sample: Callable[..., Dict[str, Any]], seed_base: int, conv: Mapping[str, Any],
+                 prepare: Optional[Callable[..., Dict[str, Any]]] = None) -> CaseBuilder:
     """``add = case_builder(OP, sample, 31, conv); add("edge-L0", "edge", "L = 0", 2, L=0); return add.cases``."""
-    return CaseBuilder(op, sample, seed_base, conv)
+    return CaseBuilder(op, sample, seed_base, conv, prepare)
+
+
+def draw_sizes(rng: np.random.Generator, **sizes: Tuple[Optional[int], int, int]) -> Tuple[int, ...]:
+    """A sampler's sizes: ``name=(given, lo, hi)`` keeps ``given`` unless it is ``None``, else draws
+    ``int(rng.integers(lo, hi))``, in the order written (so a seeded sampler draws what it always drew)::
+
+        b, h, n = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3), n=(n, 1, 5))
+    """
+    return tuple(int(rng.integers(lo, hi)) if given is None else given for given, lo, hi in sizes.values())
+
+
+def claimed_inputs(inputs: Mapping[str, Any], conv: Mapping[str, Any], **features: str) -> Dict[str, Any]:
+    """The inputs a candidate claims to use: ``use_D="D"`` -- under ``use_D=False`` the case's ``D`` is absent
+    (``None``), as the candidate never receives it::
+
+        x = claimed_inputs(inp, conv, use_D="D", use_z="z", use_h0="h0")
+    """
+    x = dict(inputs)
+    for flag, name in features.items():
+        if not conv[flag]:
+            x[name] = None
+    return x
 
 
 def feature_convention(name: str, doc: str) -> Convention:
@@ -527,7 +566,8 @@ class OpSpec:
         """The op's domain under the declared values (unknown names or bad values raise ``ValueError``)."""
         return DeclaredDomain(self, given)
 
-    def fit_domain(self, inputs: Mapping[str, Any], rng: np.random.Generator, conv: Mapping[str, Any]) -> Dict[str, Any]:
+    def fit_domain(self, inputs: Mapping[str, Any], rng: np.random.Generator,
+                   conv: Mapping[str, Any]) -> Dict[str, Any]:
         """``inputs``, or a case redrawn inside the run's declared domain when they lie outside it (probes)."""
         if self.active_domain is None:
             return dict(inputs)
