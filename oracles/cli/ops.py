@@ -1,11 +1,11 @@
-"""``refimpl ops``: the op specs the verify harness knows, with their conventions and adapters."""
+"""``refimpl ops``: the op specs the verify harness knows, with their conventions, declarable domain and adapters."""
 from __future__ import annotations
 
 import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("ops", help="list the ops `refimpl verify` knows (conventions, adapters)")
+    p = sub.add_parser("ops", help="list the ops `refimpl verify` knows (conventions, declarable domain, adapters)")
     p.add_argument("op", nargs="?", default=None, help="show one op only")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

@@ -89,6 +89,18 @@ def parse_conventions(texts, op=None) -> dict:
     return out
 
 
+def parse_domain(texts) -> dict:
+    """``--domain`` arguments -> ``{name: value}`` (values read as :func:`parse_value` reads them:
+    ``min_length=1`` is the integer 1, ``value_dim=query_dim`` the name of another size)."""
+    out = {}
+    for text in texts:
+        k, sep, v = text.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise ValueError(f"--domain: expected NAME=VALUE, got {text!r}")
+        out[k.strip()] = parse_value(v)
+    return out
+
+
 def candidate_path() -> None:
     """Put the current directory first on ``sys.path``, as ``python -m`` does, so that
     ``refimpl verify mymod:fn`` finds ``./mymod.py`` when run through the console script."""
@@ -118,6 +130,10 @@ def register(sub) -> None:
     p.add_argument("--conv", action="append", default=[], metavar="NAME=VALUE",
                    help="a convention the function implements (repeatable), e.g. --conv method=bilinear; values as "
                         "`refimpl ops` prints them (True, None, 0.5, 'zoh', (0.0, inf)) or JSON")
+    p.add_argument("--domain", action="append", default=[], metavar="NAME=VALUE",
+                   help="an input the function legitimately refuses (repeatable), by the op's domain entries "
+                        "(`refimpl ops OP` lists them): --domain min_length=1 (no empty sequences), "
+                        "--domain length_multiple=8, --domain value_dim=query_dim; cases outside are not run")
     p.add_argument("--dtype", action="append", default=None,
                    help="float64, float32, float16, bfloat16 (repeatable or comma-separated; default float64)")
     p.add_argument("--framework", default=None, help="numpy (default), torch, torch:cuda, jax, cupy")
@@ -156,7 +172,7 @@ def run(args) -> int:
         report = verify(args.op, fn, adapter=args.adapter, conventions=conv, dtype=dtypes, framework=args.framework,
                         profile=args.profile, max_examples=args.max_examples, seed=args.seed, kinds=kinds,
                         save_failures=args.save_failures, candidate_name=args.candidate, timeout=args.timeout,
-                        plots=args.plots)
+                        plots=args.plots, domain=parse_domain(args.domain))
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
         print(f"refimpl verify: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -54,7 +54,7 @@ import os
 import threading
 import traceback
 import warnings
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -62,10 +62,12 @@ from oracles.tolerance import Comparison, baseline_bound, compare
 from oracles.verify.adapters import Adapter, Outputs, get_adapter
 from oracles.verify.frameworks import (lowp_dtype, parse_framework, precision_note, precision_scope, to_framework,
                                        to_numpy)
-from oracles.verify.registry import Case, OpSpec, ProbeDtype, get_op, infer_dims
+from oracles.verify.registry import (Case, DeclaredDomain, OpSpec, ProbeDtype, case_key, case_sizes, get_op,
+                                     infer_dims, seeded_strategy)
 from oracles.verify.report import CaseResult, OutputResult, ProbeResult, Report, load_case, save_case
 
-__all__ = ["verify", "assert_conforms", "generate_cases", "strategy_for", "resolve_candidate", "rerun_case", "PROFILES",
+__all__ = ["verify", "assert_conforms", "generate_cases", "split_domain", "strategy_for", "resolve_candidate",
+           "rerun_case", "PROFILES",
            "DTYPES", "CandidateCall", "CandidateTimeout", "DEFAULT_TIMEOUT", "cache_dir"]
 
 PROFILES = {"ci": 10, "thorough": 200}
@@ -218,30 +220,98 @@ def strategy_for(op: Union[str, OpSpec], conventions: Optional[Mapping[str, Any]
         st = spec.strategy(conv)
         if st is not None:
             return st
-    from hypothesis import strategies as hst
+    return seeded_strategy(spec.sample, conv)
 
-    return hst.integers(0, 2**32 - 1).map(lambda s: spec.sample(np.random.default_rng(s), conv))
+
+MAX_EMPTY_FRACTION = 10  # at most one random case in ten has a sequence of length 0
+_REDRAWS = 8  # attempts at a random case that is not a duplicate
+
+
+def _as_domain(spec: OpSpec, domain: Union[None, Mapping[str, Any], DeclaredDomain]) -> DeclaredDomain:
+    return domain if isinstance(domain, DeclaredDomain) else spec.resolve_domain(domain)
+
+
+def split_domain(cases: Iterable[Case], domain: DeclaredDomain) -> Tuple[List[Case], List[Tuple[Case, str]]]:
+    """The cases inside the declared domain, and those outside with the reason."""
+    inside, outside = [], []
+    for c in cases:
+        try:
+            why = domain.violation(c.inputs)
+        except ValueError:  # shapes that contradict the signature: run, and the candidate call reports them
+            why = None
+        if why is None:
+            inside.append(c)
+        else:
+            outside.append((c, why))
+    return inside, outside
+
+
+def _own_case(spec: OpSpec, inputs: Mapping[str, Any], case_id: str) -> None:
+    """A drawn case must fit the op's own signature: else the op spec (its sampler or strategy) is at fault."""
+    try:
+        case_sizes(spec, inputs)
+    except ValueError as exc:
+        raise RuntimeError(f"op {spec.name}: the harness drew {case_id}, which does not fit the op's own signature "
+                           f"({exc}): a bug of the op spec's sampler or strategy, not of the candidate") from None
+
+
+def _random_cases(spec: OpSpec, conv: Dict[str, Any], n: int, seed: int, dom: DeclaredDomain,
+                  seen: set) -> List[Case]:
+    """``n`` random cases inside the declared domain, none a duplicate of another case (``seen``: content keys),
+    at most ``n // 10`` of them with an empty sequence.  Drawn from the op's Hypothesis strategy when there is
+    one, else from its seeded sampler; a draw outside the domain, with an empty sequence past the quota, or
+    already seen is redrawn by the sampler (seeded ``[seed, i, attempt]``), never dropped."""
+    drawn = _hypothesis_inputs(spec, conv, n, seed)
+    empty_left = n // MAX_EMPTY_FRACTION
+    out: List[Case] = []
+    for i in range(n):
+        if drawn is not None and i < len(drawn):
+            inp, kind, cid = drawn[i], "hypothesis", f"hypothesis-{i}"
+            note = f"Hypothesis example {i} with @seed({seed})"
+        else:
+            inp = spec.sample(np.random.default_rng([seed, i]), conv)
+            kind, cid, note = "random", f"random-{i}", f"np.random.default_rng([{seed}, {i}])"
+        for attempt in range(1, _REDRAWS + 1):
+            _own_case(spec, inp, cid)
+            inp, how = dom.fit(inp, np.random.default_rng([seed, i, attempt]), conv,
+                               min_length=0 if empty_left > 0 else 1)
+            if how:
+                note += f"; {how} (np.random.default_rng([{seed}, {i}, {attempt}]))"
+            key = case_key(inp)
+            if key not in seen:
+                break
+            note += f"; a duplicate of an earlier case, redrawn by np.random.default_rng([{seed}, {i}, {attempt}, 0])"
+            inp = spec.sample(np.random.default_rng([seed, i, attempt, 0]), conv)
+        else:
+            continue  # every redraw repeated an earlier case: the op's space of inputs is smaller than n
+        seen.add(key)
+        if dom.length(case_sizes(spec, inp)) == 0:
+            empty_left -= 1
+        out.append(Case(spec.name, cid, kind, inp, dict(conv), seed=seed, note=note))
+    return out
 
 
 def generate_cases(spec: OpSpec, conv: Dict[str, Any], *, profile: str = "ci", max_examples: Optional[int] = None,
-                   seed: int = 0, kinds: Iterable[str] = ("golden", "edge", "random")) -> List[Case]:
-    """The op's golden and edge cases for ``conv`` plus ``max_examples`` random ones (``profile``'s count by default)."""
+                   seed: int = 0, kinds: Iterable[str] = ("golden", "edge", "random"),
+                   domain: Union[None, Mapping[str, Any], DeclaredDomain] = None,
+                   outside: Optional[List[Tuple[Case, str]]] = None) -> List[Case]:
+    """The op's golden and edge cases for ``conv`` plus ``max_examples`` random ones (``profile``'s count by default).
+
+    ``domain``: what the candidate declared it refuses (``{"min_length": 1}``, see ``refimpl ops OP``).  Golden
+    and edge cases outside it are dropped (appended to ``outside`` as ``(case, reason)`` when a list is given);
+    random cases are drawn inside it.  Random cases never repeat a case, and at most one in ten has an empty
+    sequence.
+    """
     kinds = tuple(kinds)
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {sorted(PROFILES)}, got {profile!r}")
-    cases = [c for c in spec.cases(conv) if c.kind in kinds]
+    dom = _as_domain(spec, domain)
+    cases, dropped = split_domain([c for c in spec.cases(conv) if c.kind in kinds], dom)
+    if outside is not None:
+        outside.extend(dropped)
     n = PROFILES[profile] if max_examples is None else int(max_examples)
     if "random" in kinds and n > 0:
-        drawn = _hypothesis_inputs(spec, conv, n, seed)
-        if drawn is not None:
-            for i, inp in enumerate(drawn):
-                cases.append(Case(spec.name, f"hypothesis-{i}", "hypothesis", inp, dict(conv), seed=seed,
-                                  note=f"Hypothesis example {i} with @seed({seed})"))
-        else:
-            for i in range(n):
-                rng = np.random.default_rng([seed, i])
-                cases.append(Case(spec.name, f"random-{i}", "random", spec.sample(rng, conv), dict(conv), seed=seed,
-                                  note=f"np.random.default_rng([{seed}, {i}])"))
+        cases += _random_cases(spec, conv, n, seed, dom, {case_key(c.inputs) for c in cases})
     return cases
 
 
@@ -479,6 +549,10 @@ def _run_case(spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: D
               save_failures: Optional[str], diagnose: bool) -> CaseResult:
     """One case in one dtype; the warnings raised while it runs are attached to its result."""
     res = CaseResult(case.case_id, case.kind, dtype, dict(conv), case.shapes(), case.seed, note=case.note)
+    try:
+        res.sizes = case_sizes(spec, case.inputs)
+    except ValueError:  # a case whose shapes contradict the signature: the candidate call reports it
+        pass
     with _collect_warnings(res.warnings):
         _run_case_body(res, spec, call, case, dtype, conv, meta, save_failures, diagnose)
     return res
@@ -491,6 +565,13 @@ def _error_text(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _raised_where(exc: BaseException) -> str:
+    """``IndexError (at kernel.py:12 in scan)``: the exception type and the innermost frame, for grouping."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+    return f"{type(exc).__name__}{where}"
 
 
 def _run_case_body(res: CaseResult, spec: OpSpec, call: CandidateCall, case: Case, dtype: str, conv: Dict[str, Any],
@@ -514,6 +595,8 @@ def _run_case_body(res: CaseResult, spec: OpSpec, call: CandidateCall, case: Cas
     except Exception as exc:  # the candidate failed on this case: an error row with where it happened
         res.error = _error_text(exc)
         timed_out = isinstance(exc, CandidateTimeout)
+        if not timed_out:
+            res.raised = _raised_where(exc)
     if res.error is None:
         try:
             res.outputs = _compare_outputs(spec, cand, x_up, conv, dtype, oracle_out, ref_inputs)
@@ -571,7 +654,7 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
            kinds: Iterable[str] = ("golden", "edge", "random"), cases: Optional[Sequence[Case]] = None,
            save_failures: Optional[str] = None, probes: bool = True, diagnose: bool = True,
            candidate_name: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT,
-           plots: Optional[str] = None) -> Report:
+           plots: Optional[str] = None, domain: Optional[Mapping[str, Any]] = None) -> Report:
     """Verify ``candidate`` against the oracle of ``op`` under named ``conventions``.
 
     Parameters
@@ -589,6 +672,10 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
         return is reported with its case and abandoned; the verification goes on.
     plots : a directory for one PNG heatmap of err/bound over (channel, time) per failing case (needs
         matplotlib: ``pip install 'refimpl[plot]'``); the text report names each file.
+    domain : the inputs the candidate declares it refuses, by the op's domain entries (``refimpl ops OP``):
+        ``{"min_length": 1}`` (no empty sequences), ``{"length_multiple": 8}``, ``{"value_dim": "query_dim"}``.
+        Cases outside are not run (golden/edge ones are counted in the report as outside the declared
+        domain; random ones are drawn inside); a candidate that raises inside it does not conform.
     """
     if plots is not None:
         _require_matplotlib()
@@ -605,10 +692,17 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     fw, device = parse_framework(framework)
     name = candidate_name or _candidate_name(candidate)
     call = CandidateCall(spec, candidate, ad, conv, fw, device, timeout=timeout)
+    dom = spec.resolve_domain(domain)
     report = Report(spec.name, name, ad.name, framework or "numpy", conv, dtypes, seed=seed, profile=profile)
+    report.domain, report.domain_entries = dict(dom.declared), tuple(spec.domain)
     meta = {"op": spec.name, "candidate": name, "adapter": ad.name, "framework": framework or "numpy", "seed": seed}
-    todo = list(cases) if cases is not None else generate_cases(spec, conv, profile=profile,
-                                                                 max_examples=max_examples, seed=seed, kinds=kinds)
+    outside: List[Tuple[Case, str]] = []
+    if cases is not None:
+        todo, outside = split_domain(cases, dom)
+    else:
+        todo = generate_cases(spec, conv, profile=profile, max_examples=max_examples, seed=seed, kinds=kinds,
+                              domain=dom, outside=outside)
+    report.outside_domain = [{"case_id": c.case_id, "kind": c.kind, "reason": why} for c, why in outside]
     if todo:  # an adapter that cannot express the requested conventions is a usage error, raised now
         first = todo[0].inputs
         ad.build_call(spec, first, conv, infer_dims(spec.inputs, first))
@@ -624,12 +718,13 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
                 report.cases.append(_run_case(spec, call, c, d, conv, meta, save_failures, diagnose))
         report.add_notes(notes)
     if probes:
+        probe_spec = spec if dom.is_default else dataclasses.replace(spec, active_domain=dom)  # draws inside it
         for p in spec.probes:
             if not p.applies(conv):
                 continue
             for d in (runnable if p.per_dtype else [None]):
                 with precision_scope(fw, d or "float64") as notes:
-                    report.probes.append(_run_probe(p, call, spec, conv, seed, d))
+                    report.probes.append(_run_probe(p, call, probe_spec, conv, seed, d))
                 report.add_notes(notes)
     if plots is not None:
         _write_plots(report, plots)

@@ -69,7 +69,7 @@ def causality_probe(seq_inputs: Dict[str, str], seq_outputs: Dict[str, str], *, 
         dt = dtype or float64_probe_dtype(spec, conv)
         # a sample long enough to split (samplers draw L from a small ladder; retry a few times)
         for _ in range(50):
-            x = (sampler or spec.sample)(rng, conv)
+            x = spec.fit_domain((sampler or spec.sample)(rng, conv), rng, conv)  # inside a declared --domain
             if _seq_len(x, spec, seq_inputs) >= 4:
                 break
         x = _as_float64(x)

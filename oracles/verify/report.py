@@ -6,7 +6,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -83,6 +83,8 @@ class CaseResult:
     warnings: List[str] = dataclasses.field(default_factory=list)  # raised while the case ran
     error_maps: List[Any] = dataclasses.field(default_factory=list)  # diagnosis.ErrorMap per failing output
     plot: Optional[str] = None  # the PNG heatmap of err/bound (verify(..., plots=DIR))
+    sizes: Dict[str, int] = dataclasses.field(default_factory=dict)  # the case's named sizes (l, d, ..., L)
+    raised: Optional[str] = None  # the candidate raised: "IndexError (at kernel.py:12 in scan)"
 
     @property
     def passed(self) -> bool:
@@ -101,6 +103,7 @@ class CaseResult:
             "outputs": [o.to_dict() for o in self.outputs], "error": self.error, "skipped": self.skipped,
             "diagnosis": self.diagnosis, "repro": self.repro, "note": self.note, "warnings": self.warnings,
             "error_maps": [m.to_dict() for m in self.error_maps], "plot": self.plot,
+            "sizes": self.sizes, "raised": self.raised,
         })
 
     def text(self) -> str:
@@ -177,6 +180,9 @@ class Report:
     seed: Optional[int] = None
     profile: str = "ci"
     notes: List[str] = dataclasses.field(default_factory=list)  # what the harness changed or noticed (x64, timeouts)
+    domain: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the domain the candidate declared (non-defaults)
+    domain_entries: Tuple[Any, ...] = ()  # the op's registry.Domain entries (for the headline's hint)
+    outside_domain: List[Dict[str, str]] = dataclasses.field(default_factory=list)  # not run: case_id, kind, reason
 
     def add_notes(self, notes) -> None:
         for n in notes:
@@ -207,14 +213,47 @@ class Report:
         return out
 
     def summary(self) -> str:
-        ran = [c for c in self.cases if not c.skipped]
-        nf = sum(not c.passed for c in ran)
-        npf = sum(not p.passed for p in self.probes)
+        """The headline: the verdict, then the two kinds of failure apart -- cases that ran and missed their bound,
+        cases on which the candidate raised (grouped by exception and place, with what they share: ``L = 0``,
+        ``L`` not a multiple of ``k``, two unequal sizes, and the ``--domain`` that would declare it)."""
         verdict = "CONFORMS" if self.passed else "DOES NOT CONFORM"
-        return (f"{self.op} <- {self.candidate} (adapter {self.adapter}, {self.framework}): {verdict}: "
-                f"{len(ran) - nf}/{len(ran)} cases pass"
-                + (f", {len(self.probes) - npf}/{len(self.probes)} probes pass" if self.probes else "")
-                + (f", {len(self.cases) - len(ran)} skipped" if len(self.cases) != len(ran) else ""))
+        return f"{self.op} <- {self.candidate} (adapter {self.adapter}, {self.framework}): {verdict}: {self.headline()}"
+
+    def headline(self) -> str:
+        from oracles.verify.registry import domain_hint
+
+        ran = [c for c in self.cases if not c.skipped]
+        hung = [c for c in ran if c.error is not None and c.error.startswith("timed out")]
+        raised: Dict[str, List[CaseResult]] = {}
+        for c in ran:
+            if c.raised:
+                raised.setdefault(c.raised, []).append(c)
+        done = [c for c in ran if not c.raised and c not in hung]
+        nok = sum(c.passed for c in done)
+        if not done:
+            parts = ["no case ran to completion"]
+        elif nok == len(done):
+            parts = [f"conforms on all {len(done)} cases that ran"]
+        else:
+            parts = [f"{nok}/{len(done)} cases that ran pass"]
+        for where, group in sorted(raised.items(), key=lambda kv: -len(kv[1])):
+            text = f"raised {where} on {len(group)} case{'s' if len(group) != 1 else ''}"
+            others = [c.sizes for c in ran if c.raised != where and c.sizes]
+            hint = domain_hint(self.domain_entries, [c.sizes for c in group if c.sizes], others) \
+                if all(c.sizes for c in group) else None
+            parts.append(text + (f", {hint[0]}: {hint[1]}" if hint else ""))
+        if hung:
+            parts.append(f"timed out on {len(hung)} case{'s' if len(hung) != 1 else ''}")
+        if self.probes:
+            npf = sum(not p.passed for p in self.probes)
+            parts.append(f"{len(self.probes) - npf}/{len(self.probes)} probes pass")
+        if len(self.cases) != len(ran):
+            parts.append(f"{len(self.cases) - len(ran)} skipped")
+        if self.outside_domain:
+            declared = ", ".join(f"{k}={v}" for k, v in self.domain.items())
+            parts.append(f"{len(self.outside_domain)} golden/edge case{'s' if len(self.outside_domain) != 1 else ''} "
+                         f"outside the declared domain ({declared}) not run")
+        return "; ".join(parts)
 
     def worst(self) -> str:
         """The largest error/bound ratio per dtype (and the largest low-precision baseline multiple)."""
@@ -249,6 +288,11 @@ class Report:
     def to_text(self, verbose: bool = False) -> str:
         lines = [self.summary(), f"conventions: {self.conventions}",
                  f"dtypes: {', '.join(self.dtypes)}; seed {self.seed}; profile {self.profile}"]
+        if self.domain or self.outside_domain:
+            lines.append("declared domain: " + (", ".join(f"{k}={v}" for k, v in self.domain.items()) or "none")
+                         + ("; outside it, not run: " + ", ".join(f"{o['case_id']} ({o['reason']})"
+                                                                 for o in self.outside_domain)
+                            if self.outside_domain else ""))
         w = self.worst()
         if w:
             lines.append(w)
@@ -278,7 +322,8 @@ class Report:
             "op": self.op, "candidate": self.candidate, "adapter": self.adapter, "framework": self.framework,
             "conventions": self.conventions, "dtypes": self.dtypes, "seed": self.seed, "profile": self.profile,
             "passed": self.passed, "summary": self.summary(), "worst": self.worst(), "deviations": self.deviations(),
-            "returned_dtypes": self.returned_dtypes(), "notes": self.notes,
+            "returned_dtypes": self.returned_dtypes(), "notes": self.notes, "domain": self.domain,
+            "outside_domain": self.outside_domain,
             "probes": [p.to_dict() for p in self.probes], "cases": [c.to_dict() for c in self.cases],
         })
 
