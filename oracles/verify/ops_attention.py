@@ -66,7 +66,8 @@ from oracles.attention import (keep_mask, linear_attention_bound, linear_attenti
 from oracles.tolerance import Bound, compare, componentwise_bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, Probe, case_builder, draw_sizes,
+                                     feature_convention, op_domain, op_functions, register_op, seeded_strategy)
 
 OP_SOFTMAX = "attention.softmax"
 OP_LINEAR = "attention.linear"
@@ -354,8 +355,7 @@ def softmax_sample(rng, conv, *, lq=None, lk=None, b=None, h=None, g=None, d=Non
         h = 2  # a claimed grouping needs two query heads at least
     if g is None:  # grouped: always fewer key/value heads than query heads (the claimed feature is exercised)
         g = int(rng.choice(_divisors_below(h))) if conv["grouped_kv"] and h > 1 else h
-    d = int(rng.integers(1, 5)) if d is None else d
-    e = int(rng.integers(1, 4)) if e is None else e
+    d, e = draw_sizes(rng, d=(d, 1, 5), e=(e, 1, 4))
     lq = int(rng.choice([1, 2, 3, 5, 8])) if lq is None else lq
     lk = (lq if rng.random() < 0.6 else int(rng.choice([1, 2, 4, 7]))) if lk is None else lk
     inp = {"q": rng.standard_normal((b, lq, h, d)), "k": rng.standard_normal((b, lk, g, d)),
@@ -383,8 +383,6 @@ def _with_softmax_options(inp, conv, rng):
 
 
 def softmax_strategy(conv):
-    from hypothesis import strategies as st
-
     if not conv["grouped_kv"]:
         try:  # the family's strategy (lq, lk from 0: empty and fully masked rows); its own mask/scale are ignored
             from oracles.strategies.attention import softmax_cases as family
@@ -393,15 +391,12 @@ def softmax_strategy(conv):
                                                                 np.random.default_rng([c.seed, 5])))
         except ImportError:
             pass
-    return st.integers(0, 2**32 - 1).map(lambda s: softmax_sample(np.random.default_rng(s), conv))
+    return seeded_strategy(softmax_sample, conv)
 
 
 def softmax_cases(conv) -> List[Case]:
-    out = []
-
-    def add(cid, kind, note, seed, **kw):
-        out.append(Case(OP_SOFTMAX, cid, kind, softmax_sample(np.random.default_rng([41, seed]), conv, **kw),
-                        dict(conv), seed=seed, note=note))
+    add = case_builder(OP_SOFTMAX, softmax_sample, 41, conv)
+    out = add.cases
 
     add("golden-square", "golden", "lq = lk = 4, two heads", 1, lq=4, lk=4, b=1, h=2, d=3, e=2)
     if conv["grouped_kv"]:
@@ -468,12 +463,7 @@ register_op(OpSpec(
         Convention("use_key_padding_mask", False, "the candidate takes a key padding mask (b lk), True = keep",
                    (False, True)),
     ),
-    oracle=softmax_oracle,
-    bounds=softmax_bounds,
-    cases=softmax_cases,
-    sample=softmax_sample,
-    strategy=softmax_strategy,
-    reference=softmax_reference,
+    **op_functions(globals(), "softmax_"),
     probes=(causality_probe({"q": "lq", "k": "lk", "v": "lk"}, {"o": "lq"}, applies=_causal_only,
                             sampler=lambda rng, conv: softmax_sample(rng, conv, lq=8, lk=8)),
             SOFTMAX_PATHS),
@@ -690,10 +680,7 @@ def linear_reference(inp, conv):
 
 
 def linear_sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 3)) if h is None else h
-    n = int(rng.integers(1, 5)) if n is None else n
-    e = int(rng.integers(1, 4)) if e is None else e
+    b, h, n, e = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3), n=(n, 1, 5), e=(e, 1, 4))
     l = int(rng.choice([0, 1, 2, 3, 7, 16, 17])) if l is None else l
     # positive features (as after elu+1 or positive random features) keep the denominator away from 0
     pos = lambda *s: rng.uniform(0.1, 1.5, size=s)  # noqa: E731
@@ -706,26 +693,21 @@ def linear_sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
 
 
 def linear_strategy(conv):
-    from hypothesis import strategies as st
-
     try:  # the family's strategy (positive features; the claimed state always given)
         from oracles.strategies.attention import linear_cases as family
 
         return family(with_state=bool(conv["use_state"])).map(
             lambda c: {"phi_q": c.phi_q, "phi_k": c.phi_k, "v": c.v, "S0": c.S0, "u0": c.z0})
     except ImportError:
-        return st.integers(0, 2**32 - 1).map(lambda s: linear_sample(np.random.default_rng(s), conv))
+        return seeded_strategy(linear_sample, conv)
 
 
 CHUNK = 64  # the usual chunk length of chunked kernels (refimpl's default): the edge cases straddle it
 
 
 def linear_cases(conv) -> List[Case]:
-    out = []
-
-    def add(cid, kind, note, seed, **kw):
-        out.append(Case(OP_LINEAR, cid, kind, linear_sample(np.random.default_rng([43, seed]), conv, **kw),
-                        dict(conv), seed=seed, note=note))
+    add = case_builder(OP_LINEAR, linear_sample, 43, conv)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, l=5, h=2, n=3, e=2", 1, l=5, b=1, h=2, n=3, e=2)
     add("edge-L0", "edge", "L = 0: empty output; the final state is the initial one", 2, l=0)
@@ -764,17 +746,13 @@ register_op(OpSpec(
         Convention("state_layout", "vk", "the candidate's state orientation: 'vk' S (b h e n), 'kv' S (b h n e)",
                    ("vk", "kv"), layout=True),
         Convention("scale", 1.0, "multiplies phi_q (kernel libraries' scale on q); None = n^-1/2 (FLA's default)"),
-        Convention("use_state", True, "initial state S0, u0 supported", (True, False)),
+        feature_convention("use_state", "initial state S0, u0 supported"),
     ),
-    oracle=linear_oracle,
-    bounds=linear_bounds,
-    cases=linear_cases,
-    sample=linear_sample,
-    strategy=linear_strategy,
-    reference=linear_reference,
+    **op_functions(globals(), "linear_"),
     probes=(causality_probe({"phi_q": "l", "phi_k": "l", "v": "l"}, {"o": "l"}, applies=lambda c: bool(c["causal"])),
             LINEAR_PATHS),
-    domain=op_domain(length=("l", "l"), query_dim=("n", "n", "the query/key dimension n"), value_dim=("e", "e", "the value dimension e (value_dim=query_dim: the candidate needs e = n)")),
+    domain=op_domain(length=("l", "l"), query_dim=("n", "n", "the query/key dimension n"),
+                     value_dim=("e", "e", "the value dimension e (value_dim=query_dim: the candidate needs e = n)")),
     module=__name__,
     notes="oracle: mpmath dense materialization / float64 fsum (oracles.attention); bound: linear_attention_bound; "
           "the canonical adapter passes S0 and reads S_last as (b h n e) under state_layout='kv'",

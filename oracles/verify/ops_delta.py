@@ -32,7 +32,8 @@ from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe, canonical_with_state
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, feature_convention,
+                                     op_domain, op_functions, register_op, seeded_strategy)
 
 OP = "attention.delta_rule"
 NORMS = ("none", "sum", "l2")
@@ -130,10 +131,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 3)) if h is None else h
-    n = int(rng.integers(1, 5)) if n is None else n
-    e = int(rng.integers(1, 4)) if e is None else e
+    b, h, n, e = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3), n=(n, 1, 5), e=(e, 1, 4))
     l = int(rng.choice([0, 1, 2, 3, 7, 16, 17])) if l is None else l
     if conv["key_norm"] == "sum":
         k = rng.uniform(0.1, 1.0, size=(b, l, h, n))  # positive features; sum-normalised |k|_2 <= 1
@@ -152,8 +150,6 @@ def sample(rng, conv, *, l=None, b=None, h=None, n=None, e=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
     if conv["key_norm"] != "sum" and conv["query_norm"] != "sum":  # the family's keys are unit-norm, not positive
         try:
             from oracles.strategies.attention import delta_cases
@@ -169,16 +165,13 @@ def strategy(conv):
             return delta_cases(gated=bool(conv["use_alpha"])).map(fill)
         except ImportError:
             pass
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
-    out = []
     T = int(conv["chunk"])
-
-    def add(cid, kind, note, seed, **kw):
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([59, seed]), conv, **kw), dict(conv), seed=seed,
-                        note=note))
+    add = case_builder(OP, sample, 59, conv)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, l=5, h=2, n=3, e=2", 1, l=5, b=1, h=2, n=3, e=2)
     add("edge-L0", "edge", "L = 0: the final state is S0", 2, l=0)
@@ -202,24 +195,20 @@ register_op(OpSpec(
         Convention("state_layout", "vk", "the candidate's state orientation: vk (b h e n) or kv (b h n e)",
                    ("vk", "kv"), layout=True),
         Convention("scale", 1.0, "multiplies the (normalized) q; None = n^-1/2 (FLA's default)"),
-        Convention("use_alpha", True, "the gated rule (a decay alpha_t)", (True, False)),
-        Convention("use_state", True, "an initial state S0", (True, False)),
+        feature_convention("use_alpha", "the gated rule (a decay alpha_t)"),
+        feature_convention("use_state", "an initial state S0"),
         Convention("algorithm", "recurrent", "evaluation order for the bound: recurrent or chunked (WY)",
                    ("recurrent", "chunked")),
         Convention("chunk", 64, "chunk length (algorithm='chunked'; the L = chunk - 1, chunk + 1 edge cases)"),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"q": "l", "k": "l", "v": "l", "beta": "l", "alpha": "l"}, {"o": "l"},
                             sampler=lambda rng, conv: sample(rng, conv, l=8)),
             argument_paths_probe(alternatives={"scale": (0.37,)},
                                  optional={"use_alpha": ("alpha",), "use_state": ("S0",)},
                                  sampler=lambda rng, conv: sample(rng, conv, l=7, b=1, h=2))),
-    domain=op_domain(length=("l", "l"), query_dim=("n", "n", "the query/key dimension n"), value_dim=("e", "e", "the value dimension e (value_dim=query_dim: the candidate needs e = n)")),
+    domain=op_domain(length=("l", "l"), query_dim=("n", "n", "the query/key dimension n"),
+                     value_dim=("e", "e", "the value dimension e (value_dim=query_dim: the candidate needs e = n)")),
     module=__name__,
     notes="oracle: oracles.attention.delta_rule_mpmath; bound: oracles.attention.delta_rule_bound; the canonical "
           "adapter passes S0 and reads S_last as (b h n e) under state_layout='kv'",

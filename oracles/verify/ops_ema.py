@@ -30,16 +30,14 @@ from oracles.structured import ema_dense
 from oracles.tolerance import Bound, fft_convolution_bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, claimed_inputs, draw_sizes,
+                                     op_domain, op_functions, register_op, seeded_strategy)
 
 OP = "ssm.ema"
 
 
 def _eff(inp, conv):
-    x = dict(inp)
-    if not conv["use_h0"]:
-        x["h0"] = None
-    return x
+    return claimed_inputs(inp, conv, use_h0="h0")
 
 
 def _params(inp):
@@ -110,9 +108,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, L=None, b=None, d=None, n=None, h0=None, q_min=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    d = int(rng.integers(1, 4)) if d is None else d
-    n = int(rng.integers(1, 5)) if n is None else n
+    b, d, n = draw_sizes(rng, b=(b, 1, 3), d=(d, 1, 4), n=(n, 1, 5))
     L = int(rng.choice([0, 1, 2, 7, 16, 33])) if L is None else L
     alpha = rng.uniform(0.05, 0.95, (d, n))
     delta = rng.uniform(0.05, 0.95, (d, n))
@@ -126,13 +122,10 @@ def sample(rng, conv, *, L=None, b=None, d=None, n=None, h0=None, q_min=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
-    out = []
     rows = [("golden-small", "golden", dict(L=12, b=1, d=2, n=3), "b = 1, l = 12, d = 2, n = 3"),
             ("edge-L0", "edge", dict(L=0), "L = 0"), ("edge-L1", "edge", dict(L=1), "L = 1"),
             ("edge-L-odd", "edge", dict(L=17), "L = 17"),
@@ -141,10 +134,8 @@ def cases(conv) -> List[Case]:
     if conv["use_h0"]:
         rows = [(cid, kind, dict(kw, h0=True), note + ", with h0") for cid, kind, kw, note in rows]
         rows.append(("edge-no-h0", "edge", dict(L=9, h0=False), "L = 9 without h0 (the state starts at zero)"))
-    for cid, kind, kw, note in rows:
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([101, len(out)]), conv, **kw), dict(conv),
-                        note=note))
-    return out
+    add = case_builder(OP, sample, 101, conv)
+    return add.rows(rows)
 
 
 register_op(OpSpec(
@@ -160,13 +151,9 @@ register_op(OpSpec(
         Convention("algorithm", "direct", "the candidate's evaluation (the bound only): direct (recurrence, direct "
                    "convolution) or fft", ("direct", "fft")),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"x": "l"}, {"y": "l"}, sampler=lambda rng, conv: sample(rng, conv, L=10)),),
+    domain=op_domain(length=("l", "L"), state_dim=("n", "n"), channels=("d", "d")),
     module=__name__,
     notes="oracle: oracles.structured.ema_dense (closed-form powers); bound: ema_bound's analysis per dtype",
 ))

@@ -26,7 +26,8 @@ from oracles.tolerance import componentwise_bound
 from oracles.verify.adapters import Adapter, Const, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe, canonical_with_state
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, feature_convention,
+                                     op_domain, op_functions, register_op, seeded_strategy)
 
 OP = "attention.fast_weights"
 
@@ -61,10 +62,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, l=None, b=None, h=None, n=None, p=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 3)) if h is None else h
-    n = int(rng.integers(1, 5)) if n is None else n
-    p = int(rng.integers(1, 4)) if p is None else p
+    b, h, n, p = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3), n=(n, 1, 5), p=(p, 1, 4))
     l = int(rng.choice([0, 1, 2, 3, 5, 8, 13])) if l is None else l
     inp = {"a": rng.standard_normal((b, l, h, p)), "b_vec": rng.standard_normal((b, l, h, n)),
            "x_read": rng.standard_normal((b, l, h, n)), "W0": None}
@@ -74,17 +72,12 @@ def sample(rng, conv, *, l=None, b=None, h=None, n=None, p=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
-    out = []
-
-    def add(cid, kind, note, seed, **kw):
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([61, seed]), conv, **kw), dict(conv), seed=seed,
-                        note=note))
+    add = case_builder(OP, sample, 61, conv)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, l=5, h=2, n=3, p=2", 1, l=5, b=1, h=2, n=3, p=2)
     add("edge-L0", "edge", "L = 0: the final state is W0", 2, l=0)
@@ -104,14 +97,9 @@ register_op(OpSpec(
     conventions=(
         Convention("state_layout", "vk", "the candidate's fast-weight orientation: vk W (b h p n), kv (b h n p)",
                    ("vk", "kv"), layout=True),
-        Convention("use_state", True, "an initial W0", (True, False)),
+        feature_convention("use_state", "an initial W0"),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"a": "l", "b_vec": "l", "x_read": "l"}, {"y": "l"},
                             sampler=lambda rng, conv: sample(rng, conv, l=8)),
             argument_paths_probe(optional={"use_state": ("W0",)},

@@ -48,7 +48,8 @@ from oracles.tolerance import Bound, componentwise_bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, Probe, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, Probe, case_builder, draw_sizes, op_domain,
+                                     op_functions, register_op, seeded_strategy)
 
 OP = "features.performer"
 OP_DRAW = "features.orthogonal_projection"
@@ -161,10 +162,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, l=None, b=None, h=None, d=None, m=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 3)) if h is None else h
-    d = int(rng.integers(1, 6)) if d is None else d
-    m = int(rng.integers(1, 9)) if m is None else m
+    b, h, d, m = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3), d=(d, 1, 6), m=(m, 1, 9))
     l = int(rng.choice([1, 2, 3, 5, 8])) if l is None else l
     # |x| kept moderate: the features are exponentials of |W x| and |x|^2
     x = 0.5 * rng.standard_normal((b, l, h, d))
@@ -173,19 +171,19 @@ def sample(rng, conv, *, l=None, b=None, h=None, d=None, m=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
+    return seeded_strategy(sample, conv)
 
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+
+def _scaled(inp, scale=None):
+    """A case with ``x`` scaled (large exponents, or ``x = 0``)."""
+    if scale is not None:
+        inp["x"] = inp["x"] * scale
+    return inp
 
 
 def cases(conv) -> List[Case]:
-    out = []
-
-    def add(cid, kind, note, seed, scale=None, **kw):
-        inp = sample(np.random.default_rng([47, seed]), conv, **kw)
-        if scale is not None:
-            inp["x"] = inp["x"] * scale
-        out.append(Case(OP, cid, kind, inp, dict(conv), seed=seed, note=note))
+    add = case_builder(OP, sample, 47, conv, prepare=_scaled)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, l=4, h=2, d=3, m=5", 1, l=4, b=1, h=2, d=3, m=5)
     add("edge-one-feature", "edge", "m = 1, d = 1", 2, m=1, d=1)
@@ -213,12 +211,7 @@ register_op(OpSpec(
         Convention("stabilizer", "none", "offset c subtracted in the exponent: none, row_max, global_max (exponent), "
                    "row_max_wx, head_max_wx (of W x: performer-pytorch's queries / keys)", STABILIZERS),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"x": "l"}, {"phi": "l"}, name="row_locality", local=True, applies=_row_local,
                             why="a stabilizer or normalizer taken over several positions (e.g. a max over all keys) "
                                 "makes a causal attention output depend on future keys",
@@ -397,10 +390,7 @@ register_op(OpSpec(
     conventions=(Convention("norms", "chi", "row norms: chi (each row marginally N(0, I_d): |w|^2 ~ chi^2_d, the "
                             "unbiased estimator; performer-pytorch scaling=0), fixed (every row sqrt(d); scaling=1), "
                             "any (only the directions are checked)", ("chi", "fixed", "any")),),
-    oracle=draw_oracle,
-    bounds=draw_bounds,
-    cases=draw_cases,
-    sample=draw_sample,
+    **op_functions(globals(), "draw_"),
     probes=(Probe("haar_directions", "the mean diagonal direction cosine is 0 for Haar-distributed blocks "
                   "(Bernstein threshold, false-failure rate 1e-6)", _haar_probe),
             Probe("chi_norms", "squared row norms follow chi^2_d (Kolmogorov-Smirnov, false-failure rate 1e-6)",
@@ -468,8 +458,7 @@ def dpfp_reference(inp, conv):
 
 
 def map_sample(rng, conv, *, l=None, b=None, h=None, d=None, scale=2.0):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 3)) if h is None else h
+    b, h = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3))
     d_min = -(-(int(conv.get("nu", 1)) + 1) // 2)  # DPFP-nu needs nu <= 2d - 1
     d = int(rng.integers(d_min, 6)) if d is None else max(d, d_min)
     l = int(rng.choice([0, 1, 2, 3, 5, 8])) if l is None else l
@@ -477,18 +466,13 @@ def map_sample(rng, conv, *, l=None, b=None, h=None, d=None, scale=2.0):
 
 
 def _map_strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: map_sample(np.random.default_rng(s), conv))
+    return seeded_strategy(map_sample, conv)
 
 
 def _map_cases(op, salt):
     def cases(conv) -> List[Case]:
-        out = []
-
-        def add(cid, kind, note, seed, **kw):
-            out.append(Case(op, cid, kind, map_sample(np.random.default_rng([salt, seed]), conv, **kw), dict(conv),
-                            seed=seed, note=note))
+        add = case_builder(op, map_sample, salt, conv)
+        out = add.cases
 
         add("golden-small", "golden", "b=1, l=4, h=2, d=3", 1, l=4, b=1, h=2, d=3)
         add("edge-d1", "edge", "d = 1 (DPFP: the smallest d for nu)", 2, d=1)

@@ -35,7 +35,8 @@ import numpy as np
 from oracles.hippo import online_bound, online_mpmath
 from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP = "ssm.hippo_projection"
 MEASURES = ("legs", "legt", "lmu", "lagt", "fout")
@@ -73,6 +74,8 @@ def bounds(inp, out, conv, dtype):
 def reference(inp, conv):
     from refimpl.ssm.hippo import hippo_projection
 
+    if conv["step"] != "trapezoid":  # refimpl's projection is the trapezoid step: no baseline for 'held'
+        raise NotImplementedError(f"refimpl's hippo_projection takes the trapezoid step, not step={conv['step']!r}")
     x, N, dt = _args(inp, conv)
     return {"c": hippo_projection(x["f"], conv["measure"], N, dt, method=conv["method"],
                                   alpha=_alpha(conv) if conv["method"] == "gbt" else None, theta=float(conv["theta"]),
@@ -95,15 +98,12 @@ def sample(rng, conv, *, L=None, N=None, c0=None, smooth=False):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
     if conv["measure"] not in MEASURES:
         raise ValueError(f"convention measure: expected one of {MEASURES}, got {conv['measure']!r}")
-    out = []
     rows = [("golden-smooth", "golden", dict(L=64, N=8, smooth=True), "sin 3t + cos(7t)/2 + t sampled, N = 8, L = 64"),
             ("edge-L0", "edge", dict(L=0), "L = 0: no coefficients"),
             ("edge-L1", "edge", dict(L=1), "L = 1: the first row only"),
@@ -112,11 +112,8 @@ def cases(conv) -> List[Case]:
     if conv["use_c0"]:
         rows = [(cid, kind, dict(kw, c0=True), note + ", with c0") for cid, kind, kw, note in rows]
         rows.append(("edge-no-c0", "edge", dict(L=9, c0=False), "L = 9 without c0 (the default start)"))
-    for cid, kind, kw, note in rows:
-        kw.setdefault("c0", False)
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([111, len(out)]), conv, **kw), dict(conv),
-                        note=note))
-    return out
+    add = case_builder(OP, sample, 111, conv)
+    return add.rows([(cid, kind, {"c0": False, **kw}, note) for cid, kind, kw, note in rows])
 
 
 register_op(OpSpec(
@@ -139,12 +136,8 @@ register_op(OpSpec(
         Convention("use_c0", True, "the candidate takes an initial state c0: cases pass one (and some none)",
                    (True, False)),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
+    domain=op_domain(length=("l", "L"), order=("N", "N", "the order N (the number of coefficients)")),
     module=__name__,
     notes="oracle: oracles.hippo.online_mpmath (closed-form matrices, mpmath); bound: oracles.hippo.online_bound",
 ))

@@ -28,7 +28,8 @@ from oracles.structured import diag_ssm_dense
 from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP = "ssm.lru"
 
@@ -79,9 +80,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, L=None, b=None, h=None, n=None, r_min=0.4):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 4)) if h is None else h
-    n = int(rng.integers(1, 6)) if n is None else n
+    b, h, n = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 4), n=(n, 1, 6))
     L = int(rng.choice([0, 1, 2, 7, 16, 33])) if L is None else L
     # the ring initialization's distribution on r_min <= |lambda| <= 1, phase in [0, 2 pi]
     r2 = rng.uniform(r_min**2, 1.0, n)
@@ -96,22 +95,17 @@ def sample(rng, conv, *, L=None, b=None, h=None, n=None, r_min=0.4):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
-    out = []
-    for cid, kind, kw, note in (
-            ("golden-small", "golden", dict(L=12, b=1, h=2, n=3), "b=1, l=12, h=2, n=3, ring init r_min = 0.4"),
-            ("edge-L0", "edge", dict(L=0), "L = 0"),
-            ("edge-L1", "edge", dict(L=1), "L = 1"),
-            ("edge-near-unit", "edge", dict(L=200, b=1, h=1, n=2, r_min=0.999),
-             "|lambda| -> 1 (long memory; gamma = sqrt(1 - |lambda|^2) small), L = 200")):
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([67, len(out)]), conv, **kw), dict(conv),
-                        note=note))
-    return out
+    add = case_builder(OP, sample, 67, conv)
+    add.rows((("golden-small", "golden", dict(L=12, b=1, h=2, n=3), "b=1, l=12, h=2, n=3, ring init r_min = 0.4"),
+              ("edge-L0", "edge", dict(L=0), "L = 0"),
+              ("edge-L1", "edge", dict(L=1), "L = 1"),
+              ("edge-near-unit", "edge", dict(L=200, b=1, h=1, n=2, r_min=0.999),
+               "|lambda| -> 1 (long memory; gamma = sqrt(1 - |lambda|^2) small), L = 200")))
+    return add.cases
 
 
 register_op(OpSpec(
@@ -122,12 +116,7 @@ register_op(OpSpec(
     outputs=(Arg("y", "b l h"),),
     conventions=(Convention("real_output", "re", "y = Re(C x) (LRU's full complex state) or 2 Re(C x) "
                             "(one state per conjugate pair)", ("re", "2re")),),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"u": "l"}, {"y": "l"}, sampler=lambda rng, conv: sample(rng, conv, L=10)),),
     lowp=False,  # complex parameters
     complex_inputs=("B", "C"),

@@ -34,7 +34,8 @@ from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.layout import rearrange
 from oracles.verify.ops_attention import argument_paths_probe, window_keep
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP = "attention.multi_head"
 
@@ -96,18 +97,14 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, l=None, s=None, b=None, h=None, d=None, n=None, p=None, dout=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 4)) if h is None else h
+    b, h = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 4))
     if conv["proj_shape"] == "square":
         hd = int(rng.integers(1, 4)) if n is None else n
         n = p = hd
         d = h * hd
         dout = d
     else:
-        d = int(rng.integers(1, 6)) if d is None else d
-        n = int(rng.integers(1, 4)) if n is None else n
-        p = int(rng.integers(1, 4)) if p is None else p
-        dout = int(rng.integers(1, 5)) if dout is None else dout
+        d, n, p, dout = draw_sizes(rng, d=(d, 1, 6), n=(n, 1, 4), p=(p, 1, 4), dout=(dout, 1, 5))
     l = int(rng.choice([1, 2, 3, 5])) if l is None else l
     if s is None:  # as many keys as queries, or (cross attention, a KV cache) a different number
         s = l if rng.random() < 0.5 else int(rng.choice([1, 2, 4, 6]))
@@ -118,18 +115,13 @@ def sample(rng, conv, *, l=None, s=None, b=None, h=None, d=None, n=None, p=None,
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
-    out = []
     square = conv["proj_shape"] == "square"
-
-    def add(cid, kind, note, seed, **kw):
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([67, seed]), conv, **kw), dict(conv), seed=seed,
-                        note=note))
+    add = case_builder(OP, sample, 67, conv)
+    out = add.cases
 
     if square:
         add("golden-small", "golden", "b=1, l=s=4, h=2 heads of width 2 (d = 4)", 1, l=4, s=4, b=1, h=2, n=2)
@@ -158,12 +150,7 @@ register_op(OpSpec(
         Convention("proj_shape", "any", "any shapes; square: n = p = d/h and dout = d (torch.nn.MultiheadAttention)",
                    ("any", "square")),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"x_q": "l", "x_kv": "s"}, {"out": "l"}, applies=lambda c: c["causal"] is not None,
                             sampler=lambda rng, conv: sample(rng, conv, l=6, s=6)),
             argument_paths_probe(alternatives={"scale": (0.37,)},

@@ -41,7 +41,8 @@ from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.ops_features import oracle as features_oracle
 from oracles.verify.ops_features import scaled_feature_bound
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP = "attention.performer"
 KINDS = ("positive", "trig", "hyperbolic")
@@ -126,11 +127,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, l=None, s=None, b=None, h=None, d=None, e=None, m=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 3)) if h is None else h
-    d = int(rng.integers(1, 5)) if d is None else d
-    e = int(rng.integers(1, 4)) if e is None else e
-    m = int(rng.integers(1, 9)) if m is None else m
+    b, h, d, e, m = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 3), d=(d, 1, 5), e=(e, 1, 4), m=(m, 1, 9))
     l = int(rng.choice([1, 2, 3, 5, 8])) if l is None else l
     if conv["causal"]:
         s = l
@@ -152,19 +149,19 @@ def _late_large_key(inp):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
+    return seeded_strategy(sample, conv)
 
-    return st.integers(0, 2**32 - 1).map(lambda s_: sample(np.random.default_rng(s_), conv))
+
+def _scaled(inp, scale=None):
+    """A case with ``q`` and ``k`` scaled (large scores)."""
+    if scale is not None:
+        inp["q"], inp["k"] = inp["q"] * scale, inp["k"] * scale
+    return inp
 
 
 def cases(conv) -> List[Case]:
-    out = []
-
-    def add(cid, kind, note, seed, scale=None, **kw):
-        inp = sample(np.random.default_rng([79, seed]), conv, **kw)
-        if scale is not None:
-            inp["q"], inp["k"] = inp["q"] * scale, inp["k"] * scale
-        out.append(Case(OP, cid, kind, inp, dict(conv), seed=seed, note=note))
+    add = case_builder(OP, sample, 79, conv, prepare=_scaled)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, l=4, h=2, d=3, e=2, m=6", 1, l=4, b=1, h=2, d=3, e=2, m=6)
     add("edge-L1", "edge", "a single query and key", 2, l=1)
@@ -194,12 +191,7 @@ register_op(OpSpec(
         Convention("eps", 0.0, "epsilon of the denominator (see eps_mode)"),
         Convention("eps_mode", "add", "'add', 'clamp' or 'key_sum' as in attention.linear", ("add", "clamp", "key_sum")),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"q": "l", "k": "s", "v": "s"}, {"o": "l"}, applies=lambda c: bool(c["causal"]),
                             why="a key stabilizer taken over several positions with feature_eps > 0 (the offsets no "
                                 "longer cancel) couples every position",

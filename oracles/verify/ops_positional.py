@@ -31,7 +31,8 @@ from oracles.attention import sinusoid_columns, sinusoidal_mpmath
 from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, draw_sizes, op_domain, op_functions, register_op,
+                                     seeded_strategy)
 
 OP = "attention.sinusoidal"
 LAYOUTS = ("interleaved", "concat")
@@ -72,15 +73,12 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, length=None, d=None):
-    length = int(rng.integers(0, 41)) if length is None else length
-    d = int(rng.integers(1, 13)) if d is None else d
+    length, d = draw_sizes(rng, length=(length, 0, 41), d=(d, 1, 13))
     return {"length": np.asarray(length), "d": np.asarray(d)}
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
@@ -103,12 +101,7 @@ register_op(OpSpec(
         Convention("exponent", "2i/d", "frequency i has angle pos / base^e_i: e_i = 2i/d (the text) or "
                    "i/(d/2 - 1) (tensor2tensor get_timing_signal_1d)", EXPONENTS),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(argument_paths_probe(alternatives={"base": (500.0,)},
                                  sampler=lambda rng, conv: sample(rng, conv, length=12, d=6)),),
     lowp=False,

@@ -30,7 +30,8 @@ import numpy as np
 from oracles.structured import diag_kernel_mpmath, dplr_kernel_mpmath, s4_gf_bound, zoh_gf_bound
 from oracles.tolerance import Bound, gamma, unit_roundoff
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP = "ssm.s4_kernel"
 OUTPUTS = ("2re", "re", "complex")
@@ -90,9 +91,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, h=None, n=None, r=None, L=None):
-    h = int(rng.integers(1, 3)) if h is None else h
-    n = int(rng.integers(1, 5)) if n is None else n
-    r = int(rng.integers(1, 3)) if r is None else r
+    h, n, r = draw_sizes(rng, h=(h, 1, 3), n=(n, 1, 5), r=(r, 1, 3))
     L = int(rng.choice([0, 1, 2, 5, 16, 17, 33])) if L is None else L
     lam = -rng.uniform(0.2, 1.0, (h, n)) + 1j * np.pi * rng.uniform(0, 4, (h, n))
     if conv["method"] == "zoh":
@@ -109,9 +108,7 @@ def sample(rng, conv, *, h=None, n=None, r=None, L=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def legs_dplr(N: int):
@@ -131,7 +128,8 @@ def legs_dplr(N: int):
 
 
 def cases(conv) -> List[Case]:
-    out = []
+    add = case_builder(OP, sample, 73, conv)
+    out = add.cases
     if conv["method"] == "bilinear":
         lam, Pt, Bt = legs_dplr(8)
         n = lam.shape[0]
@@ -140,13 +138,11 @@ def cases(conv) -> List[Case]:
             "Lambda": lam[None], "P": Pt[None, :, None], "Q": Pt[None, :, None], "B": Bt[None], "C": C,
             "dt": np.array([0.05]), "L": np.asarray(32)}, dict(conv),
             note="HiPPO-LegS N = 8 in DPLR form (4 conjugate pairs, rank 1), dt 0.05, L = 32 (a Nyquist node)"))
-    for cid, kw, note in (("edge-L0", dict(L=0), "L = 0: an empty kernel"),
-                          ("edge-L1", dict(L=1), "L = 1: K_0 = C B_bar"),
-                          ("edge-L-odd", dict(L=17, h=2, n=3), "L = 17: odd (no Nyquist node)"),
-                          ("edge-rank2", dict(L=16, h=1, n=4, r=2), "rank 2, L = 16 (even: a Nyquist node)"),
-                          ("edge-long", dict(L=128, h=1, n=2), "L = 128")):
-        out.append(Case(OP, cid, "edge", sample(np.random.default_rng([73, len(out)]), conv, **kw), dict(conv),
-                        note=note))
+    add.rows((("edge-L0", "edge", dict(L=0), "L = 0: an empty kernel"),
+              ("edge-L1", "edge", dict(L=1), "L = 1: K_0 = C B_bar"),
+              ("edge-L-odd", "edge", dict(L=17, h=2, n=3), "L = 17: odd (no Nyquist node)"),
+              ("edge-rank2", "edge", dict(L=16, h=1, n=4, r=2), "rank 2, L = 16 (even: a Nyquist node)"),
+              ("edge-long", "edge", dict(L=128, h=1, n=2), "L = 128")))
     return out
 
 
@@ -162,14 +158,10 @@ register_op(OpSpec(
                    "has P = Q = 0)", ("bilinear", "zoh")),
         Convention("output", "2re", "real output: 2re (one eigenvalue per conjugate pair, S4's), re, complex", OUTPUTS),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     lowp=False,  # complex data: float16/bfloat16 have no complex form
     complex_inputs=("Lambda", "P", "Q", "B", "C"),
+    domain=op_domain(length=("L", "L"), state_dim=("n", "n"), rank=("r", "r")),
     module=__name__,
     notes="oracle: the dense DPLR system in mpmath (oracles.structured.dplr_kernel_mpmath); bound: "
           "oracles.structured.s4_gf_bound (generating function + direct powers)",

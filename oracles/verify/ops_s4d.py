@@ -28,7 +28,8 @@ import numpy as np
 from oracles.structured import bilinear_diag, diag_kernel_mpmath, zoh_diag_vanloan
 from oracles.tolerance import Bound, gamma, unit_roundoff
 from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, draw_sizes, op_domain, op_functions, register_op,
+                                     seeded_strategy)
 
 OP = "ssm.s4d_kernel"
 
@@ -88,8 +89,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, h=None, n=None, L=None):
-    h = int(rng.integers(1, 3)) if h is None else h
-    n = int(rng.integers(1, 5)) if n is None else n
+    h, n = draw_sizes(rng, h=(h, 1, 3), n=(n, 1, 5))
     L = int(rng.choice([0, 1, 2, 5, 16, 33])) if L is None else L
     lam = -rng.uniform(0.1, 1.0, (h, n)) + 1j * np.pi * rng.uniform(0, 4, (h, n))
     return {"Lambda": lam, "B": rng.standard_normal((h, n)) + 1j * rng.standard_normal((h, n)),
@@ -98,9 +98,7 @@ def sample(rng, conv, *, h=None, n=None, L=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
@@ -137,12 +135,7 @@ register_op(OpSpec(
                    "accuracy) or difference ((e^{dt l} - 1)/l as written, the official S4D code's: its cancellation "
                    "for small dt |l| is allowed)", ("expm1", "difference")),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     lowp=False,  # complex data: float16/bfloat16 have no complex form
     complex_inputs=("Lambda", "B", "C"),
     domain=op_domain(length=("L", "L"), state_dim=("n", "n")),
@@ -220,8 +213,7 @@ def dss_reference(inp, conv):
 
 
 def dss_sample(rng, conv, *, h=None, n=None, L=None):
-    h = int(rng.integers(1, 3)) if h is None else h
-    n = int(rng.integers(1, 5)) if n is None else n
+    h, n = draw_sizes(rng, h=(h, 1, 3), n=(n, 1, 5))
     L = int(rng.choice([0, 1, 2, 5, 16, 33])) if L is None else L
     lam = -rng.uniform(0.1, 1.0, (h, n)) + 1j * rng.uniform(-5, 5, (h, n))
     return {"Lambda": lam, "W": rng.standard_normal((h, n)) + 1j * rng.standard_normal((h, n)),
@@ -229,9 +221,7 @@ def dss_sample(rng, conv, *, h=None, n=None, L=None):
 
 
 def dss_strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: dss_sample(np.random.default_rng(s), conv))
+    return seeded_strategy(dss_sample, conv)
 
 
 def dss_cases(conv) -> List[Case]:
@@ -256,14 +246,10 @@ register_op(OpSpec(
     outputs=(Arg("K", "h l"),),
     conventions=(Convention("variant", "softmax", "exp: Re sum w (e^{dt l}-1)/l e^{k dt l}; softmax: Re sum w/l "
                             "softmax over k < L of k dt l", ("softmax", "exp")),),
-    oracle=dss_oracle,
-    bounds=dss_bounds,
-    cases=dss_cases,
-    sample=dss_sample,
-    strategy=dss_strategy,
-    reference=dss_reference,
+    **op_functions(globals(), "dss_"),
     lowp=False,
     complex_inputs=("Lambda", "W"),
+    domain=op_domain(length=("L", "L"), state_dim=("n", "n")),
     module=__name__,
     notes="oracles: mpmath (oracles.structured.diag_kernel_mpmath, dss_softmax_mpmath)",
 ))

@@ -36,7 +36,8 @@ from oracles.structured import bilinear_diag, diag_ssm_dense, zoh_diag_vanloan
 from oracles.tolerance import Bound, gamma
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, op_domain, op_functions,
+                                     register_op, seeded_strategy)
 
 OP = "ssm.s5"
 
@@ -148,8 +149,7 @@ def reference(inp, conv):
 
 
 def sample(rng, conv, *, L=None, b=None, h=None, n=None, h0=None, lam=None):
-    b = int(rng.integers(1, 3)) if b is None else b
-    h = int(rng.integers(1, 4)) if h is None else h
+    b, h = draw_sizes(rng, b=(b, 1, 3), h=(h, 1, 4))
     n = (int(rng.integers(1, 5)) if lam is None else len(lam)) if n is None else n
     L = int(rng.choice([0, 1, 2, 7, 16, 33])) if L is None else L
     if lam is None:
@@ -165,15 +165,12 @@ def sample(rng, conv, *, L=None, b=None, h=None, n=None, h0=None, lam=None):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
     from oracles.verify.ops_s4 import legs_dplr
 
-    out = []
     lam = legs_dplr(16)[0]  # the HiPPO-N spectrum of S5's initialization (8 conjugate pairs, one of each)
     rows = [("golden-hippo-n", "golden", dict(L=24, b=1, h=3, lam=lam), "HiPPO-N eigenvalues, n = 8, h = 3, L = 24"),
             ("edge-L0", "edge", dict(L=0), "L = 0"), ("edge-L1", "edge", dict(L=1), "L = 1"),
@@ -182,10 +179,9 @@ def cases(conv) -> List[Case]:
     if conv["use_h0"] and not conv["bidirectional"]:
         rows = [(cid, kind, dict(kw, h0=True), note + ", with h0") for cid, kind, kw, note in rows]
         rows.append(("edge-no-h0", "edge", dict(L=9, h0=False), "L = 9 without h0 (the state starts at zero)"))
-    for cid, kind, kw, note in rows:
-        kw.setdefault("h0", False)
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([91, len(out)]), conv, **kw), dict(conv),
-                        note=note))
+    add = case_builder(OP, sample, 91, conv)
+    out = add.cases
+    add.rows([(cid, kind, {"h0": False, **kw}, note) for cid, kind, kw, note in rows])
     # small dt |Lambda|: ZOH's B_bar by (Lambda_bar - 1)/Lambda cancels (zoh_B names how the candidate does it)
     inp = sample(np.random.default_rng(92), conv, L=12, n=3, h0=False)
     inp["dt"] = np.full(3, 1e-6)
@@ -215,16 +211,12 @@ register_op(OpSpec(
                    "accuracy) or difference ((Lambda_bar - 1)/Lambda as written: its cancellation is allowed)",
                    ("expm1", "difference")),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"u": "l"}, {"y": "l"}, applies=lambda conv: not conv["bidirectional"],
                             sampler=lambda rng, conv: sample(rng, conv, L=10)),),
     lowp=False,  # complex parameters
     complex_inputs=("Lambda", "B_tilde", "C_tilde", "C_back", "h0"),
+    domain=op_domain(length=("l", "L"), state_dim=("n", "n"), channels=("h", "h")),
     module=__name__,
     notes="oracle: oracles.structured.diag_ssm_dense (closed-form powers) on Van Loan / bilinear; bound: "
           "diag_ssm_bound's analysis per dtype",

@@ -48,7 +48,8 @@ from oracles.selective import s6_bound, s6_solve
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, claimed_inputs, feature_convention,
+                                     op_domain, op_functions, register_op, seeded_strategy)
 
 OP = "ssm.selective_scan"
 LAYOUTS = ("fixed", "variable", "grouped", "any")
@@ -57,11 +58,7 @@ LENGTHS = (0, 1, 2, 3, 7, 16, 17, 33)
 
 def _eff(inp, conv):
     """Inputs the candidate claims to use (a feature switched off: the input is absent)."""
-    x = dict(inp)
-    for flag, name in (("use_D", "D"), ("use_z", "z"), ("use_delta_bias", "delta_bias"), ("use_h0", "h0")):
-        if not conv[flag]:
-            x[name] = None
-    return x
+    return claimed_inputs(inp, conv, use_D="D", use_z="z", use_delta_bias="delta_bias", use_h0="h0")
 
 
 def _bc_seq_first(X):
@@ -227,8 +224,6 @@ def _from_family(p, conv):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
     if conv["B_layout"] == "any" and conv["C_layout"] == "any" and conv["complex_A"]:
         try:  # the family's strategy: every option and A regime drawn, shrinking on sizes and flags
             from oracles.strategies.selective import s6_problems
@@ -236,18 +231,15 @@ def strategy(conv):
             return s6_problems(max_len=40).map(lambda p: _from_family(p, conv))
         except ImportError:
             pass
-    return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+    return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
     """Golden and edge cases: together they take every path of the math the candidate claims (see the module
     docstring); the random cases then vary everything at once."""
-    out = []
     T = int(conv["chunk"])
-
-    def add(cid, kind, note, seed, **kw):
-        rng = np.random.default_rng([31, seed])
-        out.append(Case(OP, cid, kind, sample(rng, conv, **kw), dict(conv), seed=seed, note=note))
+    add = case_builder(OP, sample, 31, conv)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, d=2, n=3, L=5 seeded, real A", 1, L=5, b=1, d=2, n=3, cplx=False)
     add("edge-L0", "edge", "L = 0: empty output; the final state is h0 (or zeros)", 2, L=0)
@@ -279,10 +271,6 @@ def _paths_sample(rng, conv):
     return sample(rng, conv, L=9, b=2, d=4, n=3, g=2, layouts=("grouped", "variable"))
 
 
-def _feature(name, doc):
-    return Convention(name, True, doc, (True, False))
-
-
 register_op(OpSpec(
     name=OP,
     summary="Mamba's selective scan (S6): input-dependent Delta, B, C with fixed A; D skip, z gate, initial state",
@@ -302,20 +290,15 @@ register_op(OpSpec(
         Convention("B_layout", "any", "which B layouts the candidate accepts", LAYOUTS),
         Convention("C_layout", "any", "which C layouts the candidate accepts", LAYOUTS),
         Convention("complex_A", True, "the candidate accepts complex A", (True, False)),
-        _feature("use_D", "the D skip connection out += D u"),
-        _feature("use_z", "the gate out *= silu(z)"),
-        _feature("use_delta_bias", "delta_bias added to delta before the softplus"),
-        _feature("use_h0", "an initial state h0"),
+        feature_convention("use_D", "the D skip connection out += D u"),
+        feature_convention("use_z", "the gate out *= silu(z)"),
+        feature_convention("use_delta_bias", "delta_bias added to delta before the softplus"),
+        feature_convention("use_h0", "an initial state h0"),
         Convention("algorithm", "recurrent", "the candidate's evaluation order (sets the depth of the bound only): "
                    "recurrent, scan (parallel prefix), chunked", ("recurrent", "scan", "chunked")),
         Convention("chunk", 64, "chunk length for algorithm='chunked'"),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"u": "l", "delta": "l", "z": "l"}, {"out": "l"}),
             argument_paths_probe(optional={"use_D": ("D",), "use_z": ("z",), "use_delta_bias": ("delta_bias",),
                                            "use_h0": ("h0",)}, sampler=_paths_sample)),

@@ -44,7 +44,8 @@ from oracles.selective import ssd_bound, ssd_solve
 from oracles.verify.adapters import Adapter, Const, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
-from oracles.verify.registry import Arg, Case, Convention, OpSpec, op_domain, register_op
+from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, claimed_inputs, draw_sizes,
+                                     feature_convention, op_domain, op_functions, register_op, seeded_strategy)
 
 OP = "ssm.ssd"
 LENGTHS = (0, 1, 2, 3, 7, 16, 17)
@@ -52,12 +53,8 @@ DT_LIMIT_PATH = (0.1, 0.3)  # the dt_limit the argument-paths probe passes: typi
 
 
 def _eff(inp, conv):
-    x = dict(inp)
-    for flag, name in (("use_D", "D"), ("use_z", "z"), ("use_dt_bias", "dt_bias"),
-                       ("use_initial_states", "initial_states"), ("use_seq_idx", "seq_idx")):
-        if not conv[flag]:
-            x[name] = None
-    return x
+    return claimed_inputs(inp, conv, use_D="D", use_z="z", use_dt_bias="dt_bias", use_initial_states="initial_states",
+                          use_seq_idx="seq_idx")
 
 
 def _kw(x, conv):
@@ -101,8 +98,7 @@ def sample(rng, conv, *, L=None, b=None, h=None, p=None, n=None, a_scale=None, p
     ``big_dt``: with ``dt_softplus``, some pre-activations past the softplus threshold (20)."""
     b = int(rng.integers(1, 3)) if b is None else b
     h = int(rng.choice([1, 2, 4])) if h is None else h
-    p = int(rng.integers(1, 4)) if p is None else p
-    n = int(rng.integers(1, 5)) if n is None else n
+    p, n = draw_sizes(rng, p=(p, 1, 4), n=(n, 1, 5))
     L = int(rng.choice(LENGTHS)) if L is None else L
     g = int(rng.choice([k for k in (1, 2, 4) if h % k == 0])) if g is None else g
     A = -np.exp(rng.uniform(-1.0, 1.0, size=h)) * (1.0 if a_scale is None else a_scale)
@@ -163,25 +159,20 @@ def _from_family(p, conv):
 
 
 def strategy(conv):
-    from hypothesis import strategies as st
-
     try:  # the family's strategy: every option and A regime drawn
         from oracles.strategies.selective import ssd_problems
 
         return ssd_problems(max_len=40, allow_seq_idx=bool(conv["use_seq_idx"])).map(lambda p: _from_family(p, conv))
     except ImportError:
-        return st.integers(0, 2**32 - 1).map(lambda s: sample(np.random.default_rng(s), conv))
+        return seeded_strategy(sample, conv)
 
 
 def cases(conv) -> List[Case]:
     """Golden and edge cases: together they take every path of the math the candidate claims (see the module
     docstring); the random cases then vary everything at once."""
-    out = []
     T = int(conv["chunk"])
-
-    def add(cid, kind, note, seed, **kw):
-        out.append(Case(OP, cid, kind, sample(np.random.default_rng([53, seed]), conv, **kw), dict(conv),
-                        seed=seed, note=note))
+    add = case_builder(OP, sample, 53, conv)
+    out = add.cases
 
     add("golden-small", "golden", "b=1, l=6, h=2, p=2, n=3, one group, D per head", 1, L=6, b=1, h=2, p=2, n=3, g=1,
         packed=False, D_shape="h")
@@ -213,10 +204,6 @@ def _paths_sample(rng, conv):
     return sample(rng, conv, L=19, b=2, h=4, p=2, n=3, g=2, cuts=(5, 11), straddle=True)
 
 
-def _feature(name, doc):
-    return Convention(name, True, doc, (True, False))
-
-
 register_op(OpSpec(
     name=OP,
     summary="Mamba-2's SSD: scalar-times-identity A per head, multi-head x, grouped B/C, dt bias/softplus/limit, "
@@ -228,28 +215,24 @@ register_op(OpSpec(
     conventions=(
         Convention("dt_softplus", False, "dt = softplus(dt + dt_bias) (threshold 20)", (False, True)),
         Convention("dt_limit", (0.0, math.inf), "(lo, hi) clamp of dt after the softplus"),
-        _feature("use_D", "the D skip y += D x (D per head or per channel)"),
-        _feature("use_z", "the gate y *= silu(z)"),
-        _feature("use_dt_bias", "dt_bias added before the softplus"),
-        _feature("use_initial_states", "an initial state"),
-        _feature("use_seq_idx", "packed sequences (seq_idx): no state across a boundary"),
+        feature_convention("use_D", "the D skip y += D x (D per head or per channel)"),
+        feature_convention("use_z", "the gate y *= silu(z)"),
+        feature_convention("use_dt_bias", "dt_bias added before the softplus"),
+        feature_convention("use_initial_states", "an initial state"),
+        feature_convention("use_seq_idx", "packed sequences (seq_idx): no state across a boundary"),
         Convention("algorithm", "recurrent", "evaluation order, for the bound's depth: recurrent, quadratic, chunked",
                    ("recurrent", "quadratic", "chunked")),
         Convention("chunk", 64, "the chunk length (algorithm='chunked'; also sets the chunk +- 1 edge cases)"),
     ),
-    oracle=oracle,
-    bounds=bounds,
-    cases=cases,
-    sample=sample,
-    strategy=strategy,
-    reference=reference,
+    **op_functions(globals()),
     probes=(causality_probe({"x": "l", "dt": "l", "B": "l", "C": "l", "z": "l"}, {"y": "l"},
                             sampler=lambda rng, conv: sample(rng, conv, L=12, packed=False)),
             argument_paths_probe(alternatives={"dt_limit": (DT_LIMIT_PATH,), "chunk": (8,)},
                                  optional={"use_D": ("D",), "use_z": ("z",), "use_dt_bias": ("dt_bias",),
                                            "use_initial_states": ("initial_states",), "use_seq_idx": ("seq_idx",)},
                                  sampler=_paths_sample)),
-    domain=op_domain(length=("l", "L"), state_dim=("n", "n"), head_dim=("p", "p")),
+    domain=op_domain(length=("l", "L"), state_dim=("n", "n"), head_dim=("p", "p"), heads=("h", "h"),
+                     groups=("g", "g", "the B/C groups g (groups=1: one B, C shared by every head)")),
     module=__name__,
     notes="oracle: oracles.selective.ssd_solve (float64 banded solve); bound: oracles.selective.ssd_bound",
 ))
