@@ -278,7 +278,7 @@ def w3_softmax_attention(limits, repeats=5, quick=False):
 @workload("W4")
 def w4_s4d(limits, repeats=3, quick=False):
     from refimpl.ssm.lti import numba as lti_numba
-    from refimpl.ssm.structured_numba import vandermonde
+    from refimpl.ssm.s4d.numba import vandermonde
 
     H, N, L = (64, 64, 1024) if quick else (256, 64, 4096)
     rng = np.random.default_rng(4)
@@ -445,7 +445,7 @@ def delta_rule(limits, repeats=3, quick=False):
 @workload("cauchy")
 def s4_cauchy(limits, repeats=3, quick=False):
     from refimpl.ssm.s4 import reference as s4
-    from refimpl.ssm.structured_numba import cauchy
+    from refimpl.ssm.s4.numba import cauchy
 
     H, N, L = (32, 64, 1024) if quick else (256, 64, 4096)
     rng = np.random.default_rng(7)
@@ -453,10 +453,10 @@ def s4_cauchy(limits, repeats=3, quick=False):
     lam = (-0.5 + 1j * np.pi * np.arange(N))[None].repeat(H, 0).astype(np.complex64)
     g1 = (2 / 0.01) * (1 - np.exp(-2j * np.pi * np.arange(L // 2 + 1) / L)) / (1 + np.exp(-2j * np.pi * np.arange(L // 2 + 1) / L))
     g = np.tile(g1.astype(np.complex64), (H, 1))
-    oracle = s4.cauchy(v.astype(np.complex128), g1, lam.astype(np.complex128))
-    ref32 = s4.cauchy(v, g1.astype(np.complex64), lam)
+    oracle = s4.cauchy(v.astype(np.complex128), np.broadcast_to(g1, g.shape), lam.astype(np.complex128))
+    ref32 = s4.cauchy(v, g, lam)
     cands = {"ours numba cauchy": lambda: cauchy(v, g, lam),
-             "ours numpy broadcast reference": lambda: s4.cauchy(v, g1.astype(np.complex64), lam)}
+             "ours numpy broadcast reference": lambda: s4.cauchy(v, g, lam)}
     return _run("cauchy", "S4 Cauchy kernel (generating function at the roots of unity)",
                 dict(channels=H, state=N, nodes=L // 2 + 1), np.complex64, cands, oracle, ref32, "ours numba cauchy",
                 repeats)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from oracles import ssm as O
 from oracles.tolerance import Bound, assert_within
-from refimpl.ssm.discretization import reference as discretize
+from refimpl.ssm import discretization as discretize
 from refimpl.ssm.lti import reference as lti
 from refimpl.ssm.s4d import reference as s4d
 from refimpl.ssm.selective import reference as selective
@@ -34,7 +34,7 @@ def test_selective_scan_with_fixed_B_C_and_constant_step_is_lti(seed, d, n, l, m
     y_s6 = selective.recurrent(u.transpose(0, 2, 1), delta.transpose(0, 2, 1), A, B, C,
                                discretization=method).transpose(0, 2, 1)
     # the same system through the SSM core: one channel per d, m = p = 1
-    A_bar, B_bar = discretize.discretize(A, B[..., None], dt, method, diagonal=True)
+    A_bar, B_bar = discretize.discretize(A, B[..., None], dt, method=method, diagonal=True)
     x = np.transpose(u, (0, 2, 1))[..., None]
     # S6's complex-A output convention is 2 Re(C h) (one state per conjugate pair)
     C_core = (2 * C if complex_ else C)[:, None, :]
@@ -57,7 +57,7 @@ def test_s4d_kernel_is_the_lti_convolution_kernel(seed, init, L, method):
     C = rng.standard_normal(Lam.shape) + 1j * rng.standard_normal(Lam.shape)
     dt = 10.0 ** rng.uniform(-3, -1, H)
     K = s4d.kernel(Lam, B, C, dt, L, method=method, output="complex")
-    A_bar, B_bar = discretize.discretize(Lam, B[..., None], dt, method, diagonal=True)
+    A_bar, B_bar = discretize.discretize(Lam, B[..., None], dt, method=method, diagonal=True)
     K_core = lti.kernel(A_bar, B_bar, C[:, None, :], L, diagonal=True)[:, :, 0, 0].T  # (h l)
     x = np.zeros((1, L, H, 1))
     if L:

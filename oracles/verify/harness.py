@@ -15,7 +15,11 @@ every requested dtype:
    baseline rule :func:`oracles.tolerance.baseline_bound` with our reference as
    the baseline and the op's componentwise float32 bound as the magnitude each
    entry's error scales with; the candidate's error is also reported as a
-   multiple of the baseline's (``max |err_i| / M_i``, the rule's own metric);
+   multiple of the baseline's (``max |err_i| / M_i``, the rule's own metric).
+   Our reference must first pass its own float32 bound on the same case (else
+   the case is skipped, saying so: no baseline), and where the float32 bound
+   cannot serve as a magnitude (one number, zeros, or it failed) the normwise
+   fallback is named in the output's result;
 5. a failing case is *diagnosed*: the harness re-runs the oracle under each
    alternative value of each convention and says under which one the
    candidate would conform (the usual cause of a mismatch is a convention, not
@@ -454,22 +458,38 @@ def _output_bounds(spec: OpSpec, inputs_up: Mapping[str, Any], oracle_out: Mappi
     # the magnitude each entry's error scales with: the op's componentwise float32 bound (proportional to
     # the computation on absolute values; the constant cancels in the baseline rule)
     try:
-        mags = {k: np.asarray(b.values, dtype=np.float64)
-                for k, b in spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(np.float32)).items()}
-    except Exception:
-        mags = {}
+        b32, b32_error = spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(np.float32)), ""
+    except Exception as exc:
+        b32, b32_error = {}, f"{type(exc).__name__}: {exc}"
+    mags = {k: np.asarray(b.values, dtype=np.float64) for k, b in b32.items()}
     for name, o in oracle_out.items():
         if name not in ref:
             continue
         r = np.asarray(ref[name])
+        if name in b32:
+            # first, our reference (float32 arithmetic) against its own float32 bound on this very case: a
+            # baseline that breaks its own bound is no baseline
+            own = compare(r, o, b32[name], dtype=np.float32)
+            if not own.passed:
+                raise _Skip(f"our reference exceeds its own float32 bound on this case, so it cannot be the "
+                            f"low-precision baseline ({name}: {own.summary()})")
         r_lowp = r.astype(dt) if not np.iscomplexobj(r) else r
-        M = mags.get(name)
-        if M is not None and (M.ndim == 0 or not np.all(M > 0)):
-            M = None  # a scalar (normwise) bound: the default normwise rule is the same thing
+        M, fallback = mags.get(name), ""
+        if M is None:
+            fallback = (f"the op's float32 bound failed ({b32_error}); our reference was not checked against it"
+                        if b32_error else f"the op's float32 bound has no entry for {name}")
+        elif M.ndim == 0:
+            fallback = "the op's float32 bound is one number (normwise)"
+        elif not np.all(M > 0):
+            fallback = f"the op's float32 bound is 0 at {int(np.sum(~(M > 0)))} of {M.size} entries"
+        if fallback:
+            M = None  # the normwise rule: factor x our reference's max error, the same for every entry
+            fallback = "low-precision rule fell back to the normwise baseline: " + fallback
         bounds[name] = baseline_bound(r_lowp, o, dt, magnitude=M)
         mags[name] = M
         base_err[name] = (_scaled_max_err(r_lowp, o, M),
-                          float(np.max(np.abs(np.asarray(r_lowp).astype(np.float64) - o))) if np.size(o) else 0.0)
+                          float(np.max(np.abs(np.asarray(r_lowp).astype(np.float64) - o))) if np.size(o) else 0.0,
+                          fallback)
     return bounds, mags, base_err
 
 
@@ -510,7 +530,9 @@ def _compare_outputs(spec: OpSpec, cand: Mapping[str, Any], inputs_up: Mapping[s
         if a.name in base_err:
             # both errors in the baseline rule's own metric: max_i |x_i - oracle_i| / M_i
             ce = _scaled_max_err(c_cmp, o, mags.get(a.name))
-            scaled, absolute = base_err[a.name]
+            scaled, absolute, fallback = base_err[a.name]
+            if fallback:  # said in the case's result, never silent
+                cmp.message = f"{cmp.message}; {fallback}" if cmp.message else fallback
             br.baseline_err = absolute  # our reference's max abs error in this dtype (for the reader)
             br.baseline_multiple = (ce / scaled) if scaled > 0 else (0.0 if ce == 0 else float("inf"))
         results.append(br)
