@@ -130,7 +130,7 @@ def test_wrong_layout_is_reported_as_a_shape_mismatch():
         return Ab, np.swapaxes(Bb, -1, -2)
 
     rep = verify("ssm.discretize", transposed, adapter="refimpl", cases=[
-        c for c in get_op("ssm.discretize").cases({"method": "zoh", "alpha": 0.5, "diagonal": False, "output": "s4"})
+        c for c in get_op("ssm.discretize").cases(get_op("ssm.discretize").resolve_conventions({"method": "zoh"}))
         if c.case_id == "edge-n1"])  # n = 1, m = 2: B_bar (1, 1, 2)
     assert "shape mismatch" in rep.cases[0].diagnosis
 
