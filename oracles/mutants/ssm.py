@@ -10,18 +10,9 @@ import numpy as np
 import scipy.linalg
 
 from oracles.mutants import mutant
+from oracles.verify.ops_ssm import _dense  # the op spec's own diagonal -> dense helper
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _dense(A, diagonal):
-    A = np.asarray(A)
-    if not diagonal:
-        return A
-    out = np.zeros(A.shape + (A.shape[-1],), dtype=A.dtype)
-    i = np.arange(A.shape[-1])
-    out[..., i, i] = A
-    return out
 
 
 def _zoh_B(A, B, dt, diagonal):
