@@ -493,3 +493,18 @@ def scaling(limits, repeats=3, quick=False):
                                                                          "softmax tiled")]
     return dict(name="scaling", title="time vs length (heads 8, head dim 64, float32)", shapes=dict(lengths=lengths),
                 dtype="float32", ours=timings[0]["impl"], timings=timings, notes=notes, table=rows)
+
+
+# Workloads of later families live in their own modules, ``bench/workloads_<family>.py``, registering with
+# :func:`workload` above; importing them here puts them in ``WORKLOADS`` (in file-name order).
+def _import_family_workloads():
+    import importlib
+    import pkgutil
+
+    import bench
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("workloads_")):
+        importlib.import_module(f"bench.{mod}")
+
+
+_import_family_workloads()

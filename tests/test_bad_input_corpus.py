@@ -596,6 +596,11 @@ def _memory_positional():
 CONTRACTS += [*_softmax(), *_linear(), *_features(), *_fast_weights_delta(), *_memory_positional(),
               Contract(["refimpl:entry_points"], {})]
 
+# Families added later keep their contracts in their own file, ``tests/_bad_inputs_<family>.py``, each defining
+# ``contracts() -> list[Contract]`` (the same helpers as above, imported from ``_bad_inputs``).
+for _path in sorted(Path(__file__).resolve().parent.glob("_bad_inputs_*.py")):
+    CONTRACTS += importlib.import_module(_path.stem).contracts()
+
 #: public callables that are not functions of data: the record NPLR returns (a dataclass, its fields are the output)
 EXEMPT = {"refimpl.ssm.s4.reference:NPLR": "a result record (dataclass) built by nplr(), not a function of user data"}
 
