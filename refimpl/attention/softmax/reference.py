@@ -39,6 +39,7 @@ __all__ = [
     "softmax",
     "materialized",
     "multi_head_attention",
+    "tiled",
 ]
 
 CAUSAL_ALIGNMENTS = ("top_left", "bottom_right")
@@ -300,3 +301,94 @@ def multi_head_attention(x_q, x_kv, W_Q, W_K, W_V, W_O, *, scale: Optional[float
     z = materialized(q, k, v, scale=scale, causal=causal, alignment=alignment, mask=mask, bias=bias)
     # out = concat_h(Z_h) W_O
     return z.reshape(b, l, h * p) @ W_O
+
+
+# ------------------------------------------------------------------ the tiled view, literal (FlashAttention Algorithm 1)
+
+def tiled(q, k, v, *, scale: Optional[float] = None, causal: bool = False, alignment: Optional[str] = None,
+          block_q: int = 64, block_k: int = 64) -> np.ndarray:
+    r"""FlashAttention's tiled forward pass, written as Algorithm 1 of Dao et al. 2022 (NeurIPS), in NumPy.
+
+    Computes :func:`materialized` with ``mask=None, bias=None`` without forming the ``(l s)`` scores: the
+    queries are cut into ``T_r = ceil(l / B_r)`` tiles ``Q_i`` of ``B_r = block_q`` rows, the keys and values
+    into ``T_c = ceil(s / B_c)`` tiles ``K_j, V_j`` of ``B_c = block_k`` rows (the last tile of each may be
+    short); the **outer loop runs over the key/value tiles j, the inner over the query tiles i** (the paper's
+    order: lines 5 and 7), and every query tile carries its running statistics ``m_i`` (row max), ``l_i``
+    (row sum of exponentials) and its *normalized* output ``O_i`` from one key tile to the next.
+
+    Choices where Algorithm 1 is silent (the paper's Algorithm 2 / the text):
+
+    * ``scale`` multiplies ``Q_i K_j^T`` (Algorithm 2's ``tau``; Algorithm 1 has ``tau = 1``);
+      ``None`` -> ``n^{-1/2}``.
+    * the causal mask is applied per tile (Algorithm 2 line 10, ``S_ij^masked = MASK(S_ij)``), with this
+      module's ``alignment`` (``top_left``: keep ``j <= i``; ``bottom_right``: keep ``j <= i + s - l``).
+      Every tile is visited (Algorithm 1 skips none; a kernel may skip the fully masked ones).
+    * a row with no kept key in a tile has ``m~ = -inf``: its ``P~`` is taken as 0 and ``l~ = 0``; while a row
+      has seen no kept key at all (``m_i^new = -inf``) its ``l_i`` and ``O_i`` stay 0 (``e^{-inf - (-inf)}``
+      is read as 0, not NaN).  A row that never sees a kept key ends with ``O_i = 0``: fully masked rows are
+      zeros, as in the materialized view.
+
+    Shapes: ``q (b l h n)``, ``k (b s h n)``, ``v (b s h p)`` -> ``o (b l h p)``; float64 unless every input is
+    float32.  ``block_q`` (the paper's ``B_r``) and ``block_k`` (``B_c``) are positive integers (default 64,
+    the Numba kernel's).
+    """
+    q, k, v, (b, l, s, h, n, p) = validate_qkv(q, k, v)
+    alignment = causal_alignment(causal, alignment, l, s)
+    B_r = check_int(block_q, "block_q", minimum=1)
+    B_c = check_int(block_k, "block_k", minimum=1)
+    scale = attention_scale(scale, n)
+    dtype = result_dtype(q, k, v)
+    tau = dtype.type(scale)
+    # head-first per (batch, head): Q (b h l n), K (b h s n), V (b h s p)
+    Q = np.moveaxis(q.astype(dtype, copy=False), 2, 1)
+    K = np.moveaxis(k.astype(dtype, copy=False), 2, 1)
+    V = np.moveaxis(v.astype(dtype, copy=False), 2, 1)
+    keep = causal_mask(l, s, alignment) if alignment is not None else None
+    zero, neg_inf = dtype.type(0.0), dtype.type(-np.inf)
+
+    # line 2: O = (0)_{l x p},  l = (0)_l,  m = (-inf)_l   (per batch and head)
+    O = np.zeros((b, h, l, p), dtype=dtype)
+    l_ = np.zeros((b, h, l), dtype=dtype)
+    m = np.full((b, h, l), neg_inf, dtype=dtype)
+    # line 3: T_r = ceil(l / B_r) query tiles, T_c = ceil(s / B_c) key/value tiles
+    T_r = -(-l // B_r)
+    T_c = -(-s // B_c)
+    # line 5: for 1 <= j <= T_c
+    for j in range(T_c):
+        # line 6: load K_j, V_j
+        cols = slice(j * B_c, min((j + 1) * B_c, s))
+        K_j, V_j = K[:, :, cols], V[:, :, cols]
+        # line 7: for 1 <= i <= T_r
+        for i in range(T_r):
+            # line 8: load Q_i, O_i, l_i, m_i
+            rows = slice(i * B_r, min((i + 1) * B_r, l))
+            Q_i, O_i, l_i, m_i = Q[:, :, rows], O[:, :, rows], l_[:, :, rows], m[:, :, rows]
+            # line 9: S_ij = tau Q_i K_j^T   (B_r x B_c)
+            S_ij = tau * np.einsum("bhxn,bhyn->bhxy", Q_i, K_j)
+            # Algorithm 2 line 10: S_ij <- MASK(S_ij)  (the causal diagonal: -inf where a key is not kept)
+            if keep is not None:
+                S_ij = np.where(keep[rows, cols], S_ij, neg_inf)
+            # line 10: m~_ij = rowmax(S_ij),  P~_ij = exp(S_ij - m~_ij),  l~_ij = rowsum(P~_ij)
+            #          (a row of the tile with no kept key: m~ = -inf, P~ = 0, l~ = 0)
+            m_t = np.max(S_ij, axis=-1) if S_ij.shape[-1] else np.full(S_ij.shape[:-1], neg_inf, dtype=dtype)
+            seen_t = m_t > neg_inf
+            P_t = np.exp(S_ij - np.where(seen_t, m_t, zero)[..., None])
+            l_t = np.sum(P_t, axis=-1)
+            # line 11: m_i^new = max(m_i, m~_ij),
+            #          l_i^new = e^{m_i - m_i^new} l_i + e^{m~_ij - m_i^new} l~_ij
+            #          (e^{-inf - m^new} = 0; while m_i^new = -inf nothing was kept: both factors 0)
+            m_new = np.maximum(m_i, m_t)
+            seen = m_new > neg_inf
+            shift = np.where(seen, m_new, zero)
+            alpha = np.where(seen & (m_i > neg_inf), np.exp(m_i - shift), zero)   # e^{m_i - m_i^new}
+            beta = np.where(seen & seen_t, np.exp(m_t - shift), zero)             # e^{m~_ij - m_i^new}
+            l_new = alpha * l_i + beta * l_t
+            # line 12: O_i <- diag(l_i^new)^{-1} (diag(l_i) e^{m_i - m_i^new} O_i + e^{m~_ij - m_i^new} P~_ij V_j)
+            #          (l_i^new = 0: nothing kept yet, O_i stays 0)
+            inner = (l_i * alpha)[..., None] * O_i + beta[..., None] * np.einsum("bhxy,bhyp->bhxp", P_t, V_j)
+            O[:, :, rows] = np.where((l_new > 0)[..., None], inner / np.where(l_new > 0, l_new, 1)[..., None], zero)
+            # line 13: l_i <- l_i^new,  m_i <- m_i^new
+            l_[:, :, rows] = l_new
+            m[:, :, rows] = m_new
+    # line 16: return O   (back to sequence-first (b l h p))
+    return np.ascontiguousarray(np.moveaxis(O, 1, 2))
