@@ -28,6 +28,7 @@ __all__ = ["sparse_attention", "SparsePattern", "BlockLayout", "PATTERN_KINDS", 
 IMPLEMENTATIONS = register("refimpl.attention.sparse_attention", {
     ("materialized", "numpy"): "refimpl.attention.sparse.reference:materialized",
     ("block_sparse", "numpy"): "refimpl.attention.sparse.reference:block_sparse",
+    ("block_sparse", "numba"): "refimpl.attention.sparse.numba:block_sparse_attention",
 })
 
 
