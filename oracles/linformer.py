@@ -1,0 +1,153 @@
+r"""Ground truth for Linformer attention (Wang et al. 2020): dense materialization of
+``softmax(scale q (E k)^T) (F v)`` in mpmath (small cases) and in float64 with correctly rounded projections
+(``math.fsum``) and ``scipy.special.logsumexp`` (larger ones), and the derived bound.
+
+Imports numpy, scipy, mpmath, math and :mod:`oracles.tolerance` only (never refimpl).  Written from the paper's
+formula, not from refimpl's code: the projections are explicit sums over the sequence, the softmax an explicit
+``exp / sum exp``.
+
+Layouts: ``q (b l h n)``, ``k (b s h n)``, ``v (b s h p)``, ``E, F (h r s)`` (per head) or ``(r s)`` (shared by every
+head), output ``(b l h p)``.  ``r = 0``: every output is 0.
+
+The bound (:func:`linformer_bound`)
+----------------------------------
+Per batch entry and head.  The projection ``K_bar_t = sum_j E_tj k_j`` is a length-``s`` dot product:
+``|dK_bar_t| <= gamma_s (|E||k|)_t`` (Higham 3.1), and likewise ``|dV_bar_t| <= gamma_s (|F||v|)_t =: gamma_s W_t``.
+A score ``s_it = scale q_i . K_bar_t`` formed from the computed ``K_bar`` then has absolute error
+``<= gamma_{n+1} |scale| |q_i|.|K_bar_t| + |scale| |q_i|.|dK_bar_t| <= gamma_{n+s+1} S_it`` with
+``S_it = |scale| |q_i|.(|E||k|)_t`` (``|K_bar| <= |E||k|``).  From here the softmax-attention analysis of
+:func:`oracles.attention.softmax_attention_bound` applies over the ``r`` projected keys with ``S_it`` in place of
+``|scale||q_i|.|k_j|``: ``exp(s_it - m_i)`` has relative error
+``delta_i <= gamma_{n+s+1} (S_it + S_i,max) + u |s_it - m_i| + e`` (the subtraction's rounding; ``e`` the relative
+error of one ``exp``, :data:`oracles.tolerance.TRANSCENDENTAL_U` ``u`` by default, a kernel's own ``exp`` passes
+its figure), the normalizer and the weighted sum of ``r`` terms ``gamma_r`` each, the division ``u``, giving
+``2 (delta_i + gamma_{r+2}) sum_t p_it |V_bar_t|``; the values' projection error adds
+``gamma_s sum_t p_it W_t``; and ``|V_bar_t| <= W_t``.  Folding every ``gamma_a`` into ``gamma_D``,
+``D = n + s + r + 5``::
+
+    |o_ic - o*_ic| <= gamma_D (2 (2 S_i,max + max_t |s_it - m_i|) + 3) sum_t p_it W_tc  +  2 e sum_t p_it W_tc
+
+(first order).  The oracle's own share is added by :func:`oracles.tolerance.componentwise_bound` (float64
+oracle) or is 0 (mpmath).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import mpmath
+import numpy as np
+import scipy.special
+
+from oracles.tolerance import TRANSCENDENTAL_U, Bound, componentwise_bound, unit_roundoff
+
+DPS = 50
+
+__all__ = ["per_head", "linformer_mpmath", "linformer_float64", "linformer_bound", "linformer_weights"]
+
+
+def per_head(E, h: int) -> np.ndarray:
+    """``E`` as ``(h r s)``: a shared ``(r s)`` projection repeated for every head (the paper's headwise sharing)."""
+    E = np.asarray(E, dtype=np.float64)
+    if E.ndim == 2:
+        return np.broadcast_to(E, (h,) + E.shape)
+    return E
+
+
+def linformer_mpmath(q, k, v, E, F, scale) -> np.ndarray:
+    r"""``o_i = sum_t softmax_t(scale q_i . (sum_j E_tj k_j)) (sum_j F_tj v_j)`` in mpmath at 50 digits."""
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    b, l, h, n = q.shape
+    s, p = k.shape[1], v.shape[3]
+    E, F = per_head(E, h), per_head(F, h)
+    r = E.shape[1]
+    out = np.zeros((b, l, h, p))
+    mp = lambda x: mpmath.mpf(float(x))  # noqa: E731
+    with mpmath.workdps(DPS):
+        sc = mp(scale)
+        for bi in range(b):
+            for hi in range(h):
+                # K_bar_t = sum_j E_tj k_j,  V_bar_t = sum_j F_tj v_j   (exact sums)
+                Kb = [[mpmath.fsum(mp(E[hi, t, j]) * mp(k[bi, j, hi, c]) for j in range(s)) for c in range(n)]
+                      for t in range(r)]
+                Vb = [[mpmath.fsum(mp(F[hi, t, j]) * mp(v[bi, j, hi, c]) for j in range(s)) for c in range(p)]
+                      for t in range(r)]
+                for i in range(l):
+                    if r == 0:
+                        continue
+                    sc_i = [sc * mpmath.fsum(mp(q[bi, i, hi, c]) * Kb[t][c] for c in range(n)) for t in range(r)]
+                    w = [mpmath.exp(x) for x in sc_i]
+                    Z = mpmath.fsum(w)
+                    for c in range(p):
+                        out[bi, i, hi, c] = float(mpmath.fsum(w[t] * Vb[t][c] for t in range(r)) / Z)
+    return out
+
+
+def _fsum_projection(E, x) -> np.ndarray:
+    """``(b r h c)``: ``sum_j E[h, t, j] x[b, j, h, c]`` correctly rounded (``math.fsum``)."""
+    b, s, h, c = x.shape
+    r = E.shape[1]
+    out = np.zeros((b, r, h, c))
+    for bi in range(b):
+        for hi in range(h):
+            for t in range(r):
+                for cc in range(c):
+                    out[bi, t, hi, cc] = math.fsum(E[hi, t, :] * x[bi, :, hi, cc]) if s else 0.0
+    return out
+
+
+def linformer_weights(q, k, E, scale) -> np.ndarray:
+    """The float64 attention weights ``p (b h l r)`` over the projected keys (scipy logsumexp; ``r = 0``: empty)."""
+    q, k = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
+    E = per_head(E, q.shape[2])
+    Kb = _fsum_projection(E, k)
+    S = scale * np.einsum("bihn,bthn->bhit", q, Kb)
+    if S.shape[-1] == 0:
+        return S
+    return np.exp(S - scipy.special.logsumexp(S, axis=-1, keepdims=True))
+
+
+def linformer_float64(q, k, v, E, F, scale) -> np.ndarray:
+    """Float64 oracle for larger cases: correctly rounded projections, ``p = exp(s - logsumexp(s))``."""
+    v = np.asarray(v, dtype=np.float64)
+    h = v.shape[2]
+    p = linformer_weights(q, k, E, scale)
+    Vb = _fsum_projection(per_head(F, h), v)
+    return np.einsum("bhit,bthp->bihp", p, Vb)
+
+
+def linformer_bound(q, k, v, E, F, scale, dtype=np.float64, *, oracle_dtype=None,
+                    exp_rel_err: Optional[float] = None) -> Bound:
+    """The derived bound of the module docstring, elementwise ``(b l h p)``.
+
+    ``exp_rel_err``: the candidate's relative error of one ``exp`` (default ``TRANSCENDENTAL_U * u(dtype)``).
+    """
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    b, l, h, n = q.shape
+    s = k.shape[1]
+    E, F = per_head(E, h), per_head(F, h)
+    r = E.shape[1]
+    # |E||k| and W = |F||v|   (b r h .)
+    Ek = np.einsum("htj,bjhn->bthn", np.abs(E), np.abs(k))
+    W = np.einsum("htj,bjhp->bthp", np.abs(F), np.abs(v))
+    Kb = np.einsum("htj,bjhn->bthn", E, k)
+    sc = scale * np.einsum("bihn,bthn->bhit", q, Kb)
+    S = abs(scale) * np.einsum("bihn,bthn->bhit", np.abs(q), Ek)
+    if r:
+        m = np.max(sc, axis=-1, keepdims=True)
+        w = np.exp(sc - m)
+        p = w / np.sum(w, axis=-1, keepdims=True)
+        factor = 2.0 * (2.0 * np.max(S, axis=-1) + np.max(np.abs(sc - m), axis=-1)) + 3.0  # (b h l)
+    else:
+        p = np.zeros((b, h, l, 0))
+        factor = np.zeros((b, h, l))
+    pW = np.einsum("bhit,bthp->bihp", p, W)
+    magnitude = np.einsum("bhi,bihp->bihp", factor, pW)
+    depth = n + s + r + 5
+    e = TRANSCENDENTAL_U * unit_roundoff(dtype) if exp_rel_err is None else float(exp_rel_err)
+    e_oracle = 0.0 if oracle_dtype is None else TRANSCENDENTAL_U * unit_roundoff(oracle_dtype)
+    bound = componentwise_bound(magnitude, depth, dtype, oracle_dtype=oracle_dtype,
+                                what="Linformer: projections gamma_s |E||k|, |F||v|, then softmax attention over r "
+                                     "projected keys (oracles/linformer.py)")
+    return bound + Bound(2.0 * (e + e_oracle) * pW, f"exp relative error {e:.3g} (+ the oracle's), twice, on "
+                                                    "sum_t p_it (|F||v|)_t")
