@@ -1,0 +1,176 @@
+r"""The chunked GAU / FLASH kernel (Numba, CPU): tiles of relu^2 attention plus the carried linear state.
+
+Computes what :func:`refimpl.attention.gau.reference.chunked` (FLASH) and
+:func:`refimpl.attention.gau.reference.quadratic` (GAU: one chunk of length ``L``, no linear part) compute,
+without forming an ``(l l)`` or even a ``(c c)`` matrix:
+
+* the projections ``x W_u``, ``x W_v``, ``x W_z`` and ``(U * AV) W_o`` are plain BLAS products (NumPy's
+  ``matmul``), ``silu`` and the scale/offset elementwise;
+* the linear state of chunk ``g``, ``S_g = Kl_g^T V_g (n p)``, is one GEMM per chunk (parallel over
+  batch x chunks); its exclusive prefix sum over chunks (causal, times ``1/c``) or its total (non-causal,
+  times ``1/L``) is ``G n p`` additions;
+* then, parallel over batch x chunks x query tiles: ``acc = Ql_t S_prev`` (GEMM), and for every key tile of
+  the chunk up to the causal limit ``T = Qq_t Kq_k^T`` (GEMM), ``T <- relu(T / c + b)^2`` (masked ``j > i``),
+  ``acc += T V_k`` (GEMM).
+
+The GEMMs run through :func:`refimpl._blas.gemm` on row slices in place (one thread per call inside the
+parallel loop).  float32 stays float32, float64 float64.
+Shapes: ``x (b l d)``, ``W_u, W_v (d p)``, ``W_z (d n)``, ``gamma, beta (4 n)`` (FLASH) or ``(2 n)`` (GAU),
+``W_o (p d)`` -> ``o (b l d)``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numba as nb
+import numpy as np
+
+from refimpl._blas import gemm
+from refimpl._numba import warmup
+from refimpl._validate import check_bool
+from refimpl.attention.gau.reference import _flash_inputs, flash_scales, gau_scale, scale_offset, silu, validate_gau
+
+__all__ = ["gau_numba", "mixed_chunk_numba"]
+
+TILE = 128  # query and key tile (rows) of the quadratic part
+
+
+@nb.njit(parallel=True, cache=True)
+def _chunk_states(Kl, V, c, S):
+    # S[b, g] = Kl_g^T V_g  (n p) for every chunk g
+    b, l, n = Kl.shape
+    G = S.shape[1]
+    for idx in nb.prange(b * G):
+        bi = idx // G
+        g = idx % G
+        g0 = g * c
+        g1 = min(g0 + c, l)
+        gemm(Kl[bi, g0:g1], True, V[bi, g0:g1], False, S[bi, g], 0.0)
+
+
+@nb.njit(parallel=True, cache=True)
+def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causal, sq, bias, has_bias, AV):
+    # AV[b, t] = sum_{j in chunk(t), (j <= t)} relu(sq qq_t . kq_j + b_{j-t})^2 v_j  +  ql_t S_prev[b, g(t)]
+    b, l, n = Qq.shape
+    p = V.shape[2]
+    dt = Qq.dtype
+    G = (l + c - 1) // c
+    nt = (c + tile - 1) // tile
+    for idx in nb.prange(b * G * nt):
+        bi = idx // (G * nt)
+        rest = idx % (G * nt)
+        g = rest // nt
+        ti = rest % nt
+        g0 = g * c
+        g1 = min(g0 + c, l)
+        q0 = g0 + ti * tile
+        if q0 >= g1:
+            continue
+        q1 = min(q0 + tile, g1)
+        T = q1 - q0
+        acc = AV[bi, q0:q1]
+        # the linear part: acc = Ql_t S_prev (already scaled)
+        if has_lin:
+            gs = g if per_chunk_state else 0
+            gemm(Ql[bi, q0:q1], False, S_prev[bi, gs], False, acc, 0.0)
+        else:
+            acc[:, :] = 0.0
+        kend = min(g1, q1) if causal else g1
+        buf = np.empty((T, tile), dtype=dt)
+        for k0 in range(g0, kend, tile):
+            k1 = min(k0 + tile, kend)
+            nk = k1 - k0
+            A = buf[:, :nk]
+            # S = Qq_t Kq_k^T
+            gemm(Qq[bi, q0:q1], False, Kq[bi, k0:k1], True, A, 0.0)
+            # A = relu(S / c + b_{j-i})^2, causal: 0 for j > i
+            for ii in range(T):
+                i = q0 + ii
+                for jj in range(nk):
+                    j = k0 + jj
+                    s = A[ii, jj] * sq
+                    if has_bias:
+                        s = s + bias[j - i + c - 1]
+                    if (causal and j > i) or s <= 0:
+                        A[ii, jj] = 0.0
+                    else:
+                        A[ii, jj] = s * s
+            # acc += A V_k
+            gemm(A, False, V[bi, k0:k1], False, acc, 1.0)
+
+
+def _projections(x, W_u, W_v, W_z):
+    # U = phi(X W_u), V = phi(X W_v), Z = phi(X W_z): BLAS products, silu elementwise
+    return silu(x @ W_u), np.ascontiguousarray(silu(x @ W_v)), silu(x @ W_z)
+
+
+def _core(U, V, Qq, Kq, Ql, Kl, W_o, c, causal, sq, sl, bias, dt):
+    b, l, p = V.shape
+    n = Qq.shape[2]
+    AV = np.zeros((b, l, p), dtype=dt)
+    if b * l * p == 0:
+        return (U * AV) @ W_o
+    c_ = max(min(c, l), 1) if Ql is None else c
+    has_lin = Ql is not None
+    G = (l + c_ - 1) // c_
+    if has_lin:
+        S = np.empty((b, G, n, p), dtype=dt)
+        _chunk_states(np.ascontiguousarray(Kl), V, c_, S)
+        if causal:
+            # S_prev[g] = (1/c) sum_{h<g} S_h  (exclusive prefix over chunks)
+            S_prev = np.zeros_like(S)
+            np.cumsum(S[:, :-1], axis=1, out=S_prev[:, 1:])
+            S_prev *= dt.type(sl)
+        else:
+            # S_all = (1/L) sum_h S_h, the same for every chunk
+            S_prev = (S.sum(axis=1, keepdims=True) * dt.type(sl)).astype(dt, copy=False)
+        Qlc = np.ascontiguousarray(Ql)
+    else:
+        S_prev = np.zeros((b, 1, n, p), dtype=dt)
+        Qlc = np.zeros((1, 1, 1), dtype=dt)  # not read without the linear part
+    has_bias = bias is not None
+    bias_arr = bias if has_bias else np.zeros(1, dtype=dt)
+    # GAU (no linear part): the bias is indexed by j - i + L - 1, the kernel's j - i + c - 1 with c = L
+    _mixed_chunk(np.ascontiguousarray(Qq), np.ascontiguousarray(Kq), Qlc, V, np.ascontiguousarray(S_prev),
+                 bool(causal and has_lin), has_lin, c_, TILE, bool(causal), dt.type(sq),
+                 np.ascontiguousarray(bias_arr, dtype=dt), has_bias, AV)
+    # O = (U * AV) W_o
+    return (U * AV) @ W_o
+
+
+def mixed_chunk_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, chunk: int, causal: bool = False,
+                      bias=None) -> np.ndarray:
+    """FLASH's mixed-chunk attention (the ``"chunked"`` view) as the Numba kernel; arguments as
+    :func:`refimpl.attention.gau.reference.chunked`."""
+    (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt, c, causal = _flash_inputs(
+        x, W_u, W_v, W_z, gamma, beta, W_o, chunk, causal, bias)
+    sq, sl = flash_scales(l, c, causal)
+    U, V, Z = _projections(x, W_u, W_v, W_z)
+    Qq, Kq, Ql, Kl = scale_offset(Z, gamma, beta)
+    return _core(U, V, Qq, Kq, Ql, Kl, W_o, c, causal, sq, sl, bias, dt)
+
+
+def gau_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, causal: bool = False, scale: Optional[float] = None,
+              bias=None) -> np.ndarray:
+    """The gated attention unit (the ``"quadratic"`` view) as the Numba kernel (one chunk of length ``L``, tiled);
+    arguments as :func:`refimpl.attention.gau.reference.quadratic`."""
+    causal = check_bool(causal, "causal")
+    (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt = validate_gau(
+        x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=2, bias_len=lambda l: max(2 * l - 1, 0))
+    sigma = gau_scale(scale, l)
+    U, V, Z = _projections(x, W_u, W_v, W_z)
+    Q, K = scale_offset(Z, gamma, beta)
+    return _core(U, V, Q, K, None, None, W_o, l, causal, sigma, 0.0, bias, dt)
+
+
+@warmup
+def _warm():
+    rng = np.random.default_rng(0)
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((1, 3, 2)).astype(dt)
+        W, Wo = rng.standard_normal((2, 2)).astype(dt), rng.standard_normal((2, 2)).astype(dt)
+        g4, g2 = np.ones((4, 2), dtype=dt), np.ones((2, 2), dtype=dt)
+        for causal in (True, False):
+            mixed_chunk_numba(x, W, W, W, g4, g4, Wo, chunk=2, causal=causal, bias=np.ones(3, dtype=dt))
+            mixed_chunk_numba(x, W, W, W, g4, g4, Wo, chunk=2, causal=causal)
+            gau_numba(x, W, W, W, g2, g2, Wo, causal=causal)
