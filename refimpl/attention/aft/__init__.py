@@ -1,0 +1,42 @@
+"""refimpl.attention.aft: the Attention Free Transformer (Zhai et al. 2021; see README.md in this folder).
+
+One entry point, :func:`aft_attention`, with two views:
+
+* ``"materialized"`` -- the ``(b l l d)`` logits ``K_t' + w'_{t,t'}`` formed and softmaxed over ``t'``
+  (``backend="numpy"``: :func:`refimpl.attention.aft.reference.materialized`);
+* ``"windowed"`` -- never forming the logits: totals / prefix / suffix sums for the keys with bias 0, the window
+  part added in ``O(L window d)`` (AFT-local and AFT-simple in linear time, AFT-full in ``O(L^2 d)``)
+  (``backend="numba"``: :func:`refimpl.attention.aft.numba.aft_windowed`).
+"""
+from __future__ import annotations
+
+from refimpl._dispatch import register
+from refimpl.attention.aft.reference import VARIANTS, aft_window, bias_matrix, sigmoid
+
+__all__ = ["aft_attention", "VARIANTS", "aft_window", "bias_matrix", "sigmoid", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = register("refimpl.attention.aft_attention", {
+    ("materialized", "numpy"): "refimpl.attention.aft.reference:materialized",
+    ("windowed", "numba"): "refimpl.attention.aft.numba:aft_windowed",
+})
+
+
+def aft_attention(q, k, v, w=None, *, variant: str = "full", causal: bool = False, window=None,
+                  view: str = "materialized", backend: str = "numpy"):
+    r"""``Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w'_{t,t'}) V_t' / sum_t' exp(K_t' + w'_{t,t'})``.
+
+    Parameters
+    ----------
+    q, k, v : ``(b l d)``.
+    w : ``(l l)`` position biases ``w[t, t']`` (``variant="full"``/``"local"``); ``None`` for ``"simple"``.
+    variant : ``"full"`` (``w' = w``), ``"simple"`` (``w' = 0``), ``"local"`` (``w' = w`` inside ``window``,
+        ``0`` outside; every key still counts).
+    causal : bool; the sums run over ``t' <= t``.
+    window : ``(left, right)`` (inclusive key counts: ``t - left <= t' <= t + right``) or an int ``w`` = ``(w, w)``
+        (``(w, 0)`` when causal), for ``variant="local"`` only.  The paper's ``s`` is ``(s - 1, s - 1)``.
+    view, backend : ``("materialized", "numpy")`` (default) or ``("windowed", "numba")``.
+
+    Returns ``Y (b l d)``.
+    """
+    impl = IMPLEMENTATIONS.get(view, backend)
+    return impl(q, k, v, w, variant=variant, causal=causal, window=window)

@@ -1,0 +1,145 @@
+r"""The Attention Free Transformer (Zhai et al. 2021, "An Attention Free Transformer", arXiv:2105.14103): the
+literal NumPy reference, the materialized view.
+
+Equations (the paper's eq. 2, its AFT-simple and AFT-local; elementwise in the channel ``c``)
+---------------------------------------------------------------------------------------------
+* AFT-full:   ``Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w_{t,t'}) V_t' / sum_t' exp(K_t' + w_{t,t'})``
+* AFT-simple: ``w = 0``:  ``Y_t = sigmoid(Q_t) * sum_t' softmax_t'(K)_t' V_t'``
+* AFT-local:  ``w'_{t,t'} = w_{t,t'}`` inside the local window, ``0`` outside (the paper: "w'_{t,t'} = w_{t,t'} if
+  |t - t'| < s, else 0"): the bias is zero outside the window, **not** ``-inf``; the sum still runs over every
+  ``t'`` (the paper's point: AFT-local keeps global connectivity, unlike local attention).
+* causal (the paper's autoregressive models): every sum runs over ``t' <= t``.
+
+Shapes and conventions
+----------------------
+* ``q``, ``k``, ``v``: ``(b l d)`` (sequence-first; ``d`` channels, each its own softmax over ``t'``);
+  ``w``: ``(l l)``, the learned pair-wise position biases ``w[t, t']`` (one for every channel, as the paper's);
+  output ``y``: ``(b l d)``.
+* ``window=(left, right)`` (refimpl's meaning, FlashAttention's): query ``t`` keeps its bias for keys
+  ``t - left <= t' <= t + right``; an int ``w`` means ``(w, w)`` (``(w, 0)`` when causal; ``right > 0`` with
+  ``causal=True`` is a ``ValueError``).  The paper's window ``s`` (``|t - t'| < s``) is ``(s - 1, s - 1)``.
+* Stability: the softmax over ``t'`` of the logits ``S_{t,t',c} = K_{t',c} + w'_{t,t'}`` is taken after
+  subtracting their maximum ``m_{t,c}`` over the kept ``t'`` (the per-column max of the paper's implementation
+  note, here of ``K + w`` jointly), so no ``exp`` overflows and the largest term is ``1``: ``|K| ~ 1000`` works.
+* float64 unless every float input is float32.  ``L = 0`` returns an empty ``(b 0 d)``.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Tuple
+
+import numpy as np
+
+from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
+
+__all__ = ["VARIANTS", "aft_window", "validate_aft", "bias_matrix", "sigmoid", "materialized"]
+
+VARIANTS = ("full", "simple", "local")
+
+
+def aft_window(window, causal: bool, variant: str) -> Optional[Tuple[int, int]]:
+    """``window`` as ``(left, right)`` for ``variant="local"`` (``None`` for the others, which take none).
+
+    An int ``w`` is ``(w, w)`` (``(w, 0)`` when causal); with ``causal=True`` a ``right > 0`` is a ``ValueError``.
+    """
+    if variant != "local":
+        if window is not None:
+            raise ValueError(f"window: only variant='local' takes a window (AFT-{variant} has none), got "
+                             f"window={window!r} with variant={variant!r}")
+        return None
+    if window is None:
+        raise ValueError("window: variant='local' needs a window, an int w or a pair (left, right) of ints >= 0 "
+                         "(the paper's s is (s - 1, s - 1)), got None")
+    if isinstance(window, (bool, np.bool_)):
+        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got bool {window!r}")
+    if isinstance(window, numbers.Integral):
+        w = check_int(window, "window", minimum=0)
+        return (w, 0) if causal else (w, w)
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got "
+                        f"{type(window).__name__} {window!r}")
+    left = check_int(window[0], "window[0] (left)", minimum=0)
+    right = check_int(window[1], "window[1] (right)", minimum=0)
+    if causal and right > 0:
+        raise ValueError(f"window: causal=True keeps no key to the right (right must be 0), got "
+                         f"window={tuple(window)!r}")
+    return left, right
+
+
+def validate_aft(q, k, v, w=None, *, variant="full", causal=False, window=None):
+    """Validated ``(Q, K, V, w, variant, causal, window)``: arrays in the working dtype, ``w`` ``None`` for
+    AFT-simple, ``window`` ``(left, right)`` for AFT-local (else ``None``)."""
+    if not isinstance(variant, str):
+        raise TypeError(f"variant: expected one of {', '.join(map(repr, VARIANTS))}, got "
+                        f"{type(variant).__name__} {variant!r}")
+    check_choice(variant, "variant", VARIANTS)
+    causal = check_bool(causal, "causal")
+    Q = as_float_array(q, "q", ndim=3, allow_complex=False)
+    b, l, d = Q.shape
+    K = as_float_array(k, "k", ndim=3, allow_complex=False)
+    check_shape(K, "k", (b, l, d), "(b, l, d) like q", src="b, l, d from q")
+    V = as_float_array(v, "v", ndim=3, allow_complex=False)
+    check_shape(V, "v", (b, l, d), "(b, l, d) like q (AFT is elementwise in d)", src="b, l, d from q")
+    if variant == "simple":
+        if w is not None:
+            raise ValueError("w: AFT-simple has no position biases (w = 0 by definition); pass w=None or use "
+                             "variant='full'")
+    else:
+        if w is None:
+            raise ValueError(f"w: variant={variant!r} needs the position biases w of shape ({l}, {l}) (l from q), "
+                             "got None")
+        w = as_float_array(w, "w", ndim=2, allow_complex=False)
+        check_shape(w, "w", (l, l), "(l, l)", src="l from q")
+    win = aft_window(window, causal, variant)
+    dt = result_dtype(Q, K, V, w)
+    c = lambda z: None if z is None else z.astype(dt, copy=False)  # noqa: E731
+    return c(Q), c(K), c(V), c(w), variant, causal, win
+
+
+def bias_matrix(w, variant: str, l: int, window, dtype) -> np.ndarray:
+    r"""``w' (l l)``: ``w`` (full), ``0`` (simple), or ``w`` inside the window and ``0`` outside (local)."""
+    if variant == "simple":
+        # AFT-simple: w = 0
+        return np.zeros((l, l), dtype=dtype)
+    if variant == "full":
+        return w
+    left, right = window
+    t = np.arange(l)[:, None]
+    tp = np.arange(l)[None, :]
+    # w'_{t,t'} = w_{t,t'} if t - left <= t' <= t + right else 0   (the paper: |t - t'| < s, s = left + 1 = right + 1)
+    inside = (tp >= t - left) & (tp <= t + right)
+    return np.where(inside, w, dtype.type(0))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    r"""``sigmoid(x) = 1 / (1 + exp(-x))``, written with ``z = exp(-|x|) <= 1`` so nothing overflows:
+    ``1 / (1 + z)`` for ``x >= 0``, ``z / (1 + z)`` for ``x < 0``."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def materialized(q, k, v, w=None, *, variant: str = "full", causal: bool = False, window=None):
+    r"""AFT by materializing the logits ``S (b l l d)`` and their softmax over ``t'`` (any variant).
+
+    ``q, k, v (b l d)``, ``w (l l)`` (``None`` for ``variant="simple"``) -> ``Y (b l d)``.
+    """
+    Q, K, V, w, variant, causal, window = validate_aft(q, k, v, w, variant=variant, causal=causal, window=window)
+    b, l, d = Q.shape
+    dt = Q.dtype
+    if l == 0:
+        return np.zeros((b, 0, d), dtype=dt)
+    # w'_{t,t'}: the position bias each query t gives key t' (the variant's)
+    w_prime = bias_matrix(w, variant, l, window, dt)
+    # kept keys: every t' (non-causal) or t' <= t (causal)
+    keep = np.tril(np.ones((l, l), dtype=bool)) if causal else np.ones((l, l), dtype=bool)
+    # S_{t,t',c} = K_{t',c} + w'_{t,t'}   (-inf where t' is not kept)
+    S = K[:, None, :, :] + w_prime[None, :, :, None]
+    S = np.where(keep[None, :, :, None], S, dt.type(-np.inf))
+    # m_{t,c} = max_{t'} S_{t,t',c}   (finite: t' = t is always kept)
+    m = np.max(S, axis=2, keepdims=True)
+    # P_{t,t',c} = exp(S_{t,t',c} - m_{t,c})
+    P = np.exp(S - m)
+    # Y_t = sigmoid(Q_t) * sum_t' P_{t,t'} V_t' / sum_t' P_{t,t'}
+    num = np.einsum("btsc,bsc->btc", P, V)
+    den = np.sum(P, axis=2)
+    return sigmoid(Q) * (num / den)
