@@ -21,7 +21,8 @@ from refimpl.attention.sparse.reference import (DEFAULT_BLOCK, PATTERN_KINDS, Bl
                                                 bigbird_pattern, fixed_pattern, longformer_pattern,
                                                 sliding_window_pattern, strided_pattern)
 
-__all__ = ["sparse_attention", "SparsePattern", "BlockLayout", "PATTERN_KINDS", "DEFAULT_BLOCK",
+# SparsePattern and BlockLayout: importable records built by the builders (not functions of data, not in __all__)
+__all__ = ["sparse_attention", "PATTERN_KINDS", "DEFAULT_BLOCK",
            "sliding_window_pattern", "longformer_pattern", "strided_pattern", "fixed_pattern", "bigbird_pattern",
            "IMPLEMENTATIONS"]
 

@@ -41,7 +41,6 @@ Conventions
 from __future__ import annotations
 
 import numbers
-import types
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -50,9 +49,9 @@ import numpy as np
 from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
 from refimpl.attention.softmax.reference import attention_scale
 
+# SparsePattern and BlockLayout (the records the builders return) are importable by name but not in __all__:
+# they are built by the builders below, not called on user data.
 __all__ = [
-    "SparsePattern",
-    "BlockLayout",
     "PATTERN_KINDS",
     "sliding_window_pattern",
     "longformer_pattern",
@@ -71,6 +70,24 @@ DEFAULT_BLOCK = 64
 
 
 # ------------------------------------------------------------------ the pattern object
+
+class Params(dict):
+    """A pattern's parameters: a read-only dict (its values are ints, bools, strings and tuples of them)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("SparsePattern.params is read-only: build a new pattern with the builder instead")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (Params, (dict(self),))
+
+    def __deepcopy__(self, memo):
+        return self  # immutable contents
+
+    def __copy__(self):
+        return self
+
 
 @dataclass(frozen=True)
 class BlockLayout:
@@ -110,7 +127,7 @@ class SparsePattern:
     kind: str
     l: int
     h: int
-    params: types.MappingProxyType
+    params: Params
 
     def __eq__(self, other):
         if not isinstance(other, SparsePattern):
@@ -270,7 +287,9 @@ class SparsePattern:
 
 
 def _pattern(kind, l, h, **params) -> SparsePattern:
-    return SparsePattern(kind=kind, l=l, h=h, params=types.MappingProxyType(params))
+    return SparsePattern(kind=kind, l=l, h=h, params=Params(params))
+
+
 
 
 # ------------------------------------------------------------------ argument checks
