@@ -29,6 +29,16 @@ its figure), the normalizer and the weighted sum of ``r`` terms ``gamma_r`` each
 
 (first order).  The oracle's own share is added by :func:`oracles.tolerance.componentwise_bound` (float64
 oracle) or is 0 (mpmath).
+
+A tiled evaluation (FlashAttention's online softmax over ``T_c`` key tiles) adds, per tile, the rescaling of
+the running output and sum: :func:`online_softmax_term`.  With ``alpha = exp(m_old - m_new)`` and
+``beta = exp(m~ - m_new)`` the final ``O_i = sum_j (prod of later alphas) beta_j P~_j V_j / l_i`` telescopes
+exactly in the computed maxima (the same stored ``m`` enter numerator and denominator), so what a tile adds to
+the relative error of a contribution is its own roundings: on the output path ``l alpha`` (u), ``* O`` (u),
+``+`` (u), ``/ l_new`` (u); on the sum path ``alpha l`` (u), ``beta l~`` (u), ``+`` (u); each of ``alpha``,
+``beta`` its ``exp`` (``e``) and its argument's subtraction (``u |m_old - m_new| <= u spread_i``), on both paths
+(``3 e`` counting ``beta``'s once in the output, ``4 u spread_i``): per tile
+``(7 u + 3 e + 4 u spread_i)`` times ``sum_t p_it |V_t|``, ``T_c`` tiles.
 """
 from __future__ import annotations
 
@@ -43,7 +53,8 @@ from oracles.tolerance import TRANSCENDENTAL_U, Bound, componentwise_bound, unit
 
 DPS = 50
 
-__all__ = ["per_head", "linformer_mpmath", "linformer_float64", "linformer_bound", "linformer_weights"]
+__all__ = ["per_head", "linformer_mpmath", "linformer_float64", "linformer_bound", "linformer_weights",
+           "online_softmax_term"]
 
 
 def per_head(E, h: int) -> np.ndarray:
@@ -151,3 +162,18 @@ def linformer_bound(q, k, v, E, F, scale, dtype=np.float64, *, oracle_dtype=None
                                      "projected keys (oracles/linformer.py)")
     return bound + Bound(2.0 * (e + e_oracle) * pW, f"exp relative error {e:.3g} (+ the oracle's), twice, on "
                                                     "sum_t p_it (|F||v|)_t")
+
+
+def online_softmax_term(weighted_abs_v, spread_max, tiles: int, dtype=np.float64, *,
+                        exp_rel_err: Optional[float] = None) -> Bound:
+    """The per-tile rescaling error of an online (tiled) softmax over ``tiles`` key tiles (module docstring).
+
+    ``weighted_abs_v (b l h p)``: ``sum_t p_it |V_t|``; ``spread_max (b h l)``: ``max_t |s_it - m_i|`` over the kept
+    keys.  ``T_c (7 u + 3 e + 4 u spread_i) sum_t p_it |V_t|``.
+    """
+    u = unit_roundoff(dtype)
+    e = TRANSCENDENTAL_U * u if exp_rel_err is None else float(exp_rel_err)
+    spread = np.transpose(np.asarray(spread_max, dtype=np.float64), (0, 2, 1))[..., None]  # (b l h 1)
+    per_tile = 7.0 * u + 3.0 * e + 4.0 * u * spread
+    return Bound(int(tiles) * per_tile * np.asarray(weighted_abs_v, dtype=np.float64),
+                 f"online softmax over {int(tiles)} key tiles: (7u + 3e + 4u spread) per tile (oracles/linformer.py)")
