@@ -11,9 +11,9 @@ One entry point, :func:`aft_attention`, with two views:
 from __future__ import annotations
 
 from refimpl._dispatch import register
-from refimpl.attention.aft.reference import VARIANTS, aft_window, bias_matrix, sigmoid
+from refimpl.attention.aft.reference import VARIANTS, aft_window
 
-__all__ = ["aft_attention", "VARIANTS", "aft_window", "bias_matrix", "sigmoid", "IMPLEMENTATIONS"]
+__all__ = ["aft_attention", "VARIANTS", "aft_window", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.aft_attention", {
     ("materialized", "numpy"): "refimpl.attention.aft.reference:materialized",

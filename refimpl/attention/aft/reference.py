@@ -32,7 +32,7 @@ import numpy as np
 
 from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
 
-__all__ = ["VARIANTS", "aft_window", "validate_aft", "bias_matrix", "sigmoid", "materialized"]
+__all__ = ["VARIANTS", "aft_window", "validate_aft", "materialized"]
 
 VARIANTS = ("full", "simple", "local")
 
@@ -42,6 +42,11 @@ def aft_window(window, causal: bool, variant: str) -> Optional[Tuple[int, int]]:
 
     An int ``w`` is ``(w, w)`` (``(w, 0)`` when causal); with ``causal=True`` a ``right > 0`` is a ``ValueError``.
     """
+    causal = check_bool(causal, "causal")
+    if not isinstance(variant, str):
+        raise TypeError(f"variant: expected one of {', '.join(map(repr, VARIANTS))}, got "
+                        f"{type(variant).__name__} {variant!r}")
+    check_choice(variant, "variant", VARIANTS)
     if variant != "local":
         if window is not None:
             raise ValueError(f"window: only variant='local' takes a window (AFT-{variant} has none), got "
@@ -96,7 +101,7 @@ def validate_aft(q, k, v, w=None, *, variant="full", causal=False, window=None):
     return c(Q), c(K), c(V), c(w), variant, causal, win
 
 
-def bias_matrix(w, variant: str, l: int, window, dtype) -> np.ndarray:
+def _w_prime(w, variant: str, l: int, window, dtype) -> np.ndarray:
     r"""``w' (l l)``: ``w`` (full), ``0`` (simple), or ``w`` inside the window and ``0`` outside (local)."""
     if variant == "simple":
         # AFT-simple: w = 0
@@ -111,7 +116,7 @@ def bias_matrix(w, variant: str, l: int, window, dtype) -> np.ndarray:
     return np.where(inside, w, dtype.type(0))
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray) -> np.ndarray:
     r"""``sigmoid(x) = 1 / (1 + exp(-x))``, written with ``z = exp(-|x|) <= 1`` so nothing overflows:
     ``1 / (1 + z)`` for ``x >= 0``, ``z / (1 + z)`` for ``x < 0``."""
     z = np.exp(-np.abs(x))
@@ -129,7 +134,7 @@ def materialized(q, k, v, w=None, *, variant: str = "full", causal: bool = False
     if l == 0:
         return np.zeros((b, 0, d), dtype=dt)
     # w'_{t,t'}: the position bias each query t gives key t' (the variant's)
-    w_prime = bias_matrix(w, variant, l, window, dt)
+    w_prime = _w_prime(w, variant, l, window, dt)
     # kept keys: every t' (non-causal) or t' <= t (causal)
     keep = np.tril(np.ones((l, l), dtype=bool)) if causal else np.ones((l, l), dtype=bool)
     # S_{t,t',c} = K_{t',c} + w'_{t,t'}   (-inf where t' is not kept)
@@ -142,4 +147,4 @@ def materialized(q, k, v, w=None, *, variant: str = "full", causal: bool = False
     # Y_t = sigmoid(Q_t) * sum_t' P_{t,t'} V_t' / sum_t' P_{t,t'}
     num = np.einsum("btsc,bsc->btc", P, V)
     den = np.sum(P, axis=2)
-    return sigmoid(Q) * (num / den)
+    return _sigmoid(Q) * (num / den)
