@@ -128,10 +128,12 @@ def linformer_float64(q, k, v, E, F, scale) -> np.ndarray:
 
 
 def linformer_bound(q, k, v, E, F, scale, dtype=np.float64, *, oracle_dtype=None,
-                    exp_rel_err: Optional[float] = None) -> Bound:
+                    exp_rel_err: Optional[float] = None, key_tiles: int = 0) -> Bound:
     """The derived bound of the module docstring, elementwise ``(b l h p)``.
 
     ``exp_rel_err``: the candidate's relative error of one ``exp`` (default ``TRANSCENDENTAL_U * u(dtype)``).
+    ``key_tiles``: a candidate that runs an online softmax over that many tiles of projected keys adds
+    :func:`online_softmax_term` (with ``W_t = (|F||v|)_t >= |V_bar_t|``).
     """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     b, l, h, n = q.shape
@@ -148,10 +150,11 @@ def linformer_bound(q, k, v, E, F, scale, dtype=np.float64, *, oracle_dtype=None
         m = np.max(sc, axis=-1, keepdims=True)
         w = np.exp(sc - m)
         p = w / np.sum(w, axis=-1, keepdims=True)
-        factor = 2.0 * (2.0 * np.max(S, axis=-1) + np.max(np.abs(sc - m), axis=-1)) + 3.0  # (b h l)
+        spread = np.max(np.abs(sc - m), axis=-1)  # (b h l)
+        factor = 2.0 * (2.0 * np.max(S, axis=-1) + spread) + 3.0
     else:
         p = np.zeros((b, h, l, 0))
-        factor = np.zeros((b, h, l))
+        spread = factor = np.zeros((b, h, l))
     pW = np.einsum("bhit,bthp->bihp", p, W)
     magnitude = np.einsum("bhi,bihp->bihp", factor, pW)
     depth = n + s + r + 5
@@ -160,8 +163,11 @@ def linformer_bound(q, k, v, E, F, scale, dtype=np.float64, *, oracle_dtype=None
     bound = componentwise_bound(magnitude, depth, dtype, oracle_dtype=oracle_dtype,
                                 what="Linformer: projections gamma_s |E||k|, |F||v|, then softmax attention over r "
                                      "projected keys (oracles/linformer.py)")
-    return bound + Bound(2.0 * (e + e_oracle) * pW, f"exp relative error {e:.3g} (+ the oracle's), twice, on "
-                                                    "sum_t p_it (|F||v|)_t")
+    bound = bound + Bound(2.0 * (e + e_oracle) * pW, f"exp relative error {e:.3g} (+ the oracle's), twice, on "
+                                                     "sum_t p_it (|F||v|)_t")
+    if key_tiles:
+        bound = bound + online_softmax_term(pW, spread, key_tiles, dtype, exp_rel_err=exp_rel_err)
+    return bound
 
 
 def online_softmax_term(weighted_abs_v, spread_max, tiles: int, dtype=np.float64, *,
