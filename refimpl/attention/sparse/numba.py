@@ -30,7 +30,7 @@ import numpy as np
 from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl.attention.softmax.numba import _exp_block_rowsum, _to_heads
-from refimpl.attention.sparse.reference import _block, sliding_window_pattern, validate
+from refimpl.attention.sparse.reference import BlockLayout, _block, sliding_window_pattern, validate
 
 __all__ = ["block_sparse_attention"]
 
@@ -120,21 +120,23 @@ def _block_sparse(Q, Kh, Vh, scale, B, hp, indptr, indices, mask_index, masks, O
 
 
 def block_sparse_attention(q, k, v, pattern, *, scale: Optional[float] = None, block: Optional[int] = None,
-                           layout=None) -> np.ndarray:
+                           block_layout=None) -> np.ndarray:
     r"""Block-sparse online-softmax attention under ``pattern`` (the Numba kernel of the ``"block_sparse"`` view).
 
     ``q, k (b l h n)``, ``v (b l h p)`` -> ``o (b l h p)``; ``block``: the tile size (default: BigBird's block, else
-    64); ``layout``: optionally ``pattern.block_layout(block)`` computed once by the caller (it must be this
+    64); ``block_layout``: optionally ``pattern.block_layout(block)`` computed once by the caller (it must be this
     pattern's, for this block size), so a benchmark times the kernel and not the layout.
     """
     q, k, v, scale, dtype, (b, l, h, n, p) = validate(q, k, v, pattern, scale)
     B = _block(block, pattern)
+    layout = block_layout
     if layout is None:
         layout = pattern.block_layout(B)
-    elif (getattr(layout, "block", None), getattr(layout, "l", None), getattr(layout, "h", None)) != (B, l, pattern.h):
-        raise ValueError(f"layout: expected pattern.block_layout({B}) (block {B}, l = {l}, h = {pattern.h}), got "
-                         f"{type(layout).__name__} with block {getattr(layout, 'block', None)}, "
-                         f"l = {getattr(layout, 'l', None)}, h = {getattr(layout, 'h', None)}")
+    elif not isinstance(layout, BlockLayout) or layout.block != B or not (layout.pattern is pattern
+                                                                           or layout.pattern == pattern):
+        raise ValueError(f"block_layout: expected pattern.block_layout({B}) (this pattern's, block {B}), got "
+                         f"{type(layout).__name__} with block {getattr(layout, 'block', None)} of "
+                         f"{getattr(layout, 'pattern', None)!r}")
     if b * l * h * p == 0:
         return np.zeros((b, l, h, p), dtype=dtype)
     K, V = np.empty((b, h, l, n), dtype=dtype), np.empty((b, h, l, p), dtype=dtype)

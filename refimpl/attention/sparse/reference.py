@@ -111,6 +111,8 @@ class BlockLayout:
     indices: np.ndarray
     mask_index: np.ndarray
     masks: np.ndarray
+    #: the pattern this layout was cut from
+    pattern: object = None
 
     @property
     def n_tiles(self) -> int:
@@ -278,7 +280,7 @@ class SparsePattern:
         return BlockLayout(block=B, l=l, h=self.h, n_blocks=nb, key_blocks=tuple(key_blocks),
                            tile_masks=tuple(tile_masks), indptr=np.asarray(indptr, dtype=np.int64),
                            indices=np.asarray(indices, dtype=np.int64), mask_index=np.asarray(mask_index, dtype=np.int64),
-                           masks=np.asarray(masks, dtype=bool).reshape(len(masks), B, B))
+                           masks=np.asarray(masks, dtype=bool).reshape(len(masks), B, B), pattern=self)
 
     @property
     def default_block(self) -> int:
