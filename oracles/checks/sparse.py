@@ -1,0 +1,93 @@
+"""Report rows for sparse attention (issue 13, methods 1-3): every registered view/backend of
+``refimpl.attention.sparse_attention`` on each pattern kind against the independent oracle of
+:mod:`oracles.sparse_attention` -- the pattern's key sets from the papers' definitions, then mpmath (small cases,
+50 digits) or float64 ``math.fsum`` (one L = 300 case) -- with the derived bound
+:func:`oracles.sparse_attention.sparse_attention_bound`."""
+from __future__ import annotations
+
+import numpy as np
+
+from oracles import sparse_attention as SA
+from oracles.checks import check, row, timed
+from oracles.tolerance import compare
+
+SEED = 20261313
+TILE = 4  # the block_sparse views' tile on the small cases: several tiles, the last one short (l = 13)
+
+# (row name, the oracle's kind, its parameters, heads h of the case, note)
+SMALL = (
+    ("sliding_window", "sliding_window", dict(window=(3, 2)), 2, "window (3, 2)"),
+    ("dilated", "sliding_window", dict(window=(2, 2), dilation=(1, 2)), 2, "window (2, 2), dilation 1 and 2 per head"),
+    ("longformer", "longformer", dict(window=(2, 0), dilation=1, global_tokens=(0, 7), causal=True), 2,
+     "causal, window (2, 0), global tokens 0 and 7"),
+    ("strided", "strided", dict(stride=4, causal=True, combine="heads"), 2, "causal, l_s = 4, heads A1 / A2"),
+    ("fixed", "fixed", dict(stride=4, summary=2, causal=True, combine="union"), 2, "causal, l_s = 4, c = 2, union"),
+    ("bigbird", "bigbird", dict(block=3, window_blocks=3, global_blocks=1, random_blocks=1, seed=7, heads=2), 2,
+     "block 3, window 3 blocks, 1 global, 1 random, seed 7, one draw per head"),
+)
+
+
+def _builder(kind, l, params):
+    from refimpl.attention import sparse as R
+
+    p = dict(params)
+    if kind == "sliding_window":
+        return R.sliding_window_pattern(l, p.pop("window"), **p)
+    if kind == "longformer":
+        return R.longformer_pattern(l, p.pop("window"), **p)
+    if kind == "strided":
+        return R.strided_pattern(l, p.pop("stride"), **p)
+    if kind == "fixed":
+        return R.fixed_pattern(l, p.pop("stride"), **p)
+    return R.bigbird_pattern(l, p.pop("block"), **p)
+
+
+def _rows(name, kind, params, q, k, v, exact, bound, note):
+    from refimpl.attention.sparse import IMPLEMENTATIONS, sparse_attention
+
+    l = q.shape[1]
+    pattern = _builder(kind, l, params)
+    out = []
+    for view, backend in IMPLEMENTATIONS.pairs():
+        kw = dict(view=view, backend=backend)
+        if view == "block_sparse" and kind != "bigbird":
+            kw["block"] = TILE
+        sparse_attention(q, k, v, pattern, **kw)  # warm (Numba)
+        o, t = timed(sparse_attention, q, k, v, pattern, **kw)
+        tile = f"; tile {kw.get('block', params.get('block'))}" if view == "block_sparse" else ""
+        out.append(row(f"attention.sparse.{name}", f"{backend}/{view}", compare(o, exact, bound), t,
+                       note=f"{note}{tile}"))
+    return out
+
+
+@check
+def sparse_attention():
+    rng = np.random.default_rng(SEED)
+    rows = []
+    l, n, p = 13, 4, 3
+    for name, kind, params, h, note in SMALL:
+        q, k = rng.standard_normal((1, l, h, n)) * 1.5, rng.standard_normal((1, l, h, n)) * 1.5
+        v = rng.standard_normal((1, l, h, p))
+        sets = SA.pattern_sets(kind, l, **params)
+        exact = SA.sparse_attention_mpmath(q, k, v, sets)
+        bound = SA.sparse_attention_bound(q, k, v, sets, oracle_dtype=None)
+        rows += _rows(name, kind, params, q, k, v, exact, bound, f"L = {l}, {note}; oracle: mpmath 50 digits")
+    # one long case: the float64 fsum oracle
+    l, h, n, p = 300, 2, 8, 4
+    params = dict(window=(16, 0), dilation=(1, 3), global_tokens=(0, 150), causal=True)
+    q, k = rng.standard_normal((1, l, h, n)), rng.standard_normal((1, l, h, n))
+    v = rng.standard_normal((1, l, h, p))
+    sets = SA.pattern_sets("longformer", l, **params)
+    exact = SA.sparse_attention_fsum(q, k, v, sets)
+    bound = SA.sparse_attention_bound(q, k, v, sets, oracle_dtype=np.float64)
+    from refimpl.attention.sparse import IMPLEMENTATIONS, sparse_attention
+
+    pattern = _builder("longformer", l, params)
+    for view, backend in IMPLEMENTATIONS.pairs():
+        kw = dict(view=view, backend=backend)
+        sparse_attention(q, k, v, pattern, **kw)
+        o, t = timed(sparse_attention, q, k, v, pattern, **kw)
+        rows.append(row("attention.sparse.longformer.L300", f"{backend}/{view}", compare(o, exact, bound), t,
+                        note="L = 300, causal, window (16, 0), dilation 1 and 3 per head, global tokens 0 and 150; "
+                             "oracle: float64 fsum"))
+    return rows
