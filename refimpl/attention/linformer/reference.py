@@ -47,7 +47,7 @@ import numpy as np
 from refimpl._validate import as_float_array, check_choice, check_shape, result_dtype
 from refimpl.attention.softmax.reference import attention_scale, softmax, validate_qkv
 
-__all__ = ["SHARINGS", "validate_linformer", "projected", "materialized", "linformer_layer", "linformer_stack"]
+__all__ = ["SHARINGS", "materialized", "linformer_layer", "linformer_stack"]
 
 #: the paper's parameter-sharing levels (section 4), and ``"none"``
 SHARINGS = ("none", "headwise", "key_value", "layerwise")
