@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Optional
 
 from refimpl._dispatch import register
-from refimpl.attention.gau.reference import FLASH_ROWS, GAU_ROWS, scale_offset, silu
+from refimpl.attention.gau.reference import FLASH_ROWS, GAU_ROWS
 
-__all__ = ["gated_attention_unit", "mixed_chunk_attention", "silu", "scale_offset", "GAU_ROWS", "FLASH_ROWS",
-           "GAU_IMPLEMENTATIONS", "FLASH_IMPLEMENTATIONS"]
+__all__ = ["gated_attention_unit", "mixed_chunk_attention", "GAU_ROWS", "FLASH_ROWS", "GAU_IMPLEMENTATIONS",
+           "FLASH_IMPLEMENTATIONS"]
 
 GAU_IMPLEMENTATIONS = register("refimpl.attention.gated_attention_unit", {
     ("quadratic", "numpy"): "refimpl.attention.gau.reference:quadratic",

@@ -28,7 +28,8 @@ import numpy as np
 from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl._validate import check_bool
-from refimpl.attention.gau.reference import _flash_inputs, flash_scales, gau_scale, scale_offset, silu, validate_gau
+from refimpl.attention.gau.reference import (_flash_inputs, chunked, flash_scales, gau_scale, quadratic, scale_offset,
+                                             silu, validate_gau)
 
 __all__ = ["gau_numba", "mixed_chunk_numba"]
 
@@ -144,6 +145,9 @@ def mixed_chunk_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, chunk: int, causal:
     :func:`refimpl.attention.gau.reference.chunked`."""
     (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt, c, causal = _flash_inputs(
         x, W_u, W_v, W_z, gamma, beta, W_o, chunk, causal, bias)
+    if n == 0:
+        # no query/key dimension: every dot product is 0 (the scores are the bias alone); no GEMM of width 0
+        return chunked(x, W_u, W_v, W_z, gamma, beta, W_o, chunk=c, causal=causal, bias=bias)
     sq, sl = flash_scales(l, c, causal)
     U, V, Z = _projections(x, W_u, W_v, W_z)
     Qq, Kq, Ql, Kl = scale_offset(Z, gamma, beta)
@@ -156,7 +160,11 @@ def gau_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, causal: bool = False, scale
     arguments as :func:`refimpl.attention.gau.reference.quadratic`."""
     causal = check_bool(causal, "causal")
     (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt = validate_gau(
-        x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=2, bias_len=lambda l: max(2 * l - 1, 0))
+        x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=2, bias_len=lambda l: max(2 * l - 1, 0),
+        bias_src="w = l, the length of x")
+    if n == 0:
+        # no query/key dimension: every dot product is 0 (the scores are the bias alone)
+        return quadratic(x, W_u, W_v, W_z, gamma, beta, W_o, causal=causal, scale=scale, bias=bias)
     sigma = gau_scale(scale, l)
     U, V, Z = _projections(x, W_u, W_v, W_z)
     Q, K = scale_offset(Z, gamma, beta)

@@ -48,8 +48,7 @@ import numpy as np
 
 from refimpl._validate import as_float_array, check_bool, check_int, check_shape, result_dtype
 
-__all__ = ["quadratic", "chunked", "materialized", "silu", "scale_offset", "validate_gau", "gau_scale",
-           "flash_scales", "GAU_ROWS", "FLASH_ROWS"]
+__all__ = ["quadratic", "chunked", "materialized", "GAU_ROWS", "FLASH_ROWS"]
 
 #: the scale/offset rows of GAU (``Q``, ``K``) and of FLASH (quadratic and linear ``Q``, ``K``)
 GAU_ROWS = ("q", "k")
@@ -70,7 +69,7 @@ def scale_offset(Z: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> Tuple[np
     return tuple(gamma[r] * Z + beta[r] for r in range(gamma.shape[0]))
 
 
-def validate_gau(x, W_u, W_v, W_z, gamma, beta, W_o, bias, *, rows: int, bias_len=None):
+def validate_gau(x, W_u, W_v, W_z, gamma, beta, W_o, bias, *, rows: int, bias_len=None, bias_src: str = ""):
     """Checked float arrays (one working dtype) and the sizes ``(b, l, d, p, n)``.
 
     ``rows``: the scale/offset rows (2 for GAU, 4 for FLASH); ``bias_len(l)``: the length of ``bias``."""
@@ -94,7 +93,7 @@ def validate_gau(x, W_u, W_v, W_z, gamma, beta, W_o, bias, *, rows: int, bias_le
     if bias is not None:
         bias = as_float_array(bias, "bias", ndim=1, allow_complex=False)
         w = bias_len(l)
-        check_shape(bias, "bias", (w,), "(2 w - 1,): the relative position bias b[j - i + w - 1]", "w from l or chunk")
+        check_shape(bias, "bias", (w,), "(2 w - 1,): the relative position bias b[j - i + w - 1]", bias_src)
     dt = result_dtype(x, W_u, W_v, W_z, gamma, beta, W_o, bias)
     cast = lambda a: None if a is None else a.astype(dt, copy=False)  # noqa: E731
     return tuple(cast(a) for a in (x, W_u, W_v, W_z, gamma, beta, W_o, bias)), (b, l, d, p, n), dt
@@ -130,7 +129,8 @@ def quadratic(x, W_u, W_v, W_z, gamma, beta, W_o, *, causal: bool = False, scale
     """
     causal = check_bool(causal, "causal")
     (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt = validate_gau(
-        x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=2, bias_len=lambda l: max(2 * l - 1, 0))
+        x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=2, bias_len=lambda l: max(2 * l - 1, 0),
+        bias_src="w = l, the length of x")
     sigma = dt.type(gau_scale(scale, l))
     # U = phi(X W_u), V = phi(X W_v), Z = phi(X W_z)
     U = silu(x @ W_u)
@@ -156,7 +156,7 @@ def _flash_inputs(x, W_u, W_v, W_z, gamma, beta, W_o, chunk, causal, bias):
     causal = check_bool(causal, "causal")
     chunk = check_int(chunk, "chunk", minimum=1)
     arrays, sizes, dt = validate_gau(x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=4,
-                                     bias_len=lambda l: 2 * chunk - 1)
+                                     bias_len=lambda l: 2 * chunk - 1, bias_src="w = c, the chunk")
     return arrays, sizes, dt, chunk, causal
 
 
