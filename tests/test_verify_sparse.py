@@ -108,7 +108,7 @@ def longformer_style(q, k, v, attention_window, attention_dilation=1, global_tok
     h = np.shape(q)[2]
     dils = attention_dilation if isinstance(attention_dilation, tuple) else (attention_dilation,) * h
     g = np.zeros(np.shape(q)[1], bool)
-    g[list(global_tokens)[:0] + [x for x in global_tokens if x < g.size]] = True
+    g[[x for x in global_tokens if x < g.size]] = True
     keep = []
     for d in dils:
         m = (np.abs(i - j) <= attention_window * d) & ((i - j) % d == 0) | g[:, None] | g[None, :]

@@ -53,7 +53,7 @@ Diagnosis: the conventions with choices the diagnosis tries (it recomputes the o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping
 
 import numpy as np
 
