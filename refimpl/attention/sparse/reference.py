@@ -137,7 +137,7 @@ class SparsePattern:
         return (self.kind, self.l, self.h, dict(self.params)) == (other.kind, other.l, other.h, dict(other.params))
 
     def __repr__(self):
-        shown = {k: v for k, v in self.params.items() if k != "random_key_blocks"}
+        shown = {k: v for k, v in self.params.items() if k not in ("key_blocks", "random_key_blocks")}
         return f"SparsePattern(kind={self.kind!r}, l={self.l}, h={self.h}, params={shown})"
 
     # -------------------------------------------------------------- the definition: keep(hh, i, j)
