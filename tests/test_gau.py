@@ -161,3 +161,36 @@ def test_bad_inputs_name_the_argument():
         mixed_chunk_attention(x, Wu, Wv, Wz, g, b, Wo, chunk=2, view="quadratic")
     with pytest.raises(ValueError, match="backend"):
         gated_attention_unit(x, Wu, Wv, Wz, g[:2], b[:2], Wo, backend="cuda")
+
+
+def _lucidrains_order_candidate(x, W_u, W_v, W_z, gamma, beta, W_o, *, group_size, causal):
+    # a FLASH written with FLASH-pytorch's row order: quad_q, lin_q, quad_k, lin_k
+    order = [0, 2, 1, 3]
+    return mixed_chunk_attention(x, W_u, W_v, W_z, gamma[order], beta[order], W_o, chunk=group_size, causal=causal)
+
+
+def test_verify_flash_pytorch_spelling_and_refimpl_adapters():
+    from oracles.verify import verify
+
+    conv = {"chunk": 3, "causal": True, "use_bias": False}
+    rep = verify("attention.gau", _lucidrains_order_candidate, adapter="flash_pytorch", conventions=conv,
+                 kinds=("edge",), diagnose=False)
+    assert rep.passed, rep.deviations()[:3]
+    # the same kernel read canonically (rows as the paper orders them) does not conform
+    wrong = lambda x, *w: _lucidrains_order_candidate(x, *w[:6], group_size=3, causal=True)  # noqa: E731
+    rep = verify("attention.gau", wrong, conventions=conv, kinds=("golden", "edge"), probes=False, diagnose=False)
+    assert not rep.passed
+    rep = verify("attention.gau", mixed_chunk_attention, adapter="refimpl.mixed_chunk_attention",
+                 conventions={"chunk": 4, "causal": False}, kinds=("edge",), dtype="float32", probes=False)
+    assert rep.passed, rep.deviations()[:3]
+
+
+def test_verify_diagnosis_names_the_own_length_last_chunk():
+    # a FLASH that scales its short last chunk by its own length conforms under last_chunk='length'
+    from oracles.verify import verify
+
+    from oracles.mutants.gau import _own
+
+    rep = verify("attention.gau", _own, conventions={"chunk": 3, "causal": True, "last_chunk": "length"},
+                 kinds=("golden", "edge"), probes=False, diagnose=False)
+    assert rep.passed, rep.deviations()[:3]
