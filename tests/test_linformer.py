@@ -178,3 +178,26 @@ def test_bad_inputs_name_the_argument():
         linformer_layer(x, W, W, W, W_O, rng.standard_normal((3, 5)), sharing="headwise")
     with pytest.raises(ValueError, match="^sharing: "):
         linformer_layer(x, W, W, W, W_O, rng.standard_normal((3, 5)), sharing="kv")
+
+
+# ------------------------------------------------------------------ verify op and mutants
+
+def test_verify_passes_our_views_and_the_mutant_corpus_is_complete():
+    from oracles.mutants import all_mutants
+    from oracles.verify import verify
+    from refimpl.attention.linformer import linformer_attention
+
+    rep = verify("attention.linformer", linformer_attention, adapter="refimpl", candidate_name="refimpl")
+    assert rep.passed, rep.deviations()
+    names = {m.name for m in all_mutants("attention.linformer")}
+    assert {"E-applied-to-queries", "F-skipped", "scale-sqrt-r", "transposed-projection-reshaped",
+            "E-used-for-values"} <= names
+
+
+@pytest.mark.parametrize("name", ["F-skipped", "scale-sqrt-r", "transposed-projection-applied-as-stored"])
+def test_mutants_are_killed(name):
+    from oracles.mutants import run_mutants
+
+    (r,) = run_mutants("attention.linformer", names=[name])
+    assert r.error is None, r.error
+    assert r.killed, r.verdict
