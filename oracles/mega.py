@@ -9,8 +9,10 @@ Nothing here imports :mod:`refimpl`.  The oracle reaches the answer by other mea
   j <= i)}``), then the attention as a sum over that set;
 * every other step written element by element from the paper's equations.
 
-Two precisions: :func:`mega_layer_mpmath` (mpmath at ``DPS`` digits, sums by ``mpmath.fsum``; small cases) and
-:func:`mega_layer_fsum` (float64 with correctly rounded sums ``math.fsum``; larger cases).  Parameters are a
+Three evaluations: :func:`mega_layer_mpmath` (mpmath at ``DPS`` digits, sums by ``mpmath.fsum``; small cases),
+:func:`mega_layer_fsum` (float64 element by element, correctly rounded sums ``math.fsum``) and
+:func:`mega_layer_dense` (vectorized float64: the EMA's dense Toeplitz operator built from the closed form, the
+scores masked by the keep sets; fast, for the many calls of a verification's diagnosis).  Parameters are a
 mapping with the field names of ``refimpl.attention.mega.MegaParams`` (``alpha, delta, beta, eta, W_z, b_z,
 kappa_q, mu_q, kappa_k, mu_k, W_v, b_v, W_gamma, b_gamma, W_phi, b_phi, W_h, U_h, b_h`` and optional
 ``rel_bias``, ``alpha_bwd, delta_bwd, beta_bwd, eta_bwd``).
@@ -64,7 +66,7 @@ import numpy as np
 from oracles.tolerance import TRANSCENDENTAL_U, Bound, fft_convolution_bound, gamma, underflow_floor, unit_roundoff
 
 __all__ = ["DPS", "SIGMOID_U", "SILU_U", "SILU_LIPSCHITZ", "LAPLACE_MU", "LAPLACE_SIGMA", "keep_sets",
-           "mega_layer_mpmath", "mega_layer_fsum", "mega_layer_bound"]
+           "mega_layer_mpmath", "mega_layer_fsum", "mega_layer_dense", "mega_layer_bound"]
 
 DPS = 30
 
@@ -238,52 +240,39 @@ def _ema_error(x, P, dtype):
     return err
 
 
-def _stage_errors(x, P, chunk, causal, attention, scale, dtype) -> np.ndarray:
-    """``dY (b l d)``: the candidate's first-order error in ``dtype`` (module docstring)."""
-    u = unit_roundoff(dtype)
+def _forward(x, P, chunk, causal, attention, scale) -> Dict[str, Any]:
+    """The layer's exact intermediates in vectorized float64 (dense operators, the keep-mask from the keep sets)."""
     b, L, d = x.shape
     n = P["W_z"].shape[1]
-    p = P["W_v"].shape[1]
-    ab = np.abs
     bidir = all(P.get(k) is not None for k in _BWD)
-    # exact intermediates (float64), their magnitudes
+    F: Dict[str, Any] = {}
+    # X' = EMA(X) by the dense operator of the closed form  (+ the backward EMA)
     Xp = _ema_dense(x, P["alpha"], P["delta"], P["beta"], P["eta"], False, False)
     if bidir:
         Xp = Xp + _ema_dense(x, P["alpha_bwd"], P["delta_bwd"], P["beta_bwd"], P["eta_bwd"], True, False)
-    dXp = _ema_error(x, P, dtype)
-
-    def lin(src, dsrc, W, bias, k):
-        A = src @ W + bias
-        dA = dsrc @ ab(W) + gamma(k, dtype) * (ab(src) @ ab(W) + ab(bias))
-        return A, dA
-
-    def silu(A, dA):
-        F = A * _sig(A)
-        return F, SILU_LIPSCHITZ * dA + SILU_U * u * ab(F)
-
-    Zpre, dZpre = lin(Xp, dXp, P["W_z"], P["b_z"], d + 1)
-    Z, dZ = silu(Zpre, dZpre)
-    Q = P["kappa_q"] * Z + P["mu_q"]
-    dQ = ab(P["kappa_q"]) * dZ + gamma(2, dtype) * (ab(P["kappa_q"] * Z) + ab(P["mu_q"]))
-    K = P["kappa_k"] * Z + P["mu_k"]
-    dK = ab(P["kappa_k"]) * dZ + gamma(2, dtype) * (ab(P["kappa_k"] * Z) + ab(P["mu_k"]))
-    V, dV = silu(*lin(x, np.zeros_like(x), P["W_v"], P["b_v"], d + 1))
-    Gm, dGm = silu(*lin(Xp, dXp, P["W_gamma"], P["b_gamma"], d + 1))
-    Phipre, dPhipre = lin(Xp, dXp, P["W_phi"], P["b_phi"], d + 1)
-    Phi = _sig(Phipre)
-    dPhi = 0.25 * dPhipre + SIGMOID_U * u * ab(Phi)
-    # keep-mask from the keep sets, the scale per query
-    sets = keep_sets(L, chunk, causal)
+    F["Xp"] = Xp
+    F["Zpre"] = Xp @ P["W_z"] + P["b_z"]
+    F["Z"] = F["Zpre"] * _sig(F["Zpre"])
+    F["Q"] = P["kappa_q"] * F["Z"] + P["mu_q"]
+    F["K"] = P["kappa_k"] * F["Z"] + P["mu_k"]
+    F["Vpre"] = x @ P["W_v"] + P["b_v"]
+    F["V"] = F["Vpre"] * _sig(F["Vpre"])
+    F["Gpre"] = Xp @ P["W_gamma"] + P["b_gamma"]
+    F["G"] = F["Gpre"] * _sig(F["Gpre"])
+    F["Phipre"] = Xp @ P["W_phi"] + P["b_phi"]
+    F["Phi"] = _sig(F["Phipre"])
     keep = np.zeros((L, L), dtype=bool)
-    for i, s in enumerate(sets):
-        keep[i, sorted(s)] = True
+    for i, s_ in enumerate(keep_sets(L, chunk, causal)):
+        keep[i, sorted(s_)] = True
+    F["keep"] = keep
     cnt = np.maximum(keep.sum(axis=1), 1).astype(np.float64)
     if scale is not None:
-        sc = np.full(L, abs(float(scale)))
+        sc = np.full(L, float(scale))
     elif attention == "softmax":
         sc = np.full(L, n ** -0.5)
     else:
         sc = 1.0 / cnt
+    F["sc"] = sc
     rb = P.get("rel_bias")
     if rb is not None and L:
         m = (len(rb) + 1) // 2
@@ -291,58 +280,115 @@ def _stage_errors(x, P, chunk, causal, attention, scale, dtype) -> np.ndarray:
         B = rb[m - 1 + idx[None, :] - idx[:, None]]
     else:
         B = np.zeros((L, L))
-    sgn = np.full(L, 1.0 if scale is None else float(np.sign(scale) or 1.0))
-    S = (sc * sgn)[None, :, None] * np.einsum("bin,bjn->bij", Q, K) + B
-    dS = sc[None, :, None] * (np.einsum("bin,bjn->bij", dQ, ab(K)) + np.einsum("bin,bjn->bij", ab(Q), dK)) \
-        + gamma(n + 3, dtype) * (sc[None, :, None] * np.einsum("bin,bjn->bij", ab(Q), ab(K)) + ab(B))
+    F["B"] = B
+    S = sc[None, :, None] * np.einsum("bin,bjn->bij", F["Q"], F["K"]) + B
+    F["S"] = S
     if attention == "softmax":
         Sm = np.where(keep, S, -np.inf)
         mx = np.max(Sm, axis=-1, keepdims=True) if L else np.zeros((b, 0, 1))
+        F["mx"] = mx
         w = np.where(keep, np.exp(Sm - mx), 0.0)
         Pw = w / np.where(w.sum(-1, keepdims=True) > 0, w.sum(-1, keepdims=True), 1.0)
+    elif attention == "laplace":
+        from scipy.special import erf
+
+        F["t"] = (S - LAPLACE_MU) / (LAPLACE_SIGMA * math.sqrt(2.0))
+        Pw = np.where(keep, 0.5 * (1.0 + erf(F["t"])), 0.0)
+    else:
+        Pw = np.where(keep, np.maximum(S, 0.0) ** 2, 0.0)
+    F["P"] = Pw
+    F["O"] = Pw @ F["V"]
+    F["Gt"] = F["G"] * F["O"]
+    F["Hpre"] = Xp @ P["W_h"] + F["Gt"] @ P["U_h"] + P["b_h"]
+    F["H"] = F["Hpre"] * _sig(F["Hpre"])
+    F["Y"] = F["Phi"] * F["H"] + (1.0 - F["Phi"]) * x
+    return F
+
+
+def _stage_errors(x, P, chunk, causal, attention, scale, dtype, F) -> np.ndarray:
+    """``dY (b l d)``: the candidate's first-order error in ``dtype`` (module docstring); ``F`` from :func:`_forward`."""
+    u = unit_roundoff(dtype)
+    b, L, d = x.shape
+    n = P["W_z"].shape[1]
+    p = P["W_v"].shape[1]
+    ab = np.abs
+    Xp = F["Xp"]
+    dXp = _ema_error(x, P, dtype)
+
+    def lin(src, dsrc, W, bias, k):
+        return dsrc @ ab(W) + gamma(k, dtype) * (ab(src) @ ab(W) + ab(bias))
+
+    def silu_err(Fv, dA):
+        return SILU_LIPSCHITZ * dA + SILU_U * u * ab(Fv)
+
+    dZ = silu_err(F["Z"], lin(Xp, dXp, P["W_z"], P["b_z"], d + 1))
+    Z, Q, K = F["Z"], F["Q"], F["K"]
+    dQ = ab(P["kappa_q"]) * dZ + gamma(2, dtype) * (ab(P["kappa_q"] * Z) + ab(P["mu_q"]))
+    dK = ab(P["kappa_k"]) * dZ + gamma(2, dtype) * (ab(P["kappa_k"] * Z) + ab(P["mu_k"]))
+    V = F["V"]
+    dV = silu_err(V, lin(x, np.zeros_like(x), P["W_v"], P["b_v"], d + 1))
+    dGm = silu_err(F["G"], lin(Xp, dXp, P["W_gamma"], P["b_gamma"], d + 1))
+    Phi = F["Phi"]
+    dPhi = 0.25 * lin(Xp, dXp, P["W_phi"], P["b_phi"], d + 1) + SIGMOID_U * u * ab(Phi)
+    keep, S, B = F["keep"], F["S"], F["B"]
+    sc = ab(F["sc"])
+    dS = sc[None, :, None] * (np.einsum("bin,bjn->bij", dQ, ab(K)) + np.einsum("bin,bjn->bij", ab(Q), dK)) \
+        + gamma(n + 3, dtype) * (sc[None, :, None] * np.einsum("bin,bjn->bij", ab(Q), ab(K)) + ab(B))
+    Pw = F["P"]
+    if attention == "softmax":
+        mx = F["mx"]
         delta = np.where(keep, dS + u * (ab(np.where(keep, S - mx, 0.0)) + TRANSCENDENTAL_U + 1), 0.0)
         dmax = np.max(delta, axis=-1, keepdims=True) if L else np.zeros((b, 0, 1))
         rel = delta + dmax + gamma(2 * L + 1, dtype)
-        O = Pw @ V
         dO = (Pw * rel) @ ab(V) + Pw @ dV
     else:
         if attention == "laplace":
-            den = LAPLACE_SIGMA * math.sqrt(2.0)
-            t = (S - LAPLACE_MU) / den
             from scipy.special import erf
 
-            F = 0.5 * (1.0 + erf(t))
+            den = LAPLACE_SIGMA * math.sqrt(2.0)
+            t = F["t"]
             nearest = np.clip(LAPLACE_MU, S - dS, S + dS)
             fmax = np.exp(-((nearest - LAPLACE_MU) / den) ** 2) / (den * math.sqrt(math.pi))
             dP = fmax * dS + (3 * u * ab(t) + TRANSCENDENTAL_U * u * ab(erf(t)) * math.sqrt(math.pi) / 2) \
-                / math.sqrt(math.pi) + u * F
+                / math.sqrt(math.pi) + u * ab(Pw)
         else:
-            F = np.maximum(S, 0.0) ** 2
-            dP = 2 * np.maximum(ab(S) + dS, 0.0) * dS + u * F
-        Pw = np.where(keep, F, 0.0)
+            dP = 2 * np.maximum(ab(S) + dS, 0.0) * dS + u * ab(Pw)
         dP = np.where(keep, dP, 0.0)
-        O = Pw @ V
         dO = dP @ ab(V) + ab(Pw) @ dV + gamma(L, dtype) * (ab(Pw) @ ab(V))
-    Gt = Gm * O
+    O, Gm, Gt = F["O"], F["G"], F["Gt"]
     dG = dGm * ab(O) + ab(Gm) * dO + u * ab(Gt)
-    Hpre = Xp @ P["W_h"] + Gt @ P["U_h"] + P["b_h"]
     dHpre = dXp @ ab(P["W_h"]) + dG @ ab(P["U_h"]) \
         + gamma(d + p + 1, dtype) * (ab(Xp) @ ab(P["W_h"]) + ab(Gt) @ ab(P["U_h"]) + ab(P["b_h"]))
-    H, dH = silu(Hpre, dHpre)
+    H = F["H"]
+    dH = silu_err(H, dHpre)
     dY = dPhi * ab(H - x) + Phi * dH + gamma(3, dtype) * 3 * (ab(H) + ab(x))
     return dY + underflow_floor(10 * (L + d + n + p) + 20, dtype)
+
+
+def _prepare(x, params):
+    x = np.asarray(x, dtype=np.float64)
+    P = {k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    return x, P
+
+
+def mega_layer_dense(x, params: Mapping[str, Any], *, chunk: Optional[int] = None, causal: bool = False,
+                     attention: str = "softmax", scale: Optional[float] = None) -> np.ndarray:
+    """The Mega layer in vectorized float64: the EMA's dense Toeplitz operator from the closed form, the dense
+    masked scores from the keep sets (fast; its rounding is the float64 share of :func:`mega_layer_bound`)."""
+    x, P = _prepare(x, params)
+    return _forward(x, P, chunk, causal, attention, scale)["Y"]
 
 
 def mega_layer_bound(x, params: Mapping[str, Any], *, chunk: Optional[int] = None, causal: bool = False,
                      attention: str = "softmax", scale: Optional[float] = None, dtype=np.float64,
                      oracle_dtype=None) -> Bound:
     """The first-order bound of the module docstring on ``|Y_candidate - Y_exact|``, elementwise ``(b l d)``;
-    ``oracle_dtype=np.float64`` adds a float64 oracle's share (:func:`mega_layer_fsum`)."""
-    x = np.asarray(x, dtype=np.float64)
-    P = {k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in params.items()}
-    vals = _stage_errors(x, P, chunk, causal, attention, scale, dtype)
+    ``oracle_dtype=np.float64`` adds a float64 oracle's share (:func:`mega_layer_fsum`, :func:`mega_layer_dense`)."""
+    x, P = _prepare(x, params)
+    F = _forward(x, P, chunk, causal, attention, scale)
+    vals = _stage_errors(x, P, chunk, causal, attention, scale, dtype, F)
     src = f"Mega layer, first-order stage-by-stage propagation in {np.dtype(dtype).name}"
     if oracle_dtype is not None:
-        vals = vals + _stage_errors(x, P, chunk, causal, attention, scale, oracle_dtype)
+        vals = vals + _stage_errors(x, P, chunk, causal, attention, scale, oracle_dtype, F)
         src += f" + the {np.dtype(oracle_dtype).name} oracle's share"
     return Bound(vals, src + " (oracles/mega.py docstring)")

@@ -20,8 +20,8 @@ for laplace/relu2; a number multiplies ``Q . K``), ``use_rel_bias`` (Mega's simp
 ``causal``).  Mega's own code also adds a residual and a SiLU inside its EMA module (``silu(EMA(x) + omega x)``)
 and a normalization after the layer: neither is the paper's equation, neither is in this op.
 
-Oracle: :func:`oracles.mega.mega_layer_mpmath` (mpmath, small cases) or :func:`oracles.mega.mega_layer_fsum`
-(float64, ``math.fsum``), the EMA by its closed form and the keep sets as Python sets.  Bound:
+Oracle: :func:`oracles.mega.mega_layer_mpmath` (mpmath, small cases) or :func:`oracles.mega.mega_layer_dense`
+(vectorized float64), the EMA by its closed form and the keep sets as Python sets.  Bound:
 :func:`oracles.mega.mega_layer_bound` (first-order, stage by stage; plus the float64 oracle's share).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import List
 
 import numpy as np
 
-from oracles.mega import mega_layer_bound, mega_layer_fsum, mega_layer_mpmath
+from oracles.mega import mega_layer_bound, mega_layer_dense, mega_layer_mpmath
 from oracles.verify.adapters import Adapter, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
@@ -46,8 +46,9 @@ BWD = ("alpha_bwd", "delta_bwd", "beta_bwd", "eta_bwd")
 _SHAPES = {"alpha": "d e", "delta": "d e", "beta": "d e", "eta": "d e", "W_z": "d n", "b_z": "n", "kappa_q": "n",
            "mu_q": "n", "kappa_k": "n", "mu_k": "n", "W_v": "d p", "b_v": "p", "W_gamma": "d p", "b_gamma": "p",
            "W_phi": "d d", "b_phi": "d", "W_h": "d d", "U_h": "p d", "b_h": "d"}
-#: the mpmath oracle for cases up to this many scalar operations (about 0.1 s), the fsum oracle beyond
-MPMATH_WORK = 20000
+#: the mpmath oracle for cases up to this many scalar operations (a few ms), the vectorized float64 dense oracle
+#: beyond (the diagnosis of a failing case calls the oracle hundreds of times)
+MPMATH_WORK = 400
 
 
 def _claimed(inp, conv):
@@ -79,7 +80,7 @@ def oracle(inp, conv):
     if conv["bidirectional"] and conv["causal"]:
         raise ValueError("bidirectional: the backward EMA reads later positions; refused with causal=True")
     x = _claimed(inp, conv)
-    fn = mega_layer_mpmath if _work(x) <= MPMATH_WORK else mega_layer_fsum
+    fn = mega_layer_mpmath if _work(x) <= MPMATH_WORK else mega_layer_dense
     return {"y": fn(x["x"], _params(x), **_options(conv))}
 
 
@@ -140,7 +141,7 @@ def cases(conv) -> List[Case]:
         add("edge-chunk-minus-1", "edge", "L = chunk - 1: one short chunk", 5, l=max(c - 1, 0), b=1)
         add("edge-chunk-plus-1", "edge", "L = chunk + 1: a last chunk of one", 6, l=c + 1, b=1)
         add("edge-chunks-2.5", "edge", "L = 2.5 chunks", 7, l=(5 * c) // 2, b=1)
-    add("edge-long", "edge", "L = 24 (the float64 fsum oracle)", 8, l=24, b=1, d=3, e=2, n=3, p=3)
+    add("edge-long", "edge", "L = 24 (the float64 dense oracle)", 8, l=24, b=1, d=3, e=2, n=3, p=3)
     return add.cases
 
 

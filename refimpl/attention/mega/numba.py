@@ -1,8 +1,9 @@
 r"""The Mega layer's ``chunked`` view with Numba attention (backend ``"numba"`` of :func:`refimpl.attention.mega.mega_layer`).
 
-Same function as :func:`refimpl.attention.mega.reference.chunked`: the EMA (:func:`refimpl.ssm.mega_ema`, the
-entry point, reused) and the projections run as in the reference (BLAS matrix products), and the attention of
-every chunk runs in a kernel:
+Same function as :func:`refimpl.attention.mega.reference.chunked`: the EMA is :func:`refimpl.ssm.mega_ema`
+(the entry point, reused) in its ``fft`` view (``O(L log L)``, the FFT convolution with the closed-form kernel,
+as Mega's own code; the reference runs the recurrence), the projections run as in the reference (BLAS matrix
+products), and the attention of every chunk runs in a kernel:
 
 * ``attention="softmax"`` without a relative bias: the tiled online-softmax kernel
   :func:`refimpl.attention.softmax.numba.flash_attention` on the chunks reshaped as a batch
@@ -109,7 +110,7 @@ def mega_layer_chunked(x, params: MegaParams, *, chunk: Optional[int] = None, ca
     x, P, chunk, causal, scale = _validate(x, params, chunk, causal, attention, scale)
     b, L, d = x.shape
     dt = result_dtype(x, *P.values())
-    x, P, X_prime, Q, K, V, gamma, phi = _projections(x, P, dt)
+    x, P, X_prime, Q, K, V, gamma, phi = _projections(x, P, dt, ema_view="fft")
     n, p = Q.shape[-1], V.shape[-1]
     c = max(L, 1) if chunk is None else chunk
     if b * L * p == 0:

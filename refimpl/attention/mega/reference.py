@@ -215,21 +215,23 @@ def relative_bias(rel_bias, lq: int, lk: int) -> np.ndarray:
     return rel_bias[m - 1 + (j - i)]
 
 
-def _ema(x, P):
-    """``X' = EMA(X)`` (+ ``rev(EMA_bwd(rev X))`` when the backward parameters are given), by refimpl.ssm.mega_ema."""
+def _ema(x, P, view="recurrent"):
+    """``X' = EMA(X)`` (+ ``rev(EMA_bwd(rev X))`` when the backward parameters are given), by refimpl.ssm.mega_ema
+    in its ``view`` (the reference: the literal recurrence)."""
     # X' = EMA(X)
-    Xp = mega_ema(x, P["alpha"], P["delta"], P["beta"], P["eta"])
+    Xp = mega_ema(x, P["alpha"], P["delta"], P["beta"], P["eta"], view=view)
     if "alpha_bwd" in P:
         # X' += rev(EMA_bwd(rev(X)))  (the bidirectional EMA)
-        Xp = Xp + mega_ema(x[:, ::-1], P["alpha_bwd"], P["delta_bwd"], P["beta_bwd"], P["eta_bwd"])[:, ::-1]
+        Xp = Xp + mega_ema(x[:, ::-1], P["alpha_bwd"], P["delta_bwd"], P["beta_bwd"], P["eta_bwd"],
+                           view=view)[:, ::-1]
     return Xp
 
 
-def _projections(x, P, dt):
+def _projections(x, P, dt, ema_view="recurrent"):
     """The layer's projections: ``X', Q, K, V, gamma, phi``."""
     x = x.astype(dt, copy=False)
     P = {k: v.astype(dt, copy=False) for k, v in P.items()}
-    X_prime = _ema(x, P).astype(dt, copy=False)
+    X_prime = _ema(x, P, ema_view).astype(dt, copy=False)
     # Z = SiLU(X' W_z + b_z)
     Z = silu(X_prime @ P["W_z"] + P["b_z"])
     # Q = kappa_q * Z + mu_q ;  K = kappa_k * Z + mu_k
