@@ -233,3 +233,46 @@ def test_every_sparse_mutant_is_killed():
 def test_the_mutant_runner_kills_one():
     (r,) = run_mutants(OP, names=["strided-A1-one-short"])
     assert r.killed and r.error is None, r.verdict
+
+
+# ---------------------------------------------------------------- refimpl's masks against the oracle's sets
+
+def _grid():
+    for l in (0, 1, 5, 13):
+        for causal in (False, True):
+            for window in ((0, 0), (2, 1), (3, 3), (20, 20), 2):
+                if causal and not isinstance(window, int) and window[1] > 0:
+                    continue
+                for dil in (1, 2, (1, 3)):
+                    yield "sliding_window", l, dict(window=window, dilation=dil, causal=causal)
+                    for G in ((), (0,), (l // 2, l - 1), tuple(range(l))):
+                        if all(g < l for g in G):
+                            yield "longformer", l, dict(window=window, dilation=dil, global_tokens=G, causal=causal)
+            for stride in (1, 2, 4, 7):
+                for combine in ("union", "heads"):
+                    yield "strided", l, dict(stride=stride, causal=causal, combine=combine)
+                    for c in range(1, stride + 1):
+                        yield "fixed", l, dict(stride=stride, summary=c, causal=causal, combine=combine)
+    for l in (0, 1, 7, 16, 31):
+        for block in (1, 3, 4, 40):
+            for wb, gb, rb in ((1, 0, 0), (3, 1, 1), (3, 2, 2), (5, 0, 3)):
+                for seed, heads in ((0, 1), (12345, 3)):
+                    yield "bigbird", l, dict(block=block, window_blocks=wb, global_blocks=gb, random_blocks=rb,
+                                             seed=seed, heads=heads)
+
+
+def test_refimpl_masks_equal_the_oracle_sets():
+    from refimpl.attention import sparse as R
+
+    build = {"sliding_window": R.sliding_window_pattern, "longformer": R.longformer_pattern,
+             "strided": R.strided_pattern, "fixed": R.fixed_pattern, "bigbird": R.bigbird_pattern}
+    first = {"sliding_window": "window", "longformer": "window", "strided": "stride", "fixed": "stride",
+             "bigbird": "block"}
+    n = 0
+    for kind, l, params in _grid():
+        p = dict(params)
+        mask = build[kind](l, p.pop(first[kind]), **p).mask()
+        want = SA.keep_from_sets(SA.pattern_sets(kind, l, **params), l)
+        assert mask.shape == want.shape and np.array_equal(mask, want), (kind, l, params)
+        n += 1
+    assert n > 800
