@@ -100,6 +100,13 @@ def _chunks(QK, Kn, V, B, order, chunk_of, scale, c, causal, wrap, Or, Zr):
                 Kc[jj, e] = Kn[bi, hi, j, e]
             for e in range(p):
                 Vc[jj, e] = V[bi, j, hi, e]
+        # every round's bucket and chunk of the keys (gathered once: the mask and the counts read them)
+        kb = np.empty((r, nk), dtype=np.int64)
+        kc = np.empty((r, nk), dtype=np.int64)
+        for r2 in range(r):
+            for jj in range(nk):
+                kb[r2, jj] = B[bi, kpos[jj], hi, r2]
+                kc[r2, jj] = chunk_of[bi, hi, r2, kpos[jj]]
         # S = (scale Q_c) K_c^T:  s_ij = scale q_i . k_j
         S = np.empty((T, nk), dtype=dt)
         gemm(Qc, False, Kc, True, S, 0.0)
@@ -107,19 +114,20 @@ def _chunks(QK, Kn, V, B, order, chunk_of, scale, c, causal, wrap, Or, Zr):
         for t in range(T):
             i = kpos[nprev + t]
             m = -np.inf
+            bq = kb[ri, nprev + t]
             for jj in range(nk):
                 j = kpos[jj]
                 # j in P_i^(r) (same bucket; the chunk holds it), j != i, j <= i if causal
-                if j == i or B[bi, j, hi, ri] != B[bi, i, hi, ri] or (causal and j > i):
+                if j == i or kb[ri, jj] != bq or (causal and j > i):
                     S[t, jj] = -np.inf
                     continue
                 # N_ij = |{r' : j in P_i^(r')}|  (round ri holds j)
                 N = 1
                 for r2 in range(r):
-                    if r2 == ri or B[bi, j, hi, r2] != B[bi, i, hi, r2]:
+                    if r2 == ri or kb[r2, jj] != kb[r2, nprev + t]:
                         continue
-                    cq = chunk_of[bi, hi, r2, i]
-                    ck = chunk_of[bi, hi, r2, j]
+                    cq = kc[r2, nprev + t]
+                    ck = kc[r2, jj]
                     pq = cq - 1
                     if cq == 0 and wrap and nc > 1:
                         pq = nc - 1
