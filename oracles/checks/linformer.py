@@ -21,7 +21,8 @@ def linformer():
     rng = np.random.default_rng(SEED)
     rows = []
     b, l, h, n, p, r = 1, 9, 2, 4, 3, 4
-    q, k, v = rng.standard_normal((b, l, h, n)) * 1.5, rng.standard_normal((b, l, h, n)), rng.standard_normal((b, l, h, p))
+    q = rng.standard_normal((b, l, h, n)) * 1.5
+    k, v = rng.standard_normal((b, l, h, n)), rng.standard_normal((b, l, h, p))
     for variant, shape in (("per_head", (h, r, l)), ("shared", (r, l))):
         E, F = rng.standard_normal(shape) / math.sqrt(r), rng.standard_normal(shape) / math.sqrt(r)
         exact = linformer_mpmath(q, k, v, E, F, 0.5)

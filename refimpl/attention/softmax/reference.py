@@ -303,7 +303,7 @@ def multi_head_attention(x_q, x_kv, W_Q, W_K, W_V, W_O, *, scale: Optional[float
     return z.reshape(b, l, h * p) @ W_O
 
 
-# ------------------------------------------------------------------ the tiled view, literal (FlashAttention Algorithm 1)
+# ------------------------------------------------------------------ the tiled view, literal (FlashAttention Alg. 1)
 
 def tiled(q, k, v, *, scale: Optional[float] = None, causal: bool = False, alignment: Optional[str] = None,
           block_q: int = 64, block_k: int = 64) -> np.ndarray:
@@ -320,8 +320,9 @@ def tiled(q, k, v, *, scale: Optional[float] = None, causal: bool = False, align
 
     * ``scale`` multiplies ``Q_i K_j^T`` (Algorithm 2's ``tau``; Algorithm 1 has ``tau = 1``);
       ``None`` -> ``n^{-1/2}``.
-    * the causal mask is applied per tile (Algorithm 2 line 10, ``S_ij^masked = MASK(S_ij)``), with this
-      module's ``alignment`` (``top_left``: keep ``j <= i``; ``bottom_right``: keep ``j <= i + s - l``).
+    * the causal mask is applied per tile (Algorithm 2: ``S_ij^masked = MASK(S_ij)`` after
+      ``S_ij = tau Q_i K_j^T``), with this module's ``alignment`` (``top_left``: keep ``j <= i``;
+      ``bottom_right``: keep ``j <= i + s - l``).
       Every tile is visited (Algorithm 1 skips none; a kernel may skip the fully masked ones).
     * a row with no kept key in a tile has ``m~ = -inf``: its ``P~`` is taken as 0 and ``l~ = 0``; while a row
       has seen no kept key at all (``m_i^new = -inf``) its ``l_i`` and ``O_i`` stay 0 (``e^{-inf - (-inf)}``
@@ -365,7 +366,7 @@ def tiled(q, k, v, *, scale: Optional[float] = None, causal: bool = False, align
             Q_i, O_i, l_i, m_i = Q[:, :, rows], O[:, :, rows], l_[:, :, rows], m[:, :, rows]
             # line 9: S_ij = tau Q_i K_j^T   (B_r x B_c)
             S_ij = tau * np.einsum("bhxn,bhyn->bhxy", Q_i, K_j)
-            # Algorithm 2 line 10: S_ij <- MASK(S_ij)  (the causal diagonal: -inf where a key is not kept)
+            # Algorithm 2 (the forward pass with masking): S_ij^masked = MASK(S_ij)  (-inf where a key is not kept)
             if keep is not None:
                 S_ij = np.where(keep[rows, cols], S_ij, neg_inf)
             # line 10: m~_ij = rowmax(S_ij),  P~_ij = exp(S_ij - m~_ij),  l~_ij = rowsum(P~_ij)
