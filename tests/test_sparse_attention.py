@@ -228,6 +228,28 @@ def test_empty_and_one_token():
         np.testing.assert_array_equal(sparse_attention(x, x, x, strided_pattern(1, 1), view=view, backend=backend), x)
 
 
+def test_a_query_row_with_no_kept_key_is_zero():
+    """No builder leaves a row empty (every pattern keeps j = i), so a block pattern is written directly: query
+    block 1 keeps no key block, query block 0 keeps key block 2 only; their rows are 0 / attention over keys 4, 5."""
+    from refimpl.attention.sparse.reference import _pattern
+
+    P = _pattern("bigbird", 6, 1, block=2, window_blocks=1, global_blocks=0, random_blocks=0, seed=0, n_blocks=3,
+                 key_blocks=(((2,), (), (0, 1, 2)),), random_key_blocks=(((), (), ()),))
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((1, 6, 1, 3)) for _ in range(3))
+    keep = P.mask()[None]
+    np.testing.assert_array_equal(keep[0, 0, 2:4], False)
+    exact = sdpa_mpmath(q, k, v, 3 ** -0.5, keep)
+    bound = softmax_attention_bound(q, k, v, 3 ** -0.5, keep, oracle_dtype=None)
+    for view, backend in (("materialized", "numpy"), ("block_sparse", "numpy"), ("block_sparse", "numba")):
+        for dt in (np.float64, np.float32):
+            o = sparse_attention(q.astype(dt), k.astype(dt), v.astype(dt), P, view=view, backend=backend)
+            np.testing.assert_array_equal(o[:, 2:4], 0.0)
+            assert np.all(np.isfinite(o))
+        o = sparse_attention(q, k, v, P, view=view, backend=backend)
+        assert_within(o, exact, bound + bound, context=(view, backend))
+
+
 # ------------------------------------------------------------------ bad inputs
 
 def test_bad_pattern_arguments():
