@@ -43,6 +43,19 @@ def aft_attention_rows():
                     y, t = timed(aft_attention, q, k, v, ww, **kw)
                     note = what + (f"; window {win}" if win is not None else "")
                     rows.append(row(op, f"{backend}/{view}", compare(y, exact, bound), t, note=note))
+    # float32 (both views, every variant): the float32 bound, the oracle on the float32 inputs cast up exactly
+    q, k, v, w = (a.astype(np.float32) for a in small)
+    for name, variant, window in VARIANTS:
+        for causal in (False, True):
+            win = None if window is None else ((window[0], 0) if causal else window)
+            ww = None if variant == "simple" else w
+            exact = aft_mpmath(q, k, v, ww, variant=variant, causal=causal, window=win)
+            bound = aft_bound(q, k, v, ww, variant=variant, causal=causal, window=win, dtype=np.float32)
+            for view, backend in IMPLEMENTATIONS.pairs():
+                kw = dict(variant=variant, causal=causal, window=win, view=view, backend=backend)
+                y, t = timed(aft_attention, q, k, v, ww, **kw)
+                rows.append(row(f"attention.aft.{name}" + (".causal" if causal else ""), f"{backend}/{view}",
+                                compare(y, exact, bound), t, note="float32, l=9, d=3; oracle: mpmath"))
     # |K| ~ 1000 with the largest key last: the stabilizer must be per kept row
     q, k, v, w = _problem(rng, 8, 2, k_scale=1000.0)
     k[0, -1] = np.abs(k).max() + 1000.0
