@@ -25,7 +25,7 @@ def _case(seed, b, L, d, e, n, p, *, rel=True, bidir=False):
 
 
 def _rows(op, x, P, opts, exact, oracle_dtype, note, dtypes=("float64",)):
-    from refimpl.attention.mega import MegaParams, mega_layer
+    from refimpl.attention.mega import mega_layer
 
     rows = []
     for dt in dtypes:
@@ -38,8 +38,8 @@ def _rows(op, x, P, opts, exact, oracle_dtype, note, dtypes=("float64",)):
             ex = mega_layer_mpmath(xd.astype(np.float64), up, **opts)
             bd = mega_layer_bound(xd.astype(np.float64), up, dtype=np.float32, oracle_dtype=None, **opts)
         for impl, kw in _IMPLS:
-            mega_layer(xd, MegaParams(**Pd), **opts, **kw)
-            y, t = timed(mega_layer, xd, MegaParams(**Pd), **opts, **kw)
+            mega_layer(xd, **Pd, **opts, **kw)
+            y, t = timed(mega_layer, xd, **Pd, **opts, **kw)
             rows.append(row(op, impl, compare(y, ex, bd, dtype=np.dtype(dt)), t, note=note))
     return rows
 

@@ -26,13 +26,12 @@ Oracle: :func:`oracles.mega.mega_layer_mpmath` (mpmath, small cases) or :func:`o
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import List
 
 import numpy as np
 
 from oracles.mega import mega_layer_bound, mega_layer_dense, mega_layer_mpmath
-from oracles.verify.adapters import Adapter, register_adapter
+from oracles.verify.adapters import Adapter, Conv, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
 from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, feature_convention,
@@ -91,10 +90,10 @@ def bounds(inp, out, conv, dtype):
 
 
 def reference(inp, conv):
-    from refimpl.attention.mega import MegaParams, mega_layer
+    from refimpl.attention.mega import mega_layer
 
     x = _claimed(inp, conv)
-    return {"y": mega_layer(x["x"], MegaParams(**_params(x)), **_options(conv))}
+    return {"y": mega_layer(x["x"], **_params(x), **_options(conv))}
 
 
 def sample(rng, conv, *, l=None, b=None, d=None, e=None, n=None, p=None):
@@ -145,17 +144,6 @@ def cases(conv) -> List[Case]:
     return add.cases
 
 
-@dataclasses.dataclass(frozen=True)
-class MegaParamsAdapter(Adapter):
-    """refimpl's spelling: ``mega_layer(x, MegaParams(...), chunk=, causal=, attention=, scale=)``."""
-
-    def build_call(self, spec, inputs, conv, dims, convert=lambda a: a):
-        from refimpl.attention.mega import MegaParams
-
-        fields = {k: (None if inputs.get(k) is None else convert(inputs[k])) for k in PARAMS + ("rel_bias",) + BWD}
-        return [convert(inputs["x"]), MegaParams(**fields)], _options(conv)
-
-
 register_op(OpSpec(
     name=OP,
     summary="one Mega layer: damped EMA, shared-Z single-head gated attention within chunks, reset and update gates",
@@ -189,9 +177,11 @@ register_op(OpSpec(
     notes="oracle: oracles.mega (mpmath / fsum, the EMA by its closed form); bound: oracles.mega.mega_layer_bound",
 ))
 
-register_adapter(MegaParamsAdapter(
+register_adapter(Adapter(
     name="refimpl",
     op=OP,
-    doc="refimpl.attention.mega.mega_layer(x, MegaParams(alpha=..., rel_bias=..., alpha_bwd=...), chunk=None|c, "
-        "causal=, attention=, scale=) -> y",
+    doc="refimpl.attention.mega.mega_layer(x, alpha, ..., b_h, rel_bias, alpha_bwd, ..., eta_bwd, chunk=None|c, "
+        "causal=, attention=, scale=) -> y (the canonical inputs in order; the conventions as keywords)",
+    kwargs={"chunk": Conv(lambda c: c["chunk"] or None), "causal": Conv(lambda c: bool(c["causal"])),
+            "attention": Conv(lambda c: c["attention"]), "scale": Conv(lambda c: c["scale"])},
 ))

@@ -1,16 +1,16 @@
 """refimpl.attention.mega: the Mega layer (Ma et al. 2022/2023), see README.md in this folder.
 
-Entry point :func:`mega_layer` (views ``full`` and ``chunked``); the parameters are a :class:`MegaParams`.
-The EMA inside is :func:`refimpl.ssm.mega_ema`, reused.
+Entry point :func:`mega_layer` (views ``full`` and ``chunked``); the parameters are explicit arrays named as the
+paper's symbols (:data:`PARAMETERS`).  The EMA inside is :func:`refimpl.ssm.mega_ema`, reused.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 from refimpl._dispatch import register
-from refimpl.attention.mega.reference import ATTENTION_FUNCTIONS, MegaParams
+from refimpl.attention.mega.reference import ATTENTION_FUNCTIONS, PARAMETERS
 
-__all__ = ["mega_layer", "MegaParams", "ATTENTION_FUNCTIONS", "MEGA_LAYER"]
+__all__ = ["mega_layer", "PARAMETERS", "ATTENTION_FUNCTIONS", "MEGA_LAYER"]
 
 MEGA_LAYER = register("refimpl.attention.mega_layer", {
     ("full", "numpy"): "refimpl.attention.mega.reference:full",
@@ -19,17 +19,24 @@ MEGA_LAYER = register("refimpl.attention.mega_layer", {
 })
 
 
-def mega_layer(x, params: MegaParams, *, chunk: Optional[int] = None, causal: bool = False,
-               attention: str = "softmax", scale: Optional[float] = None, view: str = "full",
-               backend: str = "numpy"):
-    r"""One Mega layer: ``Y = phi * SiLU(X' W_h + (gamma * O) U_h + b_h) + (1 - phi) * X`` with ``X' = EMA(X)`` and
-    ``O = f(scale Q K^T + b_rel) V`` single-head attention inside chunks of ``chunk`` (None: the whole sequence).
+def mega_layer(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_v, b_v, W_gamma, b_gamma,
+               W_phi, b_phi, W_h, U_h, b_h, rel_bias=None, alpha_bwd=None, delta_bwd=None, beta_bwd=None,
+               eta_bwd=None, *, chunk: Optional[int] = None, causal: bool = False, attention: str = "softmax",
+               scale: Optional[float] = None, view: str = "full", backend: str = "numpy"):
+    r"""One Mega layer: ``Y = phi * SiLU(X' W_h + (gamma * O) U_h + b_h) + (1 - phi) * X`` with ``X' = EMA(X)``,
+    ``O = f(scale Q K^T + b_rel) V`` single-head attention inside chunks of ``chunk`` (None: the whole sequence),
+    ``Q, K = kappa Z + mu``, ``Z = SiLU(X' W_z + b_z)``, ``V = SiLU(X W_v + b_v)``, ``gamma = SiLU(X' W_gamma +
+    b_gamma)``, ``phi = sigmoid(X' W_phi + b_phi)``.
 
-    Shapes: ``x (b l d)`` -> ``Y (b l d)``; ``params`` a :class:`MegaParams` (``d`` width, ``e`` EMA expansion,
-    ``n`` Z/query/key dim, ``p`` value dim).  ``causal``: keys ``j <= i`` (the EMA is causal unless the backward
-    EMA parameters are given, which ``causal=True`` refuses).  ``attention``: ``"softmax"`` (``scale=None``:
+    Shapes: ``x (b l d)`` -> ``Y (b l d)``; ``alpha, delta (d e)`` in (0, 1), ``beta, eta (d e)`` (the EMA of
+    :func:`refimpl.ssm.mega_ema`); ``W_z (d n)``; ``b_z, kappa_q, mu_q, kappa_k, mu_k (n)``; ``W_v, W_gamma (d p)``;
+    ``b_v, b_gamma (p)``; ``W_phi, W_h (d d)``; ``b_phi, b_h (d)``; ``U_h (p d)``.  Optional: ``rel_bias (2m - 1)``
+    (``b_rel[i, j] = rel_bias[m - 1 + j - i]``, ``m`` >= the attention span) and the backward EMA ``alpha_bwd,
+    delta_bwd, beta_bwd, eta_bwd (d e)`` (the bidirectional EMA ``X' = EMA(X) + rev(EMA_bwd(rev X))``, refused
+    with ``causal=True``).  ``causal``: keys ``j <= i``.  ``attention``: ``"softmax"`` (``scale=None``:
     ``n^{-1/2}``), ``"laplace"`` or ``"relu2"`` (``scale=None``: ``1 / len_i``, Mega's length normalization).
     ``view``: ``"full"`` (one masked ``(l l)`` score matrix) or ``"chunked"`` (a loop over ``(c c)`` blocks);
-    ``backend``: ``"numpy"``, or ``"numba"`` for ``chunked`` (the tiled flash kernel on the chunks as a batch).
+    ``backend``: ``"numpy"``, or ``"numba"`` for ``chunked`` (Numba chunk attention / the tiled flash kernel).
     """
-    return MEGA_LAYER.get(view, backend)(x, params, chunk=chunk, causal=causal, attention=attention, scale=scale)
+    params = {name: value for name, value in locals().items() if name not in ("view", "backend")}
+    return MEGA_LAYER.get(view, backend)(**params)

@@ -25,8 +25,7 @@ import numpy as np
 
 from refimpl._numba import warmup
 from refimpl._validate import result_dtype
-from refimpl.attention.mega.reference import (LAPLACE_MU, LAPLACE_SIGMA, MegaParams, _output, _projections,
-                                              _validate)
+from refimpl.attention.mega.reference import LAPLACE_MU, LAPLACE_SIGMA, _output, _projections, _validate
 from refimpl.attention.softmax.numba import flash_attention
 
 __all__ = ["mega_layer_chunked"]
@@ -103,10 +102,13 @@ def _flash_chunks(Q, K, V, c, causal, scale):
     return O
 
 
-def mega_layer_chunked(x, params: MegaParams, *, chunk: Optional[int] = None, causal: bool = False,
+def mega_layer_chunked(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_v, b_v, W_gamma,
+                       b_gamma, W_phi, b_phi, W_h, U_h, b_h, rel_bias=None, alpha_bwd=None, delta_bwd=None,
+                       beta_bwd=None, eta_bwd=None, *, chunk: Optional[int] = None, causal: bool = False,
                        attention: str = "softmax", scale: Optional[float] = None):
     r"""The ``chunked`` view with Numba attention kernels; arguments, shapes and result as
     :func:`refimpl.attention.mega.reference.chunked`."""
+    params = dict(locals())
     x, P, chunk, causal, scale = _validate(x, params, chunk, causal, attention, scale)
     b, L, d = x.shape
     dt = result_dtype(x, *P.values())

@@ -37,16 +37,15 @@ Attention (the paper's choices)
   ``{j : j // c == i // c and (not causal or j <= i)}``.  A softmax row always keeps ``j = i``.
 
 Views: ``full`` (:func:`full`) forms the ``(l l)`` scores with the keep-mask; ``chunked`` (:func:`chunked`)
-loops over the chunks, each a ``(c c)`` block.  Both compute the same function of ``(x, params, chunk)``.
+loops over the chunks, each a ``(c c)`` block.  Both compute the same function of ``x``, the parameters and ``chunk``.
 
-Conventions: ``x (b l d)`` sequence-first; parameters as :class:`MegaParams`; ``W`` matrices multiply from the
+Conventions: ``x (b l d)`` sequence-first; parameters as explicit arrays (:data:`PARAMETERS`); ``W`` matrices multiply from the
 right (``X W``, ``W (d_in d_out)``).  Letters: ``d`` model width, ``n_ema`` -> written ``e`` in shapes (the EMA
 expansion, the EMA's own ``n``), ``n`` the Z / query / key dimension, ``p`` the value dimension, ``c`` the chunk.
 float64 unless every float input is float32.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional
 
@@ -56,7 +55,7 @@ import scipy.special
 from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
 from refimpl.ssm.ema import mega_ema
 
-__all__ = ["MegaParams", "ATTENTION_FUNCTIONS", "full", "chunked", "sigmoid", "silu", "laplace", "relu2",
+__all__ = ["PARAMETERS", "ATTENTION_FUNCTIONS", "full", "chunked", "sigmoid", "silu", "laplace", "relu2",
            "keep_set_mask", "relative_bias"]
 
 ATTENTION_FUNCTIONS = ("softmax", "laplace", "relu2")
@@ -66,103 +65,86 @@ LAPLACE_MU = math.sqrt(0.5)
 LAPLACE_SIGMA = math.sqrt(1.0 / (4.0 * math.pi))
 
 
-@dataclasses.dataclass
-class MegaParams:
-    r"""The parameters of one Mega layer (all real arrays; shapes with ``d`` model width, ``e`` EMA expansion,
-    ``n`` the Z/query/key dimension, ``p`` the value dimension).
-
-    EMA (the arguments of :func:`refimpl.ssm.mega_ema`): ``alpha, delta (d e)`` in (0, 1), ``beta, eta (d e)``.
-    Backward EMA (optional, the bidirectional EMA; all four or none): ``alpha_bwd, delta_bwd, beta_bwd,
-    eta_bwd (d e)``.  Shared representation: ``W_z (d n)``, ``b_z (n)``; ``kappa_q, mu_q, kappa_k, mu_k (n)``.
-    Values: ``W_v (d p)``, ``b_v (p)``.  Reset gate: ``W_gamma (d p)``, ``b_gamma (p)``.  Update gate:
-    ``W_phi (d d)``, ``b_phi (d)``.  Output: ``W_h (d d)``, ``U_h (p d)``, ``b_h (d)``.
-    Relative positional bias (optional): ``rel_bias (2m - 1)``, ``b_rel[i, j] = rel_bias[m - 1 + j - i]``.
-    """
-
-    alpha: np.ndarray
-    delta: np.ndarray
-    beta: np.ndarray
-    eta: np.ndarray
-    W_z: np.ndarray
-    b_z: np.ndarray
-    kappa_q: np.ndarray
-    mu_q: np.ndarray
-    kappa_k: np.ndarray
-    mu_k: np.ndarray
-    W_v: np.ndarray
-    b_v: np.ndarray
-    W_gamma: np.ndarray
-    b_gamma: np.ndarray
-    W_phi: np.ndarray
-    b_phi: np.ndarray
-    W_h: np.ndarray
-    U_h: np.ndarray
-    b_h: np.ndarray
-    rel_bias: Optional[np.ndarray] = None
-    alpha_bwd: Optional[np.ndarray] = None
-    delta_bwd: Optional[np.ndarray] = None
-    beta_bwd: Optional[np.ndarray] = None
-    eta_bwd: Optional[np.ndarray] = None
-
-
 _EMA = ("alpha", "delta", "beta", "eta")
 _EMA_BWD = ("alpha_bwd", "delta_bwd", "beta_bwd", "eta_bwd")
 
+#: the layer's parameters in the order of the functions' signatures (after ``x``), with their shapes: ``d`` the
+#: model width, ``e`` the EMA expansion, ``n`` the Z/query/key dimension, ``p`` the value dimension;
+#: ``rel_bias (2m - 1)`` and the backward EMA ``(d e)`` (all four or none) are optional
+PARAMETERS = (("alpha", "d e"), ("delta", "d e"), ("beta", "d e"), ("eta", "d e"), ("W_z", "d n"), ("b_z", "n"),
+              ("kappa_q", "n"), ("mu_q", "n"), ("kappa_k", "n"), ("mu_k", "n"), ("W_v", "d p"), ("b_v", "p"),
+              ("W_gamma", "d p"), ("b_gamma", "p"), ("W_phi", "d d"), ("b_phi", "d"), ("W_h", "d d"),
+              ("U_h", "p d"), ("b_h", "d"), ("rel_bias", "r"), ("alpha_bwd", "d e"), ("delta_bwd", "d e"),
+              ("beta_bwd", "d e"), ("eta_bwd", "d e"))
+
 
 def _validate(x, params, chunk, causal, attention, scale):
-    """Checks every argument; returns ``(x, P, chunk, causal, scale)`` with ``P`` a dict of float arrays."""
-    if not isinstance(params, MegaParams):
-        raise TypeError(f"params: expected a refimpl.attention.mega.MegaParams, got {type(params).__name__}")
+    """Checks every argument; ``params`` maps the names of :data:`PARAMETERS` to the arguments.  Returns
+    ``(x, P, chunk, causal, scale)`` with ``P`` a dict of float arrays (the optional ones only when given)."""
     causal = check_bool(causal, "causal")
     check_choice(attention, "attention", ATTENTION_FUNCTIONS)
     x = as_float_array(x, "x", ndim=3, allow_complex=False)
     b, L, d = x.shape
+    if d < 1:
+        raise ValueError(f"x: expected shape (b, l, d) with d >= 1 features, got {x.shape}")
     P = {}
 
     def arr(name, ndim):
-        return as_float_array(getattr(params, name), f"params.{name}", ndim=ndim, allow_complex=False)
+        if params[name] is None:
+            raise TypeError(f"{name}: expected an array of floats, got None")
+        return as_float_array(params[name], name, ndim=ndim, allow_complex=False)
 
     P["alpha"] = arr("alpha", 2)
     if P["alpha"].shape[0] != d:
-        raise ValueError(f"params.alpha: expected shape ({d}, e) with d = {d} from x, got {P['alpha'].shape}")
+        raise ValueError(f"alpha: expected shape ({d}, e) with d = {d} from x, got {P['alpha'].shape}")
     e = P["alpha"].shape[1]
+    if e < 1:
+        raise ValueError(f"alpha: expected shape ({d}, e) with e >= 1 EMA dimensions, got {P['alpha'].shape}")
     for name in _EMA[1:]:
         P[name] = arr(name, 2)
-        check_shape(P[name], f"params.{name}", (d, e), "(d e)", src="d from x, e from params.alpha")
-    given = [getattr(params, nm) is not None for nm in _EMA_BWD]
+        check_shape(P[name], f"{name}", (d, e), "(d e)", src="d from x, e from alpha")
+    given = [params[nm] is not None for nm in _EMA_BWD]
     if any(given) and not all(given):
         missing = [nm for nm, g in zip(_EMA_BWD, given) if not g]
-        raise ValueError(f"params.{missing[0]}: expected all four backward-EMA arrays (alpha_bwd, delta_bwd, "
+        raise ValueError(f"{missing[0]}: expected all four backward-EMA arrays (alpha_bwd, delta_bwd, "
                          f"beta_bwd, eta_bwd) or none, got only {[nm for nm, g in zip(_EMA_BWD, given) if g]}")
     if all(given):
         if causal:
-            raise ValueError("causal: expected False with the bidirectional EMA (params.alpha_bwd ...), got True: "
+            raise ValueError("causal: expected False with the bidirectional EMA (alpha_bwd ...), got True: "
                              "the backward EMA reads later positions")
         for name in _EMA_BWD:
             P[name] = arr(name, 2)
-            check_shape(P[name], f"params.{name}", (d, e), "(d e)", src="d from x, e from params.alpha")
+            check_shape(P[name], f"{name}", (d, e), "(d e)", src="d from x, e from alpha")
     P["W_z"] = arr("W_z", 2)
     if P["W_z"].shape[0] != d:
-        raise ValueError(f"params.W_z: expected shape ({d}, n) with d = {d} from x, got {P['W_z'].shape}")
+        raise ValueError(f"W_z: expected shape ({d}, n) with d = {d} from x, got {P['W_z'].shape}")
     n = P["W_z"].shape[1]
+    if n < 1:
+        raise ValueError(f"W_z: expected shape ({d}, n) with n >= 1, got {P['W_z'].shape}")
     P["W_v"] = arr("W_v", 2)
     if P["W_v"].shape[0] != d:
-        raise ValueError(f"params.W_v: expected shape ({d}, p) with d = {d} from x, got {P['W_v'].shape}")
+        raise ValueError(f"W_v: expected shape ({d}, p) with d = {d} from x, got {P['W_v'].shape}")
     p = P["W_v"].shape[1]
+    if p < 1:
+        raise ValueError(f"W_v: expected shape ({d}, p) with p >= 1, got {P['W_v'].shape}")
     shapes = {"b_z": (n,), "kappa_q": (n,), "mu_q": (n,), "kappa_k": (n,), "mu_k": (n,), "b_v": (p,),
               "W_gamma": (d, p), "b_gamma": (p,), "W_phi": (d, d), "b_phi": (d,), "W_h": (d, d), "U_h": (p, d),
               "b_h": (d,)}
-    src = "d from x, n from params.W_z, p from params.W_v"
+    src = "d from x, n from W_z, p from W_v"
     for name, shp in shapes.items():
         P[name] = arr(name, len(shp))
-        check_shape(P[name], f"params.{name}", shp, "", src=src)
+        check_shape(P[name], f"{name}", shp, "", src=src)
+    for name in ("alpha", "delta") + (("alpha_bwd", "delta_bwd") if "alpha_bwd" in P else ()):
+        bad = (P[name] <= 0) | (P[name] >= 1)
+        if np.any(bad):
+            raise ValueError(f"{name}: expected values in the open interval (0, 1), got {P[name][bad][0]}")
     if chunk is not None:
         chunk = check_int(chunk, "chunk", minimum=1)
     span = L if chunk is None else min(chunk, L)
-    if params.rel_bias is not None:
+    if params["rel_bias"] is not None:
         rb = arr("rel_bias", 1)
         if rb.shape[0] % 2 != 1 or (rb.shape[0] + 1) // 2 < span:
-            raise ValueError(f"params.rel_bias: expected shape (2m - 1,) with m >= {span} (the longest attention "
+            raise ValueError(f"rel_bias: expected shape (2m - 1,) with m >= {span} (the longest attention "
                              f"span), got {rb.shape}")
         P["rel_bias"] = rb
     if scale is not None:
@@ -281,14 +263,20 @@ def _attend(Q_i, K_j, V_j, keep, bias, attention, scale, n):
     return np.einsum("bij,bjp->bip", P_ij.astype(dt, copy=False), V_j)
 
 
-def full(x, params: MegaParams, *, chunk: Optional[int] = None, causal: bool = False, attention: str = "softmax",
+def full(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_v, b_v, W_gamma, b_gamma, W_phi,
+         b_phi, W_h, U_h, b_h, rel_bias=None, alpha_bwd=None, delta_bwd=None, beta_bwd=None, eta_bwd=None, *,
+         chunk: Optional[int] = None, causal: bool = False, attention: str = "softmax",
          scale: Optional[float] = None):
     r"""The ``full`` view: one ``(l l)`` score matrix under the keep-mask (block-diagonal with ``chunk``).
 
-    ``x (b l d)``, ``params`` a :class:`MegaParams` -> ``Y (b l d)``.  ``chunk`` None (one chunk) or an int >= 1;
-    ``causal`` bool; ``attention`` ``"softmax" | "laplace" | "relu2"``; ``scale`` multiplies ``Q . K`` (None: the
-    paper's, see the module docstring).
+    ``x (b l d)``; the parameters of :data:`PARAMETERS` (``alpha, delta, beta, eta (d e)``, ``W_z (d n)``,
+    ``b_z, kappa_q, mu_q, kappa_k, mu_k (n)``, ``W_v, W_gamma (d p)``, ``b_v, b_gamma (p)``, ``W_phi, W_h (d d)``,
+    ``b_phi, b_h (d)``, ``U_h (p d)``; optional ``rel_bias (2m - 1)``, ``alpha_bwd, delta_bwd, beta_bwd,
+    eta_bwd (d e)``) -> ``Y (b l d)``.  ``chunk`` None (one chunk) or an int >= 1; ``causal`` bool;
+    ``attention`` ``"softmax" | "laplace" | "relu2"``; ``scale`` multiplies ``Q . K`` (None: the paper's, see the
+    module docstring).
     """
+    params = dict(locals())
     x, P, chunk, causal, scale = _validate(x, params, chunk, causal, attention, scale)
     b, L, d = x.shape
     dt = result_dtype(x, *P.values())
@@ -301,12 +289,15 @@ def full(x, params: MegaParams, *, chunk: Optional[int] = None, causal: bool = F
     return _output(x, P, X_prime, O, gamma, phi).astype(dt, copy=False)
 
 
-def chunked(x, params: MegaParams, *, chunk: Optional[int] = None, causal: bool = False, attention: str = "softmax",
+def chunked(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_v, b_v, W_gamma, b_gamma, W_phi,
+            b_phi, W_h, U_h, b_h, rel_bias=None, alpha_bwd=None, delta_bwd=None, beta_bwd=None, eta_bwd=None, *,
+            chunk: Optional[int] = None, causal: bool = False, attention: str = "softmax",
             scale: Optional[float] = None):
     r"""The ``chunked`` view (Mega-chunk): the EMA over the whole sequence, then attention chunk by chunk,
     each chunk ``[t0, t0 + c)`` a ``(c c)`` block (the last one short).  Arguments and shapes as :func:`full`;
     ``chunk=None`` is one chunk of length ``l``.
     """
+    params = dict(locals())
     x, P, chunk, causal, scale = _validate(x, params, chunk, causal, attention, scale)
     b, L, d = x.shape
     dt = result_dtype(x, *P.values())
