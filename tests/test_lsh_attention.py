@@ -228,3 +228,34 @@ def trax_like(qk, v, buckets, chunk_len, n_hashes, causal):
 
 def trax_like_no_wrap(qk, v, buckets, chunk_len, n_hashes, causal):
     return _trax_like(qk, v, buckets, chunk_len, n_hashes, causal, wrap=False)
+
+
+# ------------------------------------------------------------------ the mutant corpus
+
+_LSH_MUTANTS = ("self-always", "self-never", "no-dedup", "dedup-by-bucket", "keys-not-normalized",
+                "queries-normalized", "next-chunk", "no-bucket-mask", "causal-off-by-one", "unstable-sort", "no-wrap",
+                "rounds-averaged", "scale-sqrt-missing")
+_FAST_MUTANTS = ("self-always", "no-dedup", "next-chunk")  # the whole corpus: refimpl mutants --op attention.lsh
+
+
+def test_the_lsh_mutant_corpus_is_complete():
+    from oracles.mutants import all_mutants, import_errors
+
+    assert "lsh" not in import_errors()
+    assert {m.name for m in all_mutants("attention.lsh")} == set(_LSH_MUTANTS)
+
+
+@pytest.mark.parametrize("name", _FAST_MUTANTS)
+def test_lsh_mutant_is_killed(name):
+    from oracles.mutants import run_mutants
+
+    (res,) = run_mutants("attention.lsh", names=[f"attention.lsh:{name}"])
+    assert res.error is None, res.error
+    assert res.killed, f"{name} survived: {res.verdict}"
+
+
+def test_the_correct_mutant_kernel_conforms():
+    from oracles.mutants.lsh import lsh_correct
+    from oracles.verify.harness import verify
+
+    assert verify("attention.lsh", lsh_correct, max_examples=4).passed
