@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from oracles import sparse_attention as SA
-from oracles.mutants import all_mutants, run_mutants
+from oracles.mutants import all_mutants
 from oracles.verify import verify
 from oracles.verify.adapters import get_adapter
 from oracles.verify.ops_sparse import OP, SPELLINGS, WINDOW_SPELLINGS, spelled_window
@@ -143,13 +143,14 @@ def test_a_candidate_in_each_spelling_conforms(fn, adapter, conv):
 def test_the_classic_misreadings_fail():
     # xformers' W (counting the token) read as keys per side
     rep = verify(OP, xformers_misread, adapter="xformers.window_size", conventions={"window_left": 3,
-                                                                                     "window_right": 3})
+                                                                                     "window_right": 3},
+                 max_examples=2)
     assert not rep.passed
     # Hugging Face's even w read as per side; an FLA W read as W keys left of the token (the mutant corpus)
     ms = {m.name: m for m in all_mutants(OP)}
     for name in ("hf-window-read-per-side", "fla-window-one-too-many"):
         m = ms[name]
-        rep = verify(OP, m.fn, adapter=m.adapter, conventions=m.conventions)
+        rep = verify(OP, m.fn, adapter=m.adapter, conventions=m.conventions, max_examples=2)
         failing = [c for c in rep.cases if not all(o.comparison.passed for o in c.outputs)]
         assert failing, name
     # and the diagnosis names the window one off for the FLA slip
@@ -212,7 +213,7 @@ def test_cli_passes_the_reference_and_fails_a_bug(capsys):
     assert main(["verify", "refimpl.attention.sparse:sparse_attention", "--op", OP, "--adapter", "refimpl",
                  "--conv", "kind=strided", "--conv", "causal=True"]) == 0
     assert main(["verify", "oracles.mutants.sparse:_strided_short", "--op", OP, "--conv", "kind=strided",
-                 "--conv", "causal=True", "--conv", "combine=heads"]) == 1
+                 "--conv", "causal=True", "--conv", "combine=heads", "--max-examples", "2"]) == 1
     capsys.readouterr()
 
 
@@ -228,11 +229,6 @@ def test_every_sparse_mutant_is_killed():
     survivors = [m.name for m in ms if verify(m.op, m.fn, adapter=m.adapter, conventions=dict(m.conventions),
                                               dtype=list(m.dtype), diagnose=False, candidate_name=m.key).passed]
     assert not survivors
-
-
-def test_the_mutant_runner_kills_one():
-    (r,) = run_mutants(OP, names=["strided-A1-one-short"])
-    assert r.killed and r.error is None, r.verdict
 
 
 # ---------------------------------------------------------------- refimpl's masks against the oracle's sets

@@ -298,7 +298,18 @@ def cases(conv) -> List[Case]:
     add("golden-small", "golden", "b = 1, l = 7, n = 3, p = 2", 1, l=7, b=1, n=3, p=2)
     add("edge-L0", "edge", "L = 0: an empty output", 2, l=0)
     add("edge-L1", "edge", "L = 1: one key (a block larger than L; every token global when position 0 is)", 3, l=1)
-    add("edge-L-le-window", "edge", "L = 3 <= the window: every key within reach", 4, l=3)
+    kind = conv["kind"]
+    if kind in ("sliding_window", "longformer"):
+        left, right = claimed_window(conv)
+        reach = left if conv["causal"] else min(left, right)
+        lw = min(reach, 30) + 1
+        add("edge-window-covers-L", "edge", f"L = {lw}: the window reaches every key (window >= L - 1)", 4, l=lw)
+    elif kind in ("strided", "fixed"):
+        ls = int(conv["stride"])
+        add("edge-L-le-stride", "edge", f"L = {min(ls, 30)} <= the stride: one stride block", 4, l=min(ls, 30))
+    else:
+        lb = max(1, min(blk - 1, 30))
+        add("edge-L-lt-block", "edge", f"L = {lb} < the block {blk} (or 1): one short block", 4, l=lb)
     add("edge-block+1", "edge", f"L = 3 blocks of {blk} plus one: a short last block", 5, l=3 * blk + 1, b=1, n=2, p=2)
     add("edge-large-scores", "edge", "scores of size ~40: needs max subtraction", 6, l=9, b=1, n=2, scale=6.0)
     add("edge-long", "edge", "L = 70 (the float64 fsum oracle)", 7, l=70, b=1, n=4, p=2)
