@@ -1,5 +1,6 @@
 """Linformer attention (Wang et al. 2020): worked examples, golden values, the paper's parameter sharing, its
 claims (the context mapping is ``l x r``, so every head's output has rank <= r; not causal), bad inputs."""
+import functools
 import math
 
 import numpy as np
@@ -187,8 +188,10 @@ def test_verify_passes_our_views_and_the_mutant_corpus_is_complete():
     from oracles.verify import verify
     from refimpl.attention.linformer import linformer_attention
 
-    rep = verify("attention.linformer", linformer_attention, adapter="refimpl", candidate_name="refimpl")
-    assert rep.passed, rep.deviations()
+    for view, backend in PAIRS:
+        fn = functools.partial(linformer_attention, view=view, backend=backend)
+        rep = verify("attention.linformer", fn, adapter="refimpl", max_examples=4, candidate_name=f"{backend}/{view}")
+        assert rep.passed, rep.deviations()
     names = {m.name for m in all_mutants("attention.linformer")}
     assert {"E-applied-to-queries", "F-skipped", "scale-sqrt-r", "transposed-projection-reshaped",
             "E-used-for-values"} <= names
