@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from oracles.lsh import allowed_keys, hash_oracle, lsh_attention_bound, lsh_mpmath
-from oracles.tolerance import assert_within
+from oracles.tolerance import Bound, assert_within
 from refimpl.attention.lsh import IMPLEMENTATIONS, hash_buckets, lsh_attention, normalize_keys, random_rotations
 
 PAIRS = IMPLEMENTATIONS.pairs()
@@ -259,3 +259,17 @@ def test_the_correct_mutant_kernel_conforms():
     from oracles.verify.harness import verify
 
     assert verify("attention.lsh", lsh_correct, max_examples=4).passed
+
+
+def test_kernel_matches_reference_on_a_long_sequence():
+    # L = 301 (not a multiple of the chunk 16), 4 buckets x 2 rounds, causal: both within their bound of the exact
+    # answer, so within the sum of the two bounds of each other
+    rng = np.random.default_rng(8)
+    qk, v = rng.standard_normal((1, 301, 2, 8)), rng.standard_normal((1, 301, 2, 4))
+    bk = rng.integers(0, 4, (1, 301, 2, 2))
+    for dt in (np.float64, np.float32):
+        a, c = qk.astype(dt), v.astype(dt)
+        ref = lsh_attention(a, c, buckets=bk, chunk=16, causal=True)
+        ker = lsh_attention(a, c, buckets=bk, chunk=16, causal=True, backend="numba")
+        b = lsh_attention_bound(a, c, bk, 16, 1 / math.sqrt(8), dt, causal=True)
+        assert_within(ker, ref, Bound(2 * np.asarray(b.values), "2 x " + b.source), context=str(dt))

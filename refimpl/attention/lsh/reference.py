@@ -35,7 +35,7 @@ The definition (the paper's section 2, "LSH attention" and "Multi-round LSH atte
   those scores; the rounds combine with their log-sum-exp weights
   ``o_i = sum_r exp(z_i^(r) - z_i) o_i^(r)``, ``z_i = log sum_r exp(z_i^(r))`` -- which equals one softmax over
   ``P_i`` with every key counted once.
-* ``scale`` multiplies ``q . k``; ``None`` is the paper's ``n^{-1/2}`` (eq. 1).  trax and Hugging Face normalize the
+* ``scale`` multiplies ``q . k``; ``None`` is the paper's ``n^{-1/2}`` (eq. 1).  trax and Hugging Face (as we read their code) normalize the
   keys to length ``sqrt(n)`` (``x rsqrt(mean(x^2) + 1e-6)``) and divide by ``sqrt(n)``: their effective scale is 1
   (the verify adapter passes ``scale=1``).  A zero key ``qk_j = 0`` normalizes to 0 (a convention; no epsilon).
 
