@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from oracles.aft import aft_bound
 from oracles.tolerance import Bound, assert_within
-from refimpl.attention.aft import aft_attention
+from refimpl.attention.aft import IMPLEMENTATIONS, aft_attention
+
+PAIRS = IMPLEMENTATIONS.pairs()
 
 LENGTHS = st.sampled_from([0, 1, 2, 3, 5, 8, 17, 33, 64, 97])
 DTYPES = st.sampled_from([np.float64, np.float32])
@@ -55,13 +57,15 @@ def _run(pr, view="materialized", backend="numpy", **over):
 
 
 @given(problems())
-def test_kernel_matches_reference(pr):
+def test_views_and_kernel_match_the_reference(pr):
     ref = _run(pr)
-    ker = _run(pr, "windowed", "numba")
-    assert ker.dtype == ref.dtype == pr["q"].dtype and ker.shape == ref.shape
-    assert np.isfinite(ker).all()
     b = _bound(pr)
-    assert_within(ker, ref, Bound(2 * np.asarray(b.values), "twice " + b.source), context="windowed vs materialized")
+    for view, backend in PAIRS[1:]:
+        out = _run(pr, view, backend)
+        assert out.dtype == ref.dtype == pr["q"].dtype and out.shape == ref.shape
+        assert np.isfinite(out).all()
+        assert_within(out, ref, Bound(2 * np.asarray(b.values), "twice " + b.source),
+                      context=f"{view}/{backend} vs materialized")
 
 
 @given(problems())
@@ -72,7 +76,7 @@ def test_local_covering_everything_is_full(pr):
     full = dict(pr, variant="full", window=None)
     local = dict(pr, variant="local", window=(l, 0 if pr["causal"] else l))
     b = _bound(full)
-    for view, backend in (("materialized", "numpy"), ("windowed", "numba")):
+    for view, backend in PAIRS:
         assert_within(_run(local, view, backend), _run(full, view, backend), Bound(2 * np.asarray(b.values), b.source))
 
 
@@ -82,7 +86,7 @@ def test_full_with_zero_bias_is_simple(pr):
     l = pr["q"].shape[1]
     full = dict(simple, variant="full", w=np.zeros((l, l), dtype=pr["q"].dtype))
     b = _bound(simple)
-    for view, backend in (("materialized", "numpy"), ("windowed", "numba")):
+    for view, backend in PAIRS:
         assert_within(_run(full, view, backend), _run(simple, view, backend), Bound(2 * np.asarray(b.values), b.source))
 
 
@@ -103,7 +107,7 @@ def test_causal_output_ignores_later_inputs(pr, seed):
         w = pr["w"].copy()
         w[t0:, :] = rng.uniform(-3, 3, w[t0:, :].shape)  # the rows of later queries
         later["w"] = w.astype(pr["w"].dtype)
-    for view, backend in (("materialized", "numpy"), ("windowed", "numba")):
+    for view, backend in PAIRS:
         a, c = _run(pr, view, backend), _run(later, view, backend)
         # the same computation on the same earlier inputs: bit-identical, whatever the later keys are
         assert np.array_equal(a[:, :t0], c[:, :t0]), f"{view}: output before t0 = {t0} changed"

@@ -24,7 +24,7 @@ def contracts():
     sizes = dict(b=2, l=5, d=3)
     E = ("b", "l", "d")
     qkv = dict(q=Arr("b l d"), k=Arr("b l d"), v=Arr("b l d"))
-    views = _targets([f"{_AFTR}:materialized", f"{_AFTN}:aft_windowed", f"{_AFTR}:validate_aft"])
+    views = _targets([f"{_AFTR}:materialized", f"{_AFTR}:windowed", f"{_AFTN}:aft_windowed", f"{_AFTR}:validate_aft"])
     full = dict(qkv, w=Arr("l l"), variant=Opt("full", _VARIANTS), causal=Flag(True), window=Fixed(None))
     simple = dict(qkv, w=Fixed(None), variant=Opt("simple", _VARIANTS), causal=Flag(False), window=Fixed(None))
     local = dict(qkv, w=Arr("l l"), variant=Opt("local", _VARIANTS), causal=Flag(False), window=Int(1, minimum=0))

@@ -6,7 +6,8 @@ One entry point, :func:`aft_attention`, with two views:
   (``backend="numpy"``: :func:`refimpl.attention.aft.reference.materialized`);
 * ``"windowed"`` -- never forming the logits: totals / prefix / suffix sums for the keys with bias 0, the window
   part added in ``O(L window d)`` (AFT-local and AFT-simple in linear time, AFT-full in ``O(L^2 d)``)
-  (``backend="numba"``: :func:`refimpl.attention.aft.numba.aft_windowed`).
+  (``backend="numpy"``: :func:`refimpl.attention.aft.reference.windowed`, the algorithm written literally;
+  ``backend="numba"``: :func:`refimpl.attention.aft.numba.aft_windowed`, the kernel).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ __all__ = ["aft_attention", "VARIANTS", "aft_window", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.aft_attention", {
     ("materialized", "numpy"): "refimpl.attention.aft.reference:materialized",
+    ("windowed", "numpy"): "refimpl.attention.aft.reference:windowed",
     ("windowed", "numba"): "refimpl.attention.aft.numba:aft_windowed",
 })
 
@@ -34,7 +36,7 @@ def aft_attention(q, k, v, w=None, *, variant: str = "full", causal: bool = Fals
     causal : bool; the sums run over ``t' <= t``.
     window : ``(left, right)`` (inclusive key counts: ``t - left <= t' <= t + right``) or an int ``w`` = ``(w, w)``
         (``(w, 0)`` when causal), for ``variant="local"`` only.  The paper's ``s`` is ``(s - 1, s - 1)``.
-    view, backend : ``("materialized", "numpy")`` (default) or ``("windowed", "numba")``.
+    view, backend : ``("materialized", "numpy")`` (default), ``("windowed", "numpy")`` or ``("windowed", "numba")``.
 
     Returns ``Y (b l d)``.
     """

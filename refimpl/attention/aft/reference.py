@@ -32,7 +32,7 @@ import numpy as np
 
 from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
 
-__all__ = ["VARIANTS", "aft_window", "validate_aft", "materialized"]
+__all__ = ["VARIANTS", "aft_window", "validate_aft", "materialized", "windowed"]
 
 VARIANTS = ("full", "simple", "local")
 
@@ -148,3 +148,84 @@ def materialized(q, k, v, w=None, *, variant: str = "full", causal: bool = False
     num = np.einsum("btsc,bsc->btc", P, V)
     den = np.sum(P, axis=2)
     return _sigmoid(Q) * (num / den)
+
+
+def _bounds(variant: str, causal: bool, window, l: int, t: int) -> Tuple[int, int]:
+    """``(lo, hi)``: the keys ``lo <= j <= hi`` whose bias is ``w_{t,j}``; the other kept keys have bias 0.
+    AFT-full: every kept key; AFT-simple: none (an empty range at ``t``); AFT-local: the window."""
+    last = t if causal else l - 1
+    if variant == "full":
+        return 0, last
+    if variant == "simple":
+        return t + 1 if causal else t, t if causal else t - 1
+    left, right = window
+    return max(0, t - left), min(last, t + right)
+
+
+def windowed(q, k, v, w=None, *, variant: str = "full", causal: bool = False, window=None):
+    r"""AFT without the ``(l l)`` logits: sums over the keys of bias 0 plus the window (the kernel's algorithm).
+
+    For query ``t`` with window keys ``lo <= j <= hi`` (:func:`_bounds`), shifts ``m_c`` (of ``K``) and
+    ``mw_t = max(0, max_window w_{t,j})`` (of ``w``), ``E_j = exp(K_j - m)``:
+
+    ``num_t = exp(-mw_t) (sum_{j < lo} E_j V_j + sum_{hi < j <= last} E_j V_j) + sum_{lo <= j <= hi} exp(w_{t,j} - mw_t)
+    E_j V_j``, ``den_t`` the same with ``V = 1``, ``Y_t = sigmoid(Q_t) num_t / den_t``.
+
+    Non-causal: ``m_c = max_j K_{j,c}``; the outside sums are prefix sums (``j < lo``) and suffix sums
+    (``j > hi``), never ``total - window``.  Causal: ``m_{t,c} = max_{j <= t} K_{j,c}``, the running max; when it
+    grows from ``m`` to ``m'``, the prefix sums are rescaled by ``exp(m - m')`` (the online softmax).
+    ``q, k, v (b l d)``, ``w (l l)`` -> ``Y (b l d)``.
+    """
+    Q, K, V, w, variant, causal, window = validate_aft(q, k, v, w, variant=variant, causal=causal, window=window)
+    b, l, d = Q.shape
+    dt = Q.dtype
+    Y = np.zeros((b, l, d), dtype=dt)
+    if l == 0:
+        return Y
+    zero = dt.type(0)
+    if not causal:
+        # m_c = max_j K_{j,c};  E_j = exp(K_j - m), EV_j = E_j V_j
+        m = np.max(K, axis=1, keepdims=True)
+        E = np.exp(K - m)
+        EV = E * V
+        # prefix sums P_j = sum_{j' < j} (P_0 = 0), suffix sums S_j = sum_{j' >= j} (S_l = 0)
+        zeros = np.zeros((b, 1, d), dtype=dt)
+        PD, PN = (np.concatenate([zeros, np.cumsum(X, axis=1)], axis=1) for X in (E, EV))
+        SD, SN = (np.concatenate([np.cumsum(X[:, ::-1], axis=1)[:, ::-1], zeros], axis=1) for X in (E, EV))
+    else:
+        m = np.full((b, d), -np.inf, dtype=dt)  # the running max m_{t,c}
+        pre = 0  # the prefix sums hold the keys j < pre, shifted by the current m
+        PDc = np.zeros((b, d), dtype=dt)
+        PNc = np.zeros((b, d), dtype=dt)
+    for t in range(l):
+        lo, hi = _bounds(variant, causal, window, l, t)
+        if causal:
+            # m' = max(m, K_t); prefix sums rescaled by exp(m - m')
+            m_new = np.maximum(m, K[:, t])
+            c = np.exp(m - m_new)
+            PDc, PNc, m = PDc * c, PNc * c, m_new
+            # the keys pre <= j < lo join the prefix sums (shifted by the current m)
+            for j in range(pre, lo):
+                E_j = np.exp(K[:, j] - m)
+                PDc, PNc = PDc + E_j, PNc + E_j * V[:, j]
+            pre = max(pre, lo)
+            E_win = np.exp(K[:, lo:hi + 1] - m[:, None])  # (b, window, d)
+            outD, outN = PDc, PNc
+        else:
+            E_win = E[:, lo:hi + 1]
+            # outside the window: j < lo and j > hi
+            outD, outN = PD[:, lo] + SD[:, hi + 1], PN[:, lo] + SN[:, hi + 1]
+        w_win = w[t, lo:hi + 1] if hi >= lo else np.zeros(0, dtype=dt)
+        outside = lo > 0 or hi < (t if causal else l - 1)
+        # mw_t = max(0 if a key lies outside the window, max_window w_{t,j})
+        shifts = list(w_win) + ([zero] if outside else [])
+        mw = max(shifts) if shifts else zero
+        # e_{t,j} = exp(w_{t,j} - mw_t);  e_0 = exp(-mw_t) for the keys of bias 0
+        e = np.exp(w_win - mw)
+        e0 = np.exp(-mw)
+        # num_t = e_0 outN + sum_j e_{t,j} E_j V_j ;  den_t = e_0 outD + sum_j e_{t,j} E_j
+        num = e0 * outN + np.einsum("j,bjc->bc", e, E_win * V[:, lo:hi + 1])
+        den = e0 * outD + np.einsum("j,bjc->bc", e, E_win)
+        # Y_t = sigmoid(Q_t) num_t / den_t
+        Y[:, t] = _sigmoid(Q[:, t]) * (num / den)
+    return Y
