@@ -100,3 +100,16 @@ def test_tiled_numpy_float32_stays_float32_within_its_bound(case):
     term, keep = _tiling_terms(q64, k64, v64, scale, alignment, T_c, np.float32)
     bound = softmax_attention_bound(q64, k64, v64, scale, keep, np.float32, oracle_dtype=np.float64) + term
     assert_within(out, exact, bound, context=f"float32 block_q={block_q} block_k={block_k}")
+
+
+def test_worked_example_one_key_per_tile():
+    """s = (0, ln 3) -> weights (1/4, 3/4), o = 7 with the two keys in separate tiles (line 12's rescaling:
+    after tile 1, O = 4, l = 1, m = 0; tile 2: m_new = ln 3, l_new = 1/3 + 1, O = (1/3 * 4 + 1 * 8) / (4/3) = 7);
+    causal top-left: query 0 sees key 0 only (o = 4)."""
+    q = np.ones((1, 2, 1, 1))
+    k = np.array([0.0, math.log(3.0)]).reshape(1, 2, 1, 1)
+    v = np.array([4.0, 8.0]).reshape(1, 2, 1, 1)
+    o = tiled(q, k, v, scale=1.0, block_q=1, block_k=1)
+    np.testing.assert_allclose(o[0, :, 0, 0], [7.0, 7.0], rtol=16 * np.finfo(float).eps)
+    o = tiled(q, k, v, scale=1.0, causal=True, block_q=2, block_k=1)
+    np.testing.assert_allclose(o[0, :, 0, 0], [4.0, 7.0], rtol=16 * np.finfo(float).eps)
