@@ -55,8 +55,7 @@ import scipy.special
 from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
 from refimpl.ssm.ema import mega_ema
 
-__all__ = ["PARAMETERS", "ATTENTION_FUNCTIONS", "full", "chunked", "sigmoid", "silu", "laplace", "relu2",
-           "keep_set_mask", "relative_bias"]
+__all__ = ["PARAMETERS", "ATTENTION_FUNCTIONS", "full", "chunked"]
 
 ATTENTION_FUNCTIONS = ("softmax", "laplace", "relu2")
 
