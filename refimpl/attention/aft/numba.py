@@ -143,14 +143,21 @@ def _aft_causal(Q, K, V, W, has_w, left, cb, Y):
         den = np.empty(n, dtype=dt)
         pre = 0  # keys j < pre are in the prefix sums; keys pre <= j < t are stored in E, EV
         for t in range(l):
-            # m' = max(m, K_t); rescale everything held by exp(m - m')
+            # m' = max(m, K_t); rescale everything held by exp(m - m').  One exp per entry: with
+            # delta = K_t - m, exp(-|delta|) is exp(m - m') when the max grows (then E_t = 1), else E_t = exp(K_t - m)
             grew = False
             for c in range(n):
-                mn = max(m[c], K[bi, t, c0 + c])
-                scale[c] = math.exp(m[c] - mn)
-                if mn != m[c]:
+                x = K[bi, t, c0 + c]
+                delta = x - m[c]  # +inf at t = 0 (m = -inf): scale 0, E_t = 1
+                e = math.exp(-abs(delta))
+                if delta > 0:
+                    scale[c] = e
+                    E[t, c] = 1
+                    m[c] = x
                     grew = True
-                m[c] = mn
+                else:
+                    scale[c] = 1
+                    E[t, c] = e
             if grew:
                 for c in range(n):
                     PD[c] *= scale[c]
@@ -160,7 +167,6 @@ def _aft_causal(Q, K, V, W, has_w, left, cb, Y):
                         E[j, c] *= scale[c]
                         EV[j, c] *= scale[c]
             for c in range(n):
-                E[t, c] = math.exp(K[bi, t, c0 + c] - m[c])
                 EV[t, c] = E[t, c] * V[bi, t, c0 + c]
             if has_w:
                 lo = max(0, t - left)
