@@ -111,9 +111,13 @@ def _chunks(QK, Kn, V, B, order, chunk_of, scale, c, causal, wrap, Or, Zr):
         S = np.empty((T, nk), dtype=dt)
         gemm(Qc, False, Kc, True, S, 0.0)
         zrow = np.empty(T, dtype=dt)
+        # -inf and 0 in the working dtype (float32 runs keep the row max, exp and sums in float32)
+        consts = np.empty(2, dtype=dt)
+        consts[0] = -np.inf
+        consts[1] = 0.0
         for t in range(T):
             i = kpos[nprev + t]
-            m = -np.inf
+            m = consts[0]
             bq = kb[ri, nprev + t]
             for jj in range(nk):
                 j = kpos[jj]
@@ -143,7 +147,7 @@ def _chunks(QK, Kn, V, B, order, chunk_of, scale, c, causal, wrap, Or, Zr):
                 for jj in range(nk):
                     S[t, jj] = 0.0
                 continue
-            Z = 0.0
+            Z = consts[1]
             for jj in range(nk):
                 w = math.exp(S[t, jj] - m)
                 S[t, jj] = w
