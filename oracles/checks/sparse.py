@@ -9,7 +9,7 @@ import numpy as np
 
 from oracles import sparse_attention as SA
 from oracles.checks import check, row, timed
-from oracles.tolerance import compare
+from oracles.tolerance import Bound, compare, unit_roundoff
 
 SEED = 20261313
 TILE = 4  # the block_sparse views' tile on the small cases: several tiles, the last one short (l = 13)
@@ -83,11 +83,38 @@ def sparse_attention():
     from refimpl.attention.sparse import IMPLEMENTATIONS, sparse_attention
 
     pattern = _builder("longformer", l, params)
+    note = "L = 300, causal, window (16, 0), dilation 1 and 3 per head, global tokens 0 and 150; oracle: float64 fsum"
     for view, backend in IMPLEMENTATIONS.pairs():
         kw = dict(view=view, backend=backend)
         sparse_attention(q, k, v, pattern, **kw)
         o, t = timed(sparse_attention, q, k, v, pattern, **kw)
         rows.append(row("attention.sparse.longformer.L300", f"{backend}/{view}", compare(o, exact, bound), t,
-                        note="L = 300, causal, window (16, 0), dilation 1 and 3 per head, global tokens 0 and 150; "
-                             "oracle: float64 fsum"))
+                        note=note))
+    # float32: the oracle on the float32 inputs (exact in float64); the kernel's polynomial exp
+    q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
+    qu, ku, vu = (a.astype(np.float64) for a in (q32, k32, v32))
+    exact32 = SA.sparse_attention_fsum(qu, ku, vu, sets)
+    bound32 = SA.sparse_attention_bound(qu, ku, vu, sets, dtype=np.float32, oracle_dtype=np.float64)
+    for view, backend in IMPLEMENTATIONS.pairs():
+        kw = dict(view=view, backend=backend)
+        sparse_attention(q32, k32, v32, pattern, **kw)
+        o, t = timed(sparse_attention, q32, k32, v32, pattern, **kw)
+        b32, extra = bound32, ""
+        if backend == "numba":
+            b32, extra = bound32 + _poly_exp_term(qu, ku, vu, sets), "; + the polynomial float32 exp's excess"
+        rows.append(row("attention.sparse.longformer.L300", f"{backend}/{view}", compare(o, exact32, b32), t,
+                        note=note + extra))
     return rows
+
+
+def _poly_exp_term(q, k, v, sets):
+    r"""The float32 kernel's ``exp`` is refimpl's polynomial one (relative error ``<= EXP_REL_ERR``, proven in
+    :mod:`refimpl._fastmath`) where :func:`oracles.attention.softmax_attention_bound` assumes one within one ulp
+    (``2u``).  The weights' relative error ``delta_i`` grows by ``EXP_REL_ERR - 2u``, and the output error
+    ``<= 2 (delta_i + gamma_{L+2}) sum_j p_ij |v_j|`` (that bound's derivation) by ``2 (EXP_REL_ERR - 2u) sum_j
+    p_ij |v_j|``."""
+    from refimpl._fastmath import EXP_REL_ERR
+
+    excess = max(0.0, EXP_REL_ERR - 2 * unit_roundoff(np.float32))
+    pv = SA.sparse_attention_fsum(q, k, np.abs(v), sets)  # sum_j p_ij |v_j| (the weights p_ij >= 0)
+    return Bound(2.0 * excess * pv, "2 (EXP_REL_ERR - 2u) sum_j p_ij |v_j| (polynomial float32 exp)")
