@@ -26,7 +26,7 @@ def _sig(x):
 
 
 def _aft(q, k, v, w=None, *, variant="full", causal=False, window=(1, 1), window_shift=0, outside=0.0,
-         gate=True, causal_shift=0, global_max=False, den_without_bias=False, combine="add"):
+         gate=True, causal_shift=0, global_max=False, den_without_bias=False, combine="add", per_key_w_shift=False):
     """AFT with the slips as switches (the correct computation at the defaults)."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     b, l, d = q.shape
@@ -50,6 +50,9 @@ def _aft(q, k, v, w=None, *, variant="full", causal=False, window=(1, 1), window
     else:
         S = k[:, None, :, :] + wp[None, :, :, None]
     S = np.where(keep[None, :, :, None], S, -np.inf)
+    if per_key_w_shift:  # w' minus its max over the queries t (per key column): a shift that does not cancel
+        wk = np.where(keep, wp, -np.inf)
+        S = S - np.max(wk, axis=0)[None, None, :, None]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if global_max:  # one max per channel over every key (future ones too)
             m = np.max(k, axis=1, keepdims=True)[:, None] + np.max(np.where(keep, wp, -np.inf), axis=1)[None, :, None,
@@ -127,3 +130,11 @@ def den_no_bias(q, k, v, w=None):
         doc="causal AFT-simple computed with the global softmax over every key (the non-causal formula)")
 def simple_not_causal(q, k, v, w=None):
     return _aft(q, k, v, None, variant="simple", causal=False)
+
+
+@mutant(OP, "bias-max-per-key-column", conventions={"variant": "local", "causal": True},
+        doc="the stabilizing max of w' taken over the queries (per key column, max_t w'_{t,t'}) instead of over a "
+            "row: exp(w'_{t,t'} - c_{t'}) with a per-key c does not cancel between keys (as we read labml.ai's "
+            "AFTLocalAutoregressive, pos_bias.max(dim=0))")
+def bias_max_per_key(q, k, v, w=None):
+    return _aft(q, k, v, w, variant="local", causal=True, window=(1, 0), per_key_w_shift=True)
