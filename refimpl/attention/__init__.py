@@ -15,6 +15,23 @@ One entry point per algorithm, each ``fn(..., view=..., backend=...)`` (vocabula
 * ``refimpl.attention.memory`` -- associative memory: :func:`store`, :func:`retrieve`, sparse keys, Hamming bound.
 * :func:`sinusoidal_positions` (``refimpl.attention.positional``).
 
+Efficient attention ("Lost in Context": sparse patterns, low rank, chunking, LSH, attention-free):
+
+* :func:`sparse_attention` (``refimpl.attention.sparse``) -- softmax attention over a fixed pattern built by
+  :func:`sliding_window_pattern`, :func:`longformer_pattern`, :func:`strided_pattern`, :func:`fixed_pattern`,
+  :func:`bigbird_pattern`; views ``materialized`` (numpy), ``block_sparse`` (numpy, numba: one block-sparse kernel).
+* :func:`linformer_attention` (``refimpl.attention.linformer``) -- views ``materialized`` (numpy), ``tiled``
+  (numba: BLAS projections, then the flash kernel); :func:`linformer_layer` (the paper's parameter sharing),
+  :func:`linformer_stack` (layerwise sharing).
+* :func:`lsh_attention` (``refimpl.attention.lsh``) -- Reformer's shared-QK LSH attention; views ``sorted``
+  (numpy, numba), ``materialized`` (numpy); :func:`hash_buckets`, :func:`random_rotations`.
+* :func:`gated_attention_unit`, :func:`mixed_chunk_attention` (``refimpl.attention.gau``) -- GAU and FLASH's
+  mixed-chunk attention (Hua et al. 2022).
+* :func:`aft_attention` (``refimpl.attention.aft``) -- AFT-full/simple/local (Zhai et al. 2021); views
+  ``materialized`` (numpy) and ``windowed`` (numpy, numba: linear in L for AFT-local and AFT-simple).
+* :func:`mega_layer` (``refimpl.attention.mega``) -- the Mega layer (Ma et al.): the damped EMA of
+  ``refimpl.ssm.mega_ema`` feeding single-head gated attention, and its chunked form.
+
 Each folder holds ``reference.py`` (the literal NumPy views), ``numba.py`` (the CPU kernels) and a ``README.md``
 deriving the math.  The softmax function itself is ``refimpl.attention.softmax.softmax`` (not re-exported here:
 the name belongs to the folder).
@@ -26,6 +43,13 @@ from refimpl.attention.linear import causal_recurrent_offsets, linear_attention,
 from refimpl.attention.memory import retrieve, store
 from refimpl.attention.positional import sinusoidal_positions
 from refimpl.attention.softmax import causal_mask, logsumexp, multi_head_attention, scaled_dot_product_attention
+from refimpl.attention.sparse import (bigbird_pattern, fixed_pattern, longformer_pattern, sliding_window_pattern,
+                                      sparse_attention, strided_pattern)
+from refimpl.attention.linformer import linformer_attention, linformer_layer, linformer_stack
+from refimpl.attention.lsh import hash_buckets, lsh_attention, normalize_keys, random_rotations
+from refimpl.attention.gau import gated_attention_unit, mixed_chunk_attention
+from refimpl.attention.aft import aft_attention
+from refimpl.attention.mega import mega_layer
 
 __all__ = [
     "scaled_dot_product_attention", "multi_head_attention", "causal_mask", "logsumexp",
@@ -35,4 +59,11 @@ __all__ = [
     "delta_rule", "beta_from_inputs",
     "store", "retrieve",
     "sinusoidal_positions",
+    "sparse_attention", "sliding_window_pattern", "longformer_pattern", "strided_pattern", "fixed_pattern",
+    "bigbird_pattern",
+    "linformer_attention", "linformer_layer", "linformer_stack",
+    "lsh_attention", "hash_buckets", "random_rotations", "normalize_keys",
+    "gated_attention_unit", "mixed_chunk_attention",
+    "aft_attention",
+    "mega_layer",
 ]
