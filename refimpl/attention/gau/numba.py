@@ -4,8 +4,8 @@ Computes what :func:`refimpl.attention.gau.reference.chunked` (FLASH) and
 :func:`refimpl.attention.gau.reference.quadratic` (GAU: one chunk of length ``L``, no linear part) compute,
 without forming an ``(l l)`` or even a ``(c c)`` matrix:
 
-* the projections ``x W_u``, ``x W_v``, ``x W_z`` and ``(U * AV) W_o`` are plain BLAS products (NumPy's
-  ``matmul``), ``silu`` and the scale/offset elementwise;
+* the projections ``x [W_u W_v W_z]`` (one product) and ``(U * AV) W_o`` are GEMMs over blocks of 64 rows in
+  parallel; ``silu``, the scale/offset rows and the gate are one parallel pass each;
 * the linear state of chunk ``g``, ``S_g = Kl_g^T V_g (n p)``, is one GEMM per chunk (parallel over
   batch x chunks); its exclusive prefix sum over chunks (causal, times ``1/c``) or its total (non-causal,
   times ``1/L``) is ``G n p`` additions;
@@ -20,6 +20,7 @@ Shapes: ``x (b l d)``, ``W_u, W_v (d p)``, ``W_z (d n)``, ``gamma, beta (4 n)`` 
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numba as nb
@@ -28,8 +29,7 @@ import numpy as np
 from refimpl._blas import gemm
 from refimpl._numba import warmup
 from refimpl._validate import check_bool
-from refimpl.attention.gau.reference import (_flash_inputs, chunked, flash_scales, gau_scale, quadratic, scale_offset,
-                                             silu, validate_gau)
+from refimpl.attention.gau.reference import _flash_inputs, chunked, flash_scales, gau_scale, quadratic, validate_gau
 
 __all__ = ["gau_numba", "mixed_chunk_numba"]
 
@@ -50,8 +50,10 @@ def _chunk_states(Kl, V, c, S):
 
 
 @nb.njit(parallel=True, cache=True)
-def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causal, sq, bias, has_bias, AV):
+def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causal, sq, bias, has_bias, U, W_o, AV,
+                 O):
     # AV[b, t] = sum_{j in chunk(t), (j <= t)} relu(sq qq_t . kq_j + b_{j-t})^2 v_j  +  ql_t S_prev[b, g(t)]
+    # then, per tile of rows: O[b, t] = (U[b, t] * AV[b, t]) W_o
     b, l, n = Qq.shape
     p = V.shape[2]
     dt = Qq.dtype
@@ -98,19 +100,68 @@ def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causa
                         A[ii, jj] = s * s
             # acc += A V_k
             gemm(A, False, V[bi, k0:k1], False, acc, 1.0)
+        # O_t = (U_t * acc) W_o
+        for ii in range(T):
+            for a in range(p):
+                acc[ii, a] *= U[bi, q0 + ii, a]
+        gemm(acc, False, W_o, False, O[bi, q0:q1], 0.0)
 
 
-def _projections(x, W_u, W_v, W_z):
-    # U = phi(X W_u), V = phi(X W_v), Z = phi(X W_z): BLAS products, silu elementwise
-    return silu(x @ W_u), np.ascontiguousarray(silu(x @ W_v)), silu(x @ W_z)
+@nb.njit(parallel=True, cache=True)
+def _project(X, Wc, p, gamma, beta, block, Y, U, V, R):
+    # per block of rows: Y = X [W_u W_v W_z] (one GEMM), then U = phi(Y[:, :p]), V = phi(Y[:, p:2p]),
+    # Z = phi(Y[:, 2p:]), R[r] = gamma_r * Z + beta_r;  phi(y) = y sigmoid(y): y / (1 + e^{-y}) for y >= 0,
+    # y e^{y} / (1 + e^{y}) for y < 0.  X (m d), Y (m w), U, V (m p), R (r m n): 2-D row-major views
+    m = X.shape[0]
+    w = Y.shape[1]
+    rows = gamma.shape[0]
+    nblocks = (m + block - 1) // block
+    for ib in nb.prange(nblocks):
+        r0 = ib * block
+        r1 = min(r0 + block, m)
+        gemm(X[r0:r1], False, Wc, False, Y[r0:r1], 0.0)
+        for t in range(r0, r1):
+            for a in range(w):
+                y = Y[t, a]
+                if y >= 0:
+                    f = y / (1.0 + math.exp(-y))
+                else:
+                    e = math.exp(y)
+                    f = y * (e / (1.0 + e))
+                if a < p:
+                    U[t, a] = f
+                elif a < 2 * p:
+                    V[t, a - p] = f
+                else:
+                    c = a - 2 * p
+                    for r in range(rows):
+                        R[r, t, c] = gamma[r, c] * f + beta[r, c]
+
+
+def _projections(x, W_u, W_v, W_z, gamma, beta):
+    # U, V (b l p) and the scale/offset rows R (r b l n) of Z, from x (b l d): one parallel pass
+    b, l, d = x.shape
+    p, n = W_u.shape[1], W_z.shape[1]
+    dt = x.dtype
+    m = b * l
+    Wc = np.ascontiguousarray(np.concatenate([W_u, W_v, W_z], axis=1))
+    Y = np.empty((m, 2 * p + n), dtype=dt)
+    U, V = np.empty((b, l, p), dtype=dt), np.empty((b, l, p), dtype=dt)
+    R = np.empty((gamma.shape[0], b, l, n), dtype=dt)
+    if m:
+        _project(np.ascontiguousarray(x).reshape(m, d), Wc, p, np.ascontiguousarray(gamma),
+                 np.ascontiguousarray(beta), 64, Y, U.reshape(m, p), V.reshape(m, p), R.reshape(R.shape[0], m, n))
+    return U, V, R
 
 
 def _core(U, V, Qq, Kq, Ql, Kl, W_o, c, causal, sq, sl, bias, dt):
     b, l, p = V.shape
     n = Qq.shape[2]
-    AV = np.zeros((b, l, p), dtype=dt)
-    if b * l * p == 0:
-        return (U * AV) @ W_o
+    d = W_o.shape[1]
+    AV = np.empty((b, l, p), dtype=dt)
+    O = np.zeros((b, l, d), dtype=dt)
+    if b * l * p == 0 or d == 0:
+        return O
     c_ = max(min(c, l), 1) if Ql is None else c
     has_lin = Ql is not None
     G = (l + c_ - 1) // c_
@@ -134,9 +185,8 @@ def _core(U, V, Qq, Kq, Ql, Kl, W_o, c, causal, sq, sl, bias, dt):
     # GAU (no linear part): the bias is indexed by j - i + L - 1, the kernel's j - i + c - 1 with c = L
     _mixed_chunk(np.ascontiguousarray(Qq), np.ascontiguousarray(Kq), Qlc, V, np.ascontiguousarray(S_prev),
                  bool(causal and has_lin), has_lin, c_, TILE, bool(causal), dt.type(sq),
-                 np.ascontiguousarray(bias_arr, dtype=dt), has_bias, AV)
-    # O = (U * AV) W_o
-    return (U * AV) @ W_o
+                 np.ascontiguousarray(bias_arr, dtype=dt), has_bias, U, np.ascontiguousarray(W_o), AV, O)
+    return O
 
 
 def mixed_chunk_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, chunk: int, causal: bool = False,
@@ -145,12 +195,12 @@ def mixed_chunk_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, chunk: int, causal:
     :func:`refimpl.attention.gau.reference.chunked`."""
     (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt, c, causal = _flash_inputs(
         x, W_u, W_v, W_z, gamma, beta, W_o, chunk, causal, bias)
-    if n == 0:
-        # no query/key dimension: every dot product is 0 (the scores are the bias alone); no GEMM of width 0
+    if n == 0 or d == 0:
+        # no query/key dimension: every dot product is 0 (the scores are the bias alone); no model width: an
+        # empty output.  No GEMM of width 0
         return chunked(x, W_u, W_v, W_z, gamma, beta, W_o, chunk=c, causal=causal, bias=bias)
     sq, sl = flash_scales(l, c, causal)
-    U, V, Z = _projections(x, W_u, W_v, W_z)
-    Qq, Kq, Ql, Kl = scale_offset(Z, gamma, beta)
+    U, V, (Qq, Kq, Ql, Kl) = _projections(x, W_u, W_v, W_z, gamma, beta)
     return _core(U, V, Qq, Kq, Ql, Kl, W_o, c, causal, sq, sl, bias, dt)
 
 
@@ -162,12 +212,11 @@ def gau_numba(x, W_u, W_v, W_z, gamma, beta, W_o, *, causal: bool = False, scale
     (x, W_u, W_v, W_z, gamma, beta, W_o, bias), (b, l, d, p, n), dt = validate_gau(
         x, W_u, W_v, W_z, gamma, beta, W_o, bias, rows=2, bias_len=lambda l: max(2 * l - 1, 0),
         bias_src="w = l, the length of x")
-    if n == 0:
-        # no query/key dimension: every dot product is 0 (the scores are the bias alone)
+    if n == 0 or d == 0:
+        # no query/key dimension: every dot product is 0 (the scores are the bias alone); no width: empty
         return quadratic(x, W_u, W_v, W_z, gamma, beta, W_o, causal=causal, scale=scale, bias=bias)
     sigma = gau_scale(scale, l)
-    U, V, Z = _projections(x, W_u, W_v, W_z)
-    Q, K = scale_offset(Z, gamma, beta)
+    U, V, (Q, K) = _projections(x, W_u, W_v, W_z, gamma, beta)
     return _core(U, V, Q, K, None, None, W_o, l, causal, sigma, 0.0, bias, dt)
 
 
