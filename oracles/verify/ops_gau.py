@@ -77,10 +77,14 @@ def reference(inp, conv):
     from refimpl.attention.gau import gated_attention_unit, mixed_chunk_attention
 
     arrays, kw = _args(inp, conv)
-    if kw["scaling"] != "paper" or kw["last_chunk"] != "c":
-        raise ValueError("reference: refimpl computes the paper's scalings (scaling='paper', last_chunk='c') only")
     if kw["chunk"] is None:
-        return {"o": gated_attention_unit(*arrays, causal=kw["causal"], bias=kw["bias"])}
+        # GAU has one chunk of length L: 'length', 'chunk' and 'paper' all mean 1/L, last_chunk changes nothing
+        n = arrays[3].shape[1]
+        scale = (1.0 / np.sqrt(n) if n else 1.0) if kw["scaling"] == "rsqrt_n" else None
+        return {"o": gated_attention_unit(*arrays, causal=kw["causal"], bias=kw["bias"], scale=scale)}
+    if kw["scaling"] != "paper" or kw["last_chunk"] != "c":
+        raise ValueError("reference: refimpl's FLASH computes the paper's scalings (scaling='paper', "
+                         "last_chunk='c') only")
     return {"o": mixed_chunk_attention(*arrays, chunk=kw["chunk"], causal=kw["causal"], bias=kw["bias"])}
 
 
