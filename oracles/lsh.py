@@ -87,7 +87,7 @@ def allowed_keys(buckets_lr, chunk: int, *, causal: bool = False, wrap: bool = F
 
 
 def keep_and_counts(buckets, chunk: int, *, causal: bool = False, wrap: bool = False, self_rule: str = "exclude"):
-    """``(keep (b h l l) bool, counts (b h l l) int, self_only (b h l) bool)`` from ``buckets (b l h r)``.
+    """``(keep (b h l l) bool, counts (b h l l) int, self_only (b h l) bool)`` from ``buckets (b l h z)``.
 
     ``keep`` is the union after the self rule (``"penalty"`` keeps the diagonal; its score is lowered later)."""
     if self_rule not in SELF_RULES:
@@ -194,7 +194,7 @@ def lsh_fsum(qk, v, buckets, chunk: int, scale: float, *, causal: bool = False, 
 
 
 def hash_oracle(qk, rotations) -> np.ndarray:
-    """``buckets (b l h r)``: ``argmax([x R_r; -x R_r])`` (the first maximum) with ``math.fsum`` dot products."""
+    """``buckets (b l h z)``: ``argmax([x R_r; -x R_r])`` (the first maximum) with ``math.fsum`` dot products."""
     qk, R = np.asarray(qk, dtype=np.float64), np.asarray(rotations, dtype=np.float64)
     b, l, h, n = qk.shape
     r, _, u = R.shape

@@ -3,7 +3,7 @@ r"""Op spec ``attention.lsh``: Reformer LSH attention (Kitaev et al. 2020) with 
 Canonical (sequence-first)::
 
     fn(qk, v, buckets) -> o
-    qk (b l h n), v (b l h p), buckets (b l h r) integers >= 0 (r hash rounds), o (b l h p)
+    qk (b l h n), v (b l h p), buckets (b l h z) integers >= 0 (z hash rounds), o (b l h p)
 
 Shared QK: queries ``qk``, keys ``qk_j / ||qk_j||``; scores ``scale q_i . k_j``.  Round ``r``: positions sorted by
 ``(bucket, position)``, chunks of ``chunk`` sorted positions, each attending to itself and the previous chunk, only
@@ -129,13 +129,13 @@ register_op(OpSpec(
     summary="Reformer LSH attention (shared QK, normalized keys) given the hash buckets: sorted chunks attending to "
             "themselves and the previous chunk within a bucket, the self rule, rounds de-duplicated by counting",
     inputs=(Arg("qk", "b l h n", "the shared query/key projection"), Arg("v", "b l h p"),
-            Arg("buckets", "b l h r", "the bucket of each position in each of the r hash rounds (integers >= 0)",
+            Arg("buckets", "b l h z", "the bucket of each position in each of the z hash rounds (integers >= 0)",
                 kind="int")),
     outputs=(Arg("o", "b l h p"),),
     conventions=(
         Convention("chunk", 2, "the chunk length c: sorted positions per chunk (the last chunk may be short)",
                    (1, 2, 3, 4, 8)),
-        Convention("n_rounds", 2, "hash rounds r (the last axis of buckets)", (1, 2, 3, 4)),
+        Convention("n_rounds", 2, "hash rounds z (the last axis of buckets)", (1, 2, 3, 4)),
         Convention("causal", False, "queries attend to keys j <= i only", (False, True)),
         Convention("self_rule", "exclude", "'exclude': i attends to itself only when nothing else is in its union "
                    "(refimpl); 'penalty': self kept with its score lowered by 1e5 (the paper's m_ii, trax)",
@@ -170,16 +170,16 @@ register_adapter(Adapter(
     implies={"self_rule": "exclude"},
 ))
 
-# trax / Hugging Face spelling: head-first activations, buckets (b h r l), chunk_len / n_hashes / causal,
+# trax / Hugging Face spelling: head-first activations, buckets (b h z l), chunk_len / n_hashes / causal,
 # keys normalized to length sqrt(n) and scores divided by sqrt(n) (scale 1), self penalized by -1e5, a roll of the
 # chunk axis (wrap)
 register_adapter(Adapter(
     name="trax",
     op=OP,
-    doc="fn(qk (b h l n), v (b h l p), buckets=(b h r l), chunk_len=, n_hashes=, causal=) -> o (b h l p): trax's "
+    doc="fn(qk (b h l n), v (b h l p), buckets=(b h z l), chunk_len=, n_hashes=, causal=) -> o (b h l p): trax's "
         "LSHSelfAttention spelling (scale 1, self penalty -1e5, wrap-around chunks)",
     args=(In("qk", "b l h n -> b h l n"), In("v", "b l h p -> b h l p")),
-    kwargs={"buckets": In("buckets", "b l h r -> b h r l"), "chunk_len": Conv(lambda c: int(c["chunk"])),
+    kwargs={"buckets": In("buckets", "b l h z -> b h z l"), "chunk_len": Conv(lambda c: int(c["chunk"])),
             "n_hashes": Conv(lambda c: int(c["n_rounds"])), "causal": Conv(lambda c: bool(c["causal"]))},
     outputs=(Out("o", None, "b h l p -> b l h p"),),
     implies={"self_rule": "penalty", "wrap": True, "scale": 1.0},

@@ -34,8 +34,8 @@ def lsh_attention(qk, v, *, buckets=None, rotations=None, seed: Optional[int] = 
     Queries are ``qk``, keys ``qk_j / ||qk_j||``; scores ``scale q_i . k_j`` (``scale=None`` -> ``n^{-1/2}``, the paper).
     Exactly one of:
 
-    * ``buckets`` ``(b l h r)`` integers >= 0 (hashing skipped: a deterministic verification);
-    * ``rotations`` ``(r n u)``: ``bucket = argmax([x R_r ; -x R_r])``, ``n_buckets = 2u``;
+    * ``buckets`` ``(b l h z)`` integers >= 0 (hashing skipped: a deterministic verification);
+    * ``rotations`` ``(z n u)``: ``bucket = argmax([x R_r ; -x R_r])``, ``n_buckets = 2u``;
     * ``seed`` with ``n_buckets`` (even) and ``n_rounds``: rotations drawn by ``random_rotations``.
 
     ``chunk`` = ``c`` sorted positions per chunk (any ``l``; the last chunk may be short); each chunk attends to

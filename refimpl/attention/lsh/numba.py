@@ -15,7 +15,7 @@ module's docstring), in three parallel passes:
    ``o = sum_r exp(z^(r) - z) o^(r)``; a position with nothing but itself available gets ``v_i``.
 
 float32 runs stay float32 (libm ``exp``/``log``, no fastmath); float64 runs float64.
-Shapes: ``qk (b l h n)``, ``v (b l h p)``, ``buckets (b l h r)`` -> ``o (b l h p)``.
+Shapes: ``qk (b l h n)``, ``v (b l h p)``, ``buckets (b l h z)`` -> ``o (b l h p)``.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ __all__ = ["lsh_attention_kernel"]
 
 @nb.njit(parallel=True, cache=True)
 def _prepare(QK, B, c, Kn, order, chunk_of):
-    # Kn (b h l n): normalized keys; order (b h r l): positions sorted by (bucket, position); chunk_of (b h r l)
+    # Kn (b h l n): normalized keys; order (b h z l): positions sorted by (bucket, position); chunk_of (b h z l)
     b, l, h, n = QK.shape
     r = B.shape[3]
     for bh in nb.prange(b * h):
@@ -60,7 +60,7 @@ def _prepare(QK, B, c, Kn, order, chunk_of):
 
 @nb.njit(parallel=True, cache=True)
 def _chunks(QK, Kn, V, B, order, chunk_of, scale, c, causal, wrap, Or, Zr):
-    # Or (b h r l p): each round's output at every position; Zr (b h r l): its log-sum-exp (-inf: no key)
+    # Or (b h z l p): each round's output at every position; Zr (b h z l): its log-sum-exp (-inf: no key)
     b, l, h, n = QK.shape
     p = V.shape[3]
     r = B.shape[3]

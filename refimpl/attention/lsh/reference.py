@@ -5,9 +5,9 @@ Shapes (sequence-first)
 * ``qk`` ``(b l h n)``: the shared query/key projection (shared-QK attention: queries are ``qk``, keys are the
   normalized ``k_j = qk_j / ||qk_j||``);
 * ``v`` ``(b l h p)``; output ``o`` ``(b l h p)``;
-* ``buckets`` ``(b l h r)`` integers ``>= 0``: the bucket of position ``t`` in hash round ``r`` (``r`` = the number of
+* ``buckets`` ``(b l h z)`` integers ``>= 0``: the bucket of position ``t`` in hash round ``r`` (``z`` = the number of
   hash rounds, ``n_rounds``); passed in (a deterministic verification) or computed by :func:`hash_buckets`;
-* ``rotations`` ``(r n u)`` with ``u = n_buckets / 2``: the random rotations ``R`` of every round, shared by every
+* ``rotations`` ``(z n u)`` with ``u = n_buckets / 2``: the random rotations ``R`` of every round, shared by every
   batch row and head.
 
 The definition (the paper's section 2, "LSH attention" and "Multi-round LSH attention")
@@ -67,7 +67,7 @@ SELF_RULE = "exclude"
 # ------------------------------------------------------------------ hashing
 
 def random_rotations(n: int, n_buckets: int, n_rounds: int, seed: int) -> np.ndarray:
-    """``R (r n u)``, ``u = n_buckets / 2``: independent standard normal entries from ``numpy.random.default_rng(seed)``
+    """``R (z n u)``, ``u = n_buckets / 2``: independent standard normal entries from ``numpy.random.default_rng(seed)``
     (PCG64: the same seed gives the same rotations on every platform)."""
     n = check_int(n, "n", minimum=0)
     n_buckets = check_int(n_buckets, "n_buckets", minimum=2)
@@ -79,9 +79,9 @@ def random_rotations(n: int, n_buckets: int, n_rounds: int, seed: int) -> np.nda
 
 
 def hash_buckets(qk, rotations) -> np.ndarray:
-    r"""``buckets (b l h r)``: ``h_r(x) = argmax([x R_r ; -x R_r])`` of every ``qk`` vector, ``R_r = rotations[r]``.
+    r"""``buckets (b l h z)``: ``h_r(x) = argmax([x R_r ; -x R_r])`` of every ``qk`` vector, ``R_r = rotations[r]``.
 
-    ``qk (b l h n)``, ``rotations (r n u)``; buckets in ``0 .. 2u - 1`` (int64).  Hashing ``qk`` or the normalized
+    ``qk (b l h n)``, ``rotations (z n u)``; buckets in ``0 .. 2u - 1`` (int64).  Hashing ``qk`` or the normalized
     key gives the same bucket (argmax is invariant to a positive factor).
     """
     qk = as_float_array(qk, "qk", ndim=4, allow_complex=False)
@@ -92,7 +92,7 @@ def hash_buckets(qk, rotations) -> np.ndarray:
         raise ValueError(f"rotations: expected at least one round and one rotation (r >= 1, n_buckets / 2 >= 1), "
                          f"got shape {R.shape}")
     dtype = result_dtype(qk, R)
-    # x R_r  (b l h r u)
+    # x R_r  (b l h z u)
     xR = np.einsum("blhn,rnu->blhru", qk.astype(dtype, copy=False), R.astype(dtype, copy=False))
     # h_r(x) = argmax([x R_r ; -x R_r])
     return np.argmax(np.concatenate([xR, -xR], axis=-1), axis=-1).astype(np.int64)
@@ -124,7 +124,7 @@ def _check_buckets(buckets, b: int, l: int, h: int, n_buckets: Optional[int]) ->
         raise ValueError(f"buckets: expected 4 dimensions (b, l, h, r), got shape {buckets.shape}")
     check_shape(buckets, "buckets", (b, l, h, None), "(b, l, h, r) with b, l, h from qk")
     if buckets.shape[3] < 1:
-        raise ValueError(f"buckets: expected at least one hash round (r >= 1), got shape {buckets.shape}")
+        raise ValueError(f"buckets: expected at least one hash round (z >= 1), got shape {buckets.shape}")
     if buckets.size and buckets.min() < 0:
         raise ValueError(f"buckets: expected bucket indices >= 0, got {int(buckets.min())}")
     if n_buckets is not None and buckets.size and buckets.max() >= n_buckets:
@@ -133,7 +133,7 @@ def _check_buckets(buckets, b: int, l: int, h: int, n_buckets: Optional[int]) ->
 
 
 def _resolve_buckets(qk, *, buckets=None, rotations=None, seed=None, n_buckets=None, n_rounds=None) -> np.ndarray:
-    """The buckets ``(b l h r)`` from exactly one of ``buckets=`` (used as given), ``rotations=`` (hashed) or
+    """The buckets ``(b l h z)`` from exactly one of ``buckets=`` (used as given), ``rotations=`` (hashed) or
     ``seed=`` (``random_rotations(n, n_buckets, n_rounds, seed)``, then hashed; needs ``n_buckets`` and
     ``n_rounds``).  ``n_buckets`` / ``n_rounds``, when given with ``buckets`` or ``rotations``, must agree."""
     qk = as_float_array(qk, "qk", ndim=4, allow_complex=False)
@@ -240,7 +240,7 @@ def sorted_chunks(qk, v, *, buckets=None, rotations=None, seed=None, n_buckets: 
                   scale: Optional[float] = None, wrap: bool = False) -> np.ndarray:
     r"""LSH attention by the paper's algorithm: per round hash, sort, chunk, attend, unsort; combine the rounds.
 
-    ``qk (b l h n)``, ``v (b l h p)`` -> ``o (b l h p)``; ``buckets (b l h r)`` or ``rotations (r n u)`` or ``seed``
+    ``qk (b l h n)``, ``v (b l h p)`` -> ``o (b l h p)``; ``buckets (b l h z)`` or ``rotations (z n u)`` or ``seed``
     (with ``n_buckets``, ``n_rounds``); ``chunk`` = ``c`` sorted positions per chunk; ``causal``, ``scale``
     (``None`` -> ``n^{-1/2}``), ``wrap`` (chunk 0 also attends to the last chunk) -- see the module docstring.
     """
