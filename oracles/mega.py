@@ -277,7 +277,8 @@ def _forward(x, P, chunk, causal, attention, scale) -> Dict[str, Any]:
     if rb is not None and L:
         m = (len(rb) + 1) // 2
         idx = np.arange(L)
-        B = rb[m - 1 + idx[None, :] - idx[:, None]]
+        # only the kept pairs read the bias (pairs in other chunks may lie farther apart than it spans)
+        B = np.where(keep, rb[np.clip(m - 1 + idx[None, :] - idx[:, None], 0, 2 * m - 2)], 0.0)
     else:
         B = np.zeros((L, L))
     F["B"] = B

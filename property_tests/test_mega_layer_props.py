@@ -23,7 +23,7 @@ def layers(draw, *, long_ok=True, bidirectional=None):
     L = draw(st.sampled_from(lengths))
     causal = draw(st.booleans())
     bidir = (not causal) and draw(st.booleans()) if bidirectional is None else bidirectional
-    conv = {"use_rel_bias": draw(st.booleans()), "bidirectional": bidir}
+    conv = {"use_rel_bias": draw(st.booleans()), "bidirectional": bidir, "chunk": chunk}  # the bias spans the chunk
     seed = draw(st.integers(0, 2**31 - 1))
     inp = sample(np.random.default_rng(seed), conv, l=L)
     x = inp.pop("x")
@@ -59,6 +59,8 @@ def test_small_cases_against_mpmath(case):
 @given(layers(), st.integers(0, 3))
 def test_chunk_at_least_L_is_the_unchunked_layer(case, extra):
     x, P, opts = case
+    if P["rel_bias"] is not None:  # a bias spanning the whole sequence
+        P = dict(P, rel_bias=np.random.default_rng(extra).standard_normal(2 * max(x.shape[1], 1) - 1))
     L = x.shape[1]
     whole = mega_layer(x, **P, **dict(opts, chunk=None))
     for view, backend in MEGA_LAYER.pairs():

@@ -66,7 +66,8 @@ def _mega(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_
         S = S / np.maximum(keep.sum(axis=1, keepdims=True), 1)
     if rel_bias is not None and L:
         m = (len(rel_bias) + 1) // 2
-        S = S + rel_bias[m - 1 + ((i - j) if bias_transposed else (j - i))]
+        off = (i - j) if bias_transposed else (j - i)
+        S = S + np.where(keep, rel_bias[np.clip(m - 1 + off, 0, 2 * m - 2)], 0.0)
     if attention == "softmax":
         Sm = np.where(keep, S, -np.inf)
         mx = np.max(Sm, axis=-1, keepdims=True) if L else np.zeros((b, 0, 1))

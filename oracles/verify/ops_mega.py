@@ -111,7 +111,8 @@ def sample(rng, conv, *, l=None, b=None, d=None, e=None, n=None, p=None):
         "W_phi": rng.standard_normal((d, d)) / np.sqrt(d), "b_phi": 0.2 * rng.standard_normal(d),
         "W_h": rng.standard_normal((d, d)) / np.sqrt(d), "U_h": rng.standard_normal((p, d)) / np.sqrt(p),
         "b_h": 0.2 * rng.standard_normal(d),
-        "rel_bias": rng.standard_normal(2 * max(l, 1) - 1),
+        # Mega's bias spans the attention span exactly: m = min(chunk, L) (its code sizes it by the chunk)
+        "rel_bias": rng.standard_normal(2 * max(min(conv.get("chunk") or l, l), 1) - 1),
     }
     for k in BWD:
         inp[k] = None

@@ -188,12 +188,16 @@ def keep_set_mask(L: int, chunk: Optional[int], causal: bool) -> np.ndarray:
     return same & (idx[None, :] <= idx[:, None]) if causal else same
 
 
-def relative_bias(rel_bias, lq: int, lk: int) -> np.ndarray:
-    r"""``b_rel[i, j] = rel_bias[m - 1 + (j - i)]`` for ``i < lq``, ``j < lk`` (``rel_bias (2m - 1)``): ``(lq lk)``."""
+def relative_bias(rel_bias, lq: int, lk: int, keep=None) -> np.ndarray:
+    r"""``b_rel[i, j] = rel_bias[m - 1 + (j - i)]`` for ``i < lq``, ``j < lk`` (``rel_bias (2m - 1)``): ``(lq lk)``;
+    with ``keep (lq lk)`` only the kept pairs (their offsets lie within the span ``m``), 0 elsewhere."""
     m = (rel_bias.shape[0] + 1) // 2
     i = np.arange(lq)[:, None]
     j = np.arange(lk)[None, :]
-    return rel_bias[m - 1 + (j - i)]
+    if keep is None:
+        return rel_bias[m - 1 + (j - i)]
+    # pairs outside the keep sets (other chunks) may lie farther apart than the bias spans: never read
+    return np.where(keep, rel_bias[np.clip(m - 1 + (j - i), 0, 2 * m - 2)], 0.0)
 
 
 def _ema(x, P, view="recurrent"):
@@ -282,7 +286,7 @@ def full(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_v
     x, P, X_prime, Q, K, V, gamma, phi = _projections(x, P, dt)
     n = Q.shape[-1]
     keep = keep_set_mask(L, chunk, causal)
-    bias = relative_bias(P["rel_bias"], L, L) if "rel_bias" in P else None
+    bias = relative_bias(P["rel_bias"], L, L, keep) if "rel_bias" in P else None
     # O = f(scale Q K^T + b_rel) V  (masked to the keep sets)
     O = _attend(Q, K, V, keep, bias, attention, scale, n)
     return _output(x, P, X_prime, O, gamma, phi).astype(dt, copy=False)
