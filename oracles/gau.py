@@ -29,7 +29,7 @@ error is the same propagation in its dtype (``None``: mpmath, exact at this prec
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import mpmath
 import numpy as np

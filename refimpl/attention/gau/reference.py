@@ -24,8 +24,9 @@ Conventions and the paper's choices:
 
 * ``phi = SiLU``; no bias in the dense layers; the pre-norm and the residual of the paper's block are left to
   the caller (the unit computes ``O`` only).
-* The scalings are the paper's pseudo-code: GAU's scores ``/ L`` (``L`` the sequence length; ``scale=``
-  overrides it); FLASH's quadratic scores ``/ c`` and its linear part ``/ c`` when causal, ``/ L`` when not.
+* The scalings are those of the paper's pseudo-code (GAU: ``relu(qk / n + bias)^2`` with ``n`` the length) and
+  of its public port (lucidrains' FLASH-pytorch): GAU's scores ``/ L`` (``scale=`` overrides it); FLASH's
+  quadratic scores ``/ c`` and its linear part ``/ c`` when causal, ``/ L`` when not.
 * **The short last chunk** is scaled by ``1/c`` like every other chunk, not by its own length: the paper pads
   the sequence to a multiple of ``c`` (``group_size``) and the padded positions contribute nothing, so its
   constant ``1/c`` is exactly what a short chunk sees.
