@@ -172,3 +172,18 @@ def test_bad_input_messages():
         aft_attention(x, x, x, w, variant="conv")
     with pytest.raises(TypeError, match="^causal"):
         aft_attention(x, x, x, w, causal="True")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_windowed_view_refuses_biases_beyond_its_exp_range(backend):
+    """2 max|w| past the dtype's exp range would underflow the windowed view's largest term: refused by name,
+    while the materialized view (a per-row max of the whole logit) still answers finitely."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 6, 2))
+    w = rng.standard_normal((6, 6)) * 400.0
+    with pytest.raises(ValueError, match="^w: the windowed view needs 2 max"):
+        aft_attention(x, x, x, w, variant="full", view="windowed", backend=backend)
+    with pytest.raises(ValueError, match="^w: "):
+        aft_attention(x.astype(np.float32), x.astype(np.float32), x.astype(np.float32), (w / 8).astype(np.float32),
+                      variant="local", window=1, view="windowed", backend=backend)
+    assert np.isfinite(aft_attention(x, x, x, w, variant="full", view="materialized")).all()

@@ -30,7 +30,7 @@ import numba as nb
 import numpy as np
 
 from refimpl._numba import warmup
-from refimpl.attention.aft.reference import validate_aft
+from refimpl.attention.aft.reference import _check_windowed_bias, validate_aft
 
 __all__ = ["aft_windowed", "CHANNEL_BLOCK"]
 
@@ -206,6 +206,7 @@ def aft_windowed(q, k, v, w=None, *, variant: str = "full", causal: bool = False
         W, has_w = np.ascontiguousarray(w), True
         left, right = (l, l) if variant == "full" else win
         left, right = min(left, l), min(right, l)
+        _check_windowed_bias(W, dt)  # 2 max|w| within the dtype's exp range (reference._check_windowed_bias)
     if causal:
         _aft_causal(Q, K, V, W, has_w, left, CHANNEL_BLOCK, Y)
     else:

@@ -162,6 +162,19 @@ def _bounds(variant: str, causal: bool, window, l: int, t: int) -> Tuple[int, in
     return max(0, t - left), min(last, t + right)
 
 
+def _check_windowed_bias(w, dtype) -> None:
+    """The windowed algorithm's shift exceeds a row's max by at most ``2 max|w|`` (:func:`windowed`): past the
+    dtype's exp range (700 in float64, 80 in float32) its largest term could underflow, so such biases are a
+    ``ValueError`` (the materialized view has no such limit), never an inexact answer."""
+    if w is None or np.size(w) == 0:
+        return
+    limit = 700.0 if np.dtype(dtype) == np.float64 else 80.0
+    w_max = float(np.max(np.abs(w)))
+    if 2.0 * w_max >= limit:
+        raise ValueError(f"w: the windowed view needs 2 max|w| < {limit:g} in {np.dtype(dtype).name} (its shifted "
+                         f"exponentials would underflow), got max|w| = {w_max:g}; use view='materialized'")
+
+
 def windowed(q, k, v, w=None, *, variant: str = "full", causal: bool = False, window=None):
     r"""AFT without the ``(l l)`` logits: sums over the keys of bias 0 plus the window (the kernel's algorithm).
 
@@ -179,6 +192,8 @@ def windowed(q, k, v, w=None, *, variant: str = "full", causal: bool = False, wi
     Q, K, V, w, variant, causal, window = validate_aft(q, k, v, w, variant=variant, causal=causal, window=window)
     b, l, d = Q.shape
     dt = Q.dtype
+    if variant != "simple":
+        _check_windowed_bias(w, dt)
     Y = np.zeros((b, l, d), dtype=dt)
     if l == 0:
         return Y
