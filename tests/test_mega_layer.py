@@ -135,11 +135,39 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_verify_passes_the_reference_and_kills_planted_bugs():
-    from oracles.mutants import run_mutants
+    from oracles.mutants.mega import _overlap, _scale_off
     from oracles.verify import verify
 
     for conv, dtypes in (({}, ["float64", "float32"]), ({"chunk": 3, "causal": True, "attention": "laplace"}, "float64")):
         rep = verify("attention.mega", mega_layer, adapter="refimpl", conventions=conv, dtype=dtypes)
         assert rep.passed, conv
-    results = run_mutants("attention.mega", names=["chunks-overlap-by-one", "softmax-scale-off"])
-    assert len(results) == 2 and all(r.killed for r in results), [(r.mutant.name, r.verdict) for r in results]
+    # two of the corpus's mutants, at their registered conventions (``refimpl mutants --op attention.mega``: all 11)
+    for fn, conv in ((_overlap, {"chunk": 3}), (_scale_off, {})):
+        assert not verify("attention.mega", fn, conventions=conv, diagnose=False).passed, fn.__name__
+
+
+def _time_major_wrapper(x_lbd, *params, chunk_size=-1, causal=False, attention_activation="softmax", scale=None):
+    """A candidate in Mega's code's spelling (time-major, chunk_size=-1), built on our reference."""
+    y = mega_layer(np.swapaxes(x_lbd, 0, 1), *params, chunk=None if chunk_size < 0 else chunk_size, causal=causal,
+                   attention=attention_activation, scale=scale)
+    return np.swapaxes(y, 0, 1)
+
+
+def test_the_mega_code_spelling_adapter():
+    from oracles.verify import verify
+
+    rep = verify("attention.mega", _time_major_wrapper, adapter="mega.time_major",
+                 conventions={"chunk": 2, "causal": True}, kinds=("golden", "edge"))
+    assert rep.passed
+    # the same wrapper called through the canonical signature (batch-first x) is caught
+    rep = verify("attention.mega", lambda x, *p: _time_major_wrapper(x, *p), kinds=("golden", "edge"), probes=False,
+                 diagnose=False)
+    assert not rep.passed
+
+
+def test_the_corpus_holds_the_named_mutants():
+    from oracles.mutants import all_mutants
+
+    names = {m.name for m in all_mutants("attention.mega")}
+    assert {"update-gate-wrong-branch", "reset-gate-missing", "z-from-x", "v-from-ema", "chunks-overlap-by-one",
+            "softmax-scale-off"} <= names

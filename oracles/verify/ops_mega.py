@@ -31,7 +31,7 @@ from typing import List
 import numpy as np
 
 from oracles.mega import mega_layer_bound, mega_layer_dense, mega_layer_mpmath
-from oracles.verify.adapters import Adapter, Conv, register_adapter
+from oracles.verify.adapters import Adapter, Conv, In, Out, register_adapter
 from oracles.verify.ops_attention import argument_paths_probe
 from oracles.verify.probes import causality_probe
 from oracles.verify.registry import (Arg, Case, Convention, OpSpec, case_builder, draw_sizes, feature_convention,
@@ -185,4 +185,18 @@ register_adapter(Adapter(
         "causal=, attention=, scale=) -> y (the canonical inputs in order; the conventions as keywords)",
     kwargs={"chunk": Conv(lambda c: c["chunk"] or None), "causal": Conv(lambda c: bool(c["causal"])),
             "attention": Conv(lambda c: c["attention"]), "scale": Conv(lambda c: c["scale"])},
+))
+
+register_adapter(Adapter(
+    name="mega.time_major",
+    op=OP,
+    doc="Mega's code's spelling (fairseq / the Hugging Face port), for a wrapper of its MovingAverageGatedAttention "
+        "that exposes the paper's arrays: x and y time-major (L, B, D); chunk_size=-1 for one chunk, else c; "
+        "attention_activation='softmax'|'laplace'|'relu2'; causal as a bool; scale None for the paper's (the "
+        "wrapper must set the EMA's omega to 0 and drop the norm: they are not the paper's equations)",
+    args=(In("x", "b l d -> l b d"), *(In(k) for k in PARAMS), In("rel_bias"), *(In(k) for k in BWD)),
+    kwargs={"chunk_size": Conv(lambda c: int(c["chunk"]) if c["chunk"] else -1),
+            "causal": Conv(lambda c: bool(c["causal"])),
+            "attention_activation": Conv(lambda c: c["attention"]), "scale": Conv(lambda c: c["scale"])},
+    outputs=(Out("y", None, "l b d -> b l d"),),
 ))
