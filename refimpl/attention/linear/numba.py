@@ -4,8 +4,10 @@ r"""Numba kernels for causal linear attention: the ``"numba"`` backend of
 Each public function validates exactly like its NumPy reference (:func:`refimpl.attention.linear.reference.
 validate_linear`: the same arguments, the same errors) and returns the same result up to rounding (property-tested
 against the reference and the mpmath oracle for l = 0, 1, odd, not a multiple of the chunk, long).  The output
-dtype is the reference's (float32 only when every input is float32).  The recurrent kernel's scalar accumulators
-are float64 (Numba types a ``0.0`` accumulator as float64).  The chunked kernel does its matrix products through
+dtype is the reference's (float32 only when every input is float32).  The recurrent kernel computes every
+state and output entry as the same sum, in the same order, as the step-by-step recurrence, in the working
+dtype (fused multiply-adds allowed), advancing 4 steps per pass over the state (see :func:`_lin_recurrent`);
+its normalizer ``z_t . phi(q_t)`` is a float64 sum.  The chunked kernel does its matrix products through
 BLAS (:func:`refimpl._blas.gemm`, on contiguous copies of one head's chunk rows, one thread per call) and so
 accumulates in the working dtype, in BLAS's order; the derived componentwise bounds of the tests count the longest
 chain of roundings (``n + l + 3``), which holds for any summation order, so they apply unchanged; the normalizer is
@@ -30,35 +32,80 @@ from refimpl.attention.linear.reference import _final_state, validate_linear
 __all__ = ["causal_recurrent", "causal_chunked"]
 
 
-@numba.njit(cache=True, parallel=True)
+#: time steps per pass over the state in :func:`_lin_recurrent` (the loop body below is written out for 4)
+STEPS_PER_PASS = 4
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
 def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
+    # The literal recurrence, per (batch, head), with the loops ordered for the cache and the vector units:
+    # the state is held transposed, St[j, i] = S[i, j] (n p), so that each of its rows is unit-stride along v's
+    # axis i, and one pass over St (row j, then i) advances 4 time steps t0..t0+3: for each element
+    #     St[j, i] <- St[j, i] + phi(k_t)[j] v_t[i]      (S_t = S_{t-1} + v_t phi(k_t)^T, in order t0, t0+1, ...)
+    #     O[t, i]  <- O[t, i] + phi(q_t)[j] St_t[j, i]   (o_t = S_t phi(q_t), summed over j in order)
+    # so each state element is loaded and stored once per 4 steps instead of once per step.  Every S_t entry
+    # and every o_t entry is the same sum, in the same order, as the step-by-step recurrence; only
+    # ``contract`` (fused multiply-add: one rounding instead of two) is allowed, no reassociation.
     b, l, h, n = phi_k.shape
     p = v.shape[3]
-    o = np.zeros((b, l, h, p), dtype=phi_q.dtype)
+    dt = phi_q.dtype
+    o = np.empty((b, l, h, p), dtype=dt)
     for bh in prange(b * h):
         bi = bh // h
         hi = bh % h
-        for t in range(l):
-            # S_t = S_{t-1} + v_t phi(k_t)^T ; z_t = z_{t-1} + phi(k_t)
-            for i in range(p):
-                for j in range(n):
-                    S[bi, hi, i, j] += v[bi, t, hi, i] * phi_k[bi, t, hi, j]
+        St = np.ascontiguousarray(S[bi, hi].T)
+        zz = z[bi, hi]
+        O = np.empty((STEPS_PER_PASS, p), dtype=dt)  # o_t, t = t0 .. t0 + 3, accumulated over j
+        den = np.empty(STEPS_PER_PASS)  # z_t . phi(q_t), float64
+        o0, o1, o2, o3 = O[0], O[1], O[2], O[3]
+        for t0 in range(0, l, STEPS_PER_PASS):
+            T = min(STEPS_PER_PASS, l - t0)
+            O[:] = 0.0
+            den[:] = 0.0
             for j in range(n):
-                z[bi, hi, j] += phi_k[bi, t, hi, j]
-            den = 0.0
-            if normalize:
-                for j in range(n):
-                    den += z[bi, hi, j] * phi_q[bi, t, hi, j]
-                if eps_add:
-                    den += eps
+                if normalize:
+                    # z_t = z_{t-1} + phi(k_t) ; den_t = z_t . phi(q_t) (summed over j in order)
+                    zj = zz[j]
+                    for tt in range(T):
+                        zj += phi_k[bi, t0 + tt, hi, j]
+                        den[tt] += zj * phi_q[bi, t0 + tt, hi, j]
+                    zz[j] = zj
+                Sj = St[j]
+                if T == STEPS_PER_PASS:
+                    k0, k1, k2, k3 = (phi_k[bi, t0, hi, j], phi_k[bi, t0 + 1, hi, j], phi_k[bi, t0 + 2, hi, j],
+                                      phi_k[bi, t0 + 3, hi, j])
+                    q0, q1, q2, q3 = (phi_q[bi, t0, hi, j], phi_q[bi, t0 + 1, hi, j], phi_q[bi, t0 + 2, hi, j],
+                                      phi_q[bi, t0 + 3, hi, j])
+                    v0, v1, v2, v3 = v[bi, t0, hi], v[bi, t0 + 1, hi], v[bi, t0 + 2, hi], v[bi, t0 + 3, hi]
+                    for i in range(p):
+                        # S_t[i, j] = S_{t-1}[i, j] + v_t[i] phi(k_t)[j] ; o_t[i] += S_t[i, j] phi(q_t)[j]
+                        s = Sj[i] + k0 * v0[i]
+                        o0[i] += q0 * s
+                        s += k1 * v1[i]
+                        o1[i] += q1 * s
+                        s += k2 * v2[i]
+                        o2[i] += q2 * s
+                        s += k3 * v3[i]
+                        o3[i] += q3 * s
+                        Sj[i] = s
+                else:  # the last 1-3 steps: the same recurrence, one step at a time
+                    for tt in range(T):
+                        kt = phi_k[bi, t0 + tt, hi, j]
+                        qt = phi_q[bi, t0 + tt, hi, j]
+                        vt = v[bi, t0 + tt, hi]
+                        Ot = O[tt]
+                        for i in range(p):
+                            Sj[i] += kt * vt[i]
+                            Ot[i] += qt * Sj[i]
+            for tt in range(T):
+                if normalize:
+                    # o_t = S_t phi(q_t) / (den_t + eps)  or  / max(den_t, eps)
+                    d = den[tt] + eps if eps_add else max(den[tt], eps)
+                    for i in range(p):
+                        o[bi, t0 + tt, hi, i] = O[tt, i] / d
                 else:
-                    den = max(den, eps)
-            # o_t = S_t phi(q_t) [/ den]
-            for i in range(p):
-                acc = 0.0
-                for j in range(n):
-                    acc += S[bi, hi, i, j] * phi_q[bi, t, hi, j]
-                o[bi, t, hi, i] = acc / den if normalize else acc
+                    o[bi, t0 + tt, hi, :] = O[tt]
+        S[bi, hi] = St.T
     return o
 
 
