@@ -17,8 +17,11 @@ and unnormalized output ``O``:
 The two products run through BLAS (:func:`refimpl._blas.gemm`, on the strided rows of one head of
 ``q``, ``k``, ``v`` in place, one thread per call); the exponentials of a float32 run use the
 vectorizable polynomial ``exp`` of :mod:`refimpl._fastmath` (relative error <= ``EXP_REL_ERR``,
-about 1.8e-6 proven, ~1e-7 observed), float64 runs use libm's ``exp``.  Parallel over
-``batch x heads x query blocks``.
+about 1.8e-6 proven, ~1e-7 observed), its power of two ``2^n`` applied in the same loop by a bitcast
+(:func:`_bits_as_f32`: the same arithmetic as :func:`refimpl._fastmath.exp_f32`, one pass over the block
+instead of two), float64 runs use libm's ``exp``.  The running max is a branch-free select (vectorized over
+the block's queries), and a row whose max did not move skips its rescaling (``c = exp(0) = 1`` exactly).
+Parallel over ``batch x heads x query blocks``.
 Shapes: ``q`` ``(b l h n)``, ``k`` ``(b s h n)``, ``v`` ``(b s h p)`` -> ``(b l h p)``.
 """
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Optional
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from refimpl._blas import gemm
 from refimpl._fastmath import exp_parts
@@ -38,22 +44,29 @@ from refimpl.attention.softmax.reference import attention_scale, causal_alignmen
 __all__ = ["flash_attention"]
 
 
+@intrinsic
+def _bits_as_f32(typingctx, bits):
+    """The float32 whose IEEE bit pattern is the int32 ``bits`` (a bitcast: no conversion, no rounding)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
 @nb.njit(cache=True)
-def _exp_block_rowsum(X, m, bits, lsum):
+def _exp_block_rowsum(X, m, lsum):
     # X_ji <- exp(X_ji - m_i) for a (nk T) block and lsum_i += sum_j X_ji; the float32 polynomial exp
-    # (vectorized over the queries i) or libm's exp (float64). Not fastmath: the polynomial's rounding
-    # steps must stay as written (the sums over j run in order).
+    # (p * 2^n, the power of two by a bitcast, in the same loop: vectorized over the queries i) or libm's exp
+    # (float64). Not fastmath: the polynomial's rounding steps must stay as written (the sums over j run in order).
     nk, T = X.shape
     if X.itemsize == 4:
         for j in range(nk):
             for i in range(T):
                 p, bb = exp_parts(X[j, i] - m[i])
-                X[j, i] = p
-                bits[j, i] = bb
-        pow2 = bits.view(np.float32)
-        for j in range(nk):
-            for i in range(T):
-                X[j, i] *= pow2[j, i]
+                X[j, i] = p * _bits_as_f32(bb)
                 lsum[i] += X[j, i]
     else:
         for j in range(nk):
@@ -102,7 +115,6 @@ def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
         lsum = np.zeros(T, dtype=dt)
         acc = np.zeros((T, p), dtype=dt)
         Sf = np.empty(block_k * T, dtype=dt)
-        bitsf = np.empty(block_k * T, dtype=np.int32)
         # keys j <= i + offset are visible (causal); the last query of the block sees the most
         kend = s
         if causal:
@@ -118,26 +130,27 @@ def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
                 for j in range(nk):
                     for i in range(min(max(k0 + j - offset - q0, 0), T)):
                         ST[j, i] = -np.inf
-            # m' = max(m, rowmax s) for every query i (vectorized over i)
+            # m' = max(m, rowmax s) for every query i (vectorized over i: a select, no branch)
             for i in range(T):
                 m_new[i] = m[i]
             for j in range(nk):
                 for i in range(T):
-                    m_new[i] = max(m_new[i], ST[j, i])
+                    x = ST[j, i]
+                    m_new[i] = x if x > m_new[i] else m_new[i]
             for i in range(T):
                 # nothing visible yet in row i (m' = -inf): shift by 0, P = exp(-inf) = 0
                 if m_new[i] == -np.inf:
                     m_new[i] = 0.0
             # l <- c l, O <- c O with c = exp(m - m') (0 while nothing was visible)
             for i in range(T):
-                c = math.exp(m[i] - m_new[i]) if m[i] != -np.inf else 0.0
-                lsum[i] = c * lsum[i]
-                if c != 1.0:
+                if m_new[i] != m[i]:
+                    c = math.exp(m[i] - m_new[i]) if m[i] != -np.inf else 0.0
+                    lsum[i] = c * lsum[i]
                     for r in range(p):
                         acc[i, r] *= c
-                m[i] = m_new[i]
+                    m[i] = m_new[i]
             # P^T = exp(S^T - m');  l' = c l + rowsum P
-            _exp_block_rowsum(ST, m_new, bitsf[:nk * T].reshape((nk, T)), lsum)
+            _exp_block_rowsum(ST, m_new, lsum)
             # O' = c O + P V_c
             gemm(ST, True, Vh[bi, hi, k0:k1], False, acc, 1.0)
         # out = O / l  (l = 0: a fully masked row, output 0)
