@@ -1,31 +1,56 @@
-r"""Fused Numba kernel for Mamba's selective scan (S6).
-
-General kernel (:func:`_s6_kernel`): one pass per ``(batch, channel)`` pair, parallel over
-``batch x channels`` (``prange``).  The step
-``Delta_t = softplus(delta_t + delta_bias)`` comes from :func:`refimpl.ssm.selective.reference.prepare`
-(which computes and validates it anyway); for each step the kernel computes ``A_bar = exp(Delta_t A)``
-and ``B_bar u`` on the fly for each of the ``N`` state entries, updates the ``N``-vector state in
-registers/a small local array, and reduces ``y_t = sum_n C_t h_t`` (``2 Re`` for complex ``A``),
-then ``(y_t + D u_t) * silu(z_t)``.  Nothing of size ``(b l d n)`` is ever materialized; the inputs are
-read in place in the sequence-first layout: ``u``, ``delta``, ``z`` ``(b l d)``, and ``B``/``C`` as
-``(b l g n)`` (fixed ``(d n)`` seen as ``(1 1 d n)``, variable ``(b l n)`` as ``(b l 1 n)``: no copy), so the
-``n`` loop over a ``B_t``/``C_t`` row is unit-stride.
+r"""Fused Numba kernels for Mamba's selective scan (S6).
 
 Same arguments, conventions, validation and results as :func:`refimpl.ssm.selective.reference.recurrent`
-(it is ``selective_scan(..., view="recurrent", backend="numba")``).
-Arithmetic runs in the working dtype (float32 inputs -> float32 arithmetic, as in the CUDA kernels).
+(this is ``selective_scan(..., view="recurrent", backend="numba")``).  Arithmetic runs in the working dtype
+(float32 inputs -> float32 arithmetic, as in the CUDA kernels).  Nothing of size ``(b l d n)`` is ever
+materialized; the inputs are read in place in the sequence-first layout (``u``, ``delta``, ``z`` ``(b l d)``;
+``B``/``C`` as ``(b|1, l|1, g, n)``: fixed ``(d n)`` seen as ``(1 1 d n)``, variable ``(b l n)`` as
+``(b l 1 n)``, no copy).
 
-Fast path (real ``A``, Euler ``B``, the ``"mamba"`` discretization; :func:`_s6_real_kernel`):
-parallel over blocks of ``_CBLOCK`` adjacent channels, time runs in chunks of ``_TCHUNK`` steps
-and a block's channels take each chunk in turn (the chunk's rows stay in cache); per channel the
-``T x N`` exponentials ``exp(Delta_t A)`` in one vectorizable pass (float32: the polynomial ``exp`` of
-:mod:`refimpl._fastmath`, relative error <= ``gamma_4`` = 2 ulp, within the 4-ulp ``TRANSCENDENTAL_U`` that
-the bound allows an ``exp``; float64: libm), then the recurrence vectorized over the states, then
-``y_t = sum_n C_tn h_tn`` (reassociated: the bound counts depth ``N``, any order).  The sequence-first layout
-makes a channel's time series strided (``d`` apart): against the former channel-first kernel this path
-measured about 25% slower single-threaded in float32 (``b d n l = 1 1536 16 2048``), about 5% in
-float64; the general kernel got about 10% faster (``B``/``C`` are no longer transposed copies).
-Complex ``A`` and ZOH use the general kernel :func:`_s6_kernel`.
+Fast path (real ``A``, the ``"mamba"`` discretization: Euler ``B``; :func:`_s6_fused`)
+-------------------------------------------------------------------------------------
+Parallel (``prange``) over blocks of ``cb`` adjacent channels (``cb = min(64, d)``; the block's channels are
+adjacent in every ``(b l d)`` row).  The inner loops run over the block's channels, so every load and store is
+unit-stride, no reduction crosses SIMD lanes, and the block's state ``h`` ``(n, cb)`` stays in L1.  Per time
+chunk of ``tc = 16`` steps the block's rows of ``delta`` and ``u`` are staged; per step:
+
+* ``Delta_t = softplus(delta_t + delta_bias)`` computed in the kernel (:func:`_softplus`, below), with the
+  reference's checks (finite; ``>= 0`` unless ``allow_unstable``) kept as per-lane flags;
+* for each state ``k``: ``h_k <- exp(Delta_t A_k) h_k + (Delta_t u_t) B_tk`` and ``y_t += C_tk h_k``, the
+  exponential by :func:`_exp` (float32: the polynomial of :mod:`refimpl._fastmath`, vectorized);
+* ``out_t = (y_t + D u_t) silu(z_t)``.
+
+When the block's channels share ``B_t``/``C_t`` (variable layout, or groups of a multiple of ``cb`` channels)
+the step reads them as scalars; otherwise (fixed ``(d n)``, small groups) the per-channel rows are gathered
+into ``(n, cb)`` buffers first (:func:`_step_lanes`).  The block width ``cb = 64`` matters: LLVM vectorizes the
+channel loop 16 lanes x 4 (float32 AVX-512), so a 16-channel loop would never enter the vector body.
+
+Floating-point contraction (``fastmath={"contract"}``: ``a*b + c`` may become one FMA) is the only relaxation.
+An FMA rounds once where the separate multiply and add round twice, so every error bound of a sum of rounded
+operations here still holds (the running-error weights only lose terms): the recurrence (2 roundings per step
+in ``oracles.selective.s6_bounds``), the readout, and the float32 ``exp`` (whose range reduction stays exact:
+``n`` is still an integer with ``|x log2 e - n| <= 1/2 + tiny``, ``x - n ln2_hi`` is exact either way, and the
+Horner steps lose a rounding each; :data:`refimpl._fastmath.EXP_REL_ERR` = ``gamma_4`` still bounds it).
+No ``nnan``/``ninf``/``reassoc``: the validation flags and the order of every sum are as written.
+
+The softplus in the kernel (float32; float64 uses libm ``log1p(exp(x))``, the reference's formula):
+``softplus(x) = x`` for ``x > 20`` (the threshold of PyTorch/Mamba), else
+``max(x, 0) + log1p(e)`` with ``e = exp(-|x|)`` (the float32 polynomial exp; for ``x < -64`` as
+``exp(x + 44.375) e^{-44.375}``, the shift exact in float32 -- ``|x| < 128`` has ulp ``2^-17`` and the sum is
+below 64 -- so a result down in the subnormal range keeps its relative accuracy) and
+``log1p(e) = 2 atanh(s) = 2 s (1 + s^2/3 + ... + s^16/17)``, ``s = e/(2 + e) <= 1/3``, in float64 (series
+truncation ``<= (1/9)^9/19 / (8/9) < 1e-10`` relative).  Error: the exp's ``gamma_4`` (4u) carries into
+``log1p(e)`` times ``e/((1+e) log1p(e)) <= 1`` and into the sum ``max(x,0) + log1p(e)`` (both terms
+non-negative) at most unchanged; the float64 steps add ``O(30 u_64)``; the final rounding to float32 adds
+``u``: ``<= 5u + O(u_64)``, within the ``2 k_fn = 16u`` that ``oracles.selective.s6_bounds`` allows the step.
+The gate ``silu(z) = z sigmoid(z)`` with ``sigmoid = 1/(1+e)`` (``z >= 0``) or ``e/(1+e)`` (``z < 0``),
+``e = exp(-|z|)``: ``<= 4u + 2u`` relative, within the ``k_fn + 3`` of the bound.
+
+General kernel (complex ``A``, or ``discretization="zoh"``; :func:`_s6_kernel`): one pass per
+``(batch, channel)`` pair, parallel over ``batch x channels``; ``Delta`` computed (and validated) in NumPy
+as in the reference; per step ``A_bar = exp(Delta A)``, ``B_bar u`` (Euler or ``Delta phi1(Delta A) B u``)
+for each of the ``n`` states, the state in a small local array, ``y_t = sum_n C_t h_t`` (``2 Re`` for complex
+``A``), then ``(y_t + D u_t) silu(z_t)``.
 """
 from __future__ import annotations
 
@@ -33,19 +58,261 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
-from refimpl._validate import check_bool
-from refimpl.ssm.selective.reference import prepare
+from refimpl._validate import (as_float_array, check_bool, check_choice, check_shape, real_dtype, result_dtype)
+from refimpl.ssm.selective.reference import (DISCRETIZATIONS, SOFTPLUS_THRESHOLD, _check_A, _check_bc,
+                                             _check_Delta, _check_state, _delta_formula)
 
 __all__ = ["selective_scan_numba"]
 
-_TCHUNK = 64  # time steps per chunk of the real-A kernel (its T x N exponentials stay in L1)
-_CBLOCK = 16  # channels per parallel task of the real-A kernel (one 64-byte line of a float32 (b l d) row)
+_CB = 64  # channels per block of the fast kernel (LLVM's float32 vector body: 16 lanes x 4)
+_TC = 16  # time steps per staged chunk of the fast kernel
+_FMA = {"contract"}  # the only fastmath flag (module docstring: FMAs keep every bound)
 
+
+# -------------------------------------------------------------------------------- scalar pieces (inlined)
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bit pattern is the int32 ``bits`` (an LLVM bitcast; vectorizes)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+def _exp(w):  # pragma: no cover - replaced by the overload inside jitted code
+    raise NotImplementedError
+
+
+@overload(_exp, inline="always")
+def _exp_ov(w):
+    if w == types.float32:
+        def impl(w):
+            # exp(w) = p 2^n: refimpl._fastmath's polynomial and exponent bits (relative error <= gamma_4)
+            p, bits = exp_parts(w)
+            return p * _f32_from_bits(bits)
+        return impl
+
+    def impl64(w):
+        return math.exp(w)
+    return impl64
+
+
+_E_SHIFT = np.float32(44.375)  # exact in float32: x + 44.375 is exact for -128 < x < -64
+_E_SCALE = math.exp(-44.375)  # float64
+
+
+def _softplus(x):  # pragma: no cover - replaced by the overload inside jitted code
+    raise NotImplementedError
+
+
+@overload(_softplus, inline="always")
+def _softplus_ov(x):
+    thr32 = np.float32(SOFTPLUS_THRESHOLD)
+    if x == types.float32:
+        def impl(x):
+            # e = exp(-|x|) (float32 polynomial; shifted by 44.375 for x < -64, scaled back in float64)
+            shifted = x < np.float32(-64.0)
+            e = np.float64(_exp(x + _E_SHIFT if shifted else -abs(x))) * (_E_SCALE if shifted else 1.0)
+            # log1p(e) = 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + ... + s^16/17),  s = e/(2 + e) <= 1/3
+            s = e / (2.0 + e)
+            s2 = s * s
+            q = 1.0 / 17.0
+            q = 1.0 / 15.0 + s2 * q
+            q = 1.0 / 13.0 + s2 * q
+            q = 1.0 / 11.0 + s2 * q
+            q = 1.0 / 9.0 + s2 * q
+            q = 1.0 / 7.0 + s2 * q
+            q = 1.0 / 5.0 + s2 * q
+            q = 1.0 / 3.0 + s2 * q
+            q = 1.0 + s2 * q
+            # softplus(x) = max(x, 0) + log1p(exp(-|x|)) for x <= 20, x above
+            r = np.float32(max(np.float64(x), 0.0) + 2.0 * s * q)
+            return x if x > thr32 else r
+        return impl
+
+    def impl64(x):
+        # softplus(x) = log1p(exp(x)) for x <= 20, x above (the reference's formula, libm)
+        return x if x > SOFTPLUS_THRESHOLD else math.log1p(math.exp(x))
+    return impl64
+
+
+def _silu(z):  # pragma: no cover - replaced by the overload inside jitted code
+    raise NotImplementedError
+
+
+@overload(_silu, inline="always")
+def _silu_ov(z):
+    one = np.float32(1) if z == types.float32 else 1.0
+
+    def impl(z):
+        # silu(z) = z sigmoid(z),  sigmoid(z) = 1/(1 + e) for z >= 0, e/(1 + e) for z < 0,  e = exp(-|z|)
+        e = _exp(-abs(z))
+        return z * ((one if z >= 0 else e) / (one + e))
+    return impl
+
+
+# -------------------------------------------------------------------------------- the fast path
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FMA)
+def _stage(delta, u, z, bi, s, T, c0, K, bias, softplus, has_z, Dt, XU, us, zs, ckv, mnv):
+    # the chunk's rows [s, s + T) of the block's K channels, copied into (tc, cb) buffers (lanes c >= K stay 0),
+    # then Delta and Delta u
+    for t in range(T):
+        for c in range(K):
+            Dt[t, c] = delta[bi, s + t, c0 + c]
+            us[t, c] = u[bi, s + t, c0 + c]
+    if has_z:
+        for t in range(T):
+            for c in range(K):
+                zs[t, c] = z[bi, s + t, c0 + c]
+    for t in range(T):
+        for c in range(K):
+            # Delta = softplus(delta + delta_bias) (each part optional)
+            x = Dt[t, c] + bias[c]
+            Dv = _softplus(x) if softplus else x
+            # the reference's checks, per lane: NaN here for a non-finite Delta; the smallest Delta
+            ckv[c] += Dv - Dv
+            mnv[c] = Dv if Dv < mnv[c] else mnv[c]
+            Dt[t, c] = Dv
+            # B_bar u = Delta B u, as (Delta u) B
+            XU[t, c] = Dv * us[t, c]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FMA)
+def _steps_shared(T, s, Dt, XU, AT, hs, Y, Bk, bB, gb, Ck, bC, gc):
+    # T steps of a block whose channels share B_t and C_t: rows t of Dt, XU, Y (tc, cb); AT, hs: (n, cb)
+    n, cb = hs.shape
+    for t in range(T):
+        tb = 0 if Bk.shape[1] == 1 else s + t
+        tcc = 0 if Ck.shape[1] == 1 else s + t
+        for c in range(cb):
+            Y[t, c] = 0
+        for k in range(n):
+            bk = Bk[bB, tb, gb, k]
+            ck = Ck[bC, tcc, gc, k]
+            for c in range(cb):
+                # h = exp(Delta A) h + (Delta u) B
+                h = _exp(Dt[t, c] * AT[k, c]) * hs[k, c] + XU[t, c] * bk
+                hs[k, c] = h
+                # y = sum_n C h
+                Y[t, c] += h * ck
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _gather_rows(X, bX, tX, c0, K, per, Xs):
+    # Xs[k, c] = X[bX, tX, (c0 + c) // per, k] for the block's K channels (the rest stay 0)
+    for c in range(K):
+        g = (c0 + c) // per
+        for k in range(Xs.shape[0]):
+            Xs[k, c] = X[bX, tX, g, k]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FMA)
+def _steps_lanes(T, s, c0, K, Dt, XU, AT, hs, Y, Bk, bB, perB, Ck, bC, perC, Bs, Cs):
+    # T steps with per-channel B_t, C_t rows gathered into Bs, Cs (n, cb) (once for a fixed matrix)
+    n, cb = hs.shape
+    for t in range(T):
+        if Bk.shape[1] > 1 or s + t == 0:
+            _gather_rows(Bk, bB, 0 if Bk.shape[1] == 1 else s + t, c0, K, perB, Bs)
+        if Ck.shape[1] > 1 or s + t == 0:
+            _gather_rows(Ck, bC, 0 if Ck.shape[1] == 1 else s + t, c0, K, perC, Cs)
+        for k in range(n):
+            for c in range(cb):
+                # h = exp(Delta A) h + (Delta u) B
+                hs[k, c] = _exp(Dt[t, c] * AT[k, c]) * hs[k, c] + XU[t, c] * Bs[k, c]
+        for c in range(cb):
+            Y[t, c] = 0
+        for k in range(n):
+            for c in range(cb):
+                # y = sum_n C h
+                Y[t, c] += hs[k, c] * Cs[k, c]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_FMA)
+def _finish(Y, us, zs, Dd, has_z, bi, s, T, c0, K, out):
+    for t in range(T):
+        for c in range(K):
+            # out = y + D u
+            Y[t, c] = Y[t, c] + Dd[c] * us[t, c]
+    if has_z:
+        for t in range(T):
+            for c in range(K):
+                # out = out * silu(z)
+                Y[t, c] = Y[t, c] * _silu(zs[t, c])
+    for t in range(T):
+        for c in range(K):
+            out[bi, s + t, c0 + c] = Y[t, c]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FMA)
+def _s6_fused(u, delta, bias, A, Bk, Ck, D, z, h0, softplus, has_z, cb, tc, out, last, chk, mn):
+    # u, delta, z, out: (b l d); bias, D: (d,); A: (d n); Bk, Ck: (b|1, l|1, g, n); h0, last: (b d n);
+    # chk, mn: one per block (NaN in chk: a non-finite Delta; mn: the smallest Delta)
+    b, l, d = u.shape
+    n = A.shape[1]
+    dt = u.dtype
+    nblk = (d + cb - 1) // cb
+    perB = d // Bk.shape[2]
+    perC = d // Ck.shape[2]
+    # the block's channels share B_t (C_t): one group for all, or groups of a multiple of cb channels
+    shared = (Bk.shape[2] == 1 or perB % cb == 0) and (Ck.shape[2] == 1 or perC % cb == 0)
+    for idx in prange(b * nblk):
+        bi = idx // nblk
+        c0 = (idx - bi * nblk) * cb
+        K = min(cb, d - c0)
+        bB = bi if Bk.shape[0] > 1 else 0
+        bC = bi if Ck.shape[0] > 1 else 0
+        # the block's A and state (n, cb); lanes c >= K stay 0 (A = 0, Delta u = 0: h stays 0, never stored)
+        AT = np.zeros((n, cb), dt)
+        hs = np.zeros((n, cb), dt)
+        bb = np.zeros(cb, dt)
+        Dd = np.zeros(cb, dt)
+        for c in range(K):
+            bb[c] = bias[c0 + c]
+            Dd[c] = D[c0 + c]
+            for k in range(n):
+                AT[k, c] = A[c0 + c, k]
+                hs[k, c] = h0[bi, c0 + c, k]
+        us = np.zeros((tc, cb), dt)
+        zs = np.zeros((tc, cb), dt)
+        Dt = np.zeros((tc, cb), dt)
+        XU = np.zeros((tc, cb), dt)
+        Y = np.zeros((tc, cb), dt)
+        Bs = np.zeros((n, cb), dt)
+        Cs = np.zeros((n, cb), dt)
+        ckv = np.zeros(cb, dt)
+        mnv = np.full(cb, np.inf, dt)
+        for s in range(0, l, tc):
+            T = min(tc, l - s)
+            _stage(delta, u, z, bi, s, T, c0, K, bb, softplus, has_z, Dt, XU, us, zs, ckv, mnv)
+            if shared:
+                _steps_shared(T, s, Dt, XU, AT, hs, Y, Bk, bB, c0 // perB, Ck, bC, c0 // perC)
+            else:
+                _steps_lanes(T, s, c0, K, Dt, XU, AT, hs, Y, Bk, bB, perB, Ck, bC, perC, Bs, Cs)
+            _finish(Y, us, zs, Dd, has_z, bi, s, T, c0, K, out)
+        ck = ckv[0]
+        m = mnv[0]
+        for c in range(cb):
+            ck += ckv[c]
+            m = min(m, mnv[c])
+        chk[idx] = ck
+        mn[idx] = m
+        for c in range(K):
+            for k in range(n):
+                last[bi, c0 + c, k] = hs[k, c]
+
+
+# -------------------------------------------------------------------------------- the general kernel
 
 def _phi1(w):  # pragma: no cover - replaced by the overload inside jitted code
     raise NotImplementedError
@@ -94,7 +361,7 @@ def _s6_kernel(u, Delta, A, Bk, Ck, D, z, h0, zoh, has_z, is_cplx, one, out, las
         for t in range(l):
             tb = t if Bk.shape[1] > 1 else 0
             tc = t if Ck.shape[1] > 1 else 0
-            x = Delta[bi, t, di]  # Delta_t = softplus(delta_t + delta_bias), computed by prepare
+            x = Delta[bi, t, di]  # Delta_t = softplus(delta_t + delta_bias), computed in NumPy
             ut = u[bi, t, di]
             y = h[0] * 0
             for k in range(n):
@@ -124,123 +391,7 @@ def _s6_kernel(u, Delta, A, Bk, Ck, D, z, h0, zoh, has_z, is_cplx, one, out, las
             last[bi, di, k] = h[k]
 
 
-_REDUCE = {"nnan", "ninf", "nsz", "reassoc", "contract"}
-
-
-@numba.njit(cache=True, fastmath=_REDUCE)
-def _row_dots(H, C, y):
-    # y_t = sum_n C_tn h_tn for the rows of a chunk (reassociated to vectorize: the bound counts depth N,
-    # which holds for any summation order)
-    for t in range(H.shape[0]):
-        acc = H[t, 0] * 0
-        for k in range(H.shape[1]):
-            acc += H[t, k] * C[t, k]
-        y[t] = acc
-
-
-@numba.njit(cache=True, fastmath=_REDUCE)
-def _row_dots_at(H, T, Ck, bC, s, g_c, fixed, y):
-    # y_t = sum_n C_tn h_tn for the T rows of a chunk, C_t read in place from the (b|1, l|1, g, n) array (a
-    # C-contiguous array indexed to its last axis: the n loop is unit-stride and vectorizes); reassociated
-    # like _row_dots
-    for t in range(T):
-        tc = 0 if fixed else s + t
-        acc = H[t, 0] * 0
-        for k in range(H.shape[1]):
-            acc += H[t, k] * Ck[bC, tc, g_c, k]
-        y[t] = acc
-
-
-@numba.njit(cache=True)
-def _exp_outer(x, a, E, bits):
-    # E_tk = exp(x_t a_k) for a (T N) chunk (E, bits: flat T*N buffers): the float32 polynomial exp of
-    # refimpl._fastmath (vectorized; relative error <= gamma_4, within the 4-ulp allowance of the bound),
-    # libm's exp for float64. Not fastmath: the polynomial's rounding steps must stay as written.
-    T = x.shape[0]
-    n = a.shape[0]
-    if E.itemsize == 4:
-        for t in range(T):
-            xt = x[t]
-            for k in range(n):
-                p, bb = exp_parts(xt * a[k])
-                E[t * n + k] = p
-                bits[t * n + k] = bb
-        pow2 = bits.view(np.float32)
-        for i in range(T * n):
-            E[i] *= pow2[i]
-    else:
-        for t in range(T):
-            for k in range(n):
-                E[t * n + k] = np.exp(x[t] * a[k])
-
-
-@numba.njit(parallel=True, cache=True)
-def _s6_real_kernel(u, Delta, A, Bk, Ck, D, z, h0, has_z, one, tchunk, cblock, out, last):
-    # Real A, Euler-B ("mamba") discretization. Parallel over (batch, blocks of `cblock` adjacent channels);
-    # time in chunks of `tchunk` steps, and within a chunk the block's channels one after another, each with
-    # its state kept across chunks: the chunk's rows of u, Delta, z and out ((b l d): the block's channels
-    # are adjacent in a row) and of B, C stay in L1 while the block works on them. Per channel and chunk:
-    # the exponentials first (one vectorizable loop over T x N), then the recurrence (vectorized over the N
-    # states), then the outputs.
-    # u, Delta, z, out: (b l d); Bk, Ck: (b|1, l|1, g, n); h0, last: (b d n)
-    b, l, d = u.shape
-    n = A.shape[1]
-    gB = Bk.shape[2]
-    gC = Ck.shape[2]
-    perB = d // gB
-    perC = d // gC
-    dt = u.dtype
-    nblk = (d + cblock - 1) // cblock
-    Bfix = Bk.shape[1] == 1
-    Cfix = Ck.shape[1] == 1
-    for idx in prange(b * nblk):
-        bi = idx // nblk
-        c0 = (idx - bi * nblk) * cblock
-        K = min(cblock, d - c0)
-        bB = bi if Bk.shape[0] > 1 else 0
-        bC = bi if Ck.shape[0] > 1 else 0
-        hs = np.empty((K, n), dtype=dt)
-        for c in range(K):
-            for k in range(n):
-                hs[c, k] = h0[bi, c0 + c, k]
-        Abf = np.empty(tchunk * n, dtype=dt)
-        bitsf = np.empty(tchunk * n, dtype=np.int32)
-        H = np.empty((tchunk, n), dtype=dt)
-        y = np.empty(tchunk, dtype=dt)
-        xs = np.empty(tchunk, dtype=dt)
-        for s in range(0, l, tchunk):
-            T = min(tchunk, l - s)
-            Ab = Abf[:T * n].reshape((T, n))
-            for c in range(K):
-                di = c0 + c
-                g_b = di // perB
-                g_c = di // perC
-                h = hs[c]
-                for t in range(T):
-                    xs[t] = Delta[bi, s + t, di]  # the chunk's steps of channel di (d apart in memory)
-                # A_bar_tk = exp(Delta_t A_k), one vectorizable pass over the T x N block
-                _exp_outer(xs[:T], A[di], Abf[:T * n], bitsf[:T * n])
-                # h_t = A_bar_t h_{t-1} + (Delta_t u_t) B_t ;  H_t = h_t
-                for t in range(T):
-                    xu = xs[t] * u[bi, s + t, di]
-                    tb = 0 if Bfix else s + t
-                    for k in range(n):
-                        h[k] = Ab[t, k] * h[k] + xu * Bk[bB, tb, g_b, k]
-                        H[t, k] = h[k]
-                # y_t = sum_n C_t h_t
-                _row_dots_at(H, T, Ck, bC, s, g_c, Cfix, y)
-                # out = y + D u, times silu(z) when gated
-                Dd = D[di]
-                for t in range(T):
-                    out[bi, s + t, di] = y[t] + Dd * u[bi, s + t, di]
-                if has_z:
-                    for t in range(T):
-                        zz = z[bi, s + t, di]
-                        out[bi, s + t, di] = out[bi, s + t, di] * (zz / (one + math.exp(-zz)))
-        for c in range(K):
-            for k in range(n):
-                last[bi, c0 + c, k] = hs[c, k]
-
+# -------------------------------------------------------------------------------- the entry point
 
 def _as_bl_gn(X: np.ndarray, mode: str, dtype) -> np.ndarray:
     """``(b|1, l|1, g, n)`` views: fixed ``(d n)`` -> ``(1 1 d n)``, variable ``(b l n)`` -> ``(b l 1 n)``,
@@ -257,34 +408,92 @@ def _as_bl_gn(X: np.ndarray, mode: str, dtype) -> np.ndarray:
     return np.ascontiguousarray(Y, dtype=dtype)
 
 
+def _validated(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, discretization,
+               allow_unstable) -> dict:
+    """The checks and casts of :func:`refimpl.ssm.selective.reference.prepare`, in its order and with its
+    messages (its own helpers), except ``Delta``: the fast kernel computes (and checks) it itself.
+
+    Keep in step with ``prepare`` (the bad-input corpus runs both on the same contracts)."""
+    delta_softplus = check_bool(delta_softplus, "delta_softplus")
+    allow_unstable = check_bool(allow_unstable, "allow_unstable")
+    check_choice(discretization, "discretization", DISCRETIZATIONS)
+    u = as_float_array(u, "u", ndim=3, allow_complex=False)
+    b, l, d = u.shape
+    delta = as_float_array(delta, "delta", ndim=3, allow_complex=False)
+    check_shape(delta, "delta", (b, l, d), "(b, l, d) like u")
+    A = _check_A(A, allow_unstable)
+    n = A.shape[1]
+    check_shape(A, "A", (d, n), "(d, n) with d from u")
+    layouts = {2: ("fixed", (d, n), "(d, n): a fixed per-channel matrix"),
+               3: ("variable", (b, l, n), "(b, l, n): variable, shared by every channel"),
+               4: ("grouped", (b, l, "g", n), "(b, l, g, n)")}
+    B, B_mode = _check_bc(B, "B", A, layouts, src="d, n from A, b, l from u")
+    C, C_mode = _check_bc(C, "C", A, layouts, src="d, n from A, b, l from u")
+    if D is not None:
+        D = as_float_array(D, "D", ndim=1, allow_complex=False)
+        check_shape(D, "D", (d,), "(d,)")
+    if z is not None:
+        z = as_float_array(z, "z", ndim=3, allow_complex=False)
+        check_shape(z, "z", (b, l, d), "(b, l, d) like u")
+    if delta_bias is not None:
+        delta_bias = as_float_array(delta_bias, "delta_bias", ndim=1, allow_complex=False)
+        check_shape(delta_bias, "delta_bias", (d,), "(d,)")
+    if initial_state is not None:
+        initial_state = _check_state(initial_state, "initial_state", A, (b, d, n), "(b, d, n)")
+    dtype = result_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    rdt = real_dtype(dtype)
+    cast = lambda a, dt=dtype: None if a is None else a.astype(dt, copy=False)  # noqa: E731
+    u, delta, z, D, delta_bias = (cast(a, rdt) for a in (u, delta, z, D, delta_bias))
+    A, B, C, initial_state = (cast(a) for a in (A, B, C, initial_state))
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                initial_state=initial_state, B_mode=B_mode, C_mode=C_mode, allow_unstable=allow_unstable,
+                dtype=dtype, rdt=rdt, b=b, l=l, d=d, n=n)
+
+
+def _raise_bad_Delta(p: dict) -> None:
+    """The reference's error for a non-finite (or, unless allowed, negative) ``Delta``."""
+    Delta = _delta_formula(p["delta"], p["delta_bias"], p["delta_softplus"])
+    _check_Delta(Delta, p["delta_softplus"], p["allow_unstable"])
+
+
 def selective_scan_numba(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus: bool = False,
                          initial_state=None, return_final_state: bool = False, discretization: str = "mamba",
                          allow_unstable: bool = False):
-    """The fused kernel; arguments and results as :func:`refimpl.ssm.selective.reference.recurrent`."""
+    """The fused kernels; arguments and results as :func:`refimpl.ssm.selective.reference.recurrent`."""
     return_final_state = check_bool(return_final_state, "return_final_state")
-    p = prepare(u, delta, A, B, C, D, z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-                initial_state=initial_state, discretization=discretization, allow_unstable=allow_unstable)
-    rdt, sdt = p.out_dtype, p.dtype
+    p = _validated(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, discretization,
+                   allow_unstable)
+    rdt, sdt = p["rdt"], p["dtype"]
+    b, l, d, n = p["b"], p["l"], p["d"], p["n"]
     # the state has A's kind: complex for complex A; B/C are promoted to it
-    cplx = np.iscomplexobj(p.A)
-    Bk = _as_bl_gn(p.B, p.B_mode, sdt if cplx else rdt)
-    Ck = _as_bl_gn(p.C, p.C_mode, sdt if cplx else rdt)
-    Dv = np.zeros(p.d, dtype=rdt) if p.D is None else np.ascontiguousarray(p.D)
-    zz = np.zeros((1, 1, 1), dtype=rdt) if p.z is None else np.ascontiguousarray(p.z)
-    hh = (np.zeros((p.b, p.d, p.n), dtype=sdt) if p.initial_state is None
-          else np.ascontiguousarray(p.initial_state, dtype=sdt))
-    out = np.empty((p.b, p.l, p.d), dtype=rdt)
-    last = np.empty((p.b, p.d, p.n), dtype=sdt)
+    cplx = np.iscomplexobj(p["A"])
+    Bk = _as_bl_gn(p["B"], p["B_mode"], sdt if cplx else rdt)
+    Ck = _as_bl_gn(p["C"], p["C_mode"], sdt if cplx else rdt)
+    Dv = np.zeros(d, dtype=rdt) if p["D"] is None else np.ascontiguousarray(p["D"])
+    zz = np.zeros((1, 1, 1), dtype=rdt) if p["z"] is None else np.ascontiguousarray(p["z"])
+    hh = (np.zeros((b, d, n), dtype=sdt) if p["initial_state"] is None
+          else np.ascontiguousarray(p["initial_state"], dtype=sdt))
+    out = np.empty((b, l, d), dtype=rdt)
+    last = np.empty((b, d, n), dtype=sdt)
     if not cplx and discretization == "mamba":
-        # the fast path: real A, Euler B; Delta as computed (and validated) by prepare
-        _s6_real_kernel(np.ascontiguousarray(p.u), np.ascontiguousarray(p.Delta, dtype=rdt),
-                        np.ascontiguousarray(p.A, dtype=rdt), Bk, Ck, Dv, zz, hh, p.z is not None, rdt.type(1),
-                        _TCHUNK, _CBLOCK, out, last)
+        # the fast path: Delta computed and checked in the kernel
+        cb = max(1, min(_CB, d))
+        nblk = b * ((d + cb - 1) // cb)
+        chk = np.zeros(nblk, dtype=rdt)
+        mn = np.zeros(nblk, dtype=rdt)
+        bias = np.zeros(d, dtype=rdt) if p["delta_bias"] is None else np.ascontiguousarray(p["delta_bias"])
+        _s6_fused(np.ascontiguousarray(p["u"]), np.ascontiguousarray(p["delta"]), bias,
+                  np.ascontiguousarray(p["A"], dtype=rdt), Bk, Ck, Dv, zz, hh, p["delta_softplus"],
+                  p["z"] is not None, cb, _TC, out, last, chk, mn)
+        if nblk and (not np.all(np.isfinite(chk)) or (not p["allow_unstable"] and mn.min() < 0)):
+            _raise_bad_Delta(p)
         return (out, last) if return_final_state else out
-    # the general kernel (complex A, or ZOH); Delta as computed (and validated) by prepare
-    _s6_kernel(np.ascontiguousarray(p.u), np.ascontiguousarray(p.Delta, dtype=rdt),
-               np.ascontiguousarray(p.A, dtype=sdt), Bk, Ck, Dv, zz, hh, discretization == "zoh", p.z is not None,
-               bool(cplx), rdt.type(1), out, last)
+    # the general kernel (complex A, or ZOH): Delta = softplus(delta + delta_bias) in NumPy, checked
+    Delta = _delta_formula(p["delta"], p["delta_bias"], p["delta_softplus"])
+    _check_Delta(Delta, p["delta_softplus"], p["allow_unstable"])
+    _s6_kernel(np.ascontiguousarray(p["u"]), np.ascontiguousarray(Delta, dtype=rdt),
+               np.ascontiguousarray(p["A"], dtype=sdt), Bk, Ck, Dv, zz, hh, discretization == "zoh",
+               p["z"] is not None, bool(cplx), rdt.type(1), out, last)
     return (out, last) if return_final_state else out
 
 
@@ -297,4 +506,6 @@ def _warm():
         for A in (Ar, (Ar + 1j * Ar).astype(cdt)):
             for Bm in (np.ones((2, 2), dtype=rdt), np.ones((1, 3, 2), dtype=rdt), np.ones((1, 3, 1, 2), dtype=rdt)):
                 for disc in ("mamba", "zoh"):
-                    selective_scan_numba(u, u, A, Bm, Bm, z=u, discretization=disc, delta_softplus=True)
+                    for sp in (True, False):
+                        selective_scan_numba(u, u if sp else np.abs(u), A, Bm, Bm, z=u, discretization=disc,
+                                             delta_softplus=sp)
