@@ -184,8 +184,8 @@ _m("selective-group-order", "refimpl/ssm/selective/reference.py",
    SELECTIVE,
    "grouped B/C expanded as (r g) instead of (g r): channel c reads group c mod g")
 _m("selective-numba-fast-path-drops-D", "refimpl/ssm/selective/numba.py",
-   "out[bi, s + t, di] = y[t] + Dd * u[bi, s + t, di]",
-   "out[bi, s + t, di] = y[t]",
+   "Y[t, c] = Y[t, c] + Dd[c] * us[t, c]",
+   "Y[t, c] = Y[t, c]",
    SELECTIVE,
    "the Numba fast path (real A, Euler B) drops the skip D u")
 
@@ -409,17 +409,17 @@ _m("lru-lambda-uses-log-params", "refimpl/ssm/lru/reference.py",
 
 # =================================================================================================== the kernels
 _m("selective-numba-state-reset-per-time-chunk", "refimpl/ssm/selective/numba.py",
-   "h = hs[c]\n",
-   "h = hs[c] * 0\n",
+   "            T = min(tc, l - s)\n",
+   "            T = min(tc, l - s)\n            hs[:] = 0\n",
    SELECTIVE,
-   "the Numba fast path restarts every channel's state at each time chunk of _TCHUNK steps (and never writes it "
-   "back: the final state is the initial one)")
+   "the Numba fast path restarts every block's state at each staged time chunk of _TC steps (the initial state "
+   "is lost too)")
 _m("selective-numba-state-not-carried-across-time-chunks", "refimpl/ssm/selective/numba.py",
-   "h = hs[c]\n",
-   "h = hs[c] if s == 0 else hs[c] * 0\n",
+   "            T = min(tc, l - s)\n",
+   "            T = min(tc, l - s)\n            if s > 0:\n                hs[:] = 0\n",
    SELECTIVE,
-   "the Numba fast path keeps each channel's state within its first time chunk only: from step _TCHUNK = 64 on "
-   "every chunk starts from zero (visible only for l > 64)")
+   "the Numba fast path keeps each block's state within its first time chunk only: from step _TC = 16 on "
+   "every chunk starts from zero (visible only for l > 16)")
 _m("ssd-numba-entering-state-undecayed", "refimpl/ssm/ssd/numba.py",
    "dec = math.exp(cum[i])",
    "dec = 1.0",
