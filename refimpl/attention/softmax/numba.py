@@ -57,7 +57,7 @@ def _bits_as_f32(typingctx, bits):
 
 
 @nb.njit(cache=True)
-def _exp_block_rowsum(X, m, lsum):
+def _exp_rowsum(X, m, lsum):
     # X_ji <- exp(X_ji - m_i) for a (nk T) block and lsum_i += sum_j X_ji; the float32 polynomial exp
     # (p * 2^n, the power of two by a bitcast, in the same loop: vectorized over the queries i) or libm's exp
     # (float64). Not fastmath: the polynomial's rounding steps must stay as written (the sums over j run in order).
@@ -75,11 +75,20 @@ def _exp_block_rowsum(X, m, lsum):
                 lsum[i] += X[j, i]
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
+def _exp_block_rowsum(X, m, bits, lsum):
+    # the former two-pass form's signature (the block-sparse kernel calls it): ``bits`` (an int32 scratch block)
+    # is no longer needed, the power of two is applied in the same pass; the same results bit for bit
+    _exp_rowsum(X, m, lsum)
+
+
+@nb.njit(cache=True)
 def _to_heads(x, out):
-    # out[b, h, t, :] = x[b, t, h, :]: (b l h n) -> (b h l n), each head's rows contiguous
+    # out[b, h, t, :] = x[b, t, h, :]: (b l h n) -> (b h l n), each head's rows contiguous.  Serial: a copy
+    # gains little from threads, and each parallel region costs a wake-up of the worker threads (measured
+    # 10+ ms per region on a loaded 2-core machine, more than the copy)
     b, l, h, n = x.shape
-    for bh in nb.prange(b * h):
+    for bh in range(b * h):
         bi = bh // h
         hi = bh % h
         for t in range(l):
@@ -150,7 +159,7 @@ def _flash(Q, Kh, Vh, scale, causal, offset, block_q, block_k, O):
                         acc[i, r] *= c
                     m[i] = m_new[i]
             # P^T = exp(S^T - m');  l' = c l + rowsum P
-            _exp_block_rowsum(ST, m_new, lsum)
+            _exp_rowsum(ST, m_new, lsum)
             # O' = c O + P V_c
             gemm(ST, True, Vh[bi, hi, k0:k1], False, acc, 1.0)
         # out = O / l  (l = 0: a fully masked row, output 0)
