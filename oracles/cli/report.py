@@ -11,6 +11,9 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the rows as a JSON list to FILE")
     p.add_argument("--select", metavar="PREFIX", help="only rows whose op starts with PREFIX (e.g. ssm.discretize)")
     p.add_argument("--verbose", "-v", action="store_true", help="print where each bound comes from")
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help="also write the figures (HiPPO reconstruction, FAVOR+ error vs m, err/bound vs L, S4/S4D "
+                        "kernels) as PNG files into DIR (needs matplotlib: pip install 'refimpl[plot]')")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,14 @@ def format_table(rows, verbose: bool = False) -> str:
 def run(args) -> int:
     from oracles.checks import run_all
 
+    if getattr(args, "plots", None):
+        from oracles.cli._plots import require_matplotlib
+
+        try:  # before the rows run: a missing extra is a usage error, said at once
+            require_matplotlib()
+        except ImportError as exc:
+            print(f"refimpl report: {exc}", file=sys.stderr)
+            return 2
     rows = run_all(select=args.select)
     print(format_table(rows, verbose=args.verbose))
     n_fail = sum(not r.passed for r in rows)
@@ -48,6 +59,11 @@ def run(args) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump([r.to_dict() for r in rows], fh, indent=1, default=str)
+    if getattr(args, "plots", None):
+        from oracles.cli._plots import write_plots
+
+        for path in write_plots(args.plots):
+            print(f"plot: {path}")
     if not rows:
         print("no rows: nothing was checked", file=sys.stderr)
         return 1
