@@ -202,8 +202,36 @@ def test_unknown_op(refimpl_verify):
     pytester.runpytest(*PLUGIN).assert_outcomes(passed=4)
 
 
+def test_the_pytest11_entry_point_loads_the_plugin_in_a_plain_pytest_run(pytester, monkeypatch, tmp_path):
+    """What ``pip install refimpl`` does with ``[project.entry-points.pytest11] refimpl =
+    "oracles.verify.pytest_plugin"``: a distribution on the path declaring that entry point.  A plain
+    ``pytest`` (a fresh process, no ``-p``) then finds the fixture and the marker."""
+    site = tmp_path / "site"
+    dist = site / "refimpl_entry_point_probe-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: refimpl-entry-point-probe\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[pytest11]\nrefimpl = oracles.verify.pytest_plugin\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    pytester.makepyfile(test_plain='''
+import pytest
+from refimpl.attention import scaled_dot_product_attention as good
+
+
+def test_fixture(refimpl_verify):
+    assert refimpl_verify("attention.softmax", good, adapter="refimpl", kinds=["golden"], probes=False).passed
+
+
+@pytest.mark.refimpl_verify("attention.softmax", adapter="refimpl", kinds=["golden"], probes=False)
+def test_marker():
+    return good
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*refimpl verify*", "PASS test_plain.py::test_marker: *CONFORMS*"])
+
+
 def test_the_entry_point_names_this_module_when_installed():
-    """``pip install refimpl`` registers the plugin as ``pytest11: refimpl`` (pyproject.toml)."""
+    """Once pyproject.toml declares it and the package is reinstalled, the installed entry point is this module."""
     eps = [ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.name == "refimpl"]
     if not eps:
         pytest.skip("the pytest11 entry point is not installed in this environment (pip install -e .)")
