@@ -431,8 +431,21 @@ def w4_s4d(limits, repeats=3, quick=False):
 
 # ------------------------------------------------------------------ W5: chunked SSD
 
+def _torch_segsum(x):
+    """Mamba-2 ssd_minimal's stable segment sum: ``out[..., i, j] = sum_{k=j+1}^{i} x[..., k]`` for ``j <= i``
+    (a masked cumsum of the repeated row: no difference of prefix sums), ``-inf`` above the diagonal."""
+    import torch
+
+    T = x.shape[-1]
+    xr = x[..., None].expand(*x.shape, T)  # xr[..., i, j] = x[..., i]
+    xr = xr.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1), 0)
+    out = torch.cumsum(xr, dim=-2)
+    return out.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool)), -torch.inf)
+
+
 def torch_ssd_chunked(x, dt, A, B, C, c=64):
-    """PyTorch einsum-style chunked SSD (Mamba-2's minimal form): x (b l h p), dt (b l h), A (h), B, C (b l 1 n)."""
+    """PyTorch einsum-style chunked SSD (Mamba-2's minimal form, ``ssd_minimal_discrete`` with its stable
+    ``segsum``): x (b l h p), dt (b l h), A (h), B, C (b l 1 n)."""
     import torch
 
     b, L, h, p = x.shape
@@ -442,16 +455,13 @@ def torch_ssd_chunked(x, dt, A, B, C, c=64):
     Bc = B.reshape(b, nc, c, -1)
     Cc = C.reshape(b, nc, c, -1)
     Acum = torch.cumsum(Ad, dim=-1)
-    seg = Acum[..., :, None] - Acum[..., None, :]
-    Lmask = torch.exp(seg.masked_fill(~torch.tril(torch.ones(c, c, dtype=torch.bool)), -torch.inf))
+    Lmask = torch.exp(_torch_segsum(Ad))  # (b h nc c c)
     Y_diag = torch.einsum("bcln,bcsn,bhcls,bcshp->bclhp", Cc, Bc, Lmask, X)
     decay_states = torch.exp(Acum[..., -1:] - Acum)
     states = torch.einsum("bcln,bhcl,bclhp->bchpn", Bc, decay_states, X)
     states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
     chunk_decay = torch.nn.functional.pad(Acum[..., -1], (1, 0))  # (b h nc+1)
-    cs = torch.cumsum(chunk_decay, dim=-1)
-    decay_chunk = torch.exp((cs[..., :, None] - cs[..., None, :]).masked_fill(
-        ~torch.tril(torch.ones(nc + 1, nc + 1, dtype=torch.bool)), -torch.inf))
+    decay_chunk = torch.exp(_torch_segsum(chunk_decay))  # (b h nc+1 nc+1)
     new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)[:, :-1]
     Y_off = torch.einsum("bcln,bchpn,bhcl->bclhp", Cc, new_states, torch.exp(Acum))
     return (Y_diag + Y_off).reshape(b, L, h, p)
