@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("refimpl", "oracles")
 # the conformance layer: the only part of the packages that may import both refimpl and the ground truth
 CONFORMANCE = ("oracles.checks", "oracles.verify", "oracles.strategies", "oracles.cli", "oracles.mutants",
-               "oracles.__main__")
+               "oracles.sweep", "oracles.__main__")
 GROUND_TRUTH_EXPECTED = ("oracles", "oracles.tolerance", "oracles.ssm", "oracles.hippo", "oracles.structured",
                          "oracles.selective", "oracles.attention", "oracles.performer")
 _LAZY = re.compile(r"(?:refimpl|oracles)(?:\.[A-Za-z_]\w*)*:[A-Za-z_][\w.]*")
