@@ -266,7 +266,7 @@ class Verifier:
     def _caller() -> str:
         """``file:line`` of the test's call (the plugin's own frames skipped)."""
         here = os.path.abspath(__file__)
-        for fr in inspect.stack()[1:]:
+        for fr in inspect.stack(0)[1:]:
             if os.path.abspath(fr.filename) != here:
                 return f"{fr.filename}:{fr.lineno}"
         return "?"
