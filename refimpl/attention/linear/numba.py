@@ -8,7 +8,7 @@ dtype is the reference's (float32 only when every input is float32).  The recurr
 state and output entry as the same sum, in the same order, as the step-by-step recurrence, in the working
 dtype (fused multiply-adds allowed), advancing 4 steps per pass over the state (see :func:`_lin_recurrent`);
 its normalizer ``z_t . phi(q_t)`` is a float64 sum.  The chunked kernel does its matrix products through
-BLAS (:func:`refimpl._blas.gemm`, on contiguous copies of one head's chunk rows, one thread per call) and so
+BLAS (:func:`refimpl._blas.gemm`, three per chunk, on contiguous copies of one head's chunk rows, one thread per call) and so
 accumulates in the working dtype, in BLAS's order; the derived componentwise bounds of the tests count the longest
 chain of roundings (``n + l + 3``), which holds for any summation order, so they apply unchanged; the normalizer is
 still a float64 scalar.
@@ -62,6 +62,9 @@ def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
             T = min(STEPS_PER_PASS, l - t0)
             O[:] = 0.0
             den[:] = 0.0
+            # v_t for the 4 steps (views made once per pass, not per state row)
+            t3 = min(t0 + 3, l - 1)
+            v0, v1, v2, v3 = v[bi, t0, hi], v[bi, min(t0 + 1, t3), hi], v[bi, min(t0 + 2, t3), hi], v[bi, t3, hi]
             for j in range(n):
                 if normalize:
                     # z_t = z_{t-1} + phi(k_t) ; den_t = z_t . phi(q_t) (summed over j in order)
@@ -76,7 +79,6 @@ def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
                                       phi_k[bi, t0 + 3, hi, j])
                     q0, q1, q2, q3 = (phi_q[bi, t0, hi, j], phi_q[bi, t0 + 1, hi, j], phi_q[bi, t0 + 2, hi, j],
                                       phi_q[bi, t0 + 3, hi, j])
-                    v0, v1, v2, v3 = v[bi, t0, hi], v[bi, t0 + 1, hi], v[bi, t0 + 2, hi], v[bi, t0 + 3, hi]
                     for i in range(p):
                         # S_t[i, j] = S_{t-1}[i, j] + v_t[i] phi(k_t)[j] ; o_t[i] += S_t[i, j] phi(q_t)[j]
                         s = Sj[i] + k0 * v0[i]
@@ -111,10 +113,13 @@ def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
 
 @numba.njit(cache=True, parallel=True)
 def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
-    # Per (batch, head), chunk by chunk: the chunk's rows of one head, Q = phi_q[bi, s:s+T, hi, :] (T n) etc.,
-    # copied to contiguous blocks, every product one BLAS GEMM (refimpl._blas.gemm); the state is kept
-    # transposed, St = S^T (n p). Accumulation is in the working dtype (BLAS);
-    # the componentwise bound of the tests (depth n + L + 3) holds for any summation order.
+    # Per (batch, head), chunk by chunk, three BLAS GEMMs (refimpl._blas.gemm) per chunk of T rows:
+    #   A = Q K^T (then the causal mask), num = [Q | A] [S_s^T ; V] (the inter- and intra-chunk terms in one
+    #   product, written straight into o), S_{s+T}^T = S_s^T + K^T V.
+    # The chunk's rows of one head (Q = phi_q[bi, s:s+T, hi, :] etc.) are copied into contiguous blocks: the
+    # left half of QA = [Q | A] (T (n + T)) and K (T n); V into the lower rows of SV = [S^T ; V] ((n + T) p),
+    # whose upper n rows hold the state, kept transposed (St = S^T, n p). Accumulation is in the working dtype
+    # (BLAS); the componentwise bound of the tests (depth n + L + 3) holds for any summation order.
     b, l, h, n = phi_k.shape
     p = v.shape[3]
     dt = phi_q.dtype
@@ -122,29 +127,30 @@ def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
     for bh in prange(b * h):
         bi = bh // h
         hi = bh % h
-        Af = np.empty(chunk * chunk, dtype=dt)
-        # contiguous copies of the chunk's rows (rows of one head are h*n apart: multiplied in place they
-        # thrash the L1 cache's sets)
-        Qf, Kf, Vf, Of = (np.empty(chunk * n, dtype=dt), np.empty(chunk * n, dtype=dt), np.empty(chunk * p, dtype=dt),
-                          np.empty(chunk * p, dtype=dt))
-        St = np.ascontiguousarray(S[bi, hi].T)
+        QA = np.empty((chunk, n + chunk), dtype=dt)
+        K = np.empty((chunk, n), dtype=dt)
+        SV = np.empty((n + chunk, p), dtype=dt)
+        St = SV[:n]
+        for c in range(n):
+            for r in range(p):
+                St[c, r] = S[bi, hi, r, c]
         for s in range(0, l, chunk):
             T = min(chunk, l - s)
-            Q, K = Qf[:T * n].reshape((T, n)), Kf[:T * n].reshape((T, n))
-            V, O = Vf[:T * p].reshape((T, p)), Of[:T * p].reshape((T, p))
             for i in range(T):
-                Q[i, :] = phi_q[bi, s + i, hi, :]
-                K[i, :] = phi_k[bi, s + i, hi, :]
-                V[i, :] = v[bi, s + i, hi, :]
-            A = Af[:T * T].reshape((T, T))
+                for c in range(n):
+                    QA[i, c] = phi_q[bi, s + i, hi, c]
+                    K[i, c] = phi_k[bi, s + i, hi, c]
+                for r in range(p):
+                    SV[n + i, r] = v[bi, s + i, hi, r]
+            Q, Kc, A, V = QA[:T, :n], K[:T], QA[:T, n:n + T], SV[n:n + T]
             # A = Q K^T, then the causal mask: A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal
-            gemm(Q, False, K, True, A, 0.0)
+            gemm(Q, False, Kc, True, A, 0.0)
             for i in range(T):
                 for j in range(i + 1, T):
                     A[i, j] = 0.0
-            # num = Q S_s^T + A V   (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), written into o
-            gemm(Q, False, St, False, O, 0.0)
-            gemm(A, False, V, False, O, 1.0)
+            # num = Q S_s^T + A V = [Q | A] [S_s^T ; V]  (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), into o
+            O = o[bi, s:s + T, hi, :]
+            gemm(QA[:T, :n + T], False, SV[:n + T], False, O, 0.0)
             if normalize:
                 for i in range(T):
                     # den_i = z_s . phi(q_i) + sum_{j<=i} A_ij  (+ eps, or max(., eps)); a float64 scalar
@@ -159,14 +165,15 @@ def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
                         den = max(den, eps)
                     for r in range(p):
                         O[i, r] = O[i, r] / den
-            for i in range(T):
-                o[bi, s + i, hi, :] = O[i, :]
-            # S_{s+T} = S_s + V^T K (as St += K^T V) ; z_{s+T} = z_s + sum_j phi(k_j)
-            gemm(K, True, V, False, St, 1.0)
-            for i in range(T):
-                for c in range(n):
-                    z[bi, hi, c] += K[i, c]
-        S[bi, hi] = St.T
+                # z_{s+T} = z_s + sum_j phi(k_j)
+                for i in range(T):
+                    for c in range(n):
+                        z[bi, hi, c] += Kc[i, c]
+            # S_{s+T} = S_s + V^T K (as St += K^T V)
+            gemm(Kc, True, V, False, St, 1.0)
+        for r in range(p):
+            for c in range(n):
+                S[bi, hi, r, c] = St[c, r]
     return o
 
 
