@@ -70,6 +70,11 @@ def run(args) -> int:
         return 2
     try:
         grid = load_grid(args.grid)
+        if not args.scheduler:  # the embedded cluster's workers import what this process can: check it now
+            from oracles.verify import resolve_candidate
+
+            for c in grid.candidates:
+                resolve_candidate(c.function)
         tasks, notes = expand(grid, ops=args.op or None)
     except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
         print(f"refimpl sweep: {type(exc).__name__}: {exc}", file=sys.stderr)

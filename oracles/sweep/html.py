@@ -25,7 +25,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em
 h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc} h3{font-size:1em}
 table{border-collapse:collapse;font-size:.85em;width:100%} th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}
 th{background:#f0f0f0} tr.ok td.v{color:#137333;font-weight:600} tr.bad td.v{color:#b3261e;font-weight:600}
-td.n{text-align:right;font-variant-numeric:tabular-nums} code,pre{font-size:.8em} pre{background:#f7f7f7;padding:.6em;
+td code{font-size:.95em} td.n{text-align:right;font-variant-numeric:tabular-nums} code,pre{font-size:.8em} pre{background:#f7f7f7;padding:.6em;
 overflow-x:auto;border:1px solid #e3e3e3} .muted{color:#666;font-size:.85em} img{max-width:100%;border:1px solid #ddd}
 details{margin:.4em 0} summary{cursor:pointer;font-weight:600}
 """
@@ -72,8 +72,8 @@ def _svg(op: str, rows: List[Dict[str, Any]]) -> str:
         out.append(f'<line x1="{xt:.1f}" y1="{top - 4}" x2="{xt:.1f}" y2="{top + rh * len(rows)}" '
                    f'stroke="{"#b3261e" if t == 0 else "#e5e5e5"}" stroke-width="{2 if t == 0 else 1}"/>')
         out.append(f'<text x="{xt:.1f}" y="{top + rh * len(rows) + 14}" text-anchor="middle">1e{t}</text>')
-    out.append(f'<text x="{lw + pw / 2:.0f}" y="{height - 2}" text-anchor="middle">err/bound (log scale; right of the '
-               f'red line fails; NaN/Inf and errors at the right edge)</text>')
+    out.append(f'<text x="{lw + pw / 2:.0f}" y="{height - 2}" text-anchor="middle">err/bound (log scale, clipped to '
+               f'[1e{int(LO)}, 1e{int(HI)}]; right of the red line fails; NaN/Inf and errors at the right edge)</text>')
     for i, r in enumerate(rows):
         y = top + rh * i + rh / 2
         out.append(f'<text x="{lw - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(r["label"][:60])}</text>')
@@ -86,10 +86,22 @@ def _svg(op: str, rows: List[Dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def _differing(groups: Sequence[Group]) -> Dict[str, List[str]]:
+    """Per op, the conventions whose values differ between its groups (the rest need not label a row)."""
+    out: Dict[str, List[str]] = {}
+    for op in dict.fromkeys(g.report.op for g in groups):
+        convs = [g.report.conventions for g in groups if g.report.op == op]
+        keys = sorted(set().union(*convs))
+        out[op] = [k for k in keys if len({repr(c.get(k)) for c in convs}) > 1]
+    return out
+
+
 def _distributions(groups: Sequence[Group]) -> str:
     by_op: Dict[str, List[Dict[str, Any]]] = {}
+    differing = _differing(groups)
     for g in groups:
         r = g.report
+        shown = ", ".join(f"{k}={r.conventions.get(k)!r}" for k in differing[r.op])
         for dtype in r.dtypes:
             pts = []
             for c in r.cases:
@@ -100,7 +112,7 @@ def _distributions(groups: Sequence[Group]) -> str:
                 for o in c.outputs:
                     pts.append((o.comparison.worst_ratio, not o.passed, f"{c.name} {o.output}"))
             if pts:
-                by_op.setdefault(r.op, []).append({"label": f"{g.label} [{_conv(r.conventions)}] {dtype}",
+                by_op.setdefault(r.op, []).append({"label": f"{dtype}  {g.label}" + (f" ({shown})" if shown else ""),
                                                    "points": pts})
     if not by_op:
         return "<p>No case produced an output.</p>"

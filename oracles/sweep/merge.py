@@ -165,8 +165,8 @@ def _header(groups: Sequence[Group], run: Any = None, notes: Sequence[Mapping[st
         counts = ", ".join(f"{v} {k}" for k, v in sorted(run.counts.items()))
         lines.append(f"{run.total} tasks: {run.skipped_done} already done (skipped), {run.ran} run now "
                      f"in {run.seconds:.1f} s; results: {counts or 'none'}")
-    for n in notes:
-        lines.append(f"not run: {n['op']} <- {n['candidate']}: {n['note']}")
+    for line in dict.fromkeys(f"not run: {n['op']} <- {n['candidate']}: {n['note']}" for n in notes):
+        lines.append(line)
     return lines
 
 

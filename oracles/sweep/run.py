@@ -143,6 +143,7 @@ def run_task(task: Task, plots: bool = True, attempts_dir: Optional[str] = None)
     if attempts_dir is not None:
         rec["attempt"] = before + 1
     rec["seconds"] = time.perf_counter() - t0
+    rec["worker_pid"] = os.getpid()
     try:
         from distributed import get_worker
 
@@ -173,7 +174,7 @@ def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                           "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1, processes=processes,
-                               dashboard_address=None, worker_dashboard_address=None, silence_logs=logging.ERROR, scheduler_port=0)
+                               dashboard_address=":0", worker_dashboard_address=None, silence_logs=logging.ERROR, scheduler_port=0)
     return Client(cluster), cluster
 
 

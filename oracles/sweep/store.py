@@ -59,7 +59,7 @@ class ResultStore:
         op, h = record["key"]["op"], record["hash"]
         png = record.pop("heatmap_png", None)
         if png:
-            p = self.plot_path(h)
+            p = os.path.abspath(self.plot_path(h))
             self._atomic(p, base64.b64decode(png))
             if record.get("case"):
                 record["case"]["plot"] = p
@@ -73,6 +73,9 @@ class ResultStore:
         os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the results unreadable to others
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
