@@ -164,17 +164,18 @@ def _silu_ov(z):
 # -------------------------------------------------------------------------------- the fast path
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FMA)
-def _stage(delta, u, z, bi, s, T, c0, K, bias, softplus, has_z, Dt, XU, us, zs, ckv, mnv):
-    # the chunk's rows [s, s + T) of the block's K channels, copied into (tc, cb) buffers (lanes c >= K stay 0),
-    # then Delta and Delta u
+def _stage(delta, u, z, s, T, bias, softplus, has_z, Dt, XU, us, zs, ckv, mnv):
+    # the chunk's rows [s, s + T) of the block's channels (delta, u, z: the block's (l K) column views), copied
+    # into (tc, cb) buffers (lanes c >= K stay 0), then Delta and Delta u
+    K = delta.shape[1]
     for t in range(T):
         for c in range(K):
-            Dt[t, c] = delta[bi, s + t, c0 + c]
-            us[t, c] = u[bi, s + t, c0 + c]
+            Dt[t, c] = delta[s + t, c]
+            us[t, c] = u[s + t, c]
     if has_z:
         for t in range(T):
             for c in range(K):
-                zs[t, c] = z[bi, s + t, c0 + c]
+                zs[t, c] = z[s + t, c]
     for t in range(T):
         for c in range(K):
             # Delta = softplus(delta + delta_bias) (each part optional)
@@ -239,7 +240,9 @@ def _steps_lanes(T, s, c0, K, Dt, XU, AT, hs, Y, Bk, bB, perB, Ck, bC, perC, Bs,
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FMA)
-def _finish(Y, us, zs, Dd, has_z, bi, s, T, c0, K, out):
+def _finish(Y, us, zs, Dd, has_z, s, T, out):
+    # out: the block's (l K) column view
+    K = out.shape[1]
     for t in range(T):
         for c in range(K):
             # out = y + D u
@@ -251,7 +254,7 @@ def _finish(Y, us, zs, Dd, has_z, bi, s, T, c0, K, out):
                 Y[t, c] = Y[t, c] * _silu(zs[t, c])
     for t in range(T):
         for c in range(K):
-            out[bi, s + t, c0 + c] = Y[t, c]
+            out[s + t, c] = Y[t, c]
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FMA)
@@ -292,14 +295,19 @@ def _s6_fused(u, delta, bias, A, Bk, Ck, D, z, h0, softplus, has_z, cb, tc, out,
         Cs = np.zeros((n, cb), dt)
         ckv = np.zeros(cb, dt)
         mnv = np.full(cb, np.inf, dt)
+        # the block's columns of the (b l d) arrays: (l K) views, rows d apart, unit-stride along the channels
+        dblk = delta[bi, :, c0:c0 + K]
+        ublk = u[bi, :, c0:c0 + K]
+        zblk = z[bi, :, c0:c0 + K] if has_z else z[0, :0, :0]
+        oblk = out[bi, :, c0:c0 + K]
         for s in range(0, l, tc):
             T = min(tc, l - s)
-            _stage(delta, u, z, bi, s, T, c0, K, bb, softplus, has_z, Dt, XU, us, zs, ckv, mnv)
+            _stage(dblk, ublk, zblk, s, T, bb, softplus, has_z, Dt, XU, us, zs, ckv, mnv)
             if shared:
                 _steps_shared(T, s, Dt, XU, AT, hs, Y, Bk, bB, c0 // perB, Ck, bC, c0 // perC)
             else:
                 _steps_lanes(T, s, c0, K, Dt, XU, AT, hs, Y, Bk, bB, perB, Ck, bC, perC, Bs, Cs)
-            _finish(Y, us, zs, Dd, has_z, bi, s, T, c0, K, out)
+            _finish(Y, us, zs, Dd, has_z, s, T, oblk)
         ck = ckv[0]
         m = mnv[0]
         for c in range(cb):
