@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
@@ -180,6 +182,19 @@ def test_killed_worker_is_retried_and_always_dying_is_an_error(client, cand_dir,
     assert "summary" in p.tables and "svg" in p.tags
     assert "sweep_cands_j:always_dies" in p.cells and "does not conform" in p.cells and "conforms" in p.cells
     assert "died on each of its 2 attempts" in page
+    _check_in_headless_browser(page, tmp_path)
+
+
+def _check_in_headless_browser(page: str, tmp_path) -> None:
+    """Where a Chromium is installed: the page loads and its DOM, as the browser built it, holds the table."""
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        return  # (CI has no browser; the page was parsed with html.parser above)
+    path = tmp_path / "report.html"
+    path.write_text(page)
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert '<table id="summary">' in dom and "<svg" in dom and "always_dies" in dom
 
 
 def test_cli_on_threads_writes_all_reports(tmp_path, cand_dir, capsys):

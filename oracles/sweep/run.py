@@ -215,6 +215,11 @@ def run_sweep(tasks: Sequence[Task], store: ResultStore, *, client=None, schedul
                 store.clear_attempts(t.hash)
         try:
             _submit_all(client, todo, store, out, progress, plots, attempts)
+            if attempts is not None:
+                try:
+                    os.rmdir(attempts)  # empty unless a case is still running elsewhere
+                except OSError:
+                    pass
         finally:
             if own:
                 client.close()
