@@ -15,9 +15,10 @@ Results go to one JSON file per key (op, candidate, conventions, dtype, case id,
 --results: a rerun skips what is done (--rerun-failed redoes failures and errors).  The merged report is
 written there as report.txt, report.json, report.xml (JUnit) and report.html (one self-contained page).
 
-A worker that dies loses only its case: on the embedded cluster the case is retried once on a fresh worker,
-then reported as that case's error.  With --scheduler, workers must be able to import the candidates and
-refimpl; the scheduler's own distributed.scheduler.allowed-failures decides how often a case is retried.
+A worker that dies loses only its case: the case is retried once on a fresh worker, then reported as that
+case's error (attempts are counted in --results, which the workers must share: the embedded cluster's always
+do; for a --scheduler whose workers run elsewhere the scheduler's distributed.scheduler.allowed-failures
+decides alone).  With --scheduler, workers must be able to import the candidates and refimpl.
 
 --grad is not available yet (the gradient issue is open): the sweep verifies forward outputs only.
 Needs dask.distributed: pip install 'refimpl[sweep]'."""

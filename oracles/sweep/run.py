@@ -16,8 +16,9 @@ time but reported as that case's error.  (The scheduler's own count, ``allowed-f
 tasks merely waiting on the worker that died, which never ran; it is set above ours, and if it is ever
 reached the case is reported as an error too (``KilledWorker``), never a hang.)  The embedded scheduler also
 runs with ``worker-saturation = 1.0`` so that a single-threaded worker is sent one task at a time where it
-can.  With ``--scheduler ADDRESS`` the workers may not share this folder: the existing scheduler's
-``allowed-failures`` (dask's default: 3) decides alone.
+can.  With ``--scheduler ADDRESS`` attempts are counted the same way when every worker runs on this machine
+(they share the folder); for workers elsewhere the existing scheduler's ``allowed-failures`` (dask's
+default: 3) decides alone.
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ import os
 import tempfile
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from oracles.sweep.grid import Task, cpu_count, length_case
-from oracles.sweep.store import DONE, FAILED, ResultStore
+from oracles.sweep.store import FAILED, ResultStore
 
 __all__ = ["run_task", "run_sweep", "open_client", "SweepRun", "case_status"]
 
@@ -174,7 +175,8 @@ def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                           "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=workers or cpu_count(), threads_per_worker=1, processes=processes,
-                               dashboard_address=":0", worker_dashboard_address=None, silence_logs=logging.ERROR, scheduler_port=0)
+                               dashboard_address=":0", worker_dashboard_address=None, silence_logs=logging.ERROR,
+                               scheduler_port=0)
     return Client(cluster), cluster
 
 
