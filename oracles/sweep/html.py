@@ -62,7 +62,7 @@ LO, HI = -8.0, 3.0  # the log10(err/bound) axis of the distributions
 
 def _svg(op: str, rows: List[Dict[str, Any]]) -> str:
     """One strip per row: a dot per (case, output) at log10(err/bound), clipped to [LO, HI]."""
-    lw, pw, rh, top = 360, 560, 22, 24
+    lw, pw, rh, top = 420, 560, 22, 24
     width, height = lw + pw + 20, top + rh * len(rows) + 30
     x = lambda v: lw + (min(max(v, LO), HI) - LO) / (HI - LO) * pw  # noqa: E731
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
@@ -76,7 +76,7 @@ def _svg(op: str, rows: List[Dict[str, Any]]) -> str:
                f'[1e{int(LO)}, 1e{int(HI)}]; right of the red line fails; NaN/Inf and errors at the right edge)</text>')
     for i, r in enumerate(rows):
         y = top + rh * i + rh / 2
-        out.append(f'<text x="{lw - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(r["label"][:60])}</text>')
+        out.append(f'<text x="{lw - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(r["label"][:72])}</text>')
         for v, failed, what in r["points"]:
             lv = HI if v is None or not math.isfinite(v) else (LO if v <= 0 else math.log10(v))
             color = "#b3261e" if failed else "#1a73e8"
