@@ -88,20 +88,22 @@ def _softplus64(x):
     return np.where(x > R.SOFTPLUS_THRESHOLD, x, np.logaddexp(0.0, np.minimum(x, R.SOFTPLUS_THRESHOLD)))
 
 
-def test_kernel_softplus_float32_within_5u():
-    """The float32 softplus of the kernel: <= 5u relative (the module docstring's bound: the exp's gamma_4, the
-    float64 series, the final rounding), over the whole range: the x < -64 shift, the subnormal results, the
-    threshold 20 (the identity above it)."""
+def test_kernel_softplus_float32_within_its_derived_error():
+    """The float32 softplus of the kernel within the 9.4u relative error the module docstring derives (the exp's
+    gamma_4, the division, the series, the products and the sum; 9.5u with the second-order terms), over the whole
+    range: the x < -64 shift, the subnormal results (a few roundings of 2^-150 each), the threshold 20 (the
+    identity above it)."""
     x = np.concatenate([np.linspace(-130.0, 30.0, 4001), [-104.0, -87.5, -64.0, -63.99, -20.0, 0.0, 20.0,
                                                           np.nextafter(np.float32(20), np.float32(30))]])
     x = x.astype(np.float32)
     got = _read_Delta(x).astype(np.float64)
     want = _softplus64(x)
-    tiny = 2.0 ** -149  # the float32 subnormal spacing: the rounding of a subnormal result
+    tiny = 2.0 * 2.0 ** -149  # subnormal results: e, s and the product each round to the spacing 2^-149
     err = np.abs(got - want)
-    assert np.all(err <= 5 * U32 * want + tiny), float(np.max((err - tiny) / (want * U32)))
+    assert np.all(err <= 9.5 * U32 * want + tiny), float(np.max((err - tiny) / (want * U32)))
     assert np.array_equal(got[x > 20], x[x > 20].astype(np.float64))  # the identity above the threshold
-    assert np.all(got[x >= -103] > 0)  # no flush to zero while the result is representable (>= 2^-149)
+    # no flush to zero while the result is at least 2^-148 (below, s = e/2 may round to 0: an absolute 2^-149)
+    assert np.all(got[want >= 2.0 ** -148] > 0)
 
 
 def test_kernel_softplus_float64_and_bias_as_the_reference():
