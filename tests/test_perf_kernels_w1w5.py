@@ -156,3 +156,20 @@ def test_bad_Delta_from_the_kernel_raises_the_reference_error(dtype):
         with pytest.raises(ValueError, match=r"delta: delta \+ delta_bias is not finite at index \(0, 3, 66\)"):
             selective_scan(a["u"], delta, a["A"], a["B"], a["C"], backend="numba", delta_bias=bias,
                            delta_softplus=sp, allow_unstable=True)
+
+
+@pytest.mark.parametrize("name,value", [("u", np.nan), ("delta", -np.inf), ("delta", np.inf), ("u", np.inf)])
+@pytest.mark.parametrize("softplus", [True, False])
+def test_non_finite_u_delta_found_by_the_kernel_raise_the_reference_error(name, value, softplus):
+    """The fast path checks u and delta for finiteness in the kernel (not in a NumPy pass before it); the error is
+    the reference's, naming the argument and the first bad index."""
+    rng = np.random.default_rng(6)
+    a, _ = _problem(rng, 70, "variable", "variable", np.float32, b=1, l=20)
+    a["delta"] = np.abs(a["delta"])
+    a[name][0, 17, 68] = value
+    args = (a["u"], a["delta"], a["A"], a["B"], a["C"])
+    with pytest.raises(ValueError) as e0:
+        selective_scan(*args, backend="numpy", delta_softplus=softplus)
+    with pytest.raises(ValueError, match=rf"{name}: expected finite values, got .* at index \(0, 17, 68\)") as e1:
+        selective_scan(*args, backend="numba", delta_softplus=softplus)
+    assert str(e1.value) == str(e0.value)

@@ -68,7 +68,8 @@ from numba.extending import intrinsic, overload
 
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
-from refimpl._validate import (as_float_array, check_bool, check_choice, check_shape, real_dtype, result_dtype)
+from refimpl._validate import (as_float_array, check_bool, check_choice, check_finite, check_shape, real_dtype,
+                               result_dtype)
 from refimpl.ssm.selective.reference import (DISCRETIZATIONS, SOFTPLUS_THRESHOLD, _check_A, _check_bc,
                                              _check_Delta, _check_state, _delta_formula)
 
@@ -185,8 +186,8 @@ def _stage(delta, u, z, s, T, bias, softplus, has_z, Dt, XU, us, zs, ckv, mnv):
             # Delta = softplus(delta + delta_bias) (each part optional)
             x = Dt[t, c] + bias[c]
             Dv = _softplus(x) if softplus else x
-            # the reference's checks, per lane: NaN here for a non-finite Delta; the smallest Delta
-            ckv[c] += Dv - Dv
+            # the reference's checks, per lane: NaN here for a non-finite u, delta or Delta; the smallest Delta
+            ckv[c] += (Dv - Dv) + (x - x) + (us[t, c] - us[t, c])
             mnv[c] = Dv if Dv < mnv[c] else mnv[c]
             Dt[t, c] = Dv
             # B_bar u = Delta B u, as (Delta u) B
@@ -264,7 +265,7 @@ def _finish(Y, us, zs, Dd, has_z, s, T, out):
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FMA)
 def _s6_fused(u, delta, bias, A, Bk, Ck, D, z, h0, softplus, has_z, cb, tc, out, last, chk, mn):
     # u, delta, z, out: (b l d); bias, D: (d,); A: (d n); Bk, Ck: (b|1, l|1, g, n); h0, last: (b d n);
-    # chk, mn: one per block (NaN in chk: a non-finite Delta; mn: the smallest Delta)
+    # chk, mn: one per block (NaN in chk: a non-finite u, delta or Delta; mn: the smallest Delta)
     b, l, d = u.shape
     n = A.shape[1]
     dt = u.dtype
@@ -423,15 +424,18 @@ def _as_bl_gn(X: np.ndarray, mode: str, dtype) -> np.ndarray:
 def _validated(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, discretization,
                allow_unstable) -> dict:
     """The checks and casts of :func:`refimpl.ssm.selective.reference.prepare`, in its order and with its
-    messages (its own helpers), except ``Delta``: the fast kernel computes (and checks) it itself.
+    messages (its own helpers), except the finiteness of ``u`` and ``delta`` and everything about ``Delta``: the
+    fast kernel checks those itself (one pass fewer over the two largest inputs) and, where a check fails,
+    :func:`_raise_bad_u_delta_Delta` raises the reference's error.  (With several bad arguments at once, a
+    non-finite ``u``/``delta`` is therefore reported after the others' errors.)
 
     Keep in step with ``prepare`` (the bad-input corpus runs both on the same contracts)."""
     delta_softplus = check_bool(delta_softplus, "delta_softplus")
     allow_unstable = check_bool(allow_unstable, "allow_unstable")
     check_choice(discretization, "discretization", DISCRETIZATIONS)
-    u = as_float_array(u, "u", ndim=3, allow_complex=False)
+    u = as_float_array(u, "u", ndim=3, allow_complex=False, finite=False)
     b, l, d = u.shape
-    delta = as_float_array(delta, "delta", ndim=3, allow_complex=False)
+    delta = as_float_array(delta, "delta", ndim=3, allow_complex=False, finite=False)
     check_shape(delta, "delta", (b, l, d), "(b, l, d) like u")
     A = _check_A(A, allow_unstable)
     n = A.shape[1]
@@ -462,8 +466,11 @@ def _validated(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_stat
                 dtype=dtype, rdt=rdt, b=b, l=l, d=d, n=n)
 
 
-def _raise_bad_Delta(p: dict) -> None:
-    """The reference's error for a non-finite (or, unless allowed, negative) ``Delta``."""
+def _raise_bad_u_delta_Delta(p: dict) -> None:
+    """The reference's error for a non-finite ``u`` or ``delta``, or a non-finite (or, unless allowed,
+    negative) ``Delta``."""
+    check_finite(p["u"], "u")
+    check_finite(p["delta"], "delta")
     Delta = _delta_formula(p["delta"], p["delta_bias"], p["delta_softplus"])
     _check_Delta(Delta, p["delta_softplus"], p["allow_unstable"])
 
@@ -498,9 +505,11 @@ def selective_scan_numba(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, 
                   np.ascontiguousarray(p["A"], dtype=rdt), Bk, Ck, Dv, zz, hh, p["delta_softplus"],
                   p["z"] is not None, cb, _TC, out, last, chk, mn)
         if nblk and (not np.all(np.isfinite(chk)) or (not p["allow_unstable"] and mn.min() < 0)):
-            _raise_bad_Delta(p)
+            _raise_bad_u_delta_Delta(p)
         return (out, last) if return_final_state else out
     # the general kernel (complex A, or ZOH): Delta = softplus(delta + delta_bias) in NumPy, checked
+    check_finite(p["u"], "u")
+    check_finite(p["delta"], "delta")
     Delta = _delta_formula(p["delta"], p["delta_bias"], p["delta_softplus"])
     _check_Delta(Delta, p["delta_softplus"], p["allow_unstable"])
     _s6_kernel(np.ascontiguousarray(p["u"]), np.ascontiguousarray(Delta, dtype=rdt),
