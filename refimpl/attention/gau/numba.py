@@ -4,8 +4,10 @@ Computes what :func:`refimpl.attention.gau.reference.chunked` (FLASH) and
 :func:`refimpl.attention.gau.reference.quadratic` (GAU: one chunk of length ``L``, no linear part) compute,
 without forming an ``(l l)`` or even a ``(c c)`` matrix:
 
-* the projections ``x [W_u W_v W_z]`` (one product) and ``(U * AV) W_o`` are GEMMs over blocks of 64 rows in
-  parallel; ``silu``, the scale/offset rows and the gate are one parallel pass each;
+* the projections ``x [W_u W_v W_z]`` (one product) and ``(U * AV) W_o`` are one large GEMM each through NumPy's
+  BLAS (with its own threads: the same products per 64-row block inside a parallel loop were large enough for
+  OpenBLAS to start threads of its own, and ran 3x slower than the NumPy reference); ``silu``, the scale/offset
+  rows and the gate are one parallel pass each;
 * the linear state of chunk ``g``, ``S_g = Kl_g^T V_g (n p)``, is one GEMM per chunk (parallel over
   batch x chunks); its exclusive prefix sum over chunks (causal, times ``1/c``) or its total (non-causal,
   times ``1/L``) is ``G n p`` additions;
@@ -50,10 +52,8 @@ def _chunk_states(Kl, V, c, S):
 
 
 @nb.njit(parallel=True, cache=True)
-def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causal, sq, bias, has_bias, U, W_o, AV,
-                 O):
-    # AV[b, t] = sum_{j in chunk(t), (j <= t)} relu(sq qq_t . kq_j + b_{j-t})^2 v_j  +  ql_t S_prev[b, g(t)]
-    # then, per tile of rows: O[b, t] = (U[b, t] * AV[b, t]) W_o
+def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causal, sq, bias, has_bias, U, AV):
+    # AV[b, t] = U[b, t] * (sum_{j in chunk(t), (j <= t)} relu(sq qq_t . kq_j + b_{j-t})^2 v_j  +  ql_t S_prev[b, g(t)])
     b, l, n = Qq.shape
     p = V.shape[2]
     dt = Qq.dtype
@@ -100,26 +100,24 @@ def _mixed_chunk(Qq, Kq, Ql, V, S_prev, per_chunk_state, has_lin, c, tile, causa
                         A[ii, jj] = s * s
             # acc += A V_k
             gemm(A, False, V[bi, k0:k1], False, acc, 1.0)
-        # O_t = (U_t * acc) W_o
+        # AV_t <- U_t * AV_t (the gate); O = AV W_o is one large GEMM after the loop (_core)
         for ii in range(T):
             for a in range(p):
                 acc[ii, a] *= U[bi, q0 + ii, a]
-        gemm(acc, False, W_o, False, O[bi, q0:q1], 0.0)
 
 
 @nb.njit(parallel=True, cache=True)
-def _project(X, Wc, p, gamma, beta, block, Y, U, V, R):
-    # per block of rows: Y = X [W_u W_v W_z] (one GEMM), then U = phi(Y[:, :p]), V = phi(Y[:, p:2p]),
+def _project(Y, p, gamma, beta, block, U, V, R):
+    # Y = X [W_u W_v W_z] (one GEMM, computed before the call); per block of rows: U = phi(Y[:, :p]), V = phi(Y[:, p:2p]),
     # Z = phi(Y[:, 2p:]), R[r] = gamma_r * Z + beta_r;  phi(y) = y sigmoid(y): y / (1 + e^{-y}) for y >= 0,
     # y e^{y} / (1 + e^{y}) for y < 0.  X (m d), Y (m w), U, V (m p), R (r m n): 2-D row-major views
-    m = X.shape[0]
+    m = Y.shape[0]
     w = Y.shape[1]
     rows = gamma.shape[0]
     nblocks = (m + block - 1) // block
     for ib in nb.prange(nblocks):
         r0 = ib * block
         r1 = min(r0 + block, m)
-        gemm(X[r0:r1], False, Wc, False, Y[r0:r1], 0.0)
         for t in range(r0, r1):
             for a in range(w):
                 y = Y[t, a]
@@ -145,12 +143,13 @@ def _projections(x, W_u, W_v, W_z, gamma, beta):
     dt = x.dtype
     m = b * l
     Wc = np.ascontiguousarray(np.concatenate([W_u, W_v, W_z], axis=1))
-    Y = np.empty((m, 2 * p + n), dtype=dt)
     U, V = np.empty((b, l, p), dtype=dt), np.empty((b, l, p), dtype=dt)
     R = np.empty((gamma.shape[0], b, l, n), dtype=dt)
     if m:
-        _project(np.ascontiguousarray(x).reshape(m, d), Wc, p, np.ascontiguousarray(gamma),
-                 np.ascontiguousarray(beta), 64, Y, U.reshape(m, p), V.reshape(m, p), R.reshape(R.shape[0], m, n))
+        # Y = X [W_u W_v W_z]: one GEMM through NumPy's BLAS (its own threads), then one parallel pass
+        Y = np.ascontiguousarray(x).reshape(m, d) @ Wc
+        _project(Y, p, np.ascontiguousarray(gamma), np.ascontiguousarray(beta), 64, U.reshape(m, p), V.reshape(m, p),
+                 R.reshape(R.shape[0], m, n))
     return U, V, R
 
 
@@ -185,7 +184,10 @@ def _core(U, V, Qq, Kq, Ql, Kl, W_o, c, causal, sq, sl, bias, dt):
     # GAU (no linear part): the bias is indexed by j - i + L - 1, the kernel's j - i + c - 1 with c = L
     _mixed_chunk(np.ascontiguousarray(Qq), np.ascontiguousarray(Kq), Qlc, V, np.ascontiguousarray(S_prev),
                  bool(causal and has_lin), has_lin, c_, TILE, bool(causal), dt.type(sq),
-                 np.ascontiguousarray(bias_arr, dtype=dt), has_bias, U, np.ascontiguousarray(W_o), AV, O)
+                 np.ascontiguousarray(bias_arr, dtype=dt), has_bias, U, AV)
+    # O = (U * AV) W_o: one (b l, p) x (p, d) product through NumPy's BLAS, with its own threads (a GEMM per row
+    # tile inside the parallel loop made each call large enough for OpenBLAS to start threads of its own)
+    np.matmul(AV.reshape(b * l, p), np.ascontiguousarray(W_o), out=O.reshape(b * l, d))
     return O
 
 
