@@ -40,6 +40,9 @@ from __future__ import annotations
 import math
 
 import numba
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 import numpy as np
 
 __all__ = ["EXP_REL_ERR", "exp_parts", "exp_f32"]
@@ -96,3 +99,17 @@ def exp_f32(x, out, bits):
     scale = bits.view(np.float32)
     for i in range(x.shape[0]):
         out[i] *= scale[i]
+
+
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bit pattern is the int32 ``bits`` (an LLVM bitcast: no conversion, no rounding; it
+    vectorizes), for kernels that build ``p * 2^n`` of :func:`exp_parts` in the same pass (not a function of user
+    data: callable from Numba code only)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen

@@ -196,3 +196,22 @@ def result_dtype(*arrays: np.ndarray) -> np.dtype:
 def real_dtype(dtype: np.dtype) -> np.dtype:
     """float32 for float32/complex64, float64 for float64/complex128."""
     return np.finfo(np.dtype(dtype)).dtype
+
+
+def check_window(window, causal: bool) -> tuple:
+    """``window`` in refimpl's meaning (``docs/glossary.md``) as ``(left, right)``: inclusive key counts on each
+    side; an int ``w`` is ``(w, w)``, ``(w, 0)`` when causal; with ``causal=True`` a ``right > 0`` is a ``ValueError``."""
+    if isinstance(window, (bool, np.bool_)):
+        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got bool {window!r}")
+    if isinstance(window, numbers.Integral):
+        w = check_int(window, "window", minimum=0)
+        return (w, 0) if causal else (w, w)
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got "
+                        f"{type(window).__name__} {window!r}")
+    left = check_int(window[0], "window[0] (left)", minimum=0)
+    right = check_int(window[1], "window[1] (right)", minimum=0)
+    if causal and right > 0:
+        raise ValueError(f"window: causal=True keeps no key to the right (right must be 0), got "
+                         f"window={tuple(window)!r}")
+    return left, right

@@ -25,12 +25,11 @@ Shapes and conventions
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Tuple
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
+from refimpl._validate import as_float_array, check_bool, check_choice, check_shape, check_window, result_dtype
 
 __all__ = ["VARIANTS", "aft_window", "validate_aft", "materialized", "windowed"]
 
@@ -55,20 +54,7 @@ def aft_window(window, causal: bool, variant: str) -> Optional[Tuple[int, int]]:
     if window is None:
         raise ValueError("window: variant='local' needs a window, an int w or a pair (left, right) of ints >= 0 "
                          "(the paper's s is (s - 1, s - 1)), got None")
-    if isinstance(window, (bool, np.bool_)):
-        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got bool {window!r}")
-    if isinstance(window, numbers.Integral):
-        w = check_int(window, "window", minimum=0)
-        return (w, 0) if causal else (w, w)
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got "
-                        f"{type(window).__name__} {window!r}")
-    left = check_int(window[0], "window[0] (left)", minimum=0)
-    right = check_int(window[1], "window[1] (right)", minimum=0)
-    if causal and right > 0:
-        raise ValueError(f"window: causal=True keeps no key to the right (right must be 0), got "
-                         f"window={tuple(window)!r}")
-    return left, right
+    return check_window(window, causal)
 
 
 def validate_aft(q, k, v, w=None, *, variant="full", causal=False, window=None):

@@ -31,12 +31,9 @@ from typing import Optional
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from refimpl._blas import gemm
-from refimpl._fastmath import exp_parts
+from refimpl._fastmath import f32_from_bits, exp_parts
 from refimpl._numba import warmup
 from refimpl._validate import check_int, result_dtype
 from refimpl.attention.softmax.reference import attention_scale, causal_alignment, materialized, validate_qkv
@@ -44,16 +41,7 @@ from refimpl.attention.softmax.reference import attention_scale, causal_alignmen
 __all__ = ["flash_attention"]
 
 
-@intrinsic
-def _bits_as_f32(typingctx, bits):
-    """The float32 whose IEEE bit pattern is the int32 ``bits`` (a bitcast: no conversion, no rounding)."""
-    if bits != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
+_bits_as_f32 = f32_from_bits  # refimpl._fastmath: the int32 bit pattern as a float32 (a bitcast)
 
 
 @nb.njit(cache=True)

@@ -46,7 +46,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, result_dtype
+from refimpl._validate import as_float_array, check_bool, check_choice, check_int, check_shape, check_window, result_dtype
 from refimpl.attention.softmax.reference import attention_scale
 
 # SparsePattern and BlockLayout (the records the builders return) are importable by name but not in __all__:
@@ -296,23 +296,6 @@ def _pattern(kind, l, h, **params) -> SparsePattern:
 
 # ------------------------------------------------------------------ argument checks
 
-def _window(window, causal: bool) -> Tuple[int, int]:
-    """``window`` as ``(left, right)``: an int ``w`` is ``(w, w)`` (``(w, 0)`` when causal)."""
-    if isinstance(window, (bool, np.bool_)):
-        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got bool {window!r}")
-    if isinstance(window, numbers.Integral):
-        w = check_int(window, "window", minimum=0)
-        return (w, 0) if causal else (w, w)
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise TypeError(f"window: expected an int w or a pair (left, right) of ints >= 0, got "
-                        f"{type(window).__name__} {window!r}")
-    left = check_int(window[0], "window[0] (left)", minimum=0)
-    right = check_int(window[1], "window[1] (right)", minimum=0)
-    if causal and right > 0:
-        raise ValueError(f"window: causal=True keeps no key to the right (right must be 0), got window={tuple(window)!r}")
-    return left, right
-
-
 def _dilation(dilation) -> Tuple[int, ...]:
     """``dilation`` as one int >= 1 per head (an int: one head)."""
     if isinstance(dilation, (tuple, list, np.ndarray)):
@@ -348,7 +331,7 @@ def sliding_window_pattern(l: int, window, *, dilation=1, causal: bool = False) 
     per head (``h = len(dilation)``); ``causal``: forces ``right = 0``."""
     l = check_int(l, "l", minimum=0)
     causal = check_bool(causal, "causal")
-    window = _window(window, causal)
+    window = check_window(window, causal)
     dil = _dilation(dilation)
     return _pattern("sliding_window", l, len(dil), window=window, dilation=dil, causal=causal)
 
@@ -359,7 +342,7 @@ def longformer_pattern(l: int, window, *, dilation=1, global_tokens=(), causal: 
     :func:`sliding_window_pattern`."""
     l = check_int(l, "l", minimum=0)
     causal = check_bool(causal, "causal")
-    window = _window(window, causal)
+    window = check_window(window, causal)
     dil = _dilation(dilation)
     G = _global_tokens(global_tokens, l)
     return _pattern("longformer", l, len(dil), window=window, dilation=dil, global_tokens=G, causal=causal)

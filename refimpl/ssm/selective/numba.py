@@ -62,11 +62,10 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-from refimpl._fastmath import exp_parts
+from refimpl._fastmath import f32_from_bits, exp_parts
 from refimpl._numba import warmup
 from refimpl._validate import (as_float_array, check_bool, check_choice, check_finite, check_shape, real_dtype,
                                result_dtype)
@@ -82,16 +81,7 @@ _FMA = {"contract"}  # the only fastmath flag (module docstring: FMAs keep every
 
 # -------------------------------------------------------------------------------- scalar pieces (inlined)
 
-@intrinsic
-def _f32_from_bits(typingctx, bits):
-    """The float32 whose IEEE bit pattern is the int32 ``bits`` (an LLVM bitcast; vectorizes)."""
-    if bits != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
+_f32_from_bits = f32_from_bits  # refimpl._fastmath: the int32 bit pattern as a float32 (a bitcast)
 
 
 def _exp(w):  # pragma: no cover - replaced by the overload inside jitted code
