@@ -69,3 +69,11 @@ def measure() -> dict:
         "exp_per_s_ours": m / t_ours,
         "bandwidth_GBps": bandwidth / 1e9,
     }
+
+
+def canary(n: int = 512, reps: int = 7) -> float:
+    """float32 sgemm GFLOP/s of one ``n^3`` product (best of ``reps``): printed before and after each workload."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    return 2.0 * n ** 3 / _best(lambda: a @ b, reps) / 1e9

@@ -64,9 +64,17 @@ def main(argv=None) -> int:
     print("limits:", json.dumps({k: round(v, 3) for k, v in limits.items()}))
     results = []
     for n in names:
+        before = roofline.canary()
         t0 = time.perf_counter()
         res = workloads.WORKLOADS[n](limits=limits, repeats=args.repeats, quick=args.quick)
         res["wall_s"] = time.perf_counter() - t0
+        after = roofline.canary()
+        # the machine is shared: an sgemm canary before and after each workload says whether it stayed the same
+        res["canary_gflops"] = {"before": before, "after": after}
+        res.setdefault("notes", []).append(
+            f"canary (512^3 float32 sgemm): {before:.1f} GFLOP/s before, {after:.1f} after"
+            + ("" if min(before, after) >= 0.8 * max(before, after) else
+               " -- the machine's speed changed by more than 20% during this workload: ratios are suspect"))
         results.append(res)
         print(format_results([res]), flush=True)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
