@@ -67,10 +67,8 @@ from numba.extending import overload
 
 from refimpl._fastmath import f32_from_bits, exp_parts
 from refimpl._numba import warmup
-from refimpl._validate import (as_float_array, check_bool, check_choice, check_finite, check_shape, real_dtype,
-                               result_dtype)
-from refimpl.ssm.selective.reference import (DISCRETIZATIONS, SOFTPLUS_THRESHOLD, _check_A, _check_bc,
-                                             _check_Delta, _check_state, _delta_formula)
+from refimpl._validate import check_bool, check_finite
+from refimpl.ssm.selective.reference import SOFTPLUS_THRESHOLD, _check_Delta, _checked_arguments, _delta_formula
 
 __all__ = ["selective_scan_numba"]
 
@@ -419,41 +417,9 @@ def _validated(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_stat
     :func:`_raise_bad_u_delta_Delta` raises the reference's error.  (With several bad arguments at once, a
     non-finite ``u``/``delta`` is therefore reported after the others' errors.)
 
-    Keep in step with ``prepare`` (the bad-input corpus runs both on the same contracts)."""
-    delta_softplus = check_bool(delta_softplus, "delta_softplus")
-    allow_unstable = check_bool(allow_unstable, "allow_unstable")
-    check_choice(discretization, "discretization", DISCRETIZATIONS)
-    u = as_float_array(u, "u", ndim=3, allow_complex=False, finite=False)
-    b, l, d = u.shape
-    delta = as_float_array(delta, "delta", ndim=3, allow_complex=False, finite=False)
-    check_shape(delta, "delta", (b, l, d), "(b, l, d) like u")
-    A = _check_A(A, allow_unstable)
-    n = A.shape[1]
-    check_shape(A, "A", (d, n), "(d, n) with d from u")
-    layouts = {2: ("fixed", (d, n), "(d, n): a fixed per-channel matrix"),
-               3: ("variable", (b, l, n), "(b, l, n): variable, shared by every channel"),
-               4: ("grouped", (b, l, "g", n), "(b, l, g, n)")}
-    B, B_mode = _check_bc(B, "B", A, layouts, src="d, n from A, b, l from u")
-    C, C_mode = _check_bc(C, "C", A, layouts, src="d, n from A, b, l from u")
-    if D is not None:
-        D = as_float_array(D, "D", ndim=1, allow_complex=False)
-        check_shape(D, "D", (d,), "(d,)")
-    if z is not None:
-        z = as_float_array(z, "z", ndim=3, allow_complex=False)
-        check_shape(z, "z", (b, l, d), "(b, l, d) like u")
-    if delta_bias is not None:
-        delta_bias = as_float_array(delta_bias, "delta_bias", ndim=1, allow_complex=False)
-        check_shape(delta_bias, "delta_bias", (d,), "(d,)")
-    if initial_state is not None:
-        initial_state = _check_state(initial_state, "initial_state", A, (b, d, n), "(b, d, n)")
-    dtype = result_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    rdt = real_dtype(dtype)
-    cast = lambda a, dt=dtype: None if a is None else a.astype(dt, copy=False)  # noqa: E731
-    u, delta, z, D, delta_bias = (cast(a, rdt) for a in (u, delta, z, D, delta_bias))
-    A, B, C, initial_state = (cast(a) for a in (A, B, C, initial_state))
-    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-                initial_state=initial_state, B_mode=B_mode, C_mode=C_mode, allow_unstable=allow_unstable,
-                dtype=dtype, rdt=rdt, b=b, l=l, d=d, n=n)
+    The reference's own checks (:func:`refimpl.ssm.selective.reference._checked_arguments`)."""
+    return _checked_arguments(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, discretization,
+                              allow_unstable, finite_u_delta=False)
 
 
 def _raise_bad_u_delta_Delta(p: dict) -> None:

@@ -197,15 +197,16 @@ def _check_Delta(Delta: np.ndarray, delta_softplus: bool, allow_unstable: bool, 
                          "allow_unstable=True")
 
 
-def prepare(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus: bool = False, initial_state=None,
-            discretization: str = "mamba", allow_unstable: bool = False) -> Prepared:
-    """Validate every argument (shapes, dtypes, finiteness, stability) and compute ``Delta``."""
+def _checked_arguments(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, discretization,
+                      allow_unstable, finite_u_delta: bool = True) -> dict:
+    """Every check and cast of :func:`prepare` but ``Delta``'s: shapes, dtypes, stability, finiteness (of ``u`` and
+    ``delta`` only when ``finite_u_delta``: the fast kernel checks those two itself, in its one pass over them)."""
     delta_softplus = check_bool(delta_softplus, "delta_softplus")
     allow_unstable = check_bool(allow_unstable, "allow_unstable")
     check_choice(discretization, "discretization", DISCRETIZATIONS)
-    u = as_float_array(u, "u", ndim=3, allow_complex=False)
+    u = as_float_array(u, "u", ndim=3, allow_complex=False, finite=finite_u_delta)
     b, l, d = u.shape
-    delta = as_float_array(delta, "delta", ndim=3, allow_complex=False)
+    delta = as_float_array(delta, "delta", ndim=3, allow_complex=False, finite=finite_u_delta)
     check_shape(delta, "delta", (b, l, d), "(b, l, d) like u")
     A = _check_A(A, allow_unstable)
     n = A.shape[1]
@@ -231,6 +232,20 @@ def prepare(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplu
     cast = lambda a, dt=dtype: None if a is None else a.astype(dt, copy=False)  # noqa: E731
     u, delta, z, D, delta_bias = (cast(a, rdt) for a in (u, delta, z, D, delta_bias))
     A, B, C, initial_state = (cast(a) for a in (A, B, C, initial_state))
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                initial_state=initial_state, B_mode=B_mode, C_mode=C_mode, allow_unstable=allow_unstable,
+                dtype=dtype, rdt=rdt, b=b, l=l, d=d, n=n)
+
+
+def prepare(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus: bool = False, initial_state=None,
+            discretization: str = "mamba", allow_unstable: bool = False) -> Prepared:
+    """Validate every argument (shapes, dtypes, finiteness, stability) and compute ``Delta``."""
+    a = _checked_arguments(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, discretization,
+                           allow_unstable)
+    u, delta, A, B, C, D, z, delta_bias, initial_state = (a[k] for k in (
+        "u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"))
+    delta_softplus, allow_unstable, B_mode, C_mode, dtype, rdt, b, l, d, n = (a[k] for k in (
+        "delta_softplus", "allow_unstable", "B_mode", "C_mode", "dtype", "rdt", "b", "l", "d", "n"))
     Delta = _delta_formula(delta, delta_bias, delta_softplus)
     _check_Delta(Delta, delta_softplus, allow_unstable)
     return Prepared(u=u, Delta=Delta, A=A, B=B, C=C, D=D, z=z, initial_state=initial_state, B_mode=B_mode,
