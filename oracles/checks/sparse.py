@@ -10,6 +10,7 @@ import numpy as np
 from oracles import sparse_attention as SA
 from oracles.checks import check, row, timed
 from oracles.tolerance import Bound, compare, unit_roundoff
+from oracles.verify.ops_sparse import build_pattern
 
 SEED = 20261313
 TILE = 4  # the block_sparse views' tile on the small cases: several tiles, the last one short (l = 13)
@@ -28,18 +29,7 @@ SMALL = (
 
 
 def _builder(kind, l, params):
-    from refimpl.attention import sparse as R
-
-    p = dict(params)
-    if kind == "sliding_window":
-        return R.sliding_window_pattern(l, p.pop("window"), **p)
-    if kind == "longformer":
-        return R.longformer_pattern(l, p.pop("window"), **p)
-    if kind == "strided":
-        return R.strided_pattern(l, p.pop("stride"), **p)
-    if kind == "fixed":
-        return R.fixed_pattern(l, p.pop("stride"), **p)
-    return R.bigbird_pattern(l, p.pop("block"), **p)
+    return build_pattern(kind, l, params)
 
 
 def _rows(name, kind, params, q, k, v, exact, bound, note):

@@ -214,10 +214,14 @@ def pattern_key_sets(conv: Mapping[str, Any], l: int, h: int):
 
 def refimpl_pattern(conv: Mapping[str, Any], l: int, h: int):
     """refimpl's :class:`SparsePattern` of the claimed pattern (the reference and the refimpl adapter)."""
+    return build_pattern(conv["kind"], l, pattern_params(conv, l, h))
+
+
+def build_pattern(kind: str, l: int, params: Mapping[str, Any]):
+    """refimpl's pattern builder of ``kind`` called with ``params`` (the builders' keyword names)."""
     from refimpl.attention import sparse as R
 
-    p = dict(pattern_params(conv, l, h))
-    kind = conv["kind"]
+    p = dict(params)
     if kind == "sliding_window":
         return R.sliding_window_pattern(l, p.pop("window"), **p)
     if kind == "longformer":
