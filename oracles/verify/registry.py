@@ -45,7 +45,8 @@ import numpy as np
 __all__ = ["Arg", "Convention", "Case", "Probe", "ProbeDtype", "OpSpec", "register_op", "get_op", "list_ops",
            "infer_dims",
            "Size", "Domain", "DeclaredDomain", "op_domain", "case_sizes", "case_key", "domain_hint", "op_functions",
-           "case_builder", "CaseBuilder", "feature_convention", "seeded_strategy", "draw_sizes", "claimed_inputs"]
+           "case_builder", "CaseBuilder", "feature_convention", "seeded_strategy", "draw_sizes", "claimed_inputs",
+           "GradSpec", "register_grad", "get_grad", "list_grads"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -640,8 +641,67 @@ class OpSpec:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class GradSpec:
+    """How ``refimpl verify --grad`` checks an op's backward pass (one per op; :func:`register_grad`).
+
+    The ground truth is never our backward code: ``forward`` is a float64 forward from ``oracles/`` (a
+    ground-truth module, never refimpl) that :mod:`oracles.gradients` differentiates by central differences
+    with Richardson extrapolation (its truncation and rounding error folded into the bound).  A real loss
+    ``<outputs, cotangents>`` (``Re sum conj(w) y`` for a complex output) is differentiated with respect to
+    each input named in ``wrt``.
+
+    Complex inputs: the gradient of a real loss with respect to ``z = a + i b`` is ``dL/da + i dL/db``
+    (PyTorch's convention, and Mamba's for a complex ``A``); JAX returns its conjugate (the adapters convert).
+
+    * ``wrt``: the differentiable canonical inputs, in the order an explicit backward (``--grad-fn``) returns them.
+    * ``forward(inputs, conv) -> {output: array}``: float64 ground truth (from ``oracles/``; fast enough to be
+      called a few times per input element on the small ``cases``).
+    * ``bounds(inputs, oracle_grads, conv, dtype, magnitudes) -> {input: Bound}``: the derived float64/float32
+      bound of each gradient (``magnitudes[name]`` = ``|J|^T |w|`` of that input, from the same differences);
+      the harness adds the difference quotient's own error bound.
+    * ``cases(conv) -> [Case]``: small golden/edge cases (L = 0, 1, odd, chunk +- 1, ...) where elementwise
+      differences are affordable.
+    * ``reference_vjp(inputs, conv, cotangents) -> {input: grad}``: our VJP (refimpl), used only for the
+      low-precision baseline rule and the report rows, never as ground truth.
+    * ``outputs``: the outputs that carry a cotangent (default: every output the case produces).
+    * ``sample(rng, conv, **sizes)``: small random cases (default: the op's sampler).
+    """
+
+    op: str
+    wrt: Tuple[str, ...]
+    forward: Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
+    bounds: Optional[Callable[..., Dict[str, Any]]] = None
+    cases: Optional[Callable[[Dict[str, Any]], List[Case]]] = None
+    reference_vjp: Optional[Callable[[Dict[str, Any], Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = None
+    outputs: Optional[Tuple[str, ...]] = None
+    sample: Optional[Callable[..., Dict[str, Any]]] = None
+    notes: str = ""
+    module: str = ""
+
+
 _OPS: Dict[str, OpSpec] = {}
+_GRADS: Dict[str, GradSpec] = {}
 _LOADED = False
+
+
+def register_grad(spec: GradSpec) -> GradSpec:
+    """Attach the gradient check of op ``spec.op`` (modules ``oracles/verify/grad_<family>.py``)."""
+    if spec.op in _GRADS and _GRADS[spec.op] is not spec:
+        raise ValueError(f"the gradient of op {spec.op} is registered twice ({_GRADS[spec.op].module} and {spec.module})")
+    _GRADS[spec.op] = spec
+    return spec
+
+
+def get_grad(name: str) -> Optional[GradSpec]:
+    """The op's :class:`GradSpec`, or ``None`` when the op has no gradient oracle."""
+    _load_all()
+    return _GRADS.get(name)
+
+
+def list_grads() -> List[GradSpec]:
+    _load_all()
+    return [_GRADS[k] for k in sorted(_GRADS)]
 
 
 def _check_domain_keywords(spec: OpSpec) -> None:
@@ -664,7 +724,7 @@ def register_op(spec: OpSpec) -> OpSpec:
 
 
 def _load_all() -> None:
-    """Import every ``oracles/verify/ops_*.py`` (an op module that fails to import is reported, not hidden)."""
+    """Import every ``oracles/verify/ops_*.py`` and ``grad_*.py`` (an op module that fails to import is reported, not hidden)."""
     global _LOADED
     if _LOADED:
         return
@@ -672,7 +732,7 @@ def _load_all() -> None:
     import oracles.verify as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name.startswith("ops_"):
+        if mod.name.startswith(("ops_", "grad_")):
             try:
                 importlib.import_module(f"oracles.verify.{mod.name}")
             except ImportError as exc:  # a family module not yet present: its ops are unavailable
