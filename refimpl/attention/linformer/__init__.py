@@ -1,6 +1,7 @@
 """refimpl.attention.linformer: Linformer attention (Wang et al. 2020; see README.md in this folder).
 
-One entry point, :func:`linformer_attention`, with two views:
+One entry point, :func:`linformer_attention`, with two views (its backward: :func:`linformer_attention_vjp`,
+view ``"materialized"``, :mod:`refimpl.attention.linformer.backward`):
 
 * ``"materialized"`` -- ``K_bar = E k``, ``V_bar = F v``, the ``(l r)`` scores, the softmax and the output, literally
   (``backend="numpy"``: :func:`refimpl.attention.linformer.reference.materialized`);
@@ -17,11 +18,16 @@ from typing import Optional
 from refimpl._dispatch import register
 from refimpl.attention.linformer.reference import SHARINGS, linformer_layer, linformer_stack
 
-__all__ = ["linformer_attention", "linformer_layer", "linformer_stack", "SHARINGS", "IMPLEMENTATIONS"]
+__all__ = ["linformer_attention", "linformer_attention_vjp", "linformer_layer", "linformer_stack", "SHARINGS",
+           "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.linformer_attention", {
     ("materialized", "numpy"): "refimpl.attention.linformer.reference:materialized",
     ("tiled", "numba"): "refimpl.attention.linformer.numba:tiled",
+})
+
+VJP_IMPLEMENTATIONS = register("refimpl.attention.linformer_attention_vjp", {
+    ("materialized", "numpy"): "refimpl.attention.linformer.backward:materialized_vjp",
 })
 
 
@@ -48,3 +54,15 @@ def linformer_attention(q, k, v, E, F, *, scale: Optional[float] = None, view: s
         raise ValueError(f"{name}: a tile size of the 'tiled' view; the 'materialized' view has no tiles, "
                          f"got {name}={tiles[name]!r}")
     return impl(q, k, v, E, F, scale=scale, **tiles)
+
+
+def linformer_attention_vjp(q, k, v, E, F, *, do, scale: Optional[float] = None, view: str = "materialized",
+                            backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`linformer_attention` (the adjoint equations in
+    :mod:`refimpl.attention.linformer.backward`, written by hand).
+
+    ``do (b l h p)``: the cotangent of ``o``.  Returns ``{"q", "k", "v", "E", "F"}`` gradients of the real loss
+    ``sum do * o``, each with its input's shape and dtype (a shared ``(r s)`` projection's gradient sums the heads).
+    ``view, backend``: ``("materialized", "numpy")``.
+    """
+    return VJP_IMPLEMENTATIONS.get(view, backend)(q, k, v, E, F, do=do, scale=scale)
