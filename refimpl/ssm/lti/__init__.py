@@ -16,7 +16,7 @@ from refimpl._dispatch import register
 from refimpl._validate import check_bool, check_int
 from refimpl.ssm.lti.reference import causal_conv, fft_conv, fft_length
 
-__all__ = ["lti_ssm", "lti_kernel", "causal_conv", "fft_conv", "fft_length", "VIEWS"]
+__all__ = ["lti_ssm", "lti_ssm_vjp", "lti_kernel", "causal_conv", "fft_conv", "fft_length", "VIEWS"]
 
 _REF = "refimpl.ssm.lti.reference"
 _NUMBA = "refimpl.ssm.lti.numba"
@@ -32,6 +32,12 @@ IMPLEMENTATIONS = register("refimpl.ssm.lti_ssm", {
     ("fft", "numpy"): f"{_REF}:convolution_fft",
     ("scan", "numpy"): f"{_REF}:scan",
     ("chunked", "numpy"): f"{_REF}:chunked",
+})
+
+_BWD = "refimpl.ssm.lti.backward"
+VJP_IMPLEMENTATIONS = register("refimpl.ssm.lti_ssm_vjp", {
+    ("recurrent", "numpy"): f"{_BWD}:recurrent_vjp",
+    ("convolution", "numpy"): f"{_BWD}:convolution_vjp",
 })
 
 KERNEL_IMPLEMENTATIONS = register("refimpl.ssm.lti_kernel", {
@@ -82,3 +88,22 @@ def lti_kernel(A_bar, B_bar, C, L, *, diagonal: bool = False, backend: str = "nu
     """
     diagonal = check_bool(diagonal, "diagonal")
     return KERNEL_IMPLEMENTATIONS.get("kernel", backend)(A_bar, B_bar, C, L, diagonal=diagonal)
+
+
+def lti_ssm_vjp(A_bar, B_bar, C, D, x, *, dy, d_final_state=None, diagonal: bool = False, initial_state=None,
+                chunk: Optional[int] = None, view: str = "recurrent", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`lti_ssm`: ``{name: gradient}`` for ``A_bar, B_bar, C, x`` and for
+    ``D``, ``initial_state`` when given (each with its input's shape and dtype).
+
+    ``dy`` ``(b l d p)``: the cotangent of ``y`` (required); ``d_final_state`` ``(b d n)``: the cotangent of the
+    final state (passing it means the forward is taken to return it).  The adjoint is a reverse scan
+    ``g_t = A_bar_{t+1}^H g_{t+1} + C^H dy_t`` (:mod:`refimpl.ssm.lti.backward`).  Complex convention: the gradient
+    of ``z = a + i b`` is ``dL/da + i dL/db`` (PyTorch's), the cotangent of a complex ``y`` likewise.
+    ``view``: ``recurrent`` (time-varying too) or ``convolution`` (time-invariant); ``backend``: ``numpy``.
+    ``chunk`` is the forward's keyword (the chunked view's); no backward view takes it yet.
+    """
+    fn = VJP_IMPLEMENTATIONS.get(view, backend)
+    if chunk is not None:
+        raise ValueError(f"chunk: only the 'chunked' view takes a chunk length, got chunk={chunk!r} with view={view!r}")
+    return fn(A_bar, B_bar, C, D, x, dy=dy, d_final_state=d_final_state, initial_state=initial_state,
+              diagonal=check_bool(diagonal, "diagonal"))
