@@ -4,6 +4,7 @@ Entry points:
 
 * :func:`ssd_scan` -- ``(x, dt, A, B, C, D, z) -> y`` (or ``(y, final_state)``), any view and backend.
 * :func:`ssd_step` -- one decode step ``(state, x_t, dt_t, A, B_t, C_t, D, z_t) -> (y_t, state_t)``.
+* :func:`ssd_scan_vjp` -- the backward pass: ``(forward's arguments, dy, d_final_state) -> {argument: gradient}``.
 
 Public helper: :func:`effective_dt`.
 """
@@ -15,13 +16,19 @@ from refimpl._dispatch import register
 from refimpl._validate import check_int
 from refimpl.ssm.ssd.reference import effective_dt
 
-__all__ = ["ssd_scan", "ssd_step", "IMPLEMENTATIONS", "effective_dt"]
+__all__ = ["ssd_scan", "ssd_step", "ssd_scan_vjp", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS", "effective_dt"]
 
 IMPLEMENTATIONS = register("refimpl.ssm.ssd_scan", {
     ("recurrent", "numpy"): "refimpl.ssm.ssd.reference:recurrent",
     ("quadratic", "numpy"): "refimpl.ssm.ssd.reference:quadratic",
     ("chunked", "numpy"): "refimpl.ssm.ssd.reference:chunked",
     ("chunked", "numba"): "refimpl.ssm.ssd.numba:ssd_chunked_numba",
+})
+
+VJP_IMPLEMENTATIONS = register("refimpl.ssm.ssd_scan_vjp", {
+    ("recurrent", "numpy"): "refimpl.ssm.ssd.backward:recurrent_vjp",
+    ("quadratic", "numpy"): "refimpl.ssm.ssd.backward:quadratic_vjp",
+    ("chunked", "numpy"): "refimpl.ssm.ssd.backward:chunked_vjp",
 })
 
 _STEP = register("refimpl.ssm.ssd_step", {("step", "numpy"): "refimpl.ssm.ssd.reference:step"})
@@ -61,3 +68,28 @@ def ssd_step(state, x_t, dt_t, A, B_t, C_t, D=None, z_t=None, *, backend: str = 
     """
     return _STEP.get("step", backend)(state, x_t, dt_t, A, B_t, C_t, D, z_t, dt_bias=dt_bias, dt_softplus=dt_softplus,
                                       dt_limit=dt_limit, allow_unstable=allow_unstable)
+
+
+def ssd_scan_vjp(x, dt, A, B, C, D=None, z=None, *, dy, d_final_state=None, dt_bias=None, dt_softplus: bool = False,
+                 dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, chunk: int = 64,
+                 allow_unstable: bool = False, view: str = "chunked", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`ssd_scan`: the gradient of ``<y, dy> + <final_state, d_final_state>``.
+
+    The forward's arguments (same names, shapes and defaults), then the cotangents: ``dy`` ``(b l h p)`` (required)
+    and ``d_final_state`` ``(b h p n)`` (``None``: the final state is not an output).  Returns a dict
+    ``{argument name: gradient}`` for ``x``, ``dt``, ``A``, ``B``, ``C`` and each of ``D``, ``z``, ``dt_bias``,
+    ``initial_state`` that was given, each in its input's shape and dtype (``seq_idx`` is integer: no gradient).
+    The adjoint of the scan is a reverse scan (see :mod:`refimpl.ssm.ssd.backward`); the clamp passes the
+    gradient where ``lo <= v <= hi`` (both ends inclusive), softplus' derivative is the logistic below the
+    threshold 20 and 1 above it, and no gradient crosses a ``seq_idx`` boundary.
+
+    ``view``: ``"chunked"`` (Mamba-2's four steps in reverse; the default), ``"recurrent"`` (the reverse loop),
+    ``"quadratic"`` (the transpose of the masked matrix); ``backend``: ``"numpy"``.
+    """
+    fn = VJP_IMPLEMENTATIONS.get(view, backend)
+    kw = dict(dy=dy, d_final_state=d_final_state, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
+              initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    if view == "chunked":
+        kw["chunk"] = chunk
+    return fn(x, dt, A, B, C, D, z, **kw)
