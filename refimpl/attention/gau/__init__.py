@@ -8,6 +8,9 @@ Hua et al. 2022, "Transformer Quality in Linear Time".  Two entry points, one pe
 * :func:`mixed_chunk_attention` -- FLASH: quadratic attention inside chunks of ``c`` plus linear attention
   between chunks: views ``"chunked"`` (numpy: the per-chunk loop with the running state; numba:
   :func:`refimpl.attention.gau.numba.mixed_chunk_numba`) and ``"materialized"`` (numpy: the ``(l l)`` matrix).
+
+Their backwards (:mod:`refimpl.attention.gau.backward`): :func:`gated_attention_unit_vjp` (view ``"quadratic"``) and
+:func:`mixed_chunk_attention_vjp` (views ``"chunked"``, the reverse scan over chunks, and ``"materialized"``).
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from typing import Optional
 from refimpl._dispatch import register
 from refimpl.attention.gau.reference import FLASH_ROWS, GAU_ROWS
 
-__all__ = ["gated_attention_unit", "mixed_chunk_attention", "GAU_ROWS", "FLASH_ROWS", "GAU_IMPLEMENTATIONS",
-           "FLASH_IMPLEMENTATIONS"]
+__all__ = ["gated_attention_unit", "mixed_chunk_attention", "gated_attention_unit_vjp", "mixed_chunk_attention_vjp",
+           "GAU_ROWS", "FLASH_ROWS", "GAU_IMPLEMENTATIONS", "FLASH_IMPLEMENTATIONS", "GAU_VJP_IMPLEMENTATIONS",
+           "FLASH_VJP_IMPLEMENTATIONS"]
 
 GAU_IMPLEMENTATIONS = register("refimpl.attention.gated_attention_unit", {
     ("quadratic", "numpy"): "refimpl.attention.gau.reference:quadratic",
@@ -28,6 +32,15 @@ FLASH_IMPLEMENTATIONS = register("refimpl.attention.mixed_chunk_attention", {
     ("chunked", "numpy"): "refimpl.attention.gau.reference:chunked",
     ("materialized", "numpy"): "refimpl.attention.gau.reference:materialized",
     ("chunked", "numba"): "refimpl.attention.gau.numba:mixed_chunk_numba",
+})
+
+GAU_VJP_IMPLEMENTATIONS = register("refimpl.attention.gated_attention_unit_vjp", {
+    ("quadratic", "numpy"): "refimpl.attention.gau.backward:quadratic_vjp",
+})
+
+FLASH_VJP_IMPLEMENTATIONS = register("refimpl.attention.mixed_chunk_attention_vjp", {
+    ("chunked", "numpy"): "refimpl.attention.gau.backward:chunked_vjp",
+    ("materialized", "numpy"): "refimpl.attention.gau.backward:materialized_vjp",
 })
 
 
@@ -71,3 +84,29 @@ def mixed_chunk_attention(x, W_u, W_v, W_z, gamma, beta, W_o, *, chunk: int, cau
     """
     impl = FLASH_IMPLEMENTATIONS.get(view, backend)
     return impl(x, W_u, W_v, W_z, gamma, beta, W_o, chunk=chunk, causal=causal, bias=bias)
+
+
+def gated_attention_unit_vjp(x, W_u, W_v, W_z, gamma, beta, W_o, *, do, causal: bool = False,
+                             scale: Optional[float] = None, bias=None, view: str = "quadratic",
+                             backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`gated_attention_unit` (the adjoint equations in
+    :mod:`refimpl.attention.gau.backward`, written by hand).
+
+    ``do (b l d)``: the cotangent of ``O``.  Returns the gradients of the real loss ``sum do * O`` for ``x``,
+    ``W_u``, ``W_v``, ``W_z``, ``gamma``, ``beta``, ``W_o`` and ``bias`` (when given), each with its input's shape and
+    dtype.  ``view, backend``: ``("quadratic", "numpy")``.
+    """
+    impl = GAU_VJP_IMPLEMENTATIONS.get(view, backend)
+    return impl(x, W_u, W_v, W_z, gamma, beta, W_o, do=do, causal=causal, scale=scale, bias=bias)
+
+
+def mixed_chunk_attention_vjp(x, W_u, W_v, W_z, gamma, beta, W_o, *, do, chunk: int, causal: bool = False,
+                              bias=None, view: str = "chunked", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`mixed_chunk_attention` (:mod:`refimpl.attention.gau.backward`).
+
+    ``do (b l d)``: the cotangent of ``O``.  Returns the gradients for ``x``, ``W_u``, ``W_v``, ``W_z``, ``gamma (4 n)``,
+    ``beta (4 n)``, ``W_o`` and ``bias (2c - 1)`` (when given).  ``view, backend``: ``("chunked", "numpy")`` (the
+    reverse scan over chunks, default) or ``("materialized", "numpy")``.
+    """
+    impl = FLASH_VJP_IMPLEMENTATIONS.get(view, backend)
+    return impl(x, W_u, W_v, W_z, gamma, beta, W_o, do=do, chunk=chunk, causal=causal, bias=bias)
