@@ -7,6 +7,11 @@ One entry point, :func:`scaled_dot_product_attention`, with two views:
 * ``"tiled"`` -- FlashAttention's online softmax over blocks of queries and keys, never forming the scores
   (``backend="numpy"``: :func:`refimpl.attention.softmax.reference.tiled`, Algorithm 1 of Dao et al. 2022
   written literally; ``backend="numba"``: :func:`refimpl.attention.softmax.numba.flash_attention`).
+
+Its backward pass, :func:`scaled_dot_product_attention_vjp`, has the same two views: ``"materialized"``
+(:func:`refimpl.attention.softmax.backward.materialized_vjp`) and ``"tiled"`` (FlashAttention's backward pass:
+:func:`refimpl.attention.softmax.backward.tiled_vjp`, literal; ``backend="numba"``:
+:func:`refimpl.attention.softmax.numba_backward.flash_attention_vjp`).
 """
 from __future__ import annotations
 
@@ -17,13 +22,19 @@ from refimpl._validate import check_bool
 from refimpl.attention.softmax.reference import (CAUSAL_ALIGNMENTS, attention_scale, causal_alignment, causal_mask,
                                                  logsumexp, multi_head_attention, softmax)
 
-__all__ = ["scaled_dot_product_attention", "multi_head_attention", "causal_mask", "causal_alignment",
-           "attention_scale", "softmax", "logsumexp", "CAUSAL_ALIGNMENTS", "IMPLEMENTATIONS"]
+__all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_vjp", "multi_head_attention", "causal_mask", "causal_alignment",
+           "attention_scale", "softmax", "logsumexp", "CAUSAL_ALIGNMENTS", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.scaled_dot_product_attention", {
     ("materialized", "numpy"): "refimpl.attention.softmax.reference:materialized",
     ("tiled", "numpy"): "refimpl.attention.softmax.reference:tiled",
     ("tiled", "numba"): "refimpl.attention.softmax.numba:flash_attention",
+})
+
+VJP_IMPLEMENTATIONS = register("refimpl.attention.scaled_dot_product_attention_vjp", {
+    ("materialized", "numpy"): "refimpl.attention.softmax.backward:materialized_vjp",
+    ("tiled", "numpy"): "refimpl.attention.softmax.backward:tiled_vjp",
+    ("tiled", "numba"): "refimpl.attention.softmax.numba_backward:flash_attention_vjp",
 })
 
 # what only the materialized view computes (the tiled kernel has no mask, bias, weights or lse)
@@ -72,3 +83,45 @@ def scaled_dot_product_attention(q, k, v, *, scale: Optional[float] = None, caus
                              f"o from q, k, v, scale and the causal diagonal only")
     tiles = {name: value for name, value in (("block_q", block_q), ("block_k", block_k)) if value is not None}
     return impl(q, k, v, scale=scale, causal=causal, alignment=alignment, **tiles)
+
+
+def scaled_dot_product_attention_vjp(q, k, v, *, do, scale: Optional[float] = None, causal: bool = False,
+                                     alignment: Optional[str] = None, mask=None, bias=None, view: str = "materialized",
+                                     backend: str = "numpy", return_weights: bool = False, return_lse: bool = False,
+                                     block_q: Optional[int] = None, block_k: Optional[int] = None) -> dict:
+    r"""The backward pass of :func:`scaled_dot_product_attention`: ``{input: dL/dinput}`` for a cotangent ``do`` of ``o``.
+
+    Parameters
+    ----------
+    q, k, v : ``(b l h n)``, ``(b s h n)``, ``(b s h p)``; the forward's inputs.
+    do : ``(b l h p)``, required (keyword-only): the cotangent ``dL/do`` of the output.
+    scale, causal, alignment, mask, bias, block_q, block_k : as the forward (``mask``, ``bias``: the materialized
+        view only; ``block_q``, ``block_k``: the tiled views only).
+    view, backend : ``("materialized", "numpy")`` (default; the adjoint equations on the formed ``(l s)`` weights),
+        ``("tiled", "numpy")`` (FlashAttention's backward pass, literal: ``P`` recomputed per tile from the saved
+        log-sum-exp) or ``("tiled", "numba")`` (the kernel).
+    return_weights, return_lse : the forward's output selectors; the VJP is that of ``o`` alone, so only ``False``
+        is taken (the weights and the log-sum-exp carry no cotangent here).
+
+    Returns ``{"q": dq, "k": dk, "v": dv}`` with the inputs' shapes, and ``"bias": dbias`` (the bias's shape, ``dS``
+    summed over its broadcast axes) when a bias is given; ``mask`` is boolean and gets no entry.  A fully masked query
+    row contributes nothing (its ``dq`` row is 0).  Adjoint equations: ``dV = P^T dO``, ``dP = dO V^T``,
+    ``D = rowsum(dO o O)``, ``dS = P o (dP - D)``, ``dQ = scale dS K``, ``dK = scale dS^T Q``.
+    """
+    impl = VJP_IMPLEMENTATIONS.get(view, backend)
+    for name, value in (("return_weights", return_weights), ("return_lse", return_lse)):
+        if check_bool(value, name):
+            raise ValueError(f"{name}: the VJP is that of the output o alone (do is its cotangent); expected False, "
+                             f"got True")
+    if view == "materialized":
+        for name, value in (("block_q", block_q), ("block_k", block_k)):
+            if value is not None:
+                raise ValueError(f"{name}: a tile size of the 'tiled' views; the 'materialized' view has no tiles, "
+                                 f"got {name}={value!r}")
+        return impl(q, k, v, do=do, scale=scale, causal=causal, alignment=alignment, mask=mask, bias=bias)
+    for name, value in (("mask", mask), ("bias", bias)):
+        if value is not None:
+            raise ValueError(f"{name}: only the 'materialized' view supports it; the {view!r} view differentiates "
+                             f"o of q, k, v, scale and the causal diagonal only")
+    tiles = {name: value for name, value in (("block_q", block_q), ("block_k", block_k)) if value is not None}
+    return impl(q, k, v, do=do, scale=scale, causal=causal, alignment=alignment, **tiles)
