@@ -47,6 +47,11 @@ divides by the step actually taken (``(x_j + s) - (x_j - s)``, exact in float64 
 a forward whose outputs are accurate to 32 ulps of the output's own scale.  That holds for the dense float64
 forwards of ``oracles/`` on the small cases differentiated here (depth well under 32 with terms of the outputs'
 size); a forward with heavy cancellation (outputs much smaller than the terms summed) must pass its own.
+In :func:`fd_vjp`, ``E_w`` of a coordinate sums only over the outputs whose computed values differ between
+``x_j + s`` and ``x_j - s`` at some step: an output computed bit for bit alike at both points is taken not to
+depend on ``x_j`` (a deterministic forward repeats the same operations on the same values), and contributes
+no rounding (a second assumption, stated; it removes the outputs that ``x_j`` cannot reach, e.g. earlier
+positions of a causal op).
 
 **The error bound per element** is ``truncation estimate + rounding bound`` (for a complex input the two
 coordinates' bounds are combined with ``hypot``, a bound on ``|error|``), returned as ``FDGrad.error``.
@@ -175,11 +180,11 @@ def real_loss(outputs: Mapping[str, Any], cotangents: Mapping[str, Any]) -> floa
     return math.fsum(terms)
 
 
-def _forward_error(forward_error, y0: Mapping[str, np.ndarray], w: Mapping[str, np.ndarray]) -> float:
-    """``E_w = sum_k |w_k| E_k`` at the base point (module doc)."""
+def _forward_error(forward_error, y0: Mapping[str, np.ndarray], w: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``|w_k| E_k`` per output at the base point (module doc): summed over the outputs a step changes."""
     if callable(forward_error):
         forward_error = forward_error(y0)
-    total = 0.0
+    out = {}
     for k, wk in w.items():
         y = y0[k]
         if forward_error is None:
@@ -189,8 +194,8 @@ def _forward_error(forward_error, y0: Mapping[str, np.ndarray], w: Mapping[str, 
             E = np.asarray(forward_error.get(k, 0.0), dtype=np.float64)
         else:
             E = float(forward_error)
-        total += float(np.sum(np.abs(wk) * np.broadcast_to(E, wk.shape)))
-    return total
+        out[k] = np.abs(wk) * np.broadcast_to(np.asarray(E, dtype=np.float64), wk.shape)
+    return out
 
 
 def _pow2(x: np.ndarray) -> np.ndarray:
@@ -258,7 +263,7 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
         point[name] = _as64(point[name])
     y0 = _outputs(f, point)
     w = _check_cotangents(y0, cotangents)
-    Ew = _forward_error(forward_error, y0, w)
+    wE = _forward_error(forward_error, y0, w)
     evaluations = 1
     fracs = (1.0, 0.5, 0.25)[:levels]
 
@@ -280,7 +285,7 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
                 base = float(x0.real if part == "real" else x0.imag) if is_c else float(x0)
                 h = float(_pow2(np.array(rel * max(abs(base), scale))))
                 hs[j] = h
-                Dl, cols = [], []
+                Dl, cols, Ew = [], [], 0.0
                 for fr in fracs:
                     s = h * fr
                     plus, minus = base + s, base - s
@@ -294,6 +299,8 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
                     flat[j] = x0
                     denom = plus - minus
                     col = {k: (ys[0][k] - ys[1][k]) / denom for k in w}
+                    # E_w over the outputs this step changes (unchanged ones are computed bit for bit alike)
+                    Ew = max(Ew, sum(float(np.sum(wE[k][ys[0][k] != ys[1][k]])) for k in w))
                     cols.append(col)
                     Dl.append(sum(_dot(w[k], col[k]) for k in w))
                 evaluations += 2 * levels
@@ -355,7 +362,7 @@ def fd_jvp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
     if sv == 0.0:
         return 0.0, 0.0
     h = float(_pow2(np.array(rel * max(1.0, sx) / sv)))
-    Ew = _forward_error(forward_error, y0, w)
+    Ew = sum(float(np.sum(e)) for e in _forward_error(forward_error, y0, w).values())
     base = {k: point[k].copy() for k in v}
     Dl = []
     for fr in (1.0, 0.5, 0.25)[:levels]:
