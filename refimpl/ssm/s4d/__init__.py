@@ -5,17 +5,23 @@ public helpers :func:`init`, :func:`discretize_diag`.
 """
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 
 from refimpl._dispatch import register
 from refimpl.ssm.s4d.reference import INITS, METHODS, OUTPUTS, VARIANTS, discretize_diag, init
 
-__all__ = ["s4d_kernel", "dss_kernel", "vandermonde", "init", "discretize_diag", "INITS", "METHODS", "OUTPUTS",
+__all__ = ["s4d_kernel", "s4d_kernel_vjp", "dss_kernel", "vandermonde", "init", "discretize_diag", "INITS", "METHODS", "OUTPUTS",
            "VARIANTS", "S4D_KERNEL", "DSS_KERNEL", "VANDERMONDE"]
 
 S4D_KERNEL = register("refimpl.ssm.s4d_kernel", {
     ("vandermonde", "numpy"): "refimpl.ssm.s4d.reference:kernel",
     ("vandermonde", "numba"): "refimpl.ssm.s4d.numba:kernel",
+})
+
+S4D_KERNEL_VJP = register("refimpl.ssm.s4d_kernel_vjp", {
+    ("vandermonde", "numpy"): "refimpl.ssm.s4d.backward:kernel_vjp",
 })
 
 DSS_KERNEL = register("refimpl.ssm.dss_kernel", {
@@ -54,3 +60,15 @@ def vandermonde(v, z, L: int, *, backend: str = "numpy") -> np.ndarray:
     ``backend``: ``"numpy"`` or ``"numba"`` (flushes powers below the smallest normal number to zero).
     """
     return VANDERMONDE.get("repeated_products", backend)(v, z, L)
+
+
+def s4d_kernel_vjp(Lambda, B, C, dt, L: int, *, dK, method: str = "zoh", output: str, view: str = "vandermonde",
+                   backend: str = "numpy") -> Dict[str, np.ndarray]:
+    r"""The vector-Jacobian product of :func:`s4d_kernel`: ``{"Lambda", "B", "C", "dt"}`` gradients (each with its
+    input's shape and dtype) from ``dK`` ``(d l)``, the cotangent of ``K`` (real unless ``output="complex"``).
+
+    The adjoint of the Vandermonde power scan is a reverse scan over ``k``, then the diagonal discretization's
+    VJP (ZOH through ``phi1'``) (:mod:`refimpl.ssm.s4d.backward`).  Complex convention: the gradient of
+    ``z = a + i b`` is ``dL/da + i dL/db`` (PyTorch's); ``K = 2 Re Kc`` passes ``2 dK`` to ``Kc``.
+    """
+    return S4D_KERNEL_VJP.get(view, backend)(Lambda, B, C, dt, L, dK=dK, method=method, output=output)
