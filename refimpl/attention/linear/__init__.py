@@ -13,8 +13,8 @@ from refimpl._validate import check_bool, check_int
 from refimpl.attention.linear.reference import (EPS_MODES, PERFORMER_STABILIZERS, STATE_LAYOUTS,
                                                 causal_recurrent_offsets, performer_attention)
 
-__all__ = ["linear_attention", "performer_attention", "causal_recurrent_offsets", "STATE_LAYOUTS", "EPS_MODES",
-           "PERFORMER_STABILIZERS", "IMPLEMENTATIONS"]
+__all__ = ["linear_attention", "linear_attention_vjp", "performer_attention", "causal_recurrent_offsets", "STATE_LAYOUTS", "EPS_MODES",
+           "PERFORMER_STABILIZERS", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.linear_attention", {
     ("quadratic", "numpy"): "refimpl.attention.linear.reference:quadratic",
@@ -54,6 +54,42 @@ def linear_attention(phi_q, phi_k, v, *, causal: bool = True, view: str = "quadr
                          f"got {view!r}")
     kw = dict(causal=causal, normalize=normalize, eps=eps, eps_mode=eps_mode, state_layout=state_layout,
               initial_state=initial_state, return_final_state=return_final_state)
+    if view == "chunked":
+        kw["chunk"] = chunk
+    return impl(phi_q, phi_k, v, **kw)
+
+
+VJP_IMPLEMENTATIONS = register("refimpl.attention.linear_attention_vjp", {
+    ("quadratic", "numpy"): "refimpl.attention.linear.backward:quadratic_vjp",
+    ("recurrent", "numpy"): "refimpl.attention.linear.backward:recurrent_vjp",
+    ("chunked", "numpy"): "refimpl.attention.linear.backward:chunked_vjp",
+    ("chunked", "numba"): "refimpl.attention.linear.numba_backward:causal_chunked_vjp",
+})
+
+
+def linear_attention_vjp(phi_q, phi_k, v, *, do, d_final_state=None, causal: bool = True, normalize: bool = True,
+                         eps: float = 0.0, eps_mode: str = "add", state_layout: str = "vk", initial_state=None,
+                         chunk: int = 64, view: str = "quadratic", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`linear_attention` (README "Backward"; :mod:`.backward`).
+
+    The forward's arguments, then keyword-only: ``do (b l h p)`` the cotangent of ``o`` (required);
+    ``d_final_state`` the cotangent of the final state (the pair ``(dS, dz)`` when normalized, ``dS`` alone when
+    not, ``dS`` in ``state_layout``; passing it means the forward is taken to return its final state); the
+    forward's keywords.  Views: ``quadratic`` (numpy; the masked matrix form and its transpose; the only
+    non-causal view), ``recurrent`` (numpy; the reverse scan ``dS_t = dS_{t+1} + dnum_t phi(q_t)^T``),
+    ``chunked`` (numpy, numba; intra-chunk quadratic adjoint + inter-chunk reverse state-gradient scan).
+
+    Returns ``{"phi_q", "phi_k", "v"}`` gradients, and ``"initial_state"`` (``(dS_0, dz_0)`` or ``dS_0``, in the
+    form and layout of ``initial_state``) when the initial state is given; each in its input's dtype.
+    """
+    impl = VJP_IMPLEMENTATIONS.get(view, backend)
+    causal = check_bool(causal, "causal")
+    chunk = check_int(chunk, "chunk", minimum=1)
+    if not causal and view != "quadratic":
+        raise ValueError(f"view: non-causal linear attention (causal=False) has the one view 'quadratic', "
+                         f"got {view!r}")
+    kw = dict(do=do, d_final_state=d_final_state, causal=causal, normalize=normalize, eps=eps, eps_mode=eps_mode,
+              state_layout=state_layout, initial_state=initial_state)
     if view == "chunked":
         kw["chunk"] = chunk
     return impl(phi_q, phi_k, v, **kw)
