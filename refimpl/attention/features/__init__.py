@@ -9,11 +9,12 @@ from typing import Optional
 
 from refimpl._dispatch import BACKENDS, register
 from refimpl._validate import check_bool, check_choice
+from refimpl.attention.features.backward import OFFSET_GRADS
 from refimpl.attention.features.reference import (FEATURE_KINDS, STABILIZERS, dpfp, elu_plus_one, hyperbolic_features,
                                                   identity, positive_features, random_features, random_projection,
                                                   sign_fixed_qr, trig_features)
 
-__all__ = ["feature_map", "FEATURE_MAPS", "identity", "elu_plus_one", "dpfp", "trig_features", "positive_features",
+__all__ = ["feature_map", "feature_map_vjp", "OFFSET_GRADS", "VJP_IMPLEMENTATIONS", "FEATURE_MAPS", "identity", "elu_plus_one", "dpfp", "trig_features", "positive_features",
            "hyperbolic_features", "random_features", "random_projection", "sign_fixed_qr", "FEATURE_KINDS",
            "STABILIZERS", "IMPLEMENTATIONS"]
 
@@ -92,3 +93,62 @@ def feature_map(x, kind: str, *, W=None, nu: Optional[int] = None, stabilizer: s
     if kind in FEATURE_KINDS:
         return fn(x, W)
     return fn(x)
+
+
+_BWD = "refimpl.attention.features.backward"
+VJP_IMPLEMENTATIONS = register("refimpl.attention.feature_map_vjp", {
+    ("identity", "numpy"): f"{_BWD}:identity_vjp",
+    ("elu_plus_one", "numpy"): f"{_BWD}:elu_plus_one_vjp",
+    ("dpfp", "numpy"): f"{_BWD}:dpfp_vjp",
+    ("trig", "numpy"): f"{_BWD}:trig_features_vjp",
+    ("positive", "numpy"): f"{_BWD}:positive_features_vjp",
+    ("hyperbolic", "numpy"): f"{_BWD}:hyperbolic_features_vjp",
+})
+
+
+def feature_map_vjp(x, kind: str, *, dphi, W=None, nu: Optional[int] = None, stabilizer: str = "none",
+                    offset_grad: str = "through", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`feature_map` (README "Backward"; :mod:`.backward`).
+
+    ``x (... d)``, ``kind`` and the forward's keywords; ``dphi (... n)`` the cotangent of ``phi`` (keyword-only,
+    required).  ``offset_grad`` says how the stabilizer's offset ``c`` (a max of exponents) is differentiated:
+    ``"through"`` (default: the derivative of the forward as it is defined, what finite differences see) or
+    ``"stop"`` (``c`` a constant: FAVOR+'s and performer-pytorch's ``.detach()``).  ``backend``: ``"numpy"``.
+
+    Returns ``{"x": dx}``, plus ``"W": dW (m d)`` for the random features (``trig``, ``positive``, ``hyperbolic``);
+    each in its input's dtype.  (The offset itself, ``return_offset=True`` in the forward, carries no cotangent.)
+    """
+    if not isinstance(kind, str):
+        raise TypeError(f"kind: expected one of {', '.join(map(repr, FEATURE_MAPS))}, got "
+                        f"{type(kind).__name__} {kind!r}")
+    check_choice(kind, "kind", FEATURE_MAPS)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a string, got {type(backend).__name__} {backend!r}")
+    check_choice(backend, "backend", BACKENDS)
+    have = VJP_IMPLEMENTATIONS.backends_for(kind)
+    if backend not in have:
+        raise ValueError(f"backend: the {kind!r} feature map's VJP has backends {', '.join(map(repr, have))}, "
+                         f"got {backend!r}")
+    fn = VJP_IMPLEMENTATIONS.get(kind, backend)
+    if not isinstance(offset_grad, str):
+        raise TypeError(f"offset_grad: expected one of {', '.join(map(repr, OFFSET_GRADS))}, got "
+                        f"{type(offset_grad).__name__} {offset_grad!r}")
+    check_choice(offset_grad, "offset_grad", OFFSET_GRADS)
+    if kind in FEATURE_KINDS:
+        if W is None:
+            raise ValueError(f"W: the {kind!r} random features need a projection W (m, d) "
+                             f"(see random_projection), got None")
+    elif W is not None:
+        raise ValueError(f"W: the {kind!r} map takes no projection, got {type(W).__name__}")
+    if nu is not None and kind != "dpfp":
+        raise ValueError(f"nu: only the 'dpfp' map has a degree nu, got nu={nu!r} for kind={kind!r}")
+    if stabilizer != "none" and kind not in _STABILIZED:
+        raise ValueError(f"stabilizer: only the 'positive' and 'hyperbolic' random features have a stabilizer "
+                         f"offset, got kind={kind!r}")
+    if kind == "dpfp":
+        return fn(x, 1 if nu is None else nu, dphi=dphi)
+    if kind in _STABILIZED:
+        return fn(x, W, dphi=dphi, stabilizer=stabilizer, offset_grad=offset_grad)
+    if kind in FEATURE_KINDS:
+        return fn(x, W, dphi=dphi)
+    return fn(x, dphi=dphi)
