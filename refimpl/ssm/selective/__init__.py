@@ -4,6 +4,8 @@ Entry points:
 
 * :func:`selective_scan` -- ``(u, delta, A, B, C, D, z) -> out`` (or ``(out, final_state)``), any view and backend.
 * :func:`selective_step` -- one decode step ``(state, u_t, delta_t, A, B_t, C_t, D, z_t) -> (out_t, state_t)``.
+* :func:`selective_scan_vjp` -- the backward pass: ``{input name: gradient}`` for the cotangents ``dy`` (of ``out``)
+  and ``d_final_state`` (of the final state), any backward view and backend.
 
 Public helpers: :func:`effective_delta`, :func:`softplus`, :func:`silu`, :func:`segsum`.
 """
@@ -14,7 +16,7 @@ from refimpl._validate import check_int
 from refimpl.ssm.selective.reference import (DISCRETIZATIONS, SOFTPLUS_THRESHOLD, effective_delta, segsum, silu,
                                              softplus)
 
-__all__ = ["selective_scan", "selective_step", "IMPLEMENTATIONS", "effective_delta", "softplus", "silu", "segsum",
+__all__ = ["selective_scan", "selective_step", "selective_scan_vjp", "VJP_IMPLEMENTATIONS", "IMPLEMENTATIONS", "effective_delta", "softplus", "silu", "segsum",
            "SOFTPLUS_THRESHOLD", "DISCRETIZATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.ssm.selective_scan", {
@@ -65,3 +67,37 @@ def selective_step(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, *, backen
     return _STEP.get("step", backend)(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias=delta_bias,
                                       delta_softplus=delta_softplus, discretization=discretization,
                                       allow_unstable=allow_unstable)
+
+
+VJP_IMPLEMENTATIONS = register("refimpl.ssm.selective_scan_vjp", {
+    ("recurrent", "numpy"): "refimpl.ssm.selective.backward:recurrent_vjp",
+    ("chunked", "numpy"): "refimpl.ssm.selective.backward:chunked_vjp",
+    # the Numba backward kernel: the forward states recomputed and kept per channel, then the reverse scan
+    ("recurrent", "numba"): "refimpl.ssm.selective.numba_backward:selective_scan_vjp_numba",
+    ("chunked", "numba"): "refimpl.ssm.selective.numba_backward:selective_scan_vjp_numba_chunked",
+})
+
+
+def selective_scan_vjp(u, delta, A, B, C, D=None, z=None, *, dy, d_final_state=None, delta_bias=None,
+                       delta_softplus: bool = False, discretization: str = "mamba", initial_state=None,
+                       chunk: int = 64, allow_unstable: bool = False, view: str = "recurrent",
+                       backend: str = "numpy"):
+    r"""The vector-Jacobian product (backward pass) of :func:`selective_scan`.
+
+    The forward's arguments, then the cotangents: ``dy`` of ``out`` ``(b l d)`` (required) and ``d_final_state``
+    of the final state ``(b d n)`` (optional: passing it means the forward returns the final state).  Returns
+    ``{name: gradient}`` for ``u``, ``delta``, ``A``, ``B``, ``C`` and each of ``D``, ``z``, ``delta_bias``,
+    ``initial_state`` that was given, each with its input's shape and dtype.  Complex inputs: the gradient is
+    ``dL/dRe + i dL/dIm`` (Mamba's and PyTorch's convention).
+
+    ``view``: ``"recurrent"`` (the reverse loop) or ``"chunked"`` (the chunked adjoint, chunks of ``chunk``
+    steps); ``backend``: ``"numpy"`` (the literal adjoints, :mod:`refimpl.ssm.selective.backward`) or ``"numba"``
+    (the kernel, :mod:`refimpl.ssm.selective.numba_backward`).  The adjoint equations: README.md, "Backward".
+    """
+    fn = VJP_IMPLEMENTATIONS.get(view, backend)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    kw = dict(dy=dy, d_final_state=d_final_state, delta_bias=delta_bias, delta_softplus=delta_softplus,
+              discretization=discretization, initial_state=initial_state, allow_unstable=allow_unstable)
+    if view == "chunked":
+        kw["chunk"] = chunk
+    return fn(u, delta, A, B, C, D, z, **kw)
