@@ -676,7 +676,8 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
            kinds: Iterable[str] = ("golden", "edge", "random"), cases: Optional[Sequence[Case]] = None,
            save_failures: Optional[str] = None, probes: bool = True, diagnose: bool = True,
            candidate_name: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT,
-           plots: Optional[str] = None, domain: Optional[Mapping[str, Any]] = None) -> Report:
+           plots: Optional[str] = None, domain: Optional[Mapping[str, Any]] = None, grad: bool = False,
+           grad_fn: Optional[Callable] = None, forward: bool = True) -> Report:
     """Verify ``candidate`` against the oracle of ``op`` under named ``conventions``.
 
     Parameters
@@ -698,7 +699,18 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
         ``{"min_length": 1}`` (no empty sequences), ``{"length_multiple": 8}``, ``{"value_dim": "query_dim"}``.
         Cases outside are not run (golden/edge ones are counted in the report as outside the declared
         domain; random ones are drawn inside); a candidate that raises inside it does not conform.
+    grad : also check the backward pass (:mod:`oracles.verify.grad_harness`): the op's gradient cases, each
+        input's gradient of ``<outputs, cotangents>`` against finite differences of an independent forward, the
+        verdict reported beside the forward's, per input.  The gradient comes from torch's autograd / ``jax.grad``
+        (``framework``), or from ``grad_fn``.
+    grad_fn : an explicit backward ``grad_fn(*canonical inputs, *cotangents in output order) -> {input: grad}``
+        (or a tuple in the op's ``wrt`` order); implies ``grad=True``.
+    forward : ``False`` skips the forward cases and probes (only the gradient is judged; needs ``grad``).
     """
+    if grad_fn is not None:
+        grad = True
+    if not forward and not grad:
+        raise ValueError("forward: False needs grad=True (there would be nothing to verify)")
     if plots is not None:
         _require_matplotlib()
     spec = op if isinstance(op, OpSpec) else get_op(op)
@@ -715,7 +727,21 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
     name = candidate_name or _candidate_name(candidate)
     call = CandidateCall(spec, candidate, ad, conv, fw, device, timeout=timeout)
     dom = spec.resolve_domain(domain)
+    gspec = None
+    if grad:
+        from oracles.verify.registry import get_grad
+
+        gspec = get_grad(spec.name)
+        if gspec is None:
+            raise ValueError(f"grad: op {spec.name} has no gradient oracle (refimpl ops lists the ops that have one)")
+        if spec.derive is not None:
+            raise ValueError(f"grad: op {spec.name} derives its compared outputs from what the candidate returns; "
+                             "its gradient cannot be checked")
+        if grad_fn is None and fw not in ("torch", "jax"):
+            raise ValueError(f"grad: framework {fw} has no autograd; pass an explicit backward (--grad-fn "
+                             "MODULE:FUNCTION) or verify the candidate with --framework torch or jax")
     report = Report(spec.name, name, ad.name, framework or "numpy", conv, dtypes, seed=seed, profile=profile)
+    report.forward_checked = bool(forward)
     report.domain, report.domain_entries = dict(dom.declared), tuple(spec.domain)
     meta = {"op": spec.name, "candidate": name, "adapter": ad.name, "framework": framework or "numpy", "seed": seed}
     outside: List[Tuple[Case, str]] = []
@@ -729,6 +755,9 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
         first = todo[0].inputs
         ad.build_call(spec, first, conv, infer_dims(spec.inputs, first))
     runnable = [d for d in dtypes if not (d in LOWP and not spec.lowp)]
+    if not forward:
+        todo = []
+        probes = False
     for d in dtypes:
         if d not in runnable:
             for c in todo:
@@ -748,6 +777,9 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
                 with precision_scope(fw, d or "float64") as notes:
                     report.probes.append(_run_probe(p, call, probe_spec, conv, seed, d))
                 report.add_notes(notes)
+    if gspec is not None:
+        _run_grad(report, spec, gspec, call, conv, dtypes, runnable, seed, grad_fn, meta, save_failures, diagnose,
+                  dom, kinds if cases is None else None, cases)
     if plots is not None:
         _write_plots(report, plots)
     hung = sum(c.error is not None and c.error.startswith("timed out") for c in report.cases)
@@ -756,6 +788,42 @@ def verify(op: Union[str, OpSpec], candidate: Callable, *, adapter: Optional[str
         report.add_notes([f"{hung} call(s) of the candidate did not return within {timeout:g} s (--timeout) and were "
                           "abandoned: a Python thread cannot be killed, so they may still be running"])
     return report
+
+
+def _run_grad(report: Report, spec: OpSpec, gspec, call: CandidateCall, conv, dtypes, runnable, seed, grad_fn,
+              meta, save_failures, diagnose, dom, kinds, cases) -> None:
+    """The gradient cases (``GradSpec.cases`` + seeded random small ones) in every requested dtype."""
+    from oracles.verify import grad_harness
+
+    report.grad = True
+    report.grad_wrt = tuple(gspec.wrt)
+    report.grad_route = ("explicit backward " + _candidate_name(grad_fn) if grad_fn is not None else
+                         {"torch": "torch.autograd.grad", "jax": "jax.grad"}.get(call.framework, call.framework))
+    if cases is not None:
+        todo, _ = split_domain(cases, dom)
+    else:
+        todo = grad_harness.grad_cases(spec, gspec, conv, seed,
+                                       n_random=grad_harness.N_RANDOM_GRAD if "random" in kinds else 0)
+        todo = [c for c in todo if c.kind in kinds or (c.kind == "golden" and "golden" in kinds)]
+        todo, _ = split_domain(todo, dom)
+    gmeta = dict(meta, grad=True, grad_fn=None if grad_fn is None else _candidate_name(grad_fn))
+    for d in dtypes:
+        if d not in runnable:
+            for c in todo:
+                report.grad_cases.append(CaseResult(c.case_id, c.kind, d, conv, c.shapes(), c.seed,
+                                                    skipped=f"op {spec.name} has no low-precision rule"))
+            continue
+        with precision_scope(call.framework, d) as notes:
+            for c in todo:
+                res = None
+                warn: List[str] = []
+                with _collect_warnings(warn):
+                    res = grad_harness.run_grad_case(spec, gspec, call, c, d, conv, seed, grad_fn, _cast_inputs,
+                                                     _upcast, _error_text, _raised_where, diagnose=diagnose,
+                                                     save_failures=save_failures, meta=gmeta)
+                res.warnings.extend(warn)
+                report.grad_cases.append(res)
+        report.add_notes(notes)
 
 
 def _require_matplotlib() -> None:

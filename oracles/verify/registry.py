@@ -666,6 +666,12 @@ class GradSpec:
       low-precision baseline rule and the report rows, never as ground truth.
     * ``outputs``: the outputs that carry a cotangent (default: every output the case produces).
     * ``sample(rng, conv, **sizes)``: small random cases (default: the op's sampler).
+    * ``forward_error(inputs, conv) -> {output: array}``: the float64 forward's absolute error bound per output
+      (the rounding of the difference quotient is ``forward_error / h``); default: :mod:`oracles.gradients`'
+      stated assumption (32 ulps of the output's scale).
+
+    ``bounds`` is also given the case's cotangents as ``cotangents={output: w}`` when it takes that keyword (a
+    bound on the adjoint equations run on absolute values needs them).
     """
 
     op: str
@@ -678,6 +684,7 @@ class GradSpec:
     sample: Optional[Callable[..., Dict[str, Any]]] = None
     notes: str = ""
     module: str = ""
+    forward_error: Optional[Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = None
 
 
 _OPS: Dict[str, OpSpec] = {}

@@ -183,6 +183,12 @@ class Report:
     domain: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the domain the candidate declared (non-defaults)
     domain_entries: Tuple[Any, ...] = ()  # the op's registry.Domain entries (for the headline's hint)
     outside_domain: List[Dict[str, str]] = dataclasses.field(default_factory=list)  # not run: case_id, kind, reason
+    # the gradient check (verify(..., grad=True)): its cases hold one OutputResult "grad <input>" per input
+    grad: bool = False
+    grad_cases: List[CaseResult] = dataclasses.field(default_factory=list)
+    grad_wrt: Tuple[str, ...] = ()
+    grad_route: str = ""  # how the candidate's gradient was obtained (torch.autograd.grad, jax.grad, grad_fn)
+    forward_checked: bool = True  # False: verify(..., forward=False) judged the gradient only
 
     def add_notes(self, notes) -> None:
         for n in notes:
@@ -190,13 +196,69 @@ class Report:
                 self.notes.append(n)
 
     @property
-    def passed(self) -> bool:
+    def forward_passed(self) -> bool:
         ran = [c for c in self.cases if not c.skipped]
         return bool(ran) and all(c.passed for c in ran) and all(p.passed for p in self.probes)
 
     @property
+    def grad_passed(self) -> bool:
+        ran = [c for c in self.grad_cases if not c.skipped]
+        return bool(ran) and all(c.passed for c in ran)
+
+    @property
+    def passed(self) -> bool:
+        ok = self.forward_passed if self.forward_checked else True
+        return ok and (self.grad_passed if self.grad else True)
+
+    @property
     def failures(self) -> List[CaseResult]:
-        return [c for c in self.cases if not c.passed]
+        return [c for c in self.cases if not c.passed] + [c for c in self.grad_cases if not c.passed]
+
+    def grad_inputs(self) -> List[Dict[str, Any]]:
+        """Per differentiable input: its verdict over the gradient cases (worst err/bound, the err and bound there)."""
+        rows: Dict[str, Dict[str, Any]] = {}
+        for c in self.grad_cases:
+            if c.skipped:
+                continue
+            for o in c.outputs:
+                name = o.output[len("grad "):] if o.output.startswith("grad ") else o.output
+                r = rows.setdefault(name, {"input": name, "cases": 0, "failing": 0, "worst_ratio": 0.0,
+                                           "err": 0.0, "bound": 0.0, "worst_case": None, "no_gradient": False})
+                r["cases"] += 1
+                cmp = o.comparison
+                r["failing"] += int(not o.passed)
+                if "no gradient flows" in (cmp.message or ""):
+                    r["no_gradient"] = True
+                ratio = cmp.worst_ratio
+                if ratio > r["worst_ratio"] or r["worst_case"] is None:
+                    r["worst_ratio"], r["bound"], r["worst_case"] = ratio, cmp.bound, c.name
+                    r["err"] = ratio * cmp.bound if np.isfinite(ratio) else cmp.max_abs_err
+        order = [n for n in self.grad_wrt if n in rows] + [n for n in rows if n not in self.grad_wrt]
+        return [rows[n] for n in order]
+
+    def grad_line(self) -> str:
+        """``grad u: conforms (worst err 3.1e-07 <= bound 2.0e-06) | grad D: DOES NOT CONFORM (...)``."""
+        parts = []
+        for r in self.grad_inputs():
+            if r["failing"] == 0:
+                parts.append(f"grad {r['input']}: conforms (worst err {r['err']:.2g} <= bound {r['bound']:.2g})")
+            else:
+                why = "no gradient flows; " if r["no_gradient"] else ""
+                parts.append(f"grad {r['input']}: DOES NOT CONFORM ({why}{r['failing']}/{r['cases']} cases fail; "
+                             f"worst err/bound {r['worst_ratio']:.3g} in {r['worst_case']})")
+        return " | ".join(parts)
+
+    def grad_headline(self) -> str:
+        ran = [c for c in self.grad_cases if not c.skipped]
+        errs = [c for c in ran if c.error]
+        nok = sum(c.passed for c in ran)
+        head = f"{nok}/{len(ran)} gradient cases pass" if ran else "no gradient case ran"
+        if errs:
+            head += f"; the backward raised on {len(errs)}"
+        skipped = len(self.grad_cases) - len(ran)
+        if skipped:
+            head += f"; {skipped} skipped"
+        return head
 
     def deviations(self) -> List[str]:
         """One sentence per distinct reason the candidate does not conform (probes, diagnoses, errors)."""
@@ -205,11 +267,18 @@ class Report:
             if not p.passed:
                 out.append(f"probe {p.label}: {p.message}")
         seen = set()
-        for c in self.failures:
+        for c in [c for c in self.cases if not c.passed]:
             for why in ([c.diagnosis] if c.diagnosis else []) + ([f"error: {c.error.splitlines()[0]}"] if c.error else []):
                 if why not in seen:
                     seen.add(why)
                     out.append(f"{c.name}: {why}")
+        for c in self.grad_cases:
+            if c.passed:
+                continue
+            for why in ([c.diagnosis] if c.diagnosis else []) + ([c.error.splitlines()[0]] if c.error else []):
+                if why not in seen:
+                    seen.add(why)
+                    out.append(f"gradient {c.name}: {why}")
         return out
 
     def summary(self) -> str:
@@ -217,7 +286,14 @@ class Report:
         cases on which the candidate raised (grouped by exception and place, with what they share: ``L = 0``,
         ``L`` not a multiple of ``k``, two unequal sizes, and the ``--domain`` that would declare it)."""
         verdict = "CONFORMS" if self.passed else "DOES NOT CONFORM"
-        return f"{self.op} <- {self.candidate} (adapter {self.adapter}, {self.framework}): {verdict}: {self.headline()}"
+        head = f"{self.op} <- {self.candidate} (adapter {self.adapter}, {self.framework}): {verdict}"
+        if not self.grad:
+            return f"{head}: {self.headline()}"
+        fwd = (f"forward: {'conforms' if self.forward_passed else 'DOES NOT CONFORM'} ({self.headline()})"
+               if self.forward_checked else "forward: not checked")
+        grad = (f"gradient ({self.grad_route}): {'conforms' if self.grad_passed else 'DOES NOT CONFORM'} "
+                f"({self.grad_headline()})")
+        return f"{head}: {fwd} || {grad}"
 
     def headline(self) -> str:
         from oracles.verify.registry import domain_hint
@@ -306,8 +382,14 @@ class Report:
         for c in self.cases:
             if verbose or not c.passed or c.skipped:
                 lines.append(c.text())
+        if self.grad:
+            gl = self.grad_line()
+            lines.append(f"gradient, wrt {', '.join(self.grad_wrt)} (via {self.grad_route}): {gl or 'no case ran'}")
+            for c in self.grad_cases:
+                if verbose or not c.passed or c.skipped:
+                    lines.append("[gradient] " + c.text())
         if not verbose:
-            npass = sum(c.passed and not c.skipped for c in self.cases)
+            npass = sum(c.passed and not c.skipped for c in self.cases + self.grad_cases)
             lines.append(f"({npass} passing cases not shown; --verbose shows them)")
         dev = self.deviations()
         if dev:
@@ -325,6 +407,10 @@ class Report:
             "returned_dtypes": self.returned_dtypes(), "notes": self.notes, "domain": self.domain,
             "outside_domain": self.outside_domain,
             "probes": [p.to_dict() for p in self.probes], "cases": [c.to_dict() for c in self.cases],
+            "forward_checked": self.forward_checked, "forward_passed": self.forward_passed,
+            "grad": ({"passed": self.grad_passed, "wrt": list(self.grad_wrt), "route": self.grad_route,
+                      "inputs": self.grad_inputs(), "summary": self.grad_line(),
+                      "cases": [c.to_dict() for c in self.grad_cases]} if self.grad else None),
         })
 
     def to_json(self, indent: int = 1) -> str:
@@ -332,10 +418,11 @@ class Report:
 
     def to_junit(self) -> str:
         """JUnit XML: one testsuite for the op, one testcase per case x dtype and per probe."""
-        tests = len(self.cases) + len(self.probes)
-        failures = sum(not c.passed for c in self.cases if c.error is None) + sum(not p.passed for p in self.probes)
-        errors = sum(c.error is not None for c in self.cases)
-        skipped = sum(bool(c.skipped) for c in self.cases) + sum(bool(p.skipped) for p in self.probes)
+        allc = self.cases + self.grad_cases
+        tests = len(allc) + len(self.probes)
+        failures = sum(not c.passed for c in allc if c.error is None) + sum(not p.passed for p in self.probes)
+        errors = sum(c.error is not None for c in allc)
+        skipped = sum(bool(c.skipped) for c in allc) + sum(bool(p.skipped) for p in self.probes)
         suite = f"refimpl.verify.{self.op}"
         out = ['<?xml version="1.0" encoding="UTF-8"?>',
                f'<testsuites name="refimpl verify" tests="{tests}" failures="{failures}" errors="{errors}" skipped="{skipped}">',
@@ -354,8 +441,8 @@ class Report:
             elif not p.passed:
                 out.append(f'      <failure message={quoteattr(p.message[:500])}>{escape(p.text())}</failure>')
             out.append('    </testcase>')
-        for c in self.cases:
-            out.append(f'    <testcase classname={quoteattr(suite)} name={quoteattr(c.name)}>')
+        for c, cls in [(c, suite) for c in self.cases] + [(c, suite + ".grad") for c in self.grad_cases]:
+            out.append(f'    <testcase classname={quoteattr(cls)} name={quoteattr(c.name)}>')
             if c.skipped:
                 out.append(f'      <skipped message={quoteattr(c.skipped)}/>')
             elif c.error is not None:
