@@ -124,8 +124,9 @@ def positive_seconds(text: str) -> float:
 def register(sub) -> None:
     p = sub.add_parser("verify", help="verify a function against an op's oracle (exit 0 only if it conforms)",
                        description="Verify MODULE:FUNCTION against the oracle of --op with derived tolerances.")
-    p.add_argument("candidate", metavar="MODULE:FUNCTION", help="the function under test (module:attr[.attr])")
-    p.add_argument("--op", required=True, help="the op spec (see `refimpl ops`)")
+    p.add_argument("candidate", metavar="[OP] MODULE:FUNCTION", nargs="+",
+                   help="the function under test (module:attr[.attr]); the op may come first instead of --op")
+    p.add_argument("--op", default=None, help="the op spec (see `refimpl ops`)")
     p.add_argument("--adapter", default=None, help="a layout adapter of the op (default: its canonical signature)")
     p.add_argument("--conv", action="append", default=[], metavar="NAME=VALUE",
                    help="a convention the function implements (repeatable), e.g. --conv method=bilinear; values as "
@@ -152,6 +153,12 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
                    help="time limit of each call of the candidate (default 60); a call past it is reported with its "
                         "case and abandoned, and the run goes on")
+    p.add_argument("--grad", action="store_true",
+                   help="also verify the backward pass: each input's gradient of <outputs, cotangents> (torch "
+                        "autograd, jax.grad, or --grad-fn) against finite differences of an independent forward")
+    p.add_argument("--grad-fn", default=None, metavar="MODULE:FUNCTION",
+                   help="an explicit backward grad_fn(*canonical inputs, *cotangents in output order) -> {input: grad} "
+                        "or a tuple in the op's wrt order (implies --grad)")
     p.set_defaults(func=run)
 
 
@@ -160,7 +167,19 @@ def run(args) -> int:
 
     candidate_path()
     try:
+        pos = list(args.candidate)
+        if len(pos) == 2:
+            if args.op is not None and args.op != pos[0]:
+                raise ValueError(f"op: given twice ({pos[0]!r} and --op {args.op!r})")
+            args.op, args.candidate = pos
+        elif len(pos) == 1:
+            args.candidate = pos[0]
+        else:
+            raise ValueError(f"expected [OP] MODULE:FUNCTION, got {' '.join(pos)!r}")
+        if args.op is None:
+            raise ValueError("op: expected --op OP or `refimpl verify OP MODULE:FUNCTION`")
         fn = resolve_candidate(args.candidate)
+        grad_fn = resolve_candidate(args.grad_fn) if args.grad_fn else None
         conv = parse_conventions(args.conv, args.op)
         dtypes = []
         for d in args.dtype or ["float64"]:
@@ -172,7 +191,8 @@ def run(args) -> int:
         report = verify(args.op, fn, adapter=args.adapter, conventions=conv, dtype=dtypes, framework=args.framework,
                         profile=args.profile, max_examples=args.max_examples, seed=args.seed, kinds=kinds,
                         save_failures=args.save_failures, candidate_name=args.candidate, timeout=args.timeout,
-                        plots=args.plots, domain=parse_domain(args.domain))
+                        plots=args.plots, domain=parse_domain(args.domain), grad=args.grad or grad_fn is not None,
+                        grad_fn=grad_fn)
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
         print(f"refimpl verify: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
