@@ -78,7 +78,8 @@ def ssd_scan_vjp(x, dt, A, B, C, D=None, z=None, *, dy, d_final_state=None, dt_b
     The forward's arguments (same names, shapes and defaults), then the cotangents: ``dy`` ``(b l h p)`` (required)
     and ``d_final_state`` ``(b h p n)`` (``None``: the final state is not an output).  Returns a dict
     ``{argument name: gradient}`` for ``x``, ``dt``, ``A``, ``B``, ``C`` and each of ``D``, ``z``, ``dt_bias``,
-    ``initial_state`` that was given, each in its input's shape and dtype (``seq_idx`` is integer: no gradient).
+    ``initial_state`` that was given, each in its input's shape and the working dtype (``seq_idx`` is integer:
+    no gradient).
     The adjoint of the scan is a reverse scan (see :mod:`refimpl.ssm.ssd.backward`); the clamp passes the
     gradient where ``lo <= v <= hi`` (both ends inclusive), softplus' derivative is the logistic below the
     threshold 20 and 1 above it, and no gradient crosses a ``seq_idx`` boundary.

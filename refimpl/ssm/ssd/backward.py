@@ -35,7 +35,8 @@ Conventions
 * Every input is real (SSD has no complex parameters); the cotangents ``dy`` and ``d_final_state`` are real,
   checked like inputs (shape ``(b l h p)`` and ``(b h p n)``).
 * The working dtype is ``result_dtype`` of every float input and the cotangents (float32 only when all are
-  float32); each gradient is returned in its input's dtype and shape (``D`` ``(h,)`` or ``(h, p)`` as given).
+  float32; no gradient is ever downcast); each gradient has its input's shape (``D`` ``(h,)`` or ``(h, p)`` as
+  given) and the working dtype, which is its input's dtype unless the inputs mix float32 and float64.
 * Views: :func:`recurrent_vjp` (the reverse loop above), :func:`quadratic_vjp` (the transpose of the masked
   matrix ``Y = (L o C B^T) Xd``, with the adjoint of the segment sum), :func:`chunked_vjp` (Mamba-2's four steps
   in reverse: state-to-output, the inter-chunk reverse scan, the chunk states, the intra-chunk quadratic adjoint).
@@ -165,7 +166,8 @@ def _result(v: _Vjp, dx, ddt_eff, dA, dBh, dCh, dD, dz, dS0) -> Dict[str, np.nda
         out["dt_bias"] = dbias
     if p.initial_state is not None:
         out["initial_state"] = dS0
-    return {k: np.asarray(g).astype(v.dtypes[k], copy=False) for k, g in out.items()}
+    # every gradient in the working dtype (float32 only when every float input and cotangent is float32)
+    return {k: np.asarray(g).astype(p.dtype, copy=False) for k, g in out.items()}
 
 
 def recurrent_vjp(x, dt, A, B, C, D=None, z=None, *, dy, d_final_state=None, dt_bias=None, dt_softplus: bool = False,

@@ -1,0 +1,124 @@
+r"""Gradient check (``refimpl verify ssm.ssd --grad``) of Mamba-2's SSD.
+
+Ground truth: central differences with Richardson extrapolation (:mod:`oracles.gradients`) of the op's float64
+oracle forward, :func:`oracles.selective.ssd_solve` (one banded solve per head; never refimpl's, never a
+backward).  ``wrt``: ``x, dt, A, B, C, D, z, dt_bias, initial_states`` (``seq_idx`` is integer: no gradient);
+outputs ``y`` and ``final_states`` both carry cotangents.
+
+Bound (the rounding of a backward computed in the candidate's dtype; the harness adds the differences' own
+error): componentwise, ``gamma_depth x M`` with ``M`` the sum of the absolute values of every term of each
+gradient (:func:`oracles.ssd_grad_forward.ssd_vjp_magnitude`: the recurrence and its reverse scan on ``|x|, |B|,
+|C|, |D|, |S_{-1}|, |dy|, |d_final|`` with the decays as they are, in ``(0, 1]``; softplus' derivative and the clamp
+mask are factors <= 1) and ``depth = 4 l + b l + n + p + h + 4 TRANSCENDENTAL_U + 8``
+(:func:`oracles.ssd_grad_forward.ssd_vjp_depth`: the reverse scan or the masked matrix's sums and the segment
+sums' cumulative sums, the contractions, the sums over ``b l`` of ``dA``/``dD``/``dt_bias``, four transcendental
+functions).  Where the harness gives no cotangents, ``|J|^T |w|`` stands in for ``M``.
+
+Kinks: the clamp (``dt_limit``) and the softplus threshold (20) are not differentiable at their corners; the
+cases keep the pre-activations away from them (the samplers draw continuous values), and a difference across a
+corner shows as a large Richardson estimate (the bound grows there, it is never silently wrong).  Convention:
+where the clamp is active the gradient is 0; at ``v = lo`` or ``v = hi`` exactly it passes (torch.clamp's).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+
+from oracles.ssd_grad_forward import ssd_vjp_depth, ssd_vjp_magnitude
+from oracles.tolerance import Bound, componentwise_bound
+from oracles.verify.registry import Case, GradSpec, register_grad
+
+OP = "ssm.ssd"
+WRT = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
+
+
+def _eff(inp, conv):
+    from oracles.verify.ops_ssd import _eff as eff
+
+    return eff(inp, conv)
+
+
+def forward(inp, conv) -> Dict[str, Any]:
+    """The op's float64 oracle (:func:`oracles.verify.ops_ssd.oracle`: ``ssd_solve`` on the claimed inputs)."""
+    from oracles.verify.ops_ssd import oracle
+
+    return oracle(inp, conv)
+
+
+def grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None) -> Dict[str, Bound]:
+    x = _eff(inp, conv)
+    depth = ssd_vjp_depth(x)
+    if cotangents is not None and "y" in cotangents:
+        M = ssd_vjp_magnitude(x, cotangents, conv)
+        what = f"SSD VJP: every term in absolute value (ssd_vjp_magnitude), depth {depth:g}"
+    else:
+        M = magnitudes
+        what = f"SSD VJP: |J|^T|w| (no cotangents given), depth {depth:g}"
+    return {k: componentwise_bound(np.asarray(M[k]), depth, dtype, oracle_dtype=None, what=what)
+            for k in WRT if k in oracle_grads and k in M}
+
+
+def grad_cases(conv) -> List[Case]:
+    """Small golden/edge cases (each well under 1500 input elements): L = 0, 1, odd, chunk -+ 1, groups, packed
+    sequences (a boundary on the chunk boundary), the clamp active on both sides, softplus past its threshold,
+    every optional input absent."""
+    from oracles.verify.ops_ssd import sample
+
+    T = int(conv["chunk"])
+    out: List[Case] = []
+
+    def add(cid, kind, note, seed, drop=(), **kw):
+        inp = sample(np.random.default_rng([7401, seed]), conv, **kw)
+        for k in drop:
+            inp[k] = None
+        out.append(Case(OP, cid, kind, inp, dict(conv), seed=seed, note=note))
+
+    add("golden-small", "golden", "b=1, l=6, h=2, p=2, n=3, one group, D per head", 1, L=6, b=1, h=2, p=2, n=3, g=1,
+        packed=False, D_shape="h")
+    add("edge-L0", "edge", "L = 0: the initial state's gradient is the final state's cotangent", 2, L=0, b=1, h=2,
+        p=2, n=2)
+    add("edge-L1", "edge", "L = 1", 3, L=1, b=2, h=2, p=2, n=2, g=1)
+    add("edge-groups", "edge", "h = 4 heads in g = 2 groups, D per channel, L = 7 (odd)", 4, L=7, b=1, h=4, p=2,
+        n=2, g=2, D_shape="hp", packed=False)
+    add("edge-chunk-1", "edge", f"L = chunk - 1 = {T - 1}", 5, L=max(T - 1, 0), b=1, h=1, p=1, n=2, packed=False)
+    add("edge-chunk+1", "edge", f"L = chunk + 1 = {T + 1}: a short last chunk (the inter-chunk state gradient)", 6,
+        L=T + 1, b=1, h=1, p=1, n=2, packed=False)
+    if conv["use_seq_idx"]:
+        add("edge-packed", "edge", "three packed sequences (seq_idx): no gradient across a boundary", 7, L=9, b=1,
+            h=2, p=1, n=2, cuts=(3, 6))
+        add("edge-packed-chunk", "edge", f"a sequence starting on the chunk boundary t = {T}", 8, L=T + 3, b=1, h=1,
+            p=1, n=1, cuts=(T,))
+    lo, hi = conv["dt_limit"]
+    if not (lo == 0.0 and hi == float("inf")):
+        add("edge-dt-limit", "edge", f"steps on both sides of dt_limit = ({lo:g}, {hi:g}): zero gradient where the "
+            "clamp is active", 9, L=8, b=1, h=2, p=2, n=2, straddle=True, packed=False)
+    if conv["dt_softplus"]:
+        add("edge-softplus-threshold", "edge", "pre-activations past 20, where softplus' derivative is 1", 10, L=7,
+            b=1, h=2, p=1, n=2, big_dt=True, packed=False)
+    add("edge-optional-absent", "edge", "D, z, dt_bias and the initial state absent", 11, L=5, b=1, h=2, p=2, n=2,
+        packed=False, drop=("D", "z", "dt_bias", "initial_states"))
+    return out
+
+
+def reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
+    """refimpl's :func:`refimpl.ssm.ssd.ssd_scan_vjp` (the view ``conv["algorithm"]``) in the op's layout."""
+    from refimpl.ssm.ssd import ssd_scan_vjp
+
+    x = _eff(inp, conv)
+    g = ssd_scan_vjp(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], dy=cot["y"],
+                     d_final_state=cot.get("final_states"), dt_bias=x["dt_bias"],
+                     dt_softplus=bool(conv["dt_softplus"]), dt_limit=tuple(conv["dt_limit"]),
+                     initial_state=x["initial_states"], seq_idx=x["seq_idx"], chunk=int(conv["chunk"]),
+                     view=str(conv["algorithm"]))
+    if "initial_state" in g:
+        g["initial_states"] = g.pop("initial_state")
+    return g
+
+
+register_grad(GradSpec(
+    op=OP, wrt=WRT, forward=forward, bounds=grad_bounds, cases=grad_cases, reference_vjp=reference_vjp,
+    outputs=("y", "final_states"), module=__name__,
+    notes="oracle: differences of the banded-solve forward (oracles.selective.ssd_solve); bound: every term of the "
+          "VJP in absolute value x gamma_depth (oracles.ssd_grad_forward)",
+))
