@@ -53,6 +53,13 @@ depend on ``x_j`` (a deterministic forward repeats the same operations on the sa
 no rounding (a second assumption, stated; it removes the outputs that ``x_j`` cannot reach, e.g. earlier
 positions of a causal op).
 
+**The table's own rounding.**  The loss projection ``sum_k w_k D_k`` of each column is summed in float64
+(within ``gamma_m sum |w| |D|``, ``m`` the number of output entries) and the table's combinations round
+(at most ``4 u`` relative to the largest ``|D(h_k)|`` per combination step); the value is the combination
+``(64 D(h/4) - 20 D(h/2) + D(h)) / 45`` whose coefficients sum to ``85/45`` in absolute value, so
+``TABLE_NORM * (gamma_m max_k sum |w||D(h_k)| + 4 u max_k |D(h_k)|)`` is added (a pass-through input, whose
+differences are exact, still gets this ``~ u |g|``).
+
 **The error bound per element** is ``truncation estimate + rounding bound`` (for a complex input the two
 coordinates' bounds are combined with ``hypot``, a bound on ``|error|``), returned as ``FDGrad.error``.
 
@@ -92,7 +99,16 @@ DEFAULT_FORWARD_ULPS = 32.0
 DEFAULT_REL_STEP = {2: 2.0 ** -17, 3: 2.0 ** -10}
 #: rounding of the extrapolated value, in units of ``E_w / h`` (module doc: 6.6 for three levels, 3 for two)
 ROUNDING_FACTOR = {2: 3.0, 3: 6.6}
+#: ``sum |c_k|`` of the table's value as a combination of the ``D(h_k)``: ``(64 D(h/4) - 20 D(h/2) + D(h)) / 45``
+#: (levels 3), ``(4 D(h/2) - D(h)) / 3`` (levels 2)
+TABLE_NORM = {2: 5.0 / 3.0, 3: 85.0 / 45.0}
 _EPS = float(np.finfo(np.float64).eps)
+_U = _EPS / 2
+
+
+def _gamma(n: int) -> float:
+    """``gamma_n = n u / (1 - n u)`` in float64 (Higham Lemma 3.1)."""
+    return n * _U / (1 - n * _U)
 
 
 @dataclasses.dataclass
@@ -264,6 +280,7 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
     y0 = _outputs(f, point)
     w = _check_cotangents(y0, cotangents)
     wE = _forward_error(forward_error, y0, w)
+    m_out = sum(int(v.size) * (2 if v.dtype.kind == "c" else 1) for v in w.values())
     evaluations = 1
     fracs = (1.0, 0.5, 0.25)[:levels]
 
@@ -285,7 +302,7 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
                 base = float(x0.real if part == "real" else x0.imag) if is_c else float(x0)
                 h = float(_pow2(np.array(rel * max(abs(base), scale))))
                 hs[j] = h
-                Dl, cols, Ew = [], [], 0.0
+                Dl, cols, Ew, magk = [], [], 0.0, 0.0
                 for fr in fracs:
                     s = h * fr
                     plus, minus = base + s, base - s
@@ -303,6 +320,7 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
                     Ew = max(Ew, sum(float(np.sum(wE[k][ys[0][k] != ys[1][k]])) for k in w))
                     cols.append(col)
                     Dl.append(sum(_dot(w[k], col[k]) for k in w))
+                    magk = max(magk, sum(float(np.sum(np.abs(w[k]) * np.abs(col[k]))) for k in w))
                 evaluations += 2 * levels
                 val, trunc = _richardson(Dl, levels)
                 # the extrapolated Jacobian column, for |J|^T |w|
@@ -311,7 +329,8 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
                     ck, _ = _richardson([c[k] for c in cols], levels)
                     mag += float(np.sum(np.abs(w[k]) * np.abs(ck)))
                 g[part][j] = val
-                e[part][j] = float(trunc) + ROUNDING_FACTOR[levels] * Ew / h
+                table = TABLE_NORM[levels] * (_gamma(m_out) * magk + 4 * _U * max(abs(d) for d in Dl))
+                e[part][j] = float(trunc) + ROUNDING_FACTOR[levels] * Ew / h + table
                 m[part][j] = mag
         if is_c:
             grad[name] = (g["real"] + 1j * g["imag"]).reshape(x.shape)
@@ -364,18 +383,22 @@ def fd_jvp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
     h = float(_pow2(np.array(rel * max(1.0, sx) / sv)))
     Ew = sum(float(np.sum(e)) for e in _forward_error(forward_error, y0, w).values())
     base = {k: point[k].copy() for k in v}
-    Dl = []
+    Dl, magk = [], 0.0
+    m_out = sum(int(a.size) * (2 if a.dtype.kind == "c" else 1) for a in w.values())
     for fr in (1.0, 0.5, 0.25)[:levels]:
         s = h * fr
-        ls = []
+        ys = []
         for sign in (1.0, -1.0):
             for k in v:
                 point[k] = base[k] + (sign * s) * v[k]
-            ls.append(sum(_dot(w[k], yk) for k, yk in _outputs(f, point).items() if k in w))
-        Dl.append((ls[0] - ls[1]) / (2.0 * s))
+            ys.append(_outputs(f, point))
+        # the outputs' differences first, then the loss (no cancellation inside the loss sums)
+        Dl.append(sum(_dot(w[k], (ys[0][k] - ys[1][k]) / (2.0 * s)) for k in w))
+        magk = max(magk, sum(float(np.sum(np.abs(w[k]) * np.abs(ys[0][k] - ys[1][k]))) / (2.0 * s) for k in w))
     for k in v:
         point[k] = base[k]
     val, trunc = _richardson(Dl, levels)
+    trunc = float(trunc) + TABLE_NORM[levels] * (_gamma(m_out) * magk + 4 * _U * max(abs(d) for d in Dl))
     # E_w here also covers the perturbed inputs' rounding x + t v: |v| * eps * |x| per input moves the loss by at
     # most |J^T w| eps |x|, which is below the forward's own error for a forward of depth >= 1 (module doc).
     return float(val), float(trunc) + ROUNDING_FACTOR[levels] * Ew / h
