@@ -33,7 +33,8 @@ A backward pass computes (per batch and head, ``P`` the weights, ``O = P V``): `
   ``dK_j``: the same with ``lq`` and ``|q_i|``; ``dV_j = sum_i P_ij dO_i``: ``gamma_{D + lq} sum_i (F_i + 1) P_ij
   |dO_i|``; ``dbias``: the ``dS`` bound summed over the broadcast axes (``+ b h`` roundings);
   ``dslope``: ``sum dist (dS bound)`` (``+ b lq lk`` roundings);
-* grouped key/value heads: ``dK``, ``dV`` of a key/value head sum ``h / g`` query heads' terms (``+ h / g``).
+* grouped key/value heads: ``dK``, ``dV`` of a key/value head sum ``h / g`` query heads' terms (``+ h / g``);
+* a tiled forward (the saved log-sum-exp of an online softmax over ``T_c`` key tiles): ``+ 5 T_c`` to ``D``.
 
 Every sum may be taken in any order (tiles, BLAS blocking): ``gamma_{m}`` bounds any ``m``-term summation.
 Plus an underflow floor ``underflow_floor(depth)``.  The bound is what the *backward* in ``dtype`` may deviate
@@ -111,12 +112,16 @@ def sdpa_forward_mp(q, k, v, scale, keep=None):
 
 
 def softmax_vjp_bound(q, k, v, do, scale: float, dtype, keep=None, bias=None, slopes=None, softcap: float = 0.0,
-                      bias_roundings: int = 1, bias_shape=None) -> Dict[str, Bound]:
+                      bias_roundings: int = 1, key_tiles: int = 0) -> Dict[str, Bound]:
     r"""The derived rounding bound (module docstring) of a backward pass in ``dtype``: ``{"q", "k", "v"}`` and
-    ``"bias"`` (shaped ``bias_shape``, default ``(b h lq lk)``) / ``"alibi_slopes"`` when given.
+    ``"bias"`` (the bias's shape) / ``"alibi_slopes"`` when given.
 
     ``q (b lq h d)``, ``k (b lk g d)``, ``v (b lk g e)``, ``do (b lq h e)``; ``keep`` broadcastable to
-    ``(b h lq lk)``; ``bias`` broadcastable to it (``-inf`` entries mask); ``slopes`` ``(h)`` or ``(b h)``."""
+    ``(b h lq lk)``; ``bias`` ``(lq lk)``, ``(b lq lk)`` or ``(b h lq lk)`` (refimpl's shapes; ``-inf`` entries
+    mask); ``slopes`` ``(h)`` or ``(b h)``.
+    ``key_tiles``: the number of key tiles of a tiled forward whose online softmax saved ``L`` (each rescaling of
+    the running sum by ``exp(m - m')`` adds an ``exp`` (4 ulps) and a product: ``+ 5`` to the weights' depth per
+    tile); 0 for a backward that forms ``P`` in one pass."""
     q, do = (np.asarray(a, dtype=np.float64) for a in (q, do))
     b, lq, h, d = q.shape
     g = np.shape(k)[2]
@@ -127,11 +132,15 @@ def softmax_vjp_bound(q, k, v, do, scale: float, dtype, keep=None, bias=None, sl
     t = scale * np.einsum("bihd,bjhd->bhij", q, kk)
     s = softcap * np.tanh(t / softcap) if softcap else t
     S = abs(scale) * np.einsum("bihd,bjhd->bhij", np.abs(q), np.abs(kk))
-    depth = d + lk + 5
+    depth = d + lk + 5 + 5 * int(key_tiles)
     if softcap:
         S = S + np.abs(s)
         depth += 4
-    total = None if bias is None else np.broadcast_to(np.asarray(bias, dtype=np.float64), s.shape)
+    bias4 = None
+    if bias is not None:  # (lq lk) / (b lq lk) / (b h lq lk) as (b|1, h|1, lq, lk) (refimpl's bias shapes)
+        bias = np.asarray(bias, dtype=np.float64)
+        bias4 = bias[None, None] if bias.ndim == 2 else (bias[:, None] if bias.ndim == 3 else bias)
+    total = None if bias4 is None else np.broadcast_to(bias4, s.shape)
     if slopes is not None:
         ab = np.broadcast_to(alibi(np.asarray(slopes, dtype=np.float64), b, h, lq, lk), s.shape)
         total = ab if total is None else total + ab
@@ -178,15 +187,13 @@ def softmax_vjp_bound(q, k, v, do, scale: float, dtype, keep=None, bias=None, sl
                    + floor, src + f"; dV: gamma_{depth + lq + group} sum_i (F+1) P |dO|"),
     }
     if bias is not None:
-        shape = tuple(bias_shape) if bias_shape is not None else (b, h, lq, lk)
-        extra = int(np.prod((b, h, lq, lk)) // max(int(np.prod(shape)), 1))
-        dS_sum = gamma(d_dS + extra, dtype) * FM
-        axes = tuple(range(4 - len(shape)))
-        red = dS_sum.sum(axis=axes) if axes else dS_sum
-        for ax, n_ax in enumerate(shape):  # broadcast axes of size 1 within the kept rank
-            if n_ax == 1 and red.shape[ax] != 1:
+        extra = int(np.prod((b, h, lq, lk)) // max(int(np.prod(bias4.shape)), 1))
+        red = gamma(d_dS + extra, dtype) * FM
+        for ax in range(4):  # the axes the bias was broadcast on
+            if bias4.shape[ax] == 1 and red.shape[ax] != 1:
                 red = red.sum(axis=ax, keepdims=True)
-        out["bias"] = Bound(red + floor, src + f"; dbias: dS summed over the broadcast axes (gamma_{d_dS + extra})")
+        out["bias"] = Bound(red.reshape(bias.shape) + floor,
+                            src + f"; dbias: dS summed over the broadcast axes (gamma_{d_dS + extra})")
     if slopes is not None:
         dist = np.abs(np.arange(lq)[:, None] + (lk - lq) - np.arange(lk)[None, :]).astype(np.float64)
         dd = gamma(d_dS + b * lq * lk, dtype) * FM * dist
