@@ -53,7 +53,7 @@ import numpy as np
 
 from oracles.tolerance import Bound, gamma
 
-__all__ = ["linear_forward", "linear_vjp_bound", "feature_forward", "feature_vjp_bound", "performer_offset",
+__all__ = ["linear_forward", "linear_forward_mp", "positive_features_mp", "linear_vjp_bound", "feature_forward", "feature_vjp_bound", "performer_offset",
            "linear_depth"]
 
 
@@ -303,3 +303,54 @@ def feature_vjp_bound(x, kind, dphi, dtype, *, W=None, nu=1, data_scale="none", 
     return {"x": Bound(r4 * bx * (1 + g_(2)), src), "W": Bound(bW, src)}
 
 
+
+
+# ------------------------------------------------------------------ mpmath forwards (tiny cases, oracles.gradients.mp_vjp)
+
+def linear_forward_mp(inp, *, causal=True, normalize=True, eps=0.0):
+    """Op ``attention.linear``'s forward in mpmath, plain loops (``inp``: object arrays of mpf, ``S0``/``u0`` optional):
+    ``{"o", "S_last", "u_last"}`` as object arrays; ``eps`` added (``eps_mode="add"``), scale 1."""
+    import mpmath
+
+    Q, K, V = inp["phi_q"], inp["phi_k"], inp["v"]
+    b, l, h, n = Q.shape
+    e = V.shape[3]
+    S0, u0 = inp.get("S0"), inp.get("u0")
+    zero = mpmath.mpf(0)
+    o = np.empty((b, l, h, e), dtype=object)
+    S_last = np.empty((b, h, e, n), dtype=object)
+    u_last = np.empty((b, h, n), dtype=object)
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(l):
+                js = range(i + 1) if causal else range(l)
+                # A_ij = phi(q_i) . phi(k_j)
+                A = {j: mpmath.fsum(Q[bi, i, hi, c] * K[bi, j, hi, c] for c in range(n)) for j in js}
+                den = mpmath.fsum(A.values()) + (zero if u0 is None else mpmath.fsum(
+                    u0[bi, hi, c] * Q[bi, i, hi, c] for c in range(n))) + eps
+                for r in range(e):
+                    num = mpmath.fsum(A[j] * V[bi, j, hi, r] for j in js) + (zero if S0 is None else mpmath.fsum(
+                        S0[bi, hi, r, c] * Q[bi, i, hi, c] for c in range(n)))
+                    o[bi, i, hi, r] = num / den if normalize else num
+            for r in range(e):
+                for c in range(n):
+                    S_last[bi, hi, r, c] = (zero if S0 is None else S0[bi, hi, r, c]) + mpmath.fsum(
+                        V[bi, j, hi, r] * K[bi, j, hi, c] for j in range(l))
+            for c in range(n):
+                u_last[bi, hi, c] = (zero if u0 is None else u0[bi, hi, c]) + mpmath.fsum(K[bi, j, hi, c] for j in range(l))
+    return {"o": o, "S_last": S_last, "u_last": u_last}
+
+
+def positive_features_mp(inp):
+    """``phi = exp(W x - |x|^2/2) / sqrt(m)`` in mpmath (``inp["x"] (... d)``, ``inp["W"] (m d)`` object arrays)."""
+    import mpmath
+
+    x, W = inp["x"], inp["W"]
+    m, d = W.shape
+    lead = x.shape[:-1]
+    phi = np.empty(lead + (m,), dtype=object)
+    for pos in np.ndindex(*lead):
+        sq = mpmath.fsum(x[pos + (c,)] ** 2 for c in range(d)) / 2
+        for i in range(m):
+            phi[pos + (i,)] = mpmath.exp(mpmath.fsum(W[i, c] * x[pos + (c,)] for c in range(d)) - sq) / mpmath.sqrt(m)
+    return {"phi": phi}
