@@ -148,3 +148,22 @@ GRAD = register_grad(GradSpec(
           "key_padding_mask boolean (no gradient); a fully masked row contributes nothing",
     module=__name__,
 ))
+
+
+def _canonical_grad_fn(causal):
+    conv = {"scale": None, "causal": causal, "window_left": -1, "window_right": -1, "softcap": 0.0,
+            "use_bias": True, "use_alibi": True, "use_key_padding_mask": True}
+
+    def grad_fn(q, k, v, bias=None, alibi_slopes=None, key_padding_mask=None, do=None):
+        return reference_vjp({"q": q, "k": k, "v": v, "bias": bias, "alibi_slopes": alibi_slopes,
+                              "key_padding_mask": key_padding_mask}, conv, {"o": do})
+
+    grad_fn.__doc__ = (f"refimpl's VJP as an explicit backward in the canonical protocol (--grad-fn), causal={causal!r}"
+                       ", the other conventions at their defaults; the optional inputs used when given")
+    return grad_fn
+
+
+#: ``refimpl verify attention.softmax ... --grad --grad-fn oracles.verify.grad_softmax:refimpl_grad_fn``
+refimpl_grad_fn = _canonical_grad_fn(None)
+refimpl_grad_fn_top_left = _canonical_grad_fn("top_left")
+refimpl_grad_fn_bottom_right = _canonical_grad_fn("bottom_right")
