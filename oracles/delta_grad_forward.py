@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["delta_rule_float64", "delta_rule_adjoint_magnitude", "normalized"]
+__all__ = ["delta_rule_float64", "delta_rule_mp", "delta_rule_adjoint_magnitude", "normalized"]
 
 
 def normalized(x, mode):
@@ -117,3 +117,47 @@ def delta_rule_adjoint_magnitude(q, k, v, beta, alpha=None, S0=None, do=None, dS
         dot = np.sum(xh * d, axis=-1, keepdims=True)
         m[name] = (d + (xh * dot if mode == "l2" else dot)) / den
     return m
+
+
+def delta_rule_mp(inputs, key_norm=None, query_norm=None, scale=1):
+    """The forward of the module docstring in mpmath, on ``{name: numpy object array of mpf}`` (``alpha``, ``S0``
+    optional); returns ``{"o", "S_last"}`` as object arrays (for :func:`oracles.gradients.mp_vjp`)."""
+    import mpmath as mp
+
+    def norm(x, mode):
+        if mode in (None, "none"):
+            return x
+        out = np.empty(x.shape, dtype=object)
+        for idx in np.ndindex(x.shape[:-1]):
+            row = list(x[idx])
+            den = mp.fsum(row) if mode == "sum" else mp.sqrt(mp.fsum(r * r for r in row))
+            out[idx] = [r / den for r in row]
+        return out
+
+    k = norm(inputs["k"], key_norm)
+    q = norm(inputs["q"], query_norm)
+    v, beta = inputs["v"], inputs["beta"]
+    alpha, S0 = inputs.get("alpha"), inputs.get("S0")
+    b, l, h, n = k.shape
+    p = v.shape[3]
+    sc = mp.mpf(scale)
+    o = np.empty((b, l, h, p), dtype=object)
+    S_last = np.empty((b, h, p, n), dtype=object)
+    for bi in range(b):
+        for hi in range(h):
+            S = mp.matrix(p, n) if S0 is None else mp.matrix([[S0[bi, hi, i, j] for j in range(n)] for i in range(p)])
+            for t in range(l):
+                kt = mp.matrix([k[bi, t, hi, j] for j in range(n)])
+                a = mp.mpf(1) if alpha is None else alpha[bi, t, hi]
+                # M_t = alpha_t (I - beta_t k_t k_t^T); S_t = S_{t-1} M_t + beta_t v_t k_t^T
+                M = a * (mp.eye(n) - beta[bi, t, hi] * (kt * kt.T))
+                vt = mp.matrix([v[bi, t, hi, i] for i in range(p)])
+                S = S * M + beta[bi, t, hi] * (vt * kt.T)
+                qt = mp.matrix([sc * q[bi, t, hi, j] for j in range(n)])
+                ot = S * qt
+                for i in range(p):
+                    o[bi, t, hi, i] = ot[i]
+            for i in range(p):
+                for j in range(n):
+                    S_last[bi, hi, i, j] = S[i, j]
+    return {"o": o, "S_last": S_last}
