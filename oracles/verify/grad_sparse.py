@@ -107,3 +107,11 @@ GRAD = register_grad(GradSpec(
           "not differentiable; a query row with no kept key contributes nothing",
     module=__name__,
 ))
+
+
+def refimpl_grad_fn(q, k, v, do=None):
+    """refimpl's VJP as an explicit backward in the canonical protocol (--grad-fn) under the op's default pattern
+    conventions (a sliding window (3, 3), not causal, scale None)."""
+    from oracles.verify import get_op
+
+    return reference_vjp({"q": q, "k": k, "v": v}, get_op(OP).resolve_conventions({}), {"o": do})
