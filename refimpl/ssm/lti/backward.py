@@ -59,26 +59,31 @@ __all__ = ["recurrent_vjp", "convolution_vjp", "validate_cotangents"]
 def validate_cotangents(dy, d_final_state, dims, dtype):
     """Check ``dy`` ``(b l d p)`` and ``d_final_state`` ``(b d n)`` like inputs; return them in the working dtype.
 
-    A real system's cotangents must be real (its outputs are); a complex system's may be either.
+    A real system's outputs are real: a complex cotangent enters the loss ``Re sum conj(dy) y`` by its real part only,
+    which is what is kept.
     """
     cplx = np.dtype(dtype).kind == "c"
-    dy = as_float_array(dy, "dy", ndim=4, allow_complex=cplx)
-    check_shape(dy, "dy", (dims["b"], dims["l"], dims["d"], dims["p"]), "(b l d p)", src="the shape of y")
+    dy = as_float_array(dy, "dy", ndim=4)
+    if not cplx:
+        dy = dy.real
+    check_shape(dy, "dy", (dims["b"], dims["l"], dims["d"], dims["p"]), "(b l d p)", src="the shape of y: b, l, d from x, p from C")
     dy = dy.astype(np.result_type(dy, dtype), copy=False)
     if d_final_state is not None:
-        d_final_state = as_float_array(d_final_state, "d_final_state", ndim=3, allow_complex=cplx)
+        d_final_state = as_float_array(d_final_state, "d_final_state", ndim=3)
+        if not cplx:
+            d_final_state = d_final_state.real
         check_shape(d_final_state, "d_final_state", (dims["b"], dims["d"], dims["n"]), "(b d n)",
-                    src="the shape of the final state")
+                    src="the shape of the final state: b, d from x, n from A_bar")
         d_final_state = d_final_state.astype(np.result_type(d_final_state, dtype), copy=False)
     return dy, d_final_state
 
 
 def _like(grad: np.ndarray, original) -> np.ndarray:
-    """The gradient in its input's dtype: the real part for a real input (the complex convention), no other change."""
-    dt = np.asarray(original).dtype
-    if dt.kind != "c":
+    """The gradient of a real input is the real part (the complex convention); the dtype stays the working one (float32
+    only when every input and cotangent is float32: never a downcast)."""
+    if np.asarray(original).dtype.kind != "c":
         grad = grad.real
-    return np.ascontiguousarray(grad.astype(dt, copy=False))
+    return np.ascontiguousarray(grad)
 
 
 def _AH(A: np.ndarray, g: np.ndarray, diagonal: bool) -> np.ndarray:

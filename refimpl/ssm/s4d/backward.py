@@ -36,8 +36,11 @@ __all__ = ["vandermonde_vjp", "kernel_vjp", "complex_cotangent"]
 
 def complex_cotangent(dK, d: int, L: int, output: str, cdt) -> np.ndarray:
     """Check ``dK`` ``(d l)`` like an input; return the cotangent of the complex kernel ``Kc`` (see the docstring)."""
-    dK = as_float_array(dK, "dK", ndim=2, allow_complex=output == "complex")
-    check_shape(dK, "dK", (d, L), "(d l)", src="the shape of K")
+    dK = as_float_array(dK, "dK", ndim=2)
+    check_shape(dK, "dK", (d, L), "(d l)", src="the shape of K: d from Lambda, l = L")
+    if output != "complex":
+        # a real K: a complex cotangent enters Re sum conj(dK) K by its real part only
+        dK = dK.real
     dK = dK.astype(np.result_type(dK, cdt), copy=False)
     if output == "2re":
         # K = 2 Re Kc:  dKc = 2 dK
@@ -59,7 +62,7 @@ def vandermonde_vjp(v, z, L: int, *, dK) -> Dict[str, np.ndarray]:
     cdt = np.result_type(v, z, np.complex64)
     v, z = v.astype(cdt, copy=False), z.astype(cdt, copy=False)
     dK = as_float_array(dK, "dK", ndim=2)
-    check_shape(dK, "dK", (v.shape[0], L), "(d l)", src="the shape of K")
+    check_shape(dK, "dK", (v.shape[0], L), "(d l)", src="the shape of K: d from v, l = L")
     dK = dK.astype(np.result_type(dK, cdt), copy=False)
     dv, dz = _vandermonde_adjoint(v, z, L, dK)
     return {k: _like(g, originals[k]) for k, g in (("v", dv), ("z", dz))}
@@ -88,12 +91,10 @@ def _vandermonde_adjoint(v, z, L, dKc):
 
 
 def _like(g, original):
-    odt = np.asarray(original).dtype
-    if odt.kind not in "fc":
-        odt = np.dtype(np.float64)
-    if odt.kind != "c":
+    """A real input's gradient is the real part (the complex convention); the working dtype stays (no downcast)."""
+    if np.asarray(original).dtype.kind != "c":
         g = np.real(g)
-    return np.ascontiguousarray(np.asarray(g).astype(odt, copy=False)).reshape(np.shape(original))
+    return np.ascontiguousarray(np.asarray(g)).reshape(np.shape(original))
 
 
 def kernel_vjp(Lambda, B, C, dt, L: int, *, dK, method: str = "zoh", output: str) -> Dict[str, np.ndarray]:
