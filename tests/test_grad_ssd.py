@@ -141,7 +141,7 @@ def test_clamp_zeroes_the_gradient_where_active_both_ends_inclusive():
     for view in ("recurrent", "quadratic", "chunked"):
         r = ssd_scan_vjp(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], dy=cot["y"], dt_limit=(lo, hi),
                          d_final_state=cot["final_states"], view=view, chunk=2)
-        free = ssd_scan_vjp(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], dy=cot["y"],
+        free = ssd_scan_vjp(inp["x"], np.clip(inp["dt"], lo, hi), inp["A"], inp["B"], inp["C"], dy=cot["y"],
                             d_final_state=cot["final_states"], view=view, chunk=2)
         assert r["dt"][0, 0, 0] == 0 and r["dt"][0, 3, 0] == 0
         # on the ends the clamp is the identity: the gradient passes (torch.clamp's convention)
@@ -215,3 +215,86 @@ def test_bad_cotangents_and_views_are_refused_by_name(bad, msg):
     kw.update(bad)
     with pytest.raises((ValueError, TypeError), match=msg):
         ssd_scan_vjp(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], **kw)
+
+
+# -- refimpl verify --grad on a torch autograd candidate (a small literal torch loop) and a planted backward bug --
+
+def _torch_ssd(x, dt, A, B, C, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None, *, limit=None,
+               truncate_every=None):
+    """SSD as a plain torch loop (autograd differentiates it): softplus(dt + dt_bias) with threshold 20, an optional
+    clamp, ``S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T`` reset where ``seq_idx`` changes, ``(S_t C_t + D x_t) silu(z_t)``.
+    ``truncate_every``: the planted bug -- the state is detached every that many steps (truncated backprop: the
+    forward is unchanged, no gradient crosses those boundaries)."""
+    import torch
+
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    hg = torch.arange(h) * g // h
+    u = dt if dt_bias is None else dt + dt_bias
+    s = torch.nn.functional.softplus(u, beta=1.0, threshold=20.0)
+    if limit is not None:
+        s = torch.clamp(s, limit[0], limit[1])
+    S = x.new_zeros((b, h, p, n)) if initial_states is None else initial_states
+    ys = []
+    for t in range(l):
+        if seq_idx is not None and t > 0:
+            S = torch.where((seq_idx[:, t] != seq_idx[:, t - 1])[:, None, None, None], torch.zeros_like(S), S)
+        if truncate_every is not None and t > 0 and t % truncate_every == 0:
+            S = S.detach()
+        a = torch.exp(s[:, t] * A)
+        S = a[..., None, None] * S + (s[:, t, :, None] * x[:, t])[..., None] * B[:, t][:, hg][:, :, None, :]
+        y = torch.einsum("bhpn,bhn->bhp", S, C[:, t][:, hg])
+        if D is not None:
+            y = y + (D[:, None] if D.dim() == 1 else D) * x[:, t]
+        if z is not None:
+            y = y * torch.nn.functional.silu(z[:, t])
+        ys.append(y)
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros((b, 0, h, p))
+    return y, S
+
+
+def _torch_good(*a):
+    return _torch_ssd(*a, limit=(0.1, 0.6))
+
+
+def _torch_truncated(*a):
+    return _torch_ssd(*a, limit=(0.1, 0.6), truncate_every=4)
+
+
+TORCH_CONV = {"dt_softplus": True, "dt_limit": (0.1, 0.6), "chunk": 4}
+TORCH_CASES = ("golden-small", "edge-chunk+1", "edge-packed-chunk", "edge-dt-limit", "edge-optional-absent")
+
+
+def _torch_cases():
+    """A subset of the op's gradient cases (time budget; ``refimpl verify --grad`` runs them all)."""
+    from oracles.verify.registry import get_grad, get_op
+
+    conv = get_op("ssm.ssd").resolve_conventions(TORCH_CONV)
+    return [c for c in get_grad("ssm.ssd").cases(conv) if c.case_id in TORCH_CASES]
+
+
+def test_verify_grad_torch_autograd_candidate_conforms():
+    pytest.importorskip("torch")
+    from oracles.verify import verify
+
+    rep = verify("ssm.ssd", _torch_good, conventions=TORCH_CONV, framework="torch", grad=True, forward=False,
+                 cases=_torch_cases(), probes=False)
+    assert rep.passed, rep.grad_line() + " / " + "; ".join(rep.deviations()[:3])
+
+
+def test_verify_grad_catches_the_planted_backward_bug():
+    """Detaching the state every 4 steps leaves the forward exact and the gradient wrong before each boundary."""
+    pytest.importorskip("torch")
+    from oracles.verify import verify
+
+    import torch
+
+    case = _torch_cases()[0]
+    args = [None if case.inputs[k] is None else torch.as_tensor(case.inputs[k]) for k in
+            ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states", "seq_idx")]
+    for a, b in zip(_torch_good(*args), _torch_truncated(*args)):
+        assert torch.equal(a, b)  # the planted bug leaves the forward bit for bit
+    rep = verify("ssm.ssd", _torch_truncated, conventions=TORCH_CONV, framework="torch", grad=True, forward=False,
+                 cases=_torch_cases(), probes=False)
+    assert not rep.grad_passed
+    assert "chunk boundary" in " ".join(rep.deviations()), rep.deviations()[:3]

@@ -27,14 +27,14 @@ def _worst(grads, fd, bounds, dtype):
 
 @check
 def ssm_ssd_grad():
-    from oracles.verify.grad_ssd import WRT, forward, grad_bounds
+    from oracles.verify.grad_ssd import WRT, away_from_kinks, forward, grad_bounds
     from oracles.verify.ops_ssd import sample
     from oracles.verify.registry import get_op
     from refimpl.ssm.ssd import VJP_IMPLEMENTATIONS, ssd_scan_vjp
 
     conv = get_op("ssm.ssd").resolve_conventions({"dt_softplus": True, "dt_limit": (0.1, 0.6), "chunk": 4})
     rng = np.random.default_rng(SEED)
-    inp = sample(rng, conv, L=9, b=1, h=2, p=2, n=2, g=1, D_shape="hp", cuts=(5,))
+    inp = away_from_kinks(sample(rng, conv, L=9, b=1, h=2, p=2, n=2, g=1, D_shape="hp", cuts=(5,)), conv)
     out = forward(inp, conv)
     w = {k: rng.standard_normal(np.shape(v)) for k, v in out.items()}
     wrt = [k for k in WRT if inp.get(k) is not None]
