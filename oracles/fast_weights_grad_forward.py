@@ -26,7 +26,7 @@ import numpy as np
 
 from oracles.tolerance import gamma
 
-__all__ = ["fast_weights_forward", "forward_error", "fast_weights_vjp_magnitude"]
+__all__ = ["fast_weights_forward", "forward_error", "fast_weights_vjp_magnitude", "fast_weights_forward_mp"]
 
 
 def fast_weights_forward(a, b_vec, x_read, W0=None) -> Dict[str, np.ndarray]:
@@ -73,3 +73,31 @@ def fast_weights_vjp_magnitude(a, b_vec, x_read, W0, dy, dW_last: Optional[np.nd
     if W0 is not None:
         out["W0"] = np.einsum("bihp,bihn->bhpn", gy, xr) + dWl
     return out
+
+
+def fast_weights_forward_mp(a, b_vec, x_read, W0=None) -> Dict[str, np.ndarray]:
+    """The closed sum in mpmath on object arrays of ``mpf`` (for :func:`oracles.gradients.mp_vjp`): ``{"y", "W_last"}``
+    as object arrays, every sum one ``mpmath.fsum`` at the caller's working precision."""
+    import mpmath
+
+    a, bv, xr = (np.asarray(z, dtype=object) for z in (a, b_vec, x_read))
+    B, l, h, p = a.shape
+    n = bv.shape[3]
+    y = np.empty((B, l, h, p), dtype=object)
+    W = np.empty((B, h, p, n), dtype=object)
+    for bi in range(B):
+        for hi in range(h):
+            for i in range(l):
+                dots = [mpmath.fsum(bv[bi, j, hi, c] * xr[bi, i, hi, c] for c in range(n)) for j in range(i + 1)]
+                for q in range(p):
+                    terms = [a[bi, j, hi, q] * dots[j] for j in range(i + 1)]
+                    if W0 is not None:
+                        terms += [W0[bi, hi, q, c] * xr[bi, i, hi, c] for c in range(n)]
+                    y[bi, i, hi, q] = mpmath.fsum(terms)
+            for q in range(p):
+                for c in range(n):
+                    terms = [a[bi, j, hi, q] * bv[bi, j, hi, c] for j in range(l)]
+                    if W0 is not None:
+                        terms.append(W0[bi, hi, q, c])
+                    W[bi, hi, q, c] = mpmath.fsum(terms) if terms else mpmath.mpf(0)
+    return {"y": y, "W_last": W}

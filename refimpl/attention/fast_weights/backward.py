@@ -26,8 +26,8 @@ view ``recurrent`` (:func:`recurrent_vjp`).  The closed form of the forward, ``y
 
 Conventions: as the forward (fast weights ``(b h p n)``, read after the write); real inputs only; ``sigma`` must be
 ``None`` (the identity: the gradient through a callable ``sigma`` is not defined here, a ``ValueError``).
-The computation runs in ``result_dtype`` of the inputs and the cotangents; each gradient is returned in its
-input's dtype.  ``L = 0``: empty gradients (and ``dW_{-1} = dW_last``).
+The computation runs in ``result_dtype`` of the inputs and the cotangents (float32 only when every one of them is
+float32; no silent downcast), and every gradient is returned in it, with its input's shape.  ``L = 0``: empty gradients (and ``dW_{-1} = dW_last``).
 """
 from __future__ import annotations
 
@@ -50,12 +50,10 @@ def _check_cotangent(d, name: str, shape, letters: str, src: str):
 
 
 def validate_fast_weights_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma=None, initial_state=None):
-    """Validated ``(a, b_vec, x_read, W0, dy, dW_last, in_dtypes)`` in the working dtype (``dW_last`` zeros if None)."""
+    """Validated ``(a, b_vec, x_read, W0, dy, dW_last)`` in the working dtype (``dW_last`` zeros if None)."""
     if sigma is not None:
         raise ValueError(f"sigma: expected None (the identity; the VJP is defined for sigma = identity only), "
                          f"got {getattr(sigma, '__name__', type(sigma).__name__)!s}")
-    in_dtypes = {"a": np.asarray(a).dtype, "b_vec": np.asarray(b_vec).dtype, "x_read": np.asarray(x_read).dtype,
-                 "initial_state": None if initial_state is None else np.asarray(initial_state).dtype}
     a, b_vec, x_read, W0, _ = validate_fast_weights(a, b_vec, x_read, initial_state=initial_state)
     b, l, h, p = a.shape
     n = b_vec.shape[3]
@@ -66,17 +64,13 @@ def validate_fast_weights_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma
     dt = result_dtype(a, b_vec, x_read, W0 if initial_state is not None else None, dy, d_final_state)
     c = lambda z: z.astype(dt, copy=False)  # noqa: E731
     dW_last = np.zeros((b, h, p, n), dtype=dt) if d_final_state is None else c(d_final_state)
-    return c(a), c(b_vec), c(x_read), c(W0), c(dy), dW_last, in_dtypes
+    return c(a), c(b_vec), c(x_read), c(W0), c(dy), dW_last
 
 
-def _grads(da, db, dx, dW0, in_dtypes, given_state: bool) -> Dict[str, np.ndarray]:
-    def cast(g, name):
-        d = in_dtypes[name]
-        return g.astype(d if d is not None and d.kind == "f" else g.dtype, copy=False)
-
-    out = {"a": cast(da, "a"), "b_vec": cast(db, "b_vec"), "x_read": cast(dx, "x_read")}
+def _grads(da, db, dx, dW0, given_state: bool) -> Dict[str, np.ndarray]:
+    out = {"a": da, "b_vec": db, "x_read": dx}
     if given_state:
-        out["initial_state"] = cast(dW0, "initial_state")
+        out["initial_state"] = dW0
     return out
 
 
@@ -87,7 +81,7 @@ def recurrent_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma=None, initi
     ``a (b l h p)``, ``b_vec (b l h n)``, ``x_read (b l h n)``, ``initial_state (b h p n)`` or None, ``dy (b l h p)``,
     ``d_final_state (b h p n)`` or None -> ``{"a": da, "b_vec": db, "x_read": dx[, "initial_state": dW0]}``.
     """
-    a, b_vec, x_read, W0, dy, dW_last, in_dtypes = validate_fast_weights_vjp(
+    a, b_vec, x_read, W0, dy, dW_last = validate_fast_weights_vjp(
         a, b_vec, x_read, dy=dy, d_final_state=d_final_state, sigma=sigma, initial_state=initial_state)
     b, l, h, p = a.shape
     n = b_vec.shape[3]
@@ -113,7 +107,7 @@ def recurrent_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma=None, initi
         # db_i = dW_i^T a_i
         db[:, i] = np.einsum("bhpn,bhp->bhn", dW, a[:, i])
     # dW_{-1} = dW_0
-    return _grads(da, db, dx, dW, in_dtypes, initial_state is not None)
+    return _grads(da, db, dx, dW, initial_state is not None)
 
 
 def quadratic_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma=None, initial_state=None) -> Dict[str, np.ndarray]:
@@ -122,7 +116,7 @@ def quadratic_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma=None, initi
 
     Arguments and result as :func:`recurrent_vjp`.
     """
-    a, b_vec, x_read, W0, dy, dW_last, in_dtypes = validate_fast_weights_vjp(
+    a, b_vec, x_read, W0, dy, dW_last = validate_fast_weights_vjp(
         a, b_vec, x_read, dy=dy, d_final_state=d_final_state, sigma=sigma, initial_state=initial_state)
     l = a.shape[1]
     causal = np.tril(np.ones((l, l), dtype=bool))  # [i, j]: j <= i
@@ -138,4 +132,4 @@ def quadratic_vjp(a, b_vec, x_read, *, dy, d_final_state=None, sigma=None, initi
     dx = np.einsum("bhij,bjhn->bihn", dM, b_vec) + np.einsum("bhpn,bihp->bihn", W0, dy)
     # dW_{-1} = sum_i dy_i x_i^T + dW_last
     dW0 = np.einsum("bihp,bihn->bhpn", dy, x_read) + dW_last
-    return _grads(da, db, dx, dW0, in_dtypes, initial_state is not None)
+    return _grads(da, db, dx, dW0, initial_state is not None)
