@@ -30,7 +30,7 @@ from oracles.lsh import SELF_PENALTY, keep_and_counts
 
 __all__ = ["linformer_dense", "linformer_adjoint_magnitude", "aft_masks", "aft_dense", "aft_adjoint_magnitude",
            "gau_masks", "gau_dense", "gau_adjoint_magnitude", "lsh_keep", "lsh_dense", "lsh_adjoint_magnitude",
-           "score_spread"]
+           "score_spread", "aft_mp"]
 
 
 def _per_head(E, h):
@@ -302,3 +302,26 @@ def lsh_adjoint_magnitude(qk, v, keep, scale, do, self_rule: str = "exclude"):
     dnorm = np.where(norm > 0, (dk + ak * np.sum(ak * dk, axis=-1, keepdims=True)) / np.where(norm > 0, norm, 1.0),
                      0.0)
     return {"qk": dq + dnorm, "v": dv}, score_spread(S, keep)
+
+
+# ------------------------------------------------------------------------------------------ mpmath (tiny cases)
+
+def aft_mp(q, k, v, w=None, *, variant: str, causal: bool, window=None) -> np.ndarray:
+    r"""AFT in mpmath on object arrays of ``mpf`` (for :func:`oracles.gradients.mp_vjp` on tiny cases): the kept and
+    biased keys of :func:`aft_masks`, ``Y_t = sigmoid(Q_t) sum exp(K + w') V / sum exp(K + w')`` at the working
+    precision (no shift: mpmath's exponent range is unbounded).  Returns an object array ``(b l d)``."""
+    import mpmath
+
+    q, k, v = (np.asarray(a, dtype=object) for a in (q, k, v))
+    b, l, d = q.shape
+    kept, biased = aft_masks(l, variant, bool(causal), None if window is None else tuple(window))
+    out = np.empty((b, l, d), dtype=object)
+    for bi in range(b):
+        for t in range(l):
+            for c in range(d):
+                terms = [(mpmath.exp(k[bi, j, c] + (w[t, j] if (w is not None and biased[t, j]) else 0)), j)
+                         for j in range(l) if kept[t, j]]
+                num = mpmath.fsum(e * v[bi, j, c] for e, j in terms)
+                den = mpmath.fsum(e for e, _ in terms)
+                out[bi, t, c] = num / den / (1 + mpmath.exp(-q[bi, t, c]))
+    return out

@@ -39,6 +39,11 @@ from refimpl._validate import result_dtype
 __all__ = ["materialized_vjp"]
 
 
+def _float_dtype(a):
+    """The dtype of a float ndarray input (its gradient's dtype), else ``None`` (lists: the working dtype)."""
+    return a.dtype if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f" else None
+
+
 def materialized_vjp(q, k, v, w=None, *, dy, variant: str = "full", causal: bool = False,
                      window=None) -> Dict[str, np.ndarray]:
     r"""The VJP of AFT (the module docstring's adjoint equations), the ``(b l l d)`` logits materialized.
@@ -46,15 +51,14 @@ def materialized_vjp(q, k, v, w=None, *, dy, variant: str = "full", causal: bool
     ``q, k, v (b l d)``, ``w (l l)`` (``None`` for ``variant="simple"``), ``dy (b l d)`` (the cotangent of ``Y``) ->
     ``{"q": dq, "k": dk, "v": dv[, "w": dw]}``, each its input's shape and dtype.
     """
-    in_dtypes = {"q": np.asarray(q).dtype, "k": np.asarray(k).dtype, "v": np.asarray(v).dtype,
-                 "w": None if w is None else np.asarray(w).dtype}
+    in_dtypes = {name: _float_dtype(a) for name, a in (("q", q), ("k", k), ("v", v), ("w", w))}
     Q, K, V, w, variant, causal, window = validate_aft(q, k, v, w, variant=variant, causal=causal, window=window)
     b, l, d = Q.shape
     dy = check_cotangent(dy, "dy", (b, l, d), "b l d", "b, l, d from q")
     dt = result_dtype(Q, K, V, w, dy)
     Q, K, V, dy = (a.astype(dt, copy=False) for a in (Q, K, V, dy))
     w = None if w is None else w.astype(dt, copy=False)
-    out_dtype = lambda name: in_dtypes[name] if in_dtypes[name].kind == "f" else dt  # noqa: E731
+    out_dtype = lambda name: in_dtypes[name] or dt  # noqa: E731
     if l == 0:
         grads = {"q": np.zeros_like(Q), "k": np.zeros_like(K), "v": np.zeros_like(V)}
         if w is not None:

@@ -112,8 +112,8 @@ def _finish(grads, in_arrays, dt):
     for name, g, a in zip(_NAMES, grads, in_arrays):
         if a is None:
             continue
-        kind = np.asarray(a).dtype
-        out[name] = np.asarray(g).astype(kind if kind.kind == "f" else dt, copy=False)
+        kind = a.dtype if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f" else dt
+        out[name] = np.asarray(g).astype(kind, copy=False)
     return out
 
 

@@ -35,7 +35,7 @@ from refimpl._validate import as_float_array, check_shape, result_dtype
 from refimpl.attention.linformer.reference import projected, validate_linformer
 from refimpl.attention.softmax.reference import attention_scale, softmax
 
-__all__ = ["materialized_vjp", "check_cotangent"]
+__all__ = ["materialized_vjp"]
 
 
 def check_cotangent(dy, name: str, shape, letters: str, src: str = "") -> np.ndarray:

@@ -52,7 +52,7 @@ from refimpl.attention.lsh.reference import (_chunk_of, _counts, _in_round, _pre
                                              _sort_order, _validate, normalize_keys)
 from refimpl.attention.softmax.reference import logsumexp, softmax
 
-__all__ = ["materialized_vjp", "sorted_vjp", "normalization_vjp"]
+__all__ = ["materialized_vjp", "sorted_vjp"]
 
 
 def normalization_vjp(qk: np.ndarray, k: np.ndarray, dk: np.ndarray) -> np.ndarray:
@@ -68,14 +68,15 @@ def normalization_vjp(qk: np.ndarray, k: np.ndarray, dk: np.ndarray) -> np.ndarr
 
 
 def _prepare(qk, v, do, buckets, rotations, seed, n_buckets, n_rounds, chunk, causal, scale, wrap):
-    in_dtypes = {"qk": np.asarray(qk).dtype, "v": np.asarray(v).dtype}
+    in_dtypes = {name: (a.dtype if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f" else None)
+                 for name, a in (("qk", qk), ("v", v))}
     qk, v, bk, c, causal, scale, wrap, dtype = _validate(qk, v, buckets, rotations, seed, n_buckets, n_rounds,
                                                          chunk, causal, scale, wrap)
     b, l, h, n = qk.shape
     p = v.shape[3]
     do = check_cotangent(do, "do", (b, l, h, p), "b l h p", "b, l, h from qk, p from v")
     dtype = result_dtype(qk, v, do)
-    out_dtypes = {name: (dt if dt.kind == "f" else dtype) for name, dt in in_dtypes.items()}
+    out_dtypes = {name: (dt or dtype) for name, dt in in_dtypes.items()}
     return (qk.astype(dtype, copy=False), v.astype(dtype, copy=False), do.astype(dtype, copy=False), bk, c, causal,
             scale, wrap, dtype, out_dtypes)
 
