@@ -82,6 +82,7 @@ def test_vjp_matches_richardson_differences(cid, L, kw, softplus, disc):
                            view="chunked" if view == "chunked" else "recurrent", chunk=chunk)
         for k in wrt:
             assert g[k].shape == np.shape(inp[k]) and g[k].dtype == np.asarray(inp[k]).dtype, (k, g[k].dtype)
+            # (every input float64/complex128 here: the working dtype is each input's own)
             bound = Bound(np.asarray(r.error[k]) + np.asarray(bd[k].values),
                           "Richardson error estimate + " + bd[k].source)
             res = compare(g[k], r.grad[k], bound)

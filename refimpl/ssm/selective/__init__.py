@@ -87,7 +87,8 @@ def selective_scan_vjp(u, delta, A, B, C, D=None, z=None, *, dy, d_final_state=N
     The forward's arguments, then the cotangents: ``dy`` of ``out`` ``(b l d)`` (required) and ``d_final_state``
     of the final state ``(b d n)`` (optional: passing it means the forward returns the final state).  Returns
     ``{name: gradient}`` for ``u``, ``delta``, ``A``, ``B``, ``C`` and each of ``D``, ``z``, ``delta_bias``,
-    ``initial_state`` that was given, each with its input's shape and dtype.  Complex inputs: the gradient is
+    ``initial_state`` that was given, each with its input's shape in the working dtype (real for a real input;
+    float32 only when every float input is float32).  Complex inputs: the gradient is
     ``dL/dRe + i dL/dIm`` (Mamba's and PyTorch's convention).
 
     ``view``: ``"recurrent"`` (the reverse loop) or ``"chunked"`` (the chunked adjoint, chunks of ``chunk``

@@ -50,8 +50,8 @@ Views (both recompute the forward states, then run the reverse scan):
 Shapes: as the forward (``u``, ``delta``, ``z``, ``dy`` ``(b l d)``; ``A`` ``(d n)``; ``B``, ``C`` fixed ``(d n)``,
 variable ``(b l n)`` or grouped ``(b l g n)``; ``D``, ``delta_bias`` ``(d,)``; ``initial_state``,
 ``d_final_state`` ``(b d n)``).  Returns ``{argument name: gradient}`` for every differentiable input given, each
-with its input's shape and dtype.  Working dtype: the forward's (``refimpl._validate.result_dtype`` of the inputs
-and cotangents), float64 by default.
+with its input's shape, real for a real input, in the working dtype: the forward's (``refimpl._validate.result_dtype``
+of the inputs and cotangents; float64 by default, float32 only when every float input is float32).
 """
 from __future__ import annotations
 
@@ -103,18 +103,12 @@ def silu_grad(z: np.ndarray) -> np.ndarray:
     return s * (1 + z * (1 - s))
 
 
-def _input_dtype(x, working: np.dtype) -> np.dtype:
-    """The dtype an input's gradient is returned in: the input's own (floating) dtype."""
-    dt = np.asarray(x).dtype
-    return dt if dt.kind in "fc" else working
-
-
 def _as_input(g: np.ndarray, x) -> np.ndarray:
-    """Gradient ``g`` in input ``x``'s dtype: the real part for a real input (``dL/da``)."""
-    dt = _input_dtype(x, g.dtype)
-    if dt.kind != "c":
+    """Gradient ``g`` (working dtype) for input ``x``: the real part for a real input (``dL/da``), kept in the
+    working dtype (float32 only when every float input is float32: nothing is downcast)."""
+    if not np.iscomplexobj(x):
         g = g.real
-    return np.ascontiguousarray(g.astype(dt, copy=False))
+    return np.ascontiguousarray(g)
 
 
 def prepare_vjp(u, delta, A, B, C, D, z, dy, d_final_state, *, delta_bias, delta_softplus, initial_state,
