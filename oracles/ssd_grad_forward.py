@@ -16,7 +16,7 @@ small cases); this module adds:
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -97,14 +97,16 @@ def ssd_forward_mp(inputs: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np
     return {"y": y, "final_states": fin}
 
 
-def ssd_vjp_magnitude(inputs: Dict[str, Any], cotangents: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+def ssd_vjp_magnitude(inputs: Dict[str, Any], cotangents: Dict[str, Any],
+                      conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
     r"""The absolute-value majorant of every gradient's terms (canonical names; shapes of the inputs).
 
     With ``|.|`` on every factor: states ``|S|_t = a_t |S|_{t-1} + dt_t |x_t| |B_t|^T`` (from ``|S_{-1}|``), the
     inner cotangent ``|g_t| = |dy_t| |silu(z_t)|``, the reverse scan ``|dS|_t = a_{t+1} |dS|_{t+1} + |g_t| |C_t|^T``
     (from ``|d_final|``); then ``M_x = dt |dS| |B| + |D| |g|``, ``M_B = sum_heads |dS|^T dt |x|``,
     ``M_C = sum_heads |S|^T |g|``, ``M_dt = (|x| . |dS| |B| + |A| a <|dS|, |S|_{t-1}>) |chain|``, ``M_A = sum dt a
-    <|dS|, |S|_{t-1}>``, ``M_S0 = a_0 |dS|_0``, ``M_D = sum |g| |x|``, ``M_z = |dy| (|S| |C| + |D x|) |silu'(z)|``;
+    <|dS|, |S|_{t-1}>``, ``M_S0 = a_0 |dS|_0``, ``M_D = sum |g| |x|``,
+    ``M_z = |dy| (|S| |C| + |D x|) s(z) (1 + |z| s(-z))`` (silu' by its terms: ``1 + z s(-z)`` can cancel);
     ``|chain|`` is the clamp mask times softplus' derivative (both <= 1)."""
     x = np.asarray(inputs["x"], dtype=np.float64)
     b, l, h, p = x.shape
@@ -163,7 +165,8 @@ def ssd_vjp_magnitude(inputs: Dict[str, Any], cotangents: Dict[str, Any], conv: 
         M["D"] = MD if np.ndim(D) == 2 else MD.sum(axis=-1)
     if z is not None:
         zz = np.asarray(z, dtype=np.float64)
-        dsilu = np.abs(_sigmoid(zz) * (1.0 + zz * _sigmoid(-zz)))
+        # silu'(z) = s(z) (1 + z s(-z)) is evaluated as written: its terms in absolute value, s(z) (1 + |z| s(-z))
+        dsilu = _sigmoid(zz) * (1.0 + np.abs(zz) * _sigmoid(-zz))
         inner = np.einsum("blhpn,blhn->blhp", S_out, Ch) + (0.0 if Dhp is None else Dhp * ax)
         M["z"] = dy * inner * dsilu
     gsz = np.asarray(inputs["B"]).shape[2]
@@ -192,7 +195,8 @@ def ssd_vjp_depth(inputs: Dict[str, Any]) -> float:
 
 def ssd_grad_bounds(inputs: Dict[str, Any], cotangents: Dict[str, Any], conv: Dict[str, Any], dtype,
                     oracle_dtype=np.float64) -> Dict[str, Bound]:
-    """``componentwise_bound(majorant, depth, dtype)`` per gradient (:func:`ssd_vjp_magnitude`, :func:`ssd_vjp_depth`)."""
+    """``componentwise_bound(majorant, depth, dtype)`` per gradient (:func:`ssd_vjp_magnitude`,
+    :func:`ssd_vjp_depth`)."""
     M = ssd_vjp_magnitude(inputs, cotangents, conv)
     depth = ssd_vjp_depth(inputs)
     return {k: componentwise_bound(m, depth, dtype, oracle_dtype=oracle_dtype,

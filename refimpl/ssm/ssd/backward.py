@@ -266,7 +266,8 @@ def _state_in_adjoint(p: Prepared, Lm, s, e, dU, Xd, dL, dXd, dBh):
 
 
 def _decay_adjoint(p: Prepared, Lm, dL, s, e, ddA):
-    r"""``L = exp(segsum([0, dt_s A, ..., dt_{e-1} A]))``: ``d(dt A)_k = sum_{I >= k+1} sum_{J < k+1} (dL o L)[I, J]``."""
+    r"""``L = exp(segsum([0, dt_s A, ..., dt_{e-1} A]))``:
+    ``d(dt A)_k = sum_{I >= k+1} sum_{J < k+1} (dL o L)[I, J]``."""
     ddA[:, s:e] += np.moveaxis(_segsum_adjoint(dL * Lm)[..., 1:], -1, 1)
 
 
@@ -285,7 +286,8 @@ def quadratic_vjp(x, dt, A, B, C, D=None, z=None, *, dy, d_final_state=None, dt_
                   dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, allow_unstable: bool = False):
     r"""The transpose of the attention form ``Y = (L o C B^T) Xd + L[:, -1] S_{-1} C``, ``final = (L[-1] Xd) B + ...``.
 
-    ``dXd = (L o C B^T)^T dY'``, ``dC = ((dY' Xd^T) o L) B``, ``dB = ((dY' Xd^T) o L)^T C``, ``dL = (dY' Xd^T) o C B^T``,
+    ``dXd = (L o C B^T)^T dY'``, ``dC = ((dY' Xd^T) o L) B``, ``dB = ((dY' Xd^T) o L)^T C``,
+    ``dL = (dY' Xd^T) o C B^T``,
     the initial state's column and the final state's row likewise, then the adjoint of the stable segment sum
     (a reverse cumulative sum: ``d(dt A)_k = sum_{i >= k} sum_{j < k} (dL o L)_{ij}``).  O(l^2); shapes as
     :func:`recurrent_vjp`.
@@ -336,7 +338,8 @@ def chunked_vjp(x, dt, A, B, C, D=None, z=None, *, dy, d_final_state=None, chunk
 
     4'. state-to-output: ``dS_c = sum_i L[i, -1] dY'_i C_i^T``, ``dC_i += L[i, -1] S_c^T dY'_i``;
     3'. ``S_{c+1} = G_c S_c + U_c``: ``dS_c += G_c dS_{c+1}``, ``dG_c = <dS_{c+1}, S_c>``, ``dU_c = dS_{c+1}``;
-    2'. chunk state: ``dXd_j += L[-1, j] dU_c B_j``, ``dB_j += L[-1, j] dU_c^T Xd_j``, ``dL[-1, j] = <dU_c, Xd_j B_j^T>``;
+    2'. chunk state: ``dXd_j += L[-1, j] dU_c B_j``, ``dB_j += L[-1, j] dU_c^T Xd_j``,
+        ``dL[-1, j] = <dU_c, Xd_j B_j^T>``;
     1'. intra-chunk: the quadratic adjoint of ``(L o C B^T) Xd`` on the chunk's diagonal block;
 
     then each chunk's segment-sum adjoint gives ``d(dt A)``; ``d initial_state = dS_0``.  Shapes as
