@@ -1,6 +1,6 @@
 """Properties of the SSM core's backward passes: the adjoint identity ``<J v, w> = <v, J^T w>`` between the float64
 oracle forwards (directional Richardson differences, :func:`oracles.gradients.fd_jvp`) and refimpl's VJPs, and the
-agreement of the LTI backward views (recurrent, convolution) at L = 0, 1, odd, a chunk of 64 +- 1 and long."""
+agreement of the LTI backward views (recurrent, convolution, chunked with chunks of 64) at L = 0, 1, odd, a chunk of 64 +- 1 and long."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +39,7 @@ def _lti_system(rng, diag, cplx, L, b=1, d=1, n=2, m=1, p=1):
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), diag=st.booleans(), cplx=st.booleans(), L=st.sampled_from([0, 1, 4, 9]),
-       view=st.sampled_from(["recurrent", "convolution"]))
+       view=st.sampled_from(["recurrent", "convolution", "chunked"]))
 def test_lti_adjoint_identity(seed, diag, cplx, L, view):
     rng = np.random.default_rng(seed)
     inp = _lti_system(rng, diag, cplx, L)
@@ -49,7 +49,7 @@ def test_lti_adjoint_identity(seed, diag, cplx, L, view):
     v = {k: _c(rng, np.shape(a), np.iscomplexobj(a)) for k, a in inp.items()}
     jv, err = fd_jvp(lambda a: lti_forward(a, conv), inp, v, w)
     g = lti_ssm_vjp(inp["A_bar"], inp["B_bar"], inp["C"], inp["D"], inp["x"], dy=w["y"], d_final_state=w["h_last"],
-                    initial_state=inp["h0"], diagonal=diag, view=view)
+                    initial_state=inp["h0"], diagonal=diag, view=view, **(dict(chunk=2) if view == "chunked" else {}))
     g["h0"] = g.pop("initial_state")
     depth = lti_depth(inp, conv) + sum(np.size(a) for a in v.values())
     # our VJP's rounding: gamma_depth (complex ops) on the pairing of |v| with the gradients' magnitudes
@@ -119,6 +119,7 @@ def test_lti_backward_views_agree(seed, diag, cplx, L):
     kw = dict(dy=w["y"], d_final_state=w["h_last"], initial_state=inp["h0"], diagonal=diag)
     a = lti_ssm_vjp(inp["A_bar"], inp["B_bar"], inp["C"], inp["D"], inp["x"], view="recurrent", **kw)
     b = lti_ssm_vjp(inp["A_bar"], inp["B_bar"], inp["C"], inp["D"], inp["x"], view="convolution", **kw)
+    c = lti_ssm_vjp(inp["A_bar"], inp["B_bar"], inp["C"], inp["D"], inp["x"], view="chunked", chunk=64, **kw)
     M = lti_adjoint_magnitude(inp, conv, w)
     depth = lti_depth(inp, conv)
     for k, mk in (("A_bar", "A_bar"), ("B_bar", "B_bar"), ("C", "C"), ("D", "D"), ("x", "x"),
@@ -126,3 +127,4 @@ def test_lti_backward_views_agree(seed, diag, cplx, L):
         bd = Bound(2 * gamma(depth, np.float64, complex_ops=cplx) * np.asarray(M[mk]),
                    "2 x gamma_depth x the adjoint on |inputs| (both views deviate from the exact gradient)")
         assert_within(a[k], b[k], bd, context=f"recurrent vs convolution, gradient of {k}")
+        assert_within(a[k], c[k], bd, context=f"recurrent vs chunked (64), gradient of {k}")

@@ -14,8 +14,15 @@ _METHODS = ("zoh", "bilinear", "forward_euler", "backward_euler", "mamba")
 def _pairs(entry, public, view_kw="view"):
     from refimpl._dispatch import registered
 
-    return [(entry, {view_kw: Opt(view), "backend": Opt(backend)}) for view, backend in registered()[public].pairs()
-            if view != "gbt"]
+    out = []
+    for view, backend in registered()[public].pairs():
+        if view == "gbt":
+            continue
+        extra = {view_kw: Opt(view), "backend": Opt(backend)}
+        if view == "chunked":
+            extra["chunk"] = Int(2, minimum=1, none_ok=True)
+        out.append((entry, extra))
+    return out
 
 
 def _lti(diagonal: bool):
@@ -26,7 +33,8 @@ def _lti(diagonal: bool):
                 D=Arr("d p m", dtype="complex", optional=True), x=Arr("b l d m", dtype="complex"),
                 dy=Arr("b l d p", dtype="complex"), d_final_state=Arr("b d n", dtype="complex", optional=True),
                 initial_state=Arr("b d n", dtype="complex", optional=True), diagonal=Flag(diagonal))
-    targets = [f"{_LB}:recurrent_vjp", f"{_LB}:convolution_vjp"] + _pairs(f"{_LTI}:lti_ssm_vjp",
+    targets = [f"{_LB}:recurrent_vjp", f"{_LB}:convolution_vjp", (f"{_LB}:chunked_vjp", dict(chunk=Int(2, minimum=1)))]
+    targets += _pairs(f"{_LTI}:lti_ssm_vjp",
                                                                           "refimpl.ssm.lti_ssm_vjp")
     return Contract(targets, args, sizes=sizes, positional=5, empty=("b", "l", "d", "n", "m", "p"))
 

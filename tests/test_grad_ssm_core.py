@@ -44,6 +44,7 @@ LTI_ROWS = [  # (view, diagonal, complex, L, time-varying)
     ("recurrent", True, True, 0, False), ("recurrent", True, False, 1, False), ("recurrent", False, True, 5, False),
     ("recurrent", False, False, 7, True), ("recurrent", True, True, 4, True),
     ("convolution", True, True, 5, False), ("convolution", False, False, 6, False), ("convolution", False, True, 1, False),
+    ("chunked", True, True, 7, False), ("chunked", False, False, 5, False), ("chunked", False, True, 0, False),
 ]
 
 
@@ -56,8 +57,9 @@ def test_lti_vjp_matches_differences(view, diag, cplx, L, tv):
     w = {k: _c(rng, v.shape, np.iscomplexobj(v)) for k, v in out.items()}
     names = [k for k in ("A_bar", "B_bar", "C", "D", "x", "h0") if inp[k] is not None]
     fd = fd_vjp(lambda a: lti_forward(a, conv), inp, w, names)
+    kw = dict(chunk=3) if view == "chunked" else {}  # L = 5, 7: chunks of 3 with a short last one (chunk +- 1)
     g = lti_ssm_vjp(inp["A_bar"], inp["B_bar"], inp["C"], inp["D"], inp["x"], dy=w["y"], d_final_state=w["h_last"],
-                    initial_state=inp["h0"], diagonal=diag, view=view)
+                    initial_state=inp["h0"], diagonal=diag, view=view, **kw)
     g["h0"] = g.pop("initial_state")
     assert set(g) == set(names)
     for k in names:
@@ -135,7 +137,7 @@ def test_lti_vjp_mpmath_differences_tiny():
 def test_lti_vjp_views_agree_and_registered():
     from refimpl.ssm.lti import VJP_IMPLEMENTATIONS
 
-    assert set(VJP_IMPLEMENTATIONS.pairs()) == {("recurrent", "numpy"), ("convolution", "numpy")}
+    assert set(VJP_IMPLEMENTATIONS.pairs()) == {("recurrent", "numpy"), ("convolution", "numpy"), ("chunked", "numpy")}
     with pytest.raises(ValueError, match="chunk"):
         lti_ssm_vjp(np.ones((1, 2)), np.ones((1, 2, 1)), np.ones((1, 1, 2)), None, np.ones((1, 3, 1, 1)),
                     dy=np.ones((1, 3, 1, 1)), diagonal=True, chunk=2)
@@ -298,7 +300,7 @@ def test_backward_mutants_are_caught():
     from oracles.verify import ops_s4d
 
     rng = np.random.default_rng(18)
-    inp = _lti_inputs(rng, diag=True, cplx=True, L=4)
+    inp = _lti_inputs(rng, diag=True, cplx=True, L=6)
     conv = dict(LTI_CONV, diagonal=True)
     out = lti_forward(inp, conv)
     w = {k: _c(rng, v.shape, True) for k, v in out.items()}
@@ -312,7 +314,7 @@ def test_backward_mutants_are_caught():
 
     args = [inp[k] for k in names] + [w["y"], w["h_last"]]
     assert passes(M._clean_lti(*args), fd, bounds, names)
-    for fn in (M.lti_late_start, M.lti_drop_dh0, M.lti_no_conj, M.lti_dD_shift):
+    for fn in (M.lti_late_start, M.lti_drop_dh0, M.lti_no_conj, M.lti_dD_shift, M.lti_chunk_boundary):
         assert not passes(fn(*args), fd, bounds, names), fn.__name__
 
     dinp = {"A": -rng.uniform(0.2, 2, (1, 3)) + 1j * rng.uniform(-2, 2, (1, 3)), "B": _c(rng, (1, 3, 1), True),

@@ -61,14 +61,15 @@ def ssm_lti_grad():
                                                                                     else np.float64)
                                                                     for k, v in wc.items()})
                 kw = dict(dy=wc["y"], d_final_state=wc["h_last"], initial_state=cast["h0"], diagonal=diag, view=view,
-                          backend=backend)
+                          backend=backend, **(dict(chunk=3) if view == "chunked" else {}))
                 g, t = timed(lti_ssm_vjp, cast["A_bar"], cast["B_bar"], cast["C"], cast["D"], cast["x"], **kw)
                 g["h0"] = g.pop("initial_state")
                 bounds = lti_grad_bounds(up, r.grad, conv, dt, r.magnitude, cotangents=w)
                 nm, c = _worst(g, r, bounds, dt)
                 rows.append(row("ssm.lti.grad", f"{backend}/{view}", c, t,
                                 note=f"worst of A_bar, B_bar, C, D, x, h0: {nm}; {'diagonal' if diag else 'dense'} "
-                                     f"{'complex' if cplx else 'real'}, L={L}, with h0 and d_final_state; oracle: "
+                                     f"{'complex' if cplx else 'real'}, L={L}{', chunks of 3' if view == 'chunked' else ''}, with h0 "
+                                     "and d_final_state; oracle: "
                                      "Richardson differences of a float64 loop"))
     return rows
 

@@ -7,7 +7,7 @@ perturb are those of :mod:`refimpl.ssm.lti.backward`, :mod:`refimpl.ssm.discreti
 
 * ``ssm.lti``: the reverse scan started one step late (``g_{L-1}`` never gets ``C^H dy_{L-1}``), the initial
   state's gradient dropped, ``dA_bar`` without the conjugate (``g h^T``), ``dD`` paired with the previous
-  step's input (wrong everywhere).
+  step's input (wrong everywhere), a chunked backward that drops the state cotangent at the chunk boundaries.
 * ``ssm.discretize``: ZOH's ``phi1'`` replaced by Euler's (``B_bar = dt B``: ``phi1' = 0``, ``phi1 = 1``), the
   ``dt`` gradient missing the ``B_bar`` term.
 * ``ssm.s4d_kernel``: the Vandermonde adjoint without the conjugate of the powers; ``2 Re``'s factor 2 dropped.
@@ -113,6 +113,46 @@ def lti_no_conj(A_bar, B_bar, C, D, x, h0, dy, dh_last):
              doc="dD pairs dy_t with the previous step's input x_{t-1}")
 def lti_dD_shift(A_bar, B_bar, C, D, x, h0, dy, dh_last):
     return _lti_backward(A_bar, B_bar, C, D, x, h0, dy, dh_last, diagonal=np.ndim(A_bar) == 2, dD_shift=True)
+
+
+@grad_mutant("ssm.lti", "chunked-drops-inter-chunk-state-gradient", conventions=_LTI_CONV,
+             doc="a chunked backward (chunks of 4) whose reverse scan over the chunks carries no state cotangent "
+                 "across a boundary: right within the last chunk, wrong before it")
+def lti_chunk_boundary(A_bar, B_bar, C, D, x, h0, dy, dh_last):
+    from refimpl.ssm.lti.backward import convolution_vjp
+
+    diagonal = np.ndim(A_bar) == 2
+    x = np.asarray(x)
+    b, l, h, m = x.shape
+    A = np.asarray(A_bar)
+    starts = list(range(0, l, 4))
+    hs = [np.zeros((b, h, A.shape[-1]), dtype=np.result_type(A, x, B_bar, np.float64)) if h0 is None
+          else np.asarray(h0).astype(np.result_type(A, x, h0, B_bar, np.float64))]
+    for s in starts[:-1]:
+        st = hs[-1]
+        for t in range(s, min(s + 4, l)):
+            st = (A[None] * st if diagonal else np.einsum("hij,bhj->bhi", A, st)) + \
+                np.einsum("hnm,bhm->bhn", np.asarray(B_bar), x[:, t])
+        hs.append(st)
+    tot: Dict[str, Any] = {}
+    g = dh_last
+    for i in range(len(starts) - 1, -1, -1):
+        s = starts[i]
+        gc = convolution_vjp(A_bar, B_bar, C, D, x[:, s:s + 4], dy=np.asarray(dy)[:, s:s + 4], d_final_state=g,
+                             initial_state=hs[i], diagonal=diagonal)
+        for k in ("A_bar", "B_bar", "C", "D"):
+            if k in gc:
+                tot[k] = tot.get(k, 0) + gc[k]
+        tot.setdefault("x", np.zeros(x.shape, dtype=gc["x"].dtype))
+        tot["x"] = tot["x"].astype(np.result_type(tot["x"], gc["x"]))
+        tot["x"][:, s:s + 4] = gc["x"]
+        # the slip: the state cotangent is not carried to the chunk before
+        g = None
+        if i == 0 and h0 is not None:
+            tot["h0"] = gc["initial_state"]
+    if l == 0:
+        return _clean_lti(A_bar, B_bar, C, D, x, h0, dy, dh_last)
+    return _real_like(tot, dict(A_bar=A_bar, B_bar=B_bar, C=C, D=D, x=x, h0=h0))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ _BWD = "refimpl.ssm.lti.backward"
 VJP_IMPLEMENTATIONS = register("refimpl.ssm.lti_ssm_vjp", {
     ("recurrent", "numpy"): f"{_BWD}:recurrent_vjp",
     ("convolution", "numpy"): f"{_BWD}:convolution_vjp",
+    ("chunked", "numpy"): f"{_BWD}:chunked_vjp",
 })
 
 KERNEL_IMPLEMENTATIONS = register("refimpl.ssm.lti_kernel", {
@@ -99,11 +100,13 @@ def lti_ssm_vjp(A_bar, B_bar, C, D, x, *, dy, d_final_state=None, diagonal: bool
     final state (passing it means the forward is taken to return it).  The adjoint is a reverse scan
     ``g_t = A_bar_{t+1}^H g_{t+1} + C^H dy_t`` (:mod:`refimpl.ssm.lti.backward`).  Complex convention: the gradient
     of ``z = a + i b`` is ``dL/da + i dL/db`` (PyTorch's), the cotangent of a complex ``y`` likewise.
-    ``view``: ``recurrent`` (time-varying too) or ``convolution`` (time-invariant); ``backend``: ``numpy``.
-    ``chunk`` is the forward's keyword (the chunked view's); no backward view takes it yet.
+    ``view``: ``recurrent`` (time-varying too), ``convolution`` or ``chunked`` (time-invariant; the reverse scan over
+    the chunks, ``chunk`` = the chunk length, default 64, taken by this view only); ``backend``: ``numpy``.
     """
     fn = VJP_IMPLEMENTATIONS.get(view, backend)
-    if chunk is not None:
+    kw = dict(dy=dy, d_final_state=d_final_state, initial_state=initial_state, diagonal=check_bool(diagonal, "diagonal"))
+    if view == "chunked":
+        kw["chunk"] = DEFAULT_CHUNK if chunk is None else check_int(chunk, "chunk", minimum=1)
+    elif chunk is not None:
         raise ValueError(f"chunk: only the 'chunked' view takes a chunk length, got chunk={chunk!r} with view={view!r}")
-    return fn(A_bar, B_bar, C, D, x, dy=dy, d_final_state=d_final_state, initial_state=initial_state,
-              diagonal=check_bool(diagonal, "diagonal"))
+    return fn(A_bar, B_bar, C, D, x, **kw)

@@ -41,6 +41,11 @@ Views
   ``dC = sum_k dK_k P_k^H``; the initial state's powers ``r_t = A_bar^{t+1} h_{-1}`` have their own reverse
   scan, and the final state ``sum_j P_{l-1-j} x_j + A_bar^l h_{-1}`` adds ``d_final_state x_{l-1-k}^H`` to
   ``P_k``'s cotangent.  Time-invariant systems only.
+* :func:`chunked_vjp` -- the adjoint of the chunked view, **a reverse scan over the chunks**: the forward passes
+  the states ``h_s`` entering each chunk; then, last chunk first, the chunk's convolution adjoint with ``h_s`` as
+  its initial state and the carried cotangent ``g`` of the state leaving it as its final-state cotangent gives the
+  chunk's shares of ``dA_bar, dB_bar, dC, dD``, its ``dx`` and the cotangent of ``h_s`` -- the ``g`` carried to
+  the chunk before (``d initial_state`` after the first chunk).
 """
 from __future__ import annotations
 
@@ -48,10 +53,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from refimpl._validate import as_float_array, check_shape
+from refimpl._validate import as_float_array, check_int, check_shape
 from refimpl.ssm.lti.reference import validate_system
 
-__all__ = ["recurrent_vjp", "convolution_vjp", "validate_cotangents"]
+__all__ = ["recurrent_vjp", "convolution_vjp", "chunked_vjp", "validate_cotangents"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -254,4 +259,58 @@ def convolution_vjp(A_bar, B_bar, C, D, x, *, dy, d_final_state=None, initial_st
             dA += _outer(gr, rs[t], diagonal)
         # d initial_state = A_bar^H gr_0 (d_final_state itself when l = 0)
         grads["initial_state"] = _AH(A_bar, gr, diagonal) if l else gr
+    return _outputs(grads, originals)
+
+
+def chunked_vjp(A_bar, B_bar, C, D, x, *, dy, d_final_state=None, chunk: int = 64, initial_state=None,
+                diagonal: bool = False):
+    r"""The VJP of the chunked view: **a reverse scan over the chunks** (time-invariant systems only).
+
+    Forward: ``h_{s+T} = A_bar^T h_s + sum_{j<T} A_bar^{T-1-j} B_bar x_{s+j}`` per chunk ``[s, s+T)``.  Reverse, from
+    the last chunk with ``g = d_final_state``: the chunk's :func:`convolution_vjp` with ``initial_state = h_s`` and
+    ``d_final_state = g`` gives its ``dx``, its shares of ``dA_bar, dB_bar, dC, dD`` (summed over the chunks) and
+    ``g <- dh_s``, the cotangent carried across the chunk boundary; after the first chunk, ``g`` is
+    ``d initial_state``.
+    """
+    chunk = check_int(chunk, "chunk", minimum=1)
+    originals = dict(A_bar=A_bar, B_bar=B_bar, C=C, D=D, x=x, initial_state=initial_state)
+    A_bar, B_bar, C, D, x, s0, dims = validate_system(A_bar, B_bar, C, D, x, initial_state, diagonal=diagonal,
+                                                      time_varying_ok=False, view="chunked")
+    dy, dhf = validate_cotangents(dy, d_final_state, dims, x.dtype)
+    b, l, d, n = dims["b"], dims["l"], dims["d"], dims["n"]
+    wdt = np.result_type(x.dtype, dy.dtype, *([] if dhf is None else [dhf.dtype]))
+    starts = list(range(0, l, chunk))
+    # forward: the state entering each chunk, hs[i] = h_{s_i}  (h_{-1} = initial_state or 0 before the first)
+    hs = [np.zeros((b, d, n), dtype=x.dtype) if s0 is None else s0]
+    for s in starts[:-1]:
+        xc = x[:, s:s + chunk]
+        h = hs[-1]
+        for t in range(xc.shape[1]):
+            # h_t = A_bar h_{t-1} + B_bar x_t
+            h = _apply(A_bar, h, diagonal) + np.einsum("dnm,bdm->bdn", B_bar, xc[:, t])
+        hs.append(h)
+    dA = np.zeros(A_bar.shape, dtype=wdt)
+    dB = np.zeros(B_bar.shape, dtype=wdt)
+    dC = np.zeros(C.shape, dtype=wdt)
+    dD = None if D is None else np.zeros(D.shape, dtype=wdt)
+    dx = np.zeros(x.shape, dtype=wdt)
+    # the carried cotangent of the state leaving the current chunk
+    g = np.zeros((b, d, n), dtype=wdt) if dhf is None else dhf.astype(wdt, copy=True)
+    for i in range(len(starts) - 1, -1, -1):
+        s = starts[i]
+        gc = convolution_vjp(A_bar, B_bar, C, D, x[:, s:s + chunk], dy=dy[:, s:s + chunk], d_final_state=g,
+                             initial_state=hs[i].astype(wdt, copy=False), diagonal=diagonal)
+        dA += gc["A_bar"]
+        dB += gc["B_bar"]
+        dC += gc["C"]
+        if dD is not None:
+            dD += gc["D"]
+        dx[:, s:s + chunk] = gc["x"]
+        # g <- dh_s: the cotangent crosses the chunk boundary
+        g = gc["initial_state"]
+    grads = dict(A_bar=dA, B_bar=dB, C=dC, x=dx)
+    if dD is not None:
+        grads["D"] = dD
+    if s0 is not None:
+        grads["initial_state"] = g
     return _outputs(grads, originals)
