@@ -58,7 +58,7 @@ def delta_rule_float64(q, k, v, beta, alpha=None, S0=None, key_norm=None, query_
 
 
 def delta_rule_adjoint_magnitude(q, k, v, beta, alpha=None, S0=None, do=None, dS_last=None, key_norm=None,
-                                 query_norm=None, scale: float = 1.0):
+                                 query_norm=None, scale: float = 1.0, chunk=None):
     r"""The reverse-mode adjoint recurrence of the delta rule run on absolute values: per input, the magnitude
     ``M`` of every term that a backward sums into that gradient (the recipe of :mod:`oracles.tolerance`: the
     rounding error of a computation is at most ``gamma_depth`` times the same computation on ``|inputs|``).
@@ -68,6 +68,12 @@ def delta_rule_adjoint_magnitude(q, k, v, beta, alpha=None, S0=None, do=None, dS
     gradient's magnitude is its adjoint formula with every difference replaced by a sum of absolute values, then
     carried through the normalization's Jacobian on absolute values (``(|xh| |xh|^T + I) / den`` for l2,
     ``(1 |xh|^T + I) / |den|`` for sum).  Returns ``{"q", "k", "v", "beta", "alpha", "S0"}`` magnitudes.
+
+    ``chunk``: the decay's magnitude of a chunked backward, which forms ``dlog alpha_i = sum_{t>=i} dg_t`` (a
+    reverse cumulative sum within the chunk) from per-position terms ``dg_t = dlog alpha_t - dlog alpha_{t+1}``:
+    the terms it sums are at most ``|dlog alpha_t| + |dlog alpha_{t+1}|`` each, so
+    ``M_alpha_i = (alpha_i M_i + 2 sum_{t>i, same chunk} alpha_t M_t) / alpha_i`` (``M`` the recurrent magnitude,
+    ``dlog alpha = alpha dalpha``).
     """
     kh = np.abs(normalized(k, key_norm))
     qn = normalized(q, query_norm)
@@ -116,6 +122,14 @@ def delta_rule_adjoint_magnitude(q, k, v, beta, alpha=None, S0=None, do=None, dS
         d = m[name] * abs(sc)
         dot = np.sum(xh * d, axis=-1, keepdims=True)
         m[name] = (d + (xh * dot if mode == "l2" else dot)) / den
+    if chunk is not None and l:
+        al = alpha * m["alpha"]  # the magnitude of dlog alpha
+        out = np.empty_like(al)
+        for t0 in range(0, l, int(chunk)):
+            blk = al[:, t0:t0 + int(chunk)]
+            tail = np.cumsum(blk[:, ::-1], axis=1)[:, ::-1] - blk  # sum_{t>i} within the chunk
+            out[:, t0:t0 + int(chunk)] = blk + 2 * tail
+        m["alpha"] = out / alpha
     return m
 
 

@@ -62,7 +62,8 @@ def bounds(inp, cot, opts, view, dtype, chunk=CHUNK):
     b, l, h, n = inp["k"].shape
     p = inp["v"].shape[3]
     M = delta_rule_adjoint_magnitude(inp["q"], inp["k"], inp["v"], inp["beta"], inp.get("alpha"), inp.get("S0"),
-                                     cot["o"], cot.get("S_last"), **opts)
+                                     cot["o"], cot.get("S_last"), **opts,
+                                     chunk=chunk if view == "chunked" else None)
     D = grad_depth(l, n, p, view, chunk)
     return {nm: componentwise_bound(M[nm], D, dtype, oracle_dtype=None, what=f"grad {nm}") for nm in inp}
 
@@ -150,9 +151,9 @@ def test_mpmath_differences_on_a_tiny_gated_case():
     inp, cot = draw(70, 1, 3, 1, 2, 2, "l2", None)
     opts = dict(key_norm="l2", query_norm=None, scale=0.75)
     exact = mp_vjp(lambda a: delta_rule_mp(a, **opts), inp, cot, list(inp), dps=40)
-    M = delta_rule_adjoint_magnitude(inp["q"], inp["k"], inp["v"], inp["beta"], inp["alpha"], inp["S0"], cot["o"],
-                                     cot["S_last"], **opts)
     for view, backend in PAIRS:
+        M = delta_rule_adjoint_magnitude(inp["q"], inp["k"], inp["v"], inp["beta"], inp["alpha"], inp["S0"],
+                                         cot["o"], cot["S_last"], **opts, chunk=CHUNK if view == "chunked" else None)
         g = ours(inp, cot, opts, view, backend)
         D = grad_depth(3, 2, 2, view, CHUNK)
         for nm in inp:

@@ -52,7 +52,7 @@ def _vjp(x, w, dt, view, backend, chunk, opts):
 def _bounds(x, w, dt, view, chunk, opts):
     b, l, h, n = x["k"].shape
     M = delta_rule_adjoint_magnitude(x["q"], x["k"], x["v"], x["beta"], x["alpha"], x["S0"], w["o"], w["S_last"],
-                                     **opts)
+                                     **opts, chunk=chunk if view == "chunked" else None)
     D = grad_depth(l, n, x["v"].shape[3], view, chunk)
     return {nm: componentwise_bound(M[nm], D, dt, oracle_dtype=None, what=f"grad {nm}") for nm in x}
 

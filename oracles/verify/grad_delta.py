@@ -13,7 +13,8 @@ r"""The gradient check of op ``attention.delta_rule`` (``refimpl verify attentio
   the normalization's Jacobian (``n + 4``), and for ``algorithm="chunked"`` the WY adjoint of a chunk of ``T``
   rows: the triangular solves and their transposes (``2 T``), the products over ``T`` (``3 T``):
   ``D = L (n + 6) + 3 (n + p) + 14 [+ 5 T]``.  Magnitude: the same adjoint recurrence on absolute values,
-  :func:`oracles.delta_grad_forward.delta_rule_adjoint_magnitude` (every difference a sum of absolute values);
+  :func:`oracles.delta_grad_forward.delta_rule_adjoint_magnitude` (every difference a sum of absolute values; for
+  the chunked view the decay's magnitude covers the reverse cumulative sum of ``dg`` within a chunk);
   ``|J|^T |w|`` from the differences stands in when the harness passes no cotangents (stated).
   ``componentwise_bound(M, D, dtype)``; the harness adds the differences' own error.
 * cases: golden (b = 1, L = 5, h = 2), L = 0 (``dS0 = dS_last``, the other gradients empty), L = 1, odd L = 7 with
@@ -64,7 +65,8 @@ def grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents: Optional
         alpha, S0 = _eff(inp, conv)
         m = delta_rule_adjoint_magnitude(inp["q"], inp["k"], inp["v"], inp["beta"], alpha, S0, cotangents["o"],
                                          cotangents.get("S_last"), _norm_name(conv["key_norm"]),
-                                         _norm_name(conv["query_norm"]), delta_scale(conv, n)[0])
+                                         _norm_name(conv["query_norm"]), delta_scale(conv, n)[0],
+                                         chunk=int(conv["chunk"]) if conv["algorithm"] == "chunked" else None)
         what = "the adjoint recurrence on absolute values"
     else:
         m, what = dict(magnitudes), "|J|^T |w| from the differences (no cotangents given)"
