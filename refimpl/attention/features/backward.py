@@ -40,7 +40,7 @@ The stabilizer's offset ``c`` (``offset_grad=``)
 
 Conventions: the arguments, names and keywords are the forward's (``docs/glossary.md``); ``dphi`` is keyword-only and
 required, with ``phi``'s shape.  All real.  The computation runs in ``result_dtype`` of ``x``, ``W`` and ``dphi``
-(float32 only when all are float32); each gradient is returned in its input's dtype.
+(float32 only when all are float32); every gradient is returned in that dtype (nothing is downcast).
 """
 from __future__ import annotations
 
@@ -59,17 +59,17 @@ __all__ = ["OFFSET_GRADS", "identity_vjp", "elu_plus_one_vjp", "dpfp_vjp", "trig
 OFFSET_GRADS = ("through", "stop")
 
 
-def _cotangent(dphi, shape):
+def _cotangent(dphi, shape, src="x's leading axes and last axis n"):
     dphi = as_float_array(dphi, "dphi", allow_complex=False)
     if dphi.shape != tuple(shape):
-        letters = "(... n_phi)"
-        raise ValueError(f"dphi: expected shape {letters} = {tuple(shape)} (the shape of phi), got {dphi.shape}")
+        raise ValueError(f"dphi: expected shape (... n_phi) = {tuple(shape)}, the shape of phi ({src}), "
+                         f"got {dphi.shape}")
     return dphi
 
 
 def _dtype_of(x, working):
-    dt = np.asarray(x).dtype if not isinstance(x, (list, tuple)) else np.dtype(np.float64)
-    return dt if dt in (np.float32, np.float64) else working
+    """Every gradient is returned in the working dtype (nothing is downcast)."""
+    return working
 
 
 def identity_vjp(x, *, dphi) -> Dict[str, np.ndarray]:
@@ -96,9 +96,12 @@ def elu_plus_one_vjp(x, *, dphi) -> Dict[str, np.ndarray]:
 
 def dpfp_vjp(x, nu: int = 1, *, dphi) -> Dict[str, np.ndarray]:
     r"""DPFP-``nu``: ``(... n) -> (... 2n nu)``; ``dx (... n)`` by the module docstring's equations."""
-    xv, nu = check_dpfp(x, nu)
+    xv = check_x(x)
     n = xv.shape[-1]
-    dphi = _cotangent(dphi, xv.shape[:-1] + (2 * n * nu,))
+    if isinstance(nu, (int, np.integer)) and not isinstance(nu, (bool, np.bool_)) and n >= 1 and nu > 2 * n - 1:
+        raise ValueError(f"nu: expected 1 <= nu <= 2n - 1 = {2 * n - 1} for x's last axis n = {n}, got {nu}")
+    xv, nu = check_dpfp(xv, nu)
+    dphi = _cotangent(dphi, xv.shape[:-1] + (2 * n * nu,), "x's leading axes, n_phi = 2 n nu from x's last axis n")
     dt = result_dtype(xv, dphi)
     xw, dphi = xv.astype(dt, copy=False), dphi.astype(dt, copy=False)
     # r = [relu(x), relu(-x)]
@@ -116,7 +119,7 @@ def dpfp_vjp(x, nu: int = 1, *, dphi) -> Dict[str, np.ndarray]:
 
 def _random_inputs(x, W, dphi_width, dphi):
     xv, Wv = check_W(x, W)
-    dphi = _cotangent(dphi, xv.shape[:-1] + (dphi_width(Wv.shape[0]),))
+    dphi = _cotangent(dphi, xv.shape[:-1] + (dphi_width(Wv.shape[0]),), "x's leading axes, n_phi from W's rows f")
     dt = result_dtype(xv, Wv, dphi)
     return xv.astype(dt, copy=False), Wv.astype(dt, copy=False), dphi.astype(dt, copy=False), dt
 
@@ -127,7 +130,8 @@ def _finish(x, W, dx, dW, dt):
 
 def _dW(g, x):
     """``dW = sum over every leading position of g x^T``: ``g (... f)``, ``x (... n)`` -> ``(f n)``."""
-    return np.einsum("pf,pn->fn", g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1]))
+    P = int(np.prod(x.shape[:-1]))
+    return np.einsum("pf,pn->fn", g.reshape(P, g.shape[-1]), x.reshape(P, x.shape[-1]))
 
 
 def trig_features_vjp(x, W, *, dphi) -> Dict[str, np.ndarray]:

@@ -80,7 +80,8 @@ def linear_attention_vjp(phi_q, phi_k, v, *, do, d_final_state=None, causal: boo
     ``chunked`` (numpy, numba; intra-chunk quadratic adjoint + inter-chunk reverse state-gradient scan).
 
     Returns ``{"phi_q", "phi_k", "v"}`` gradients, and ``"initial_state"`` (``(dS_0, dz_0)`` or ``dS_0``, in the
-    form and layout of ``initial_state``) when the initial state is given; each in its input's dtype.
+    form and layout of ``initial_state``) when the initial state is given; in the working dtype (``result_dtype``
+    of the inputs and cotangents: float32 only when all are float32).
     """
     impl = VJP_IMPLEMENTATIONS.get(view, backend)
     causal = check_bool(causal, "causal")

@@ -46,7 +46,8 @@ Conventions
 * ``eps_mode="clamp"``: the derivative of ``max(a, eps)`` with respect to ``a`` is taken as ``1{a >= eps}``
   (PyTorch's ``clamp(min=eps)``: the gradient passes at the tie ``a = eps``).
 * All real (no complex inputs).  The computation runs in ``result_dtype`` of the inputs and the cotangents
-  (float32 only when all are float32); each gradient is returned in its input's dtype.
+  (float32 only when all are float32); every gradient is returned in that dtype (so in its input's dtype when the
+  inputs share one; nothing is downcast).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ import numpy as np
 from refimpl._validate import as_float_array, check_int, result_dtype
 from refimpl.attention.linear.reference import validate_linear
 
-__all__ = ["quadratic_vjp", "recurrent_vjp", "chunked_vjp", "check_cotangent", "prepare_vjp"]
+__all__ = ["quadratic_vjp", "recurrent_vjp", "chunked_vjp"]
 
 
 def check_cotangent(dy, name: str, shape, letters: str, src: str = "") -> np.ndarray:
@@ -71,9 +72,9 @@ def check_cotangent(dy, name: str, shape, letters: str, src: str = "") -> np.nda
 
 
 def _float_dtype(x, working):
-    """The dtype a gradient is returned in: its input's float dtype (the working dtype for non-float inputs)."""
-    dt = np.asarray(x).dtype if not isinstance(x, (list, tuple)) else np.dtype(np.float64)
-    return dt if dt in (np.float32, np.float64) else working
+    """The dtype a gradient is returned in: the working dtype (its input's dtype when every input shares one;
+    a float32 input among float64 ones gets a float64 gradient: nothing is downcast)."""
+    return working
 
 
 def prepare_vjp(phi_q, phi_k, v, do, d_final_state, *, causal, normalize, eps, eps_mode, state_layout,
