@@ -76,8 +76,8 @@ def materialized_vjp(q, k, v, *, do, scale: Optional[float] = None, causal: bool
     alignment = causal_alignment(causal, alignment, l, s)
     scale = attention_scale(scale, n)
     keep = _keep(mask, alignment, b, h, l, s)
-    bias_in = None if bias is None else np.asarray(bias)
     bias_arr = _bias(bias, b, h, l, s)
+    bias_ndim = None if bias is None else np.ndim(bias)   # (checked by _bias: (l s), (b l s) or (b h l s))
     do = _cotangent_o(do, b, l, h, p)
     dtype = result_dtype(q, k, v, bias_arr, do)
     q, k, v, do = (x.astype(dtype, copy=False) for x in (q, k, v, do))
@@ -106,7 +106,7 @@ def materialized_vjp(q, k, v, *, do, scale: Optional[float] = None, causal: bool
     out = {"q": dq, "k": dk, "v": dv}
     if bias_arr is not None:
         # dbias = dS, summed over the axes the bias was broadcast on ((l s): b and h; (b l s): h)
-        out["bias"] = _sum_to(dS, bias_in.ndim).astype(dtype, copy=False)
+        out["bias"] = _sum_to(dS, bias_ndim).astype(dtype, copy=False)
     return out
 
 
