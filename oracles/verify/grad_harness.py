@@ -217,7 +217,7 @@ def _decode(v: np.ndarray, n: int, offset: int):
         part[is_im] = 1
     else:
         with np.errstate(invalid="ignore"):
-            whole = is_re & (im == -re - 0.5)
+            whole = is_re & (im == re - 0.5)
             real_only = is_re & (im == 0)
         src[whole] = k[whole].astype(np.int64)
         part[whole] = 2
