@@ -75,3 +75,36 @@ def test_planted_backward_bug_is_caught_and_names_u():
     assert "grad u is wrong" in text, text
     # the forward is mambapy's own and conforms; only the gradient fails
     assert "forward: conforms" in rep.summary(), rep.summary()
+
+
+def torch_s6(u, delta, A, B, C, D=None, z=None, delta_bias=None, h0=None):
+    """A small literal torch S6 in the op's canonical layout (``u, delta, z (b d l)``, variable ``B, C (b n l)``),
+    softplus with threshold 20, complex A (``2 Re``), every optional input: autograd differentiates it."""
+    import torch
+
+    x = delta + (0 if delta_bias is None else delta_bias[None, :, None])
+    Dt = torch.nn.functional.softplus(x, threshold=20.0)
+    b, d, L = u.shape
+    n = A.shape[1]
+    h = torch.zeros((b, d, n), dtype=A.dtype) if h0 is None else h0.to(A.dtype)
+    ys = []
+    for t in range(L):
+        w = Dt[:, :, t, None] * A
+        h = torch.exp(w) * h + (Dt[:, :, t, None] * u[:, :, t, None]) * B[:, None, :, t]
+        y = (h * C[:, None, :, t]).sum(-1)
+        y = 2 * y.real if A.is_complex() else y
+        if D is not None:
+            y = y + D * u[:, :, t]
+        if z is not None:
+            y = y * torch.nn.functional.silu(z[:, :, t])
+        ys.append(y)
+    out = torch.stack(ys, dim=-1) if ys else torch.zeros((b, d, 0), dtype=u.dtype)
+    return out, h
+
+
+def test_literal_torch_s6_with_complex_A_conforms():
+    pytest.importorskip("torch")
+    rep = verify("ssm.selective_scan", torch_s6, framework="torch", grad=True,
+                 conventions={"delta_softplus": True, "B_layout": "variable", "C_layout": "variable"},
+                 dtype="float64", **FEW)
+    assert rep.passed, rep.to_text()
