@@ -40,6 +40,11 @@ def test_torch_sdpa_backward_with_grouped_kv_heads():
     assert rep.passed, rep.to_text()
 
 
+@pytest.mark.xfail(strict=True, reason="observed (torch 2.13, CPU): torch's float16/bfloat16 SDPA backward rounds its "
+                   "intermediates (P, dS) to the dtype and comes out 2-3.4x the error of the gradient baseline, which "
+                   "is refimpl's VJP in float32 arithmetic rounded to the dtype (the harness's rule); 3 of 16 cases "
+                   "(edge-block+1, edge-large-scores) exceed it. Recorded in the softmax README; strict: a change of "
+                   "either side shows")
 def test_torch_sdpa_backward_in_low_precision_under_the_baseline_rule():
     torch = pytest.importorskip("torch")
     rep = verify("attention.softmax", _sdpa(torch), adapter="torch.sdpa", framework="torch",
