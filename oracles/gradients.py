@@ -19,7 +19,7 @@ Central differences with Richardson extrapolation (:func:`fd_vjp`, :func:`fd_jvp
 For one real coordinate ``x_j`` (a complex element is two coordinates, its real and imaginary parts) and
 ``g(x_j) = L(x)``, the central difference ``D(h) = (g(x_j + h) - g(x_j - h)) / (2h)`` has the expansion
 ``D(h) = g' + c_2 h^2 + c_4 h^4 + c_6 h^6 + ...`` (Taylor, ``g`` smooth near ``x_j``).  With the steps
-``h, h/2, h/4`` (``levels=3``, six evaluations per coordinate; the default) Richardson's table is
+``h, h/2, h/4`` (``levels=3``: six evaluations per coordinate, and one large step below; the default) Richardson's table is
 
     ``D_1(h) = (4 D(h/2) - D(h)) / 3``            (``O(h^4)``),
     ``D_1(h/2) = (4 D(h/4) - D(h/2)) / 3``,
@@ -47,11 +47,12 @@ divides by the step actually taken (``(x_j + s) - (x_j - s)``, exact in float64 
 a forward whose outputs are accurate to 32 ulps of the output's own scale.  That holds for the dense float64
 forwards of ``oracles/`` on the small cases differentiated here (depth well under 32 with terms of the outputs'
 size); a forward with heavy cancellation (outputs much smaller than the terms summed) must pass its own.
-In :func:`fd_vjp`, ``E_w`` of a coordinate sums only over the outputs whose computed values differ between
-``x_j + s`` and ``x_j - s`` at some step: an output computed bit for bit alike at both points is taken not to
-depend on ``x_j`` (a deterministic forward repeats the same operations on the same values), and contributes
-no rounding (a second assumption, stated; it removes the outputs that ``x_j`` cannot reach, e.g. earlier
-positions of a causal op).
+In :func:`fd_vjp`, ``E_w`` of a coordinate sums only over the outputs that ``x_j`` reaches: those whose computed
+values differ between ``x_j + s`` and ``x_j - s`` at some step, or between ``x`` and one large step
+``x_j + max(1, 2|x_j|, 2 typical)`` (one more forward call per coordinate).  An output computed bit for bit alike
+at all of these points is taken not to depend on ``x_j`` at all (a second assumption, stated: it removes the
+outputs that ``x_j`` cannot reach, e.g. earlier positions of a causal op, other batch entries), and contributes no
+rounding; the large step keeps a weak dependence (a saturated ``tanh``) that rounds away at the small steps.
 
 **The table's own rounding.**  The loss projection ``sum_k w_k D_k`` of each column is summed in float64
 (within ``gamma_m sum |w| |D|``, ``m`` the number of output entries) and the table's combinations round
@@ -321,7 +322,21 @@ def fd_vjp(f: Callable[[Dict[str, Any]], Mapping[str, Any]], inputs: Mapping[str
                     cols.append(col)
                     Dl.append(sum(_dot(w[k], col[k]) for k in w))
                     magk = max(magk, sum(float(np.sum(np.abs(w[k]) * np.abs(col[k]))) for k in w))
-                evaluations += 2 * levels
+                # one large step: outputs that stay bit for bit the same even there are structurally independent
+                # of x_j (a weak dependence that rounds away at the small steps is caught here and keeps its share)
+                big = base + max(1.0, 2.0 * abs(base), 2.0 * scale)
+                if is_c:
+                    flat[j] = complex(big, x0.imag) if part == "real" else complex(x0.real, big)
+                else:
+                    flat[j] = big
+                try:
+                    with np.errstate(all="ignore"):
+                        yb = _outputs(f, point)
+                    Ew = max(Ew, sum(float(np.sum(wE[k][~(yb[k] == y0[k])])) for k in w))
+                except Exception:  # outside the forward's domain: every output counts
+                    Ew = max(Ew, sum(float(np.sum(wE[k])) for k in w))
+                flat[j] = x0
+                evaluations += 2 * levels + 1
                 val, trunc = _richardson(Dl, levels)
                 # the extrapolated Jacobian column, for |J|^T |w|
                 mag = 0.0
