@@ -40,8 +40,9 @@ rule's decays enter as the log-space cumulative sums ``g_t = sum_{i<=t} log alph
 Shapes: ``q, k (b l h n)``, ``v (b l h p)``, ``beta, decay (b l h)``, ``initial_state (b h p n)``;
 cotangents ``do (b l h p)``, ``d_final_state (b h p n)``.  Returns a dict ``{argument: gradient}`` for every
 differentiable argument given: ``q, k, v, beta`` always, ``decay`` and ``initial_state`` when not None; each
-gradient has its argument's shape and (floating) dtype.  The computation runs in the working dtype of every
-float input and cotangent (:func:`refimpl._validate.result_dtype`: float32 only when all are float32).
+gradient has its argument's shape and the working dtype of every float input and cotangent
+(:func:`refimpl._validate.result_dtype`: float32 only when all are float32; so the argument's own dtype whenever
+they share one; a float32 argument among float64 ones gets a float64 gradient: never a silent downcast).
 Real inputs only: the delta rule has no complex convention.
 """
 from __future__ import annotations
@@ -105,7 +106,7 @@ def normalization_vjp(x, dxh, mode):
 
 
 def finish_vjp(prep, dqh, dkh, dv, dbeta, ddecay, dS0):
-    """The gradients of the raw arguments: through the scale and the normalizations, in each argument's dtype."""
+    """The gradients of the raw arguments: through the scale and the normalizations, in the working dtype."""
     raw, dt = prep["raw"], prep["dt"]
     # qh = scale qnorm(q): dqnorm = scale dqh
     dqn = dqh * dt.type(prep["scale"]) if prep["scale"] != 1.0 else dqh
@@ -116,7 +117,7 @@ def finish_vjp(prep, dqh, dkh, dv, dbeta, ddecay, dS0):
         out["decay"] = ddecay
     if "initial_state" in raw:
         out["initial_state"] = dS0
-    return {name: np.asarray(g).astype(raw[name].dtype, copy=False) for name, g in out.items()}
+    return {name: np.asarray(g).astype(dt, copy=False) for name, g in out.items()}
 
 
 def recurrent_vjp(q, k, v, beta, *, do, d_final_state=None, decay=None, initial_state=None, key_norm=None,
