@@ -679,7 +679,11 @@ def run_grad_case(spec: OpSpec, gspec: GradSpec, call, case: Case, dtype: str, c
             flows = g is not None
             if g is None:
                 g = np.zeros(np.shape(o), dtype=o.dtype)
-                notes.append(f"no gradient flows to {n} (the candidate treats it as a constant): compared as zeros")
+                if np.size(o):  # (an empty input has nothing to flow to)
+                    notes.append(f"no gradient flows to {n} (the candidate treats it as a constant): compared as "
+                                 "zeros")
+                else:
+                    flows = True
             g = np.asarray(g)
             g_cmp = g.astype(np.float64) if (g.dtype.name in LOWP or g.dtype.kind == "V") else g
             cmp = compare(g_cmp, o, bounds[n], dtype=dt)

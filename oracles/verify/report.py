@@ -227,7 +227,7 @@ class Report:
                 r["cases"] += 1
                 cmp = o.comparison
                 r["failing"] += int(not o.passed)
-                if "no gradient flows" in (cmp.message or ""):
+                if "no gradient flows" in (cmp.message or "") and not o.passed:
                     r["no_gradient"] = True
                 ratio = cmp.worst_ratio
                 if ratio > r["worst_ratio"] or r["worst_case"] is None:
