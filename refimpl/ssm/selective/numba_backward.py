@@ -168,8 +168,9 @@ def _vjp(u, delta, A, B, C, D, z, dy, d_final_state, delta_bias, delta_softplus,
     # the output adjoint: dpre = dout silu(z), dz = dout pre silu'(z) (pre = y + D u, from the forward kernel)
     dpre, dz = dout, None
     if p.z is not None:
-        pre = selective_scan_numba(p.u, p.Delta, p.A, p.B, p.C, p.D, None, initial_state=p.initial_state,
-                                   discretization=discretization, allow_unstable=True)
+        pre = (selective_scan_numba(p.u, p.Delta, p.A, p.B, p.C, p.D, None, initial_state=p.initial_state,
+                                    discretization=discretization, allow_unstable=True)
+               if b * d else np.zeros((b, l, d), dtype=rdt))
         dpre = dout * (p.z * (1 / (1 + np.exp(-p.z))))
         dz = dout * pre * silu_grad(p.z)
     Bk = _as_bl_gn(p.B, p.B_mode, sdt if cplx else rdt)
@@ -182,10 +183,11 @@ def _vjp(u, delta, A, B, C, D, z, dy, d_final_state, delta_bias, delta_softplus,
     gB = np.zeros((b, 1 if p.B_mode == "fixed" else l, d, n), dtype=sdt)
     gC = np.zeros((b, 1 if p.C_mode == "fixed" else l, d, n), dtype=sdt)
     dh0 = np.zeros((b, d, n), dtype=sdt)
-    _s6_vjp_kernel(np.ascontiguousarray(p.u), np.ascontiguousarray(p.Delta, dtype=rdt),
-                   np.ascontiguousarray(p.A, dtype=sdt), Bk, Ck, h0, np.ascontiguousarray(dpre, dtype=rdt), dhl,
-                   discretization == "zoh", rdt.type(2 if cplx else 1), max(1, min(chunk, l)) if chunk else max(l, 1),
-                   du, dDelta, dA, gB, gC, dh0)
+    if b * d:  # (an empty batch or channel axis: every gradient is empty or zero)
+        _s6_vjp_kernel(np.ascontiguousarray(p.u), np.ascontiguousarray(p.Delta, dtype=rdt),
+                       np.ascontiguousarray(p.A, dtype=sdt), Bk, Ck, h0, np.ascontiguousarray(dpre, dtype=rdt),
+                       dhl, discretization == "zoh", rdt.type(2 if cplx else 1),
+                       max(1, min(chunk, l)) if chunk else max(l, 1), du, dDelta, dA, gB, gC, dh0)
     if p.D is not None:
         du = du + p.D * dpre  # du = D dpre + Re sum_n conj(B_bar) dh
     dx = dDelta * softplus_grad(x) if delta_softplus else dDelta
