@@ -251,3 +251,14 @@ def test_cli_grad(tmp_path):
     bad = subprocess.run(cmd[:-4] + ["--framework", "numpy"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode == 2 and "no autograd" in bad.stderr
+
+
+def test_failing_gradient_case_is_saved_and_reruns(tmp_path):
+    from oracles.verify import load_case, rerun_case
+
+    rep = verify(OP, half_db_candidate, framework="torch", grad=True, forward=False, probes=False,
+                 cases=_cases(("grad-golden",)), save_failures=str(tmp_path))
+    repro = [c.repro for c in rep.grad_cases if c.repro]
+    assert len(repro) == 1 and repro[0].endswith("-grad-float64.npz")
+    again = rerun_case(load_case(repro[0]), candidate=half_db_candidate)
+    assert again.grad and not again.passed and "grad b_vec is scaled by 0.5" in again.to_text()

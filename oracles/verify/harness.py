@@ -858,6 +858,14 @@ def rerun_case(case: Mapping[str, Any], candidate: Optional[Callable] = None) ->
     cand = candidate or resolve_candidate(meta["candidate"])
     spec = get_op(meta["op"])
     up = _upcast(case["inputs"])
+    if meta.get("grad"):  # a saved gradient case: rerun the gradient only (its cotangents are redrawn from the id)
+        case_id = meta["case_id"][: -len("-grad")] if meta["case_id"].endswith("-grad") else meta["case_id"]
+        c = Case(spec.name, case_id, "saved", up, dict(meta["conventions"]), seed=meta.get("seed"))
+        gfn = resolve_candidate(meta["grad_fn"]) if meta.get("grad_fn") else None
+        return verify(spec, cand, adapter=meta.get("adapter"), conventions=meta["conventions"], dtype=meta["dtype"],
+                      framework=None if meta.get("framework") in (None, "numpy") else meta["framework"], cases=[c],
+                      probes=False, candidate_name=meta["candidate"], grad=True, grad_fn=gfn, forward=False,
+                      seed=meta.get("seed") or 0)
     c = Case(spec.name, meta["case_id"], "saved", up, dict(meta["conventions"]), seed=meta.get("seed"))
     return verify(spec, cand, adapter=meta.get("adapter"), conventions=meta["conventions"], dtype=meta["dtype"],
                   framework=None if meta.get("framework") in (None, "numpy") else meta["framework"], cases=[c],
