@@ -120,3 +120,28 @@ GRAD = register_grad(GradSpec(
           "componentwise, depth L (n + 6) + 3 (n + p) + 14 (+ 5 chunk for the chunked view) on the adjoint "
           "recurrence run on absolute values",
 ))
+
+
+def _canonical_grad_fn(view: str, backend: str = "numpy"):
+    def grad_fn(q, k, v, beta, alpha, S0, do, S_last=None):
+        """refimpl's VJP as an explicit backward in the canonical protocol (the op's default conventions)."""
+        from refimpl.attention.delta import delta_rule_vjp
+
+        g = delta_rule_vjp(q, k, v, beta, do=do, d_final_state=S_last, decay=alpha, initial_state=S0, view=view,
+                           backend=backend)
+        out = {nm: g[nm] for nm in ("q", "k", "v", "beta")}
+        if alpha is not None:
+            out["alpha"] = g["decay"]
+        if S0 is not None:
+            out["S0"] = g["initial_state"]
+        return out
+
+    grad_fn.__name__ = f"refimpl_{view}_{backend}_grad_fn"
+    return grad_fn
+
+
+#: ``refimpl verify --op attention.delta_rule --adapter refimpl refimpl.attention.delta:delta_rule --grad-fn
+#: oracles.verify.grad_delta:refimpl_chunked_grad_fn`` (and ``..._recurrent_...``, ``..._numba_...``)
+refimpl_recurrent_grad_fn = _canonical_grad_fn("recurrent")
+refimpl_chunked_grad_fn = _canonical_grad_fn("chunked")
+refimpl_numba_grad_fn = _canonical_grad_fn("chunked", "numba")
