@@ -9,6 +9,10 @@ here (discovery by ``pkgutil``), runs every check and prints the rows.
 Adding a family = adding a module ``oracles/checks/<family>.py``; nothing
 else needs editing.
 
+Checks of the numba.cuda kernels go through :func:`oracles.checks._cuda.cuda_check`: they run on a
+device when one is present, else under the CUDA simulator (in a subprocess when this process imported
+numba without it), else they come back as rows with ``skipped`` set to the reason.
+
 Row fields: ``op`` is a dotted name ``family.algorithm[.variant]`` (e.g.
 ``ssm.discretize.zoh``); ``impl`` is ``backend/view`` (e.g.
 ``reference/recurrent``, ``numba/fft``) so a reader can find the code.
@@ -40,6 +44,7 @@ class Row:
     bound_source: str = ""
     note: str = ""
     worst_ratio: float = 0.0
+    skipped: str = ""  # non-empty: the row did not run, and this says why (printed SKIP; not a failure)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,6 +65,14 @@ def row(op: str, impl: str, cmp: Comparison, time_s: float, note: str = "") -> R
         note=note or cmp.message,
         worst_ratio=cmp.worst_ratio,
     )
+
+
+def skipped_row(op: str, impl: str, reason: str) -> Row:
+    """A row that could not run here (e.g. a ``cuda/...`` row without numba.cuda): listed with the reason,
+    never silently absent; it does not fail the report."""
+    nan = float("nan")
+    return Row(op=op, impl=impl, dtype="-", max_abs_err=nan, max_rel_err=nan, bound=nan, passed=False,
+               time_s=0.0, note=reason, skipped=reason)
 
 
 def check(fn: Callable[[], List[Row]]) -> Callable[[], List[Row]]:

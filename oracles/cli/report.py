@@ -23,17 +23,30 @@ def _fmt(x: float) -> str:
     return f"{x:.2e}"
 
 
+def _result(r) -> str:
+    if getattr(r, "skipped", ""):
+        return "SKIP"
+    return "pass" if r.passed else "FAIL"
+
+
+def _failed(r) -> bool:
+    """A failing row: not passed and not skipped (a skipped row is listed with its reason instead)."""
+    return not r.passed and not getattr(r, "skipped", "")
+
+
 def format_table(rows, verbose: bool = False) -> str:
     headers = ["op", "impl", "dtype", "max_abs_err", "max_rel_err", "bound", "result", "time_s"]
     body = []
     for r in rows:
         body.append([r.op, r.impl, r.dtype, _fmt(r.max_abs_err), _fmt(r.max_rel_err), _fmt(r.bound),
-                     "pass" if r.passed else "FAIL", f"{r.time_s:.4f}"])
+                     _result(r), f"{r.time_s:.4f}"])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
     for r, b in zip(rows, body):
         lines.append("  ".join(c.ljust(w) for c, w in zip(b, widths)))
-        if verbose or not r.passed:
+        if getattr(r, "skipped", ""):
+            lines.append(f"    skipped: {r.skipped}")
+        elif verbose or not r.passed:
             if r.bound_source:
                 lines.append(f"    bound: {r.bound_source}")
             if r.note:
@@ -54,8 +67,9 @@ def run(args) -> int:
             return 2
     rows = run_all(select=args.select)
     print(format_table(rows, verbose=args.verbose))
-    n_fail = sum(not r.passed for r in rows)
-    print(f"\n{len(rows)} rows, {len(rows) - n_fail} passed, {n_fail} failed")
+    n_fail = sum(_failed(r) for r in rows)
+    n_skip = sum(bool(getattr(r, "skipped", "")) for r in rows)
+    print(f"\n{len(rows)} rows, {len(rows) - n_fail - n_skip} passed, {n_fail} failed, {n_skip} skipped")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump([r.to_dict() for r in rows], fh, indent=1, default=str)
