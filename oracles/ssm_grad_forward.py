@@ -12,6 +12,7 @@ no code with :mod:`refimpl`:
   channel with ``@`` products (and the op's ``real_output``).
 * :func:`s4d_forward` -- ``K_k = sum_n C_n B_bar_n exp(k dt lambda_n)`` with the powers as exponentials of
   ``k dt lambda`` (not repeated products) and ``B_bar = dt (e^z - 1)/z B`` (``expm1``; a series below 1e-3).
+* :func:`lru_forward` -- the LRU's loop from its parameters (``lambda = exp(-exp(nu_log) + i exp(theta_log))``).
 * :func:`lti_adjoint_magnitude` -- ``|J|^T |w|`` of the LTI system on absolute values (every term of the
   adjoint summed in absolute value): the scale of a backward's rounding error, as the forward bounds use the
   recurrence on ``|A|, |B|, ...``.
@@ -24,7 +25,7 @@ from typing import Any, Dict
 import numpy as np
 import scipy.linalg
 
-__all__ = ["discretize_forward", "lti_forward", "s4d_forward", "lti_adjoint_magnitude", "GBT_ALPHA"]
+__all__ = ["discretize_forward", "lti_forward", "s4d_forward", "lru_forward", "lti_adjoint_magnitude", "GBT_ALPHA"]
 
 GBT_ALPHA = {"bilinear": 0.5, "forward_euler": 0.0, "backward_euler": 1.0}
 
@@ -246,3 +247,23 @@ def s4d_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarr
         K = K.real.copy()
     return {"K": K}
 
+
+
+def lru_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    r"""``{"y" (b l h)}`` of the op ``ssm.lru``: ``lambda = exp(-exp(nu_log) + i exp(theta_log))``,
+    ``x_t = lambda x_{t-1} + exp(gamma_log) B u_t`` (a plain loop from zero), ``y_t = Re(C x_t) + D u_t``
+    (``2 Re`` under ``real_output="2re"``)."""
+    nu, th, gl = (np.asarray(inp[k], dtype=np.float64) for k in ("nu_log", "theta_log", "gamma_log"))
+    lam = np.exp(-np.exp(nu) + 1j * np.exp(th))
+    B = np.asarray(inp["B"], dtype=np.complex128) * np.exp(gl)[:, None]
+    C = np.asarray(inp["C"], dtype=np.complex128)
+    D = np.asarray(inp["D"], dtype=np.float64)
+    u = np.asarray(inp["u"], dtype=np.float64)
+    b, l, h = u.shape
+    x = np.zeros((b, lam.shape[0]), dtype=np.complex128)
+    y = np.zeros((b, l, h))
+    f = 2.0 if conv.get("real_output", "re") == "2re" else 1.0
+    for t in range(l):
+        x = lam * x + u[:, t] @ B.T
+        y[:, t] = f * (x @ C.T).real + D * u[:, t]
+    return {"y": y}

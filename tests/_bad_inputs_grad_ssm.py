@@ -1,5 +1,6 @@
 """Bad-input contracts of the SSM core's backward passes: ``lti_ssm_vjp`` (``refimpl.ssm.lti.backward``),
-``discretize_vjp`` (``refimpl.ssm.discretization.backward``), ``s4d_kernel_vjp`` (``refimpl.ssm.s4d.backward``):
+``discretize_vjp`` (``refimpl.ssm.discretization.backward``), ``s4d_kernel_vjp`` (``refimpl.ssm.s4d.backward``),
+``lru_ssm_vjp`` (``refimpl.ssm.lru.backward``):
 every view function and every registered (view, backend) pair; the cotangents are checked like inputs."""
 from _bad_inputs import Arr, Contract, Flag, Int, Opt, Real
 
@@ -8,6 +9,7 @@ _LB = "refimpl.ssm.lti.backward"
 _DB = "refimpl.ssm.discretization.backward"
 _S4D = "refimpl.ssm.s4d"
 _SB = "refimpl.ssm.s4d.backward"
+_LRU = "refimpl.ssm.lru"
 _METHODS = ("zoh", "bilinear", "forward_euler", "backward_euler", "mamba")
 
 
@@ -72,6 +74,12 @@ def contracts():
                  dict(v=Arr("d n", dtype="complex"), z=Arr("d n", dtype="complex", gen="cdecay"),
                       L=Int(6, minimum=0, letter="l"), dK=Arr("d l", dtype="complex")),
                  sizes=sizes, positional=3, empty=("d", "n", "l")),
+        Contract([f"{_LRU}.backward:recurrent_vjp"] + _pairs(f"{_LRU}:lru_ssm_vjp", "refimpl.ssm.lru_ssm_vjp"),
+                 dict(nu_log=Arr("n", scale=0.3), theta_log=Arr("n"), gamma_log=Arr("n", gen="neg"),
+                      B=Arr("n d", dtype="complex"), C=Arr("d n", dtype="complex"), D=Arr("d"), u=Arr("b l d"),
+                      dy=Arr("b l d"), d_final_state=Arr("b n", dtype="complex", optional=True),
+                      initial_state=Arr("b n", dtype="complex", optional=True)),
+                 sizes=dict(b=2, l=4, d=3, n=4), positional=7, empty=("b", "l", "d", "n")),
         Contract([f"{_DB}:dphi1"], dict(z=Arr("... n", dtype="complex", alt=("",))), sizes=dict(n=4), positional=1,
                  empty=("n",)),
     ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from oracles.gradients import fd_vjp, mp_vjp
-from oracles.ssm_grad_forward import discretize_forward, lti_forward, s4d_forward
+from oracles.ssm_grad_forward import discretize_forward, lru_forward, lti_forward, s4d_forward
 from oracles.tolerance import Bound, assert_within, gamma
 from oracles.verify.grad_ssm import discretize_grad_bounds, lti_grad_bounds, s4d_grad_bounds
 from refimpl.ssm.discretization import discretize, discretize_vjp
@@ -290,6 +290,41 @@ def test_vandermonde_vjp_matches_differences():
         bd = Bound(gamma(4 * (L + 3), np.float64) * fd.magnitude[k] * 4 + fd.error[k],
                    "gamma_(4(L+3)) x 4 (complex products) |J|^T|w| (a sum of L positive-power terms)")
         assert_within(g[k], fd.grad[k], bd, context=k)
+
+
+# ---------------------------------------------------------------------------------------------- LRU
+
+@pytest.mark.parametrize("L", [0, 1, 7])
+def test_lru_vjp_matches_differences(L):
+    """Through the exp parameterization, with an initial state and the final state's cotangent (FD of refimpl's
+    forward for those two, which the op's oracle forward does not take), and against the op's oracle without them."""
+    from oracles.verify import ops_lru
+    from oracles.verify.grad_ssm import LRU_WRT, lru_grad_bounds
+    from refimpl.ssm.lru import lru_ssm, lru_ssm_vjp
+
+    rng = np.random.default_rng([20, L])
+    conv = dict(real_output="re")
+    inp = ops_lru.sample(rng, conv, L=L, b=2, h=2, n=3)
+    w = {"y": rng.standard_normal((2, L, 2))}
+    fd = fd_vjp(lambda a: lru_forward(a, conv), inp, w, LRU_WRT)
+    g = lru_ssm_vjp(*(inp[k] for k in LRU_WRT), dy=w["y"])
+    assert set(g) == set(LRU_WRT)
+    _check(g, fd, lru_grad_bounds(inp, fd.grad, conv, np.float64, fd.magnitude, cotangents=w), LRU_WRT)
+    # the initial state and the final state's cotangent
+    x0 = _c(rng, (2, 3), True)
+
+    def f(a):
+        y, hf = lru_ssm(*(a[k] for k in LRU_WRT), initial_state=a["initial_state"], return_final_state=True)
+        return {"y": y, "hf": hf}
+
+    w2 = {"y": w["y"], "hf": _c(rng, (2, 3), True)}
+    inp2 = dict(inp, initial_state=x0)
+    fd2 = fd_vjp(f, inp2, w2, ("initial_state", "nu_log", "u"))
+    g2 = lru_ssm_vjp(*(inp[k] for k in LRU_WRT), dy=w["y"], d_final_state=w2["hf"], initial_state=x0)
+    for k in ("initial_state", "nu_log", "u"):
+        bd = Bound(gamma(3 * L + 40, np.float64, complex_ops=True) * fd2.magnitude[k] + fd2.error[k],
+                   "gamma_(3L+40)(complex) |J|^T|w| + the differences' error")
+        assert_within(g2[k], fd2.grad[k], bd, context=k)
 
 
 # ---------------------------------------------------------------------------------------------- mutants

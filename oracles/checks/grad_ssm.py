@@ -1,5 +1,5 @@
-"""Report rows ``ssm.lti.grad``, ``ssm.discretize.grad``, ``ssm.s4d_kernel.grad``: every backward (view, backend) of
-refimpl's SSM-core VJPs against central differences (Richardson) of the float64 oracle forwards
+"""Report rows ``ssm.lti.grad``, ``ssm.discretize.grad``, ``ssm.s4d_kernel.grad``, ``ssm.lru.grad``: every backward
+(view, backend) of refimpl's SSM-core VJPs against central differences (Richardson) of the float64 oracle forwards
 (:mod:`oracles.ssm_grad_forward`), elementwise within the differences' error plus the derived rounding bound of a
 backward (:mod:`oracles.verify.grad_ssm`); the worst of the inputs' gradients is the row."""
 from __future__ import annotations
@@ -130,4 +130,29 @@ def ssm_s4d_kernel_grad():
                 rows.append(row("ssm.s4d_kernel.grad", f"{backend}/{view} ({method}, {output})", c, t,
                                 note=f"worst of Lambda, B, C, dt: {nm}; d=2, n=3, L=12; oracle: Richardson "
                                      "differences of sum_n C B_bar exp(k dt lambda)"))
+    return rows
+
+
+@check
+def ssm_lru_grad():
+    from oracles.verify import ops_lru
+    from oracles.verify.grad_ssm import lru_grad_bounds
+    from oracles.verify.registry import get_grad
+    from refimpl.ssm.lru import LRU_SSM_VJP, lru_ssm_vjp
+
+    spec = get_grad("ssm.lru")
+    rows = []
+    conv = dict(real_output="re")
+    rng = np.random.default_rng(SEED)
+    inp = ops_lru.sample(rng, conv, L=9, b=2, h=2, n=3)
+    w = _cot(rng, spec.forward(inp, conv))
+    fd = _fd(spec, inp, conv, w)
+    for view, backend in LRU_SSM_VJP.pairs():
+        g, t = timed(lru_ssm_vjp, *(inp[k] for k in ("nu_log", "theta_log", "gamma_log", "B", "C", "D", "u")),
+                     dy=w["y"], view=view, backend=backend)
+        bounds = lru_grad_bounds(inp, fd.grad, conv, np.float64, fd.magnitude, cotangents=w)
+        nm, c = _worst(g, fd, bounds, np.float64)
+        rows.append(row("ssm.lru.grad", f"{backend}/{view}", c, t,
+                        note=f"worst of nu_log, theta_log, gamma_log, B, C, D, u: {nm}; b=2, l=9, h=2, n=3; oracle: "
+                             "Richardson differences of a float64 loop"))
     return rows

@@ -253,3 +253,28 @@ def _clean_lti(A_bar, B_bar, C, D, x, h0, dy, dh_last):
 
 def _clean_zoh(A, B, dt, C, D, dA_bar, dB_bar, dC_d=None, dD_d=None):
     return _zoh_diag_backward(A, B, dt, C, D, dA_bar, dB_bar, dC_d, dD_d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.lru
+# ----------------------------------------------------------------------------------------------------------
+
+@grad_mutant("ssm.lru", "theta-gradient-from-real-part", conventions={"real_output": "re"},
+             doc="dtheta_log = exp(theta_log) Re(dw) instead of Im(dw): the phase's gradient from the modulus' share")
+def lru_theta_re(nu_log, theta_log, gamma_log, B, C, D, u, dy):
+    from refimpl.ssm.lru import lru_ssm_vjp
+
+    g = lru_ssm_vjp(nu_log, theta_log, gamma_log, B, C, D, u, dy=dy)
+    # dnu_log = -exp(nu_log) Re dw, so Re dw = -dnu_log / exp(nu_log); the slip gives theta_log exp(theta_log) Re dw
+    g["theta_log"] = np.exp(np.asarray(theta_log)) * (-g["nu_log"] / np.exp(np.asarray(nu_log)))
+    return g
+
+
+@grad_mutant("ssm.lru", "gamma-normalization-gradient-dropped", conventions={"real_output": "re"},
+             doc="the gradient of gamma_log is dropped (gamma treated as a constant normalization)")
+def lru_gamma_dropped(nu_log, theta_log, gamma_log, B, C, D, u, dy):
+    from refimpl.ssm.lru import lru_ssm_vjp
+
+    g = lru_ssm_vjp(nu_log, theta_log, gamma_log, B, C, D, u, dy=dy)
+    g["gamma_log"] = np.zeros_like(g["gamma_log"])
+    return g

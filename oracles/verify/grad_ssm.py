@@ -1,4 +1,5 @@
-r"""Gradient checks (``refimpl verify --grad``) of the SSM core: ``ssm.lti``, ``ssm.discretize``, ``ssm.s4d_kernel``.
+r"""Gradient checks (``refimpl verify --grad``) of the SSM core: ``ssm.lti``, ``ssm.discretize``, ``ssm.s4d_kernel``,
+``ssm.lru``.
 
 Ground truth: central differences with Richardson extrapolation (:mod:`oracles.gradients`) of the float64
 forwards of :mod:`oracles.ssm_grad_forward` (a plain loop for the LTI system, the Van Loan block exponential
@@ -33,7 +34,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from oracles.ssm_grad_forward import GBT_ALPHA, discretize_forward, lti_adjoint_magnitude, lti_forward, s4d_forward
+from oracles.ssm_grad_forward import (GBT_ALPHA, discretize_forward, lru_forward, lti_adjoint_magnitude, lti_forward,
+                                     s4d_forward)
 from oracles.tolerance import Bound, componentwise_bound, gamma, unit_roundoff
 from oracles.verify.registry import Case, GradSpec, register_grad
 
@@ -387,4 +389,78 @@ register_grad(GradSpec(
     reference_vjp=s4d_reference_vjp, outputs=("K",), module=__name__,
     notes="oracle: differences of K_k = sum_n C_n B_bar_n exp(k dt lambda_n) in float64 (B_bar by the 2 x 2 Van Loan "
           "block; oracles.ssm_grad_forward.s4d_forward)",
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.lru
+# ----------------------------------------------------------------------------------------------------------
+
+LRU_WRT = ("nu_log", "theta_log", "gamma_log", "B", "C", "D", "u")
+
+
+def _lru_as_lti(inp, conv):
+    """The LRU as one diagonal LTI channel: ``A_bar = lambda (1 n)``, ``B_bar = gamma B (1 n h)``, ``C (1 h n)``
+    (x2 under ``2re``), ``D = diag(D) (1 h h)``, ``x = u (b l 1 h)``."""
+    nu, th, gl = (np.asarray(inp[k], dtype=np.float64) for k in ("nu_log", "theta_log", "gamma_log"))
+    lam = np.exp(-np.exp(nu) + 1j * np.exp(th))
+    f = 2.0 if conv["real_output"] == "2re" else 1.0
+    u = np.asarray(inp["u"], dtype=np.float64)
+    return {"A_bar": lam[None], "B_bar": (np.exp(gl)[:, None] * np.asarray(inp["B"]))[None],
+            "C": f * np.asarray(inp["C"])[None], "D": np.diag(np.asarray(inp["D"], dtype=np.float64))[None],
+            "x": u[:, :, None, :], "h0": None}, lam, np.exp(gl), nu, th
+
+
+def lru_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None) -> Dict[str, Bound]:
+    r"""The LTI bound of the equivalent diagonal channel, carried through the parameterization: ``dlambda``'s
+    magnitude ``M_A`` gives ``nu_log``'s ``exp(nu)|lambda| M_A`` and ``theta_log``'s ``exp(theta)|lambda| M_A``;
+    ``gamma_log``'s is ``sum |B| M_{B_bar}``; depth ``lti_depth + 16`` (the exponentials of the parameterization,
+    ``(1 + e^nu + e^theta)`` ulps relative in ``lambda`` per step, L times over the powers)."""
+    lt, lam, g, nu, th = _lru_as_lti(inp, conv)
+    b, l, h = np.shape(inp["u"])
+    cl = dict(diagonal=True, real_output="complex", use_h0=True)
+    if cotangents is None:
+        depth = lti_depth(lt, cl) + 16 + int(l * float(np.max(1 + np.exp(nu) + np.exp(th), initial=0)))
+        return {k: componentwise_bound(magnitudes[k], depth, dtype, oracle_dtype=None, complex_ops=True,
+                                       what="|J|^T|w| (no cotangents given)") for k in LRU_WRT if k in magnitudes}
+    w = {"y": np.asarray(cotangents["y"])[:, :, None, :]}
+    M = lti_adjoint_magnitude(lt, cl, w)
+    depth = lti_depth(lt, cl) + 16 + int(l * float(np.max(1 + np.exp(nu) + np.exp(th), initial=0)))
+    mags = {"nu_log": np.exp(nu) * np.abs(lam) * M["A_bar"][0], "theta_log": np.exp(th) * np.abs(lam) * M["A_bar"][0],
+            "gamma_log": np.sum(np.abs(np.asarray(inp["B"])) * g[:, None] * M["B_bar"][0], axis=1),
+            "B": g[:, None] * M["B_bar"][0], "C": M["C"][0],
+            "D": np.diagonal(M["D"][0]).copy(), "u": M["x"][:, :, 0, :]}
+    return {k: componentwise_bound(mags[k], depth, dtype, oracle_dtype=None, complex_ops=True,
+                                   what=f"the LRU's adjoint on |inputs| (a diagonal LTI channel), depth {depth}")
+            for k in LRU_WRT}
+
+
+def lru_grad_cases(conv) -> List[Case]:
+    from oracles.verify import ops_lru
+
+    out = []
+    for cid, kind, kw in (("edge-L0", "edge", dict(L=0, b=1, h=2, n=2)), ("edge-L1", "edge", dict(L=1, b=1, h=2, n=2)),
+                          ("golden-L7", "golden", dict(L=7, b=2, h=2, n=3)),
+                          ("edge-near-unit", "edge", dict(L=17, b=1, h=1, n=2, r_min=0.99))):
+        inp = ops_lru.sample(np.random.default_rng([4046, kw["L"]]), conv, **kw)
+        out.append(Case(ops_lru.OP, cid, kind, inp, dict(conv), seed=4046, note=f"{kw}"))
+    return out
+
+
+def lru_reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
+    from refimpl.ssm.lru import lru_ssm_vjp
+
+    two = conv["real_output"] == "2re"
+    C = np.asarray(inp["C"]) * (2 if two else 1)
+    g = lru_ssm_vjp(inp["nu_log"], inp["theta_log"], inp["gamma_log"], inp["B"], C, inp["D"], inp["u"], dy=cot["y"])
+    if two:
+        g["C"] = g["C"] * 2
+    return g
+
+
+register_grad(GradSpec(
+    op="ssm.lru", wrt=LRU_WRT, forward=lru_forward,
+    bounds=lru_grad_bounds, cases=lru_grad_cases, reference_vjp=lru_reference_vjp, outputs=("y",), module=__name__,
+    notes="oracle: differences of a plain float64 loop (oracles.ssm_grad_forward.lru_forward); bound: the diagonal "
+          "LTI channel's adjoint on |inputs| through the exp parameterization",
 ))
