@@ -266,3 +266,47 @@ def test_feature_map_vjp_dtypes_and_empty():
         assert g["x"].shape == (0, 3) and g["x"].dtype == np.float32
         if "W" in kw:
             assert g["W"].shape == (2, 3) and g["W"].dtype == np.float32 and not np.any(g["W"])
+
+
+# ------------------------------------------------------------------ verify --grad on torch autograd candidates
+
+def _torch_linear(detach_den=False):
+    torch = pytest.importorskip("torch")
+
+    def fn(phi_q, phi_k, v, S0=None, u0=None):
+        """Causal normalized linear attention in the canonical layout, a literal torch forward (autograd)."""
+        l = phi_q.shape[1]
+        M = torch.tril(torch.ones(l, l, dtype=phi_q.dtype))
+        A = torch.einsum("bihn,bjhn->bhij", phi_q, phi_k) * M
+        num = torch.einsum("bhij,bjhe->bihe", A, v)
+        den = A.sum(-1).transpose(1, 2)
+        if S0 is not None:
+            num = num + torch.einsum("bhen,bihn->bihe", S0, phi_q)
+            den = den + torch.einsum("bhn,bihn->bih", u0, phi_q)
+        if detach_den:
+            den = den.detach()  # the planted bug: no gradient through the normalizer
+        o = num / den[..., None]
+        S_last = torch.einsum("bjhe,bjhn->bhen", v, phi_k) + (0 if S0 is None else S0)
+        u_last = phi_k.sum(1) + (0 if u0 is None else u0)
+        return o, S_last, u_last
+
+    return fn
+
+
+def test_verify_grad_torch_autograd_candidate_conforms():
+    from oracles.verify import verify
+
+    rep = verify("attention.linear", _torch_linear(), framework="torch", grad=True, kinds=("golden", "edge"),
+                 probes=False)
+    assert rep.passed, rep.grad_line() + " / " + "; ".join(rep.deviations()[:3])
+
+
+def test_verify_grad_catches_a_detached_normalizer():
+    from oracles.verify import verify
+
+    rep = verify("attention.linear", _torch_linear(detach_den=True), framework="torch", grad=True,
+                 kinds=("golden",), probes=False, forward=False)
+    assert not rep.passed
+    devs = " ".join(rep.deviations())
+    # the normalizer's gradient reaches phi_q, phi_k and u0; v and S0 enter only the numerator
+    assert "grad phi_q is wrong" in devs and "grad u0 is wrong" in devs and "grad v, grad S0 conform" in devs, devs

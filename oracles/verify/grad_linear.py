@@ -3,9 +3,10 @@ r"""The gradient checks of ops ``attention.linear``, ``features.elu_plus_one``, 
 
 attention.linear
 ----------------
-Differentiable canonical inputs ``phi_q``, ``phi_k``, ``v``, ``S0``, ``u0`` (the state when ``use_state``); the
-outputs ``o``, ``S_last``, ``u_last`` all carry cotangents (``u_last = u0 + sum_j phi_k_j`` is an output even when
-``normalize=False``: the op defines it).  ``eps`` is a constant.  ``eps_mode="clamp"``: the derivative of
+Differentiable canonical inputs ``phi_q``, ``phi_k``, ``v``, ``S0``, ``u0`` (the state when ``use_state``).  The
+outputs that carry cotangents: ``o``; ``S_last`` when ``use_state``; ``u_last`` when ``use_state`` and normalized
+(a stateless candidate returns ``o`` alone, an unnormalized one no normalizer; the final state's adjoint paths are
+checked wherever the candidate claims the state).  ``eps`` is a constant.  ``eps_mode="clamp"``: the derivative of
 ``max(a, eps)`` is ``1{a >= eps}`` (finite differences see either side away from the tie; the cases keep ``a`` away
 from ``eps``).
 
@@ -63,11 +64,17 @@ def _state(inp, conv):
 
 
 def linear_grad_forward(inp: Mapping[str, Any], conv: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-    """``{"o", "S_last", "u_last"}`` in float64 (the ground truth :mod:`oracles.gradients` differentiates)."""
+    """The outputs that carry a cotangent, in float64 (the ground truth :mod:`oracles.gradients` differentiates):
+    ``o``; the final state ``S_last`` when the candidate claims a state (``use_state``), and ``u_last`` when it is
+    also normalized (a stateless candidate -- performer-pytorch's -- returns ``o`` alone; an unnormalized one,
+    FLA's, returns no normalizer)."""
     S0, u0 = _state(inp, conv)
-    return linear_forward(inp["phi_q"], inp["phi_k"], inp["v"], S0, u0, causal=bool(conv["causal"]),
-                          normalize=bool(conv["normalize"]), eps=float(conv["eps"]), eps_mode=conv["eps_mode"],
-                          scale=conv["scale"])
+    out = linear_forward(inp["phi_q"], inp["phi_k"], inp["v"], S0, u0, causal=bool(conv["causal"]),
+                         normalize=bool(conv["normalize"]), eps=float(conv["eps"]), eps_mode=conv["eps_mode"],
+                         scale=conv["scale"])
+    keep = ("o",) + (("S_last",) if conv["use_state"] else ()) + (
+        ("u_last",) if conv["use_state"] and conv["normalize"] else ())
+    return {k: out[k] for k in keep}
 
 
 def linear_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents: Optional[Mapping[str, Any]] = None):
@@ -195,7 +202,7 @@ register_grad(GradSpec(
     bounds=linear_grad_bounds,
     cases=linear_grad_cases,
     reference_vjp=linear_reference_vjp,
-    outputs=("o", "S_last", "u_last"),
+    outputs=None,
     notes="forward: oracles.linear_grad_forward.linear_forward (dense float64); bounds: linear_vjp_bound (the adjoint's "
           "sums on absolute values, gamma_(2(n+l+p)+10)); eps a constant; clamp: d max(a, eps)/da = 1{a >= eps}; "
           "cases straddle a chunk of 64",

@@ -1,0 +1,53 @@
+"""The gradient harness (``verify(..., grad=True)``) on performer-pytorch, through torch autograd.
+
+* ``linear_attention`` (non-causal, normalized) and ``causal_linear_attention_noncuda`` (causal, the ``key_sum``
+  epsilon, ``torch.chunk`` pieces) conform: their autograd gradients of ``phi_q``, ``phi_k``, ``v`` match the
+  Richardson differences of our float64 forward within the derived bound.
+* ``softmax_kernel`` (the FAVOR+ features) subtracts its max under ``.detach()`` (stop-gradient): its forward
+  conforms under the named stabilizer convention, but its gradient of ``x`` (and ``W``) is not the derivative of the
+  features it returns -- it misses ``-(sum_i dphi_i phi_i) dc/dx`` -- and the gradient verdict says which inputs are
+  wrong.  (In normalized attention a per-query offset cancels exactly, so FAVOR+'s gradient of the *attention
+  output* is still right for queries; that is a property of the composition, not of the feature map.)
+
+Each test skips when torch or performer-pytorch is absent (``.ci/optional-requirements.txt`` installs them in CI).
+"""
+import pytest
+
+from oracles.verify import verify
+
+FEW = dict(max_examples=2, seed=5, probes=False)
+
+
+def _pp():
+    pytest.importorskip("torch")
+    return pytest.importorskip("performer_pytorch.performer_pytorch")
+
+
+def test_performer_linear_attention_gradient_conforms():
+    pp = _pp()
+    rep = verify("attention.linear", pp.linear_attention, adapter="performer_pytorch.linear_attention",
+                 framework="torch", grad=True, dtype="float64", **FEW)
+    assert rep.passed, rep.grad_line() + " / " + "; ".join(rep.deviations()[:3])
+
+
+def test_performer_causal_linear_attention_noncuda_gradient_conforms():
+    pp = _pp()
+    rep = verify("attention.linear", pp.causal_linear_attention_noncuda,
+                 adapter="performer_pytorch.causal_linear_attention_noncuda", conventions={"eps": 1e-6},
+                 framework="torch", grad=True, dtype="float64", **FEW)
+    assert rep.passed, rep.grad_line() + " / " + "; ".join(rep.deviations()[:3])
+
+
+@pytest.mark.parametrize("adapter, stabilizer", [("performer_pytorch.softmax_kernel.query", "row_max_wx"),
+                                                 ("performer_pytorch.softmax_kernel", "head_max_wx")])
+def test_performer_softmax_kernel_gradient_misses_the_detached_max(adapter, stabilizer):
+    pp = _pp()
+    rep = verify("features.performer", pp.softmax_kernel, adapter=adapter, conventions={"stabilizer": stabilizer},
+                 framework="torch", grad=True, dtype="float64", **FEW)
+    assert not rep.passed
+    devs = " ".join(rep.deviations())
+    assert "grad x" in devs, devs
+    # the forward values conform under the named convention: only the gradient is wrong
+    fwd = verify("features.performer", pp.softmax_kernel, adapter=adapter, conventions={"stabilizer": stabilizer},
+                 framework="torch", dtype="float64", **FEW)
+    assert fwd.passed, fwd.to_text()
