@@ -56,7 +56,8 @@ def aft_attention_vjp(q, k, v, w=None, *, dy, variant: str = "full", causal: boo
     :mod:`refimpl.attention.aft.backward`, written by hand).
 
     ``dy (b l d)``: the cotangent of ``Y``.  Returns ``{"q", "k", "v"}`` and ``"w"`` (when ``w`` is given) gradients
-    of the real loss ``sum dy * Y``, each with its input's shape and dtype (``dw`` is 0 where ``w`` does not enter:
+    of the real loss ``sum dy * Y``, each with its input's shape, in the working dtype (``dw`` is 0 where ``w``
+    does not enter:
     outside AFT-local's window, above the diagonal when causal).  ``view, backend``: ``("materialized", "numpy")``.
     """
     return VJP_IMPLEMENTATIONS.get(view, backend)(q, k, v, w, dy=dy, variant=variant, causal=causal, window=window)

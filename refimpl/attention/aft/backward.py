@@ -24,7 +24,7 @@ There is no scan in the materialized view, so no reverse recurrence: one view, `
 
 Conventions: as the forward (``variant``, ``causal``, ``window=(left, right)`` inclusive, ``w (l l)`` shared by every
 channel; ``L = 0``: empty gradients).  Real inputs only.  The computation runs in ``result_dtype`` of the inputs and
-``dy``; each gradient is returned in its input's dtype.
+``dy``, and every gradient is returned in it (no silent downcast).
 """
 from __future__ import annotations
 
@@ -39,31 +39,24 @@ from refimpl._validate import result_dtype
 __all__ = ["materialized_vjp"]
 
 
-def _float_dtype(a):
-    """The dtype of a float ndarray input (its gradient's dtype), else ``None`` (lists: the working dtype)."""
-    return a.dtype if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f" else None
-
-
 def materialized_vjp(q, k, v, w=None, *, dy, variant: str = "full", causal: bool = False,
                      window=None) -> Dict[str, np.ndarray]:
     r"""The VJP of AFT (the module docstring's adjoint equations), the ``(b l l d)`` logits materialized.
 
     ``q, k, v (b l d)``, ``w (l l)`` (``None`` for ``variant="simple"``), ``dy (b l d)`` (the cotangent of ``Y``) ->
-    ``{"q": dq, "k": dk, "v": dv[, "w": dw]}``, each its input's shape and dtype.
+    ``{"q": dq, "k": dk, "v": dv[, "w": dw]}``, each its input's shape, in the working dtype.
     """
-    in_dtypes = {name: _float_dtype(a) for name, a in (("q", q), ("k", k), ("v", v), ("w", w))}
     Q, K, V, w, variant, causal, window = validate_aft(q, k, v, w, variant=variant, causal=causal, window=window)
     b, l, d = Q.shape
     dy = check_cotangent(dy, "dy", (b, l, d), "b l d", "b, l, d from q")
     dt = result_dtype(Q, K, V, w, dy)
     Q, K, V, dy = (a.astype(dt, copy=False) for a in (Q, K, V, dy))
     w = None if w is None else w.astype(dt, copy=False)
-    out_dtype = lambda name: in_dtypes[name] or dt  # noqa: E731
     if l == 0:
         grads = {"q": np.zeros_like(Q), "k": np.zeros_like(K), "v": np.zeros_like(V)}
         if w is not None:
             grads["w"] = np.zeros((0, 0), dtype=dt)
-        return {name: g.astype(out_dtype(name), copy=False) for name, g in grads.items()}
+        return grads
     # forward recomputation: w', the kept keys, S, P (normalized over t'), A, G
     w_prime = _w_prime(w, variant, l, window, dt)
     keep = np.tril(np.ones((l, l), dtype=bool)) if causal else np.ones((l, l), dtype=bool)
@@ -96,4 +89,4 @@ def materialized_vjp(q, k, v, w=None, *, dy, variant: str = "full", causal: bool
             tp = np.arange(l)[None, :]
             dw = np.where((tp >= t - left) & (tp <= t + right), dw, dt.type(0))
         grads["w"] = dw
-    return {name: g.astype(out_dtype(name), copy=False) for name, g in grads.items()}
+    return grads

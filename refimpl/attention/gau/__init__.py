@@ -93,8 +93,8 @@ def gated_attention_unit_vjp(x, W_u, W_v, W_z, gamma, beta, W_o, *, do, causal: 
     :mod:`refimpl.attention.gau.backward`, written by hand).
 
     ``do (b l d)``: the cotangent of ``O``.  Returns the gradients of the real loss ``sum do * O`` for ``x``,
-    ``W_u``, ``W_v``, ``W_z``, ``gamma``, ``beta``, ``W_o`` and ``bias`` (when given), each with its input's shape and
-    dtype.  ``view, backend``: ``("quadratic", "numpy")``.
+    ``W_u``, ``W_v``, ``W_z``, ``gamma``, ``beta``, ``W_o`` and ``bias`` (when given), each with its input's shape,
+    in the working dtype.  ``view, backend``: ``("quadratic", "numpy")``.
     """
     impl = GAU_VJP_IMPLEMENTATIONS.get(view, backend)
     return impl(x, W_u, W_v, W_z, gamma, beta, W_o, do=do, causal=causal, scale=scale, bias=bias)

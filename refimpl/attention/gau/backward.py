@@ -39,7 +39,7 @@ Views: GAU ``"quadratic"`` (:func:`quadratic_vjp`); FLASH ``"chunked"`` (:func:`
 over chunks) and ``"materialized"`` (:func:`materialized_vjp`, the ``(l l)`` matrix ``A_bar`` and its adjoint
 ``dA_bar = dAV V^T``).  Conventions as the forward (SiLU gates, GAU's ``scale=None`` = ``1/L``, FLASH's ``1/c`` and
 ``1/c`` or ``1/L``; the short last chunk scaled by ``1/c``).  Real inputs only; the computation runs in
-``result_dtype`` of the inputs and ``do``, each gradient is returned in its input's dtype.
+``result_dtype`` of the inputs and ``do``, and every gradient is returned in it (no silent downcast).
 """
 from __future__ import annotations
 
@@ -112,8 +112,7 @@ def _finish(grads, in_arrays, dt):
     for name, g, a in zip(_NAMES, grads, in_arrays):
         if a is None:
             continue
-        kind = a.dtype if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f" else dt
-        out[name] = np.asarray(g).astype(kind, copy=False)
+        out[name] = np.asarray(g).astype(dt, copy=False)  # the working dtype: no silent downcast
     return out
 
 

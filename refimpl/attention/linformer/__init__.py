@@ -62,7 +62,8 @@ def linformer_attention_vjp(q, k, v, E, F, *, do, scale: Optional[float] = None,
     :mod:`refimpl.attention.linformer.backward`, written by hand).
 
     ``do (b l h p)``: the cotangent of ``o``.  Returns ``{"q", "k", "v", "E", "F"}`` gradients of the real loss
-    ``sum do * o``, each with its input's shape and dtype (a shared ``(r s)`` projection's gradient sums the heads).
+    ``sum do * o``, each with its input's shape, in the working dtype (a shared ``(r s)`` projection's gradient
+    sums the heads).
     ``view, backend``: ``("materialized", "numpy")``.
     """
     return VJP_IMPLEMENTATIONS.get(view, backend)(q, k, v, E, F, do=do, scale=scale)

@@ -22,8 +22,8 @@ There is no scan (the op is not causal and has no state), so there is no reverse
 Conventions: as the forward (``scale`` multiplies ``q . K_bar``, ``None`` -> ``n^{-1/2}``; ``E``, ``F`` applied as
 stored ``(r s)``, per head ``(h r s)`` or shared ``(r s)``; a shared projection's gradient sums the heads).
 ``r = 0``: ``o = 0`` for every input, so every gradient is 0.  All real: no complex inputs.  The computation runs in
-``result_dtype`` of the inputs and ``do`` (float32 only when all are float32); each gradient is returned in its
-input's dtype.
+``result_dtype`` of the inputs and ``do`` (float32 only when all are float32), and every gradient is returned in
+it (no silent downcast: a float32 input among float64 ones gets a float64 gradient).
 """
 from __future__ import annotations
 
@@ -67,13 +67,12 @@ def materialized_vjp(q, k, v, E, F, *, do, scale: Optional[float] = None) -> Dic
 
     ``q (b l h n)``, ``k (b s h n)``, ``v (b s h p)``, ``E, F (h r s) | (r s)``, ``do (b l h p)`` (the cotangent of
     ``o``) -> ``{"q": dq (b l h n), "k": dk (b s h n), "v": dv (b s h p), "E": dE, "F": dF}`` (each its input's
-    shape and dtype).
+    shape, in the working dtype).
     """
     q, k, v, E, F, (b, l, s, h, n, p, r) = validate_linformer(q, k, v, E, F)
     do = check_cotangent(do, "do", (b, l, h, p), "b l h p", "b, l, h from q, p from v")
     scale = attention_scale(scale, n)
     dtype = result_dtype(q, k, v, E, F, do)
-    dtypes = {"q": q.dtype, "k": k.dtype, "v": v.dtype, "E": E.dtype, "F": F.dtype}
     q, k, v, E, F, do = (a.astype(dtype, copy=False) for a in (q, k, v, E, F, do))
     sc = dtype.type(scale)
     # forward recomputation: K_bar = E k, V_bar = F v, S = scale q K_bar^T, P = softmax_t(S)
@@ -99,5 +98,4 @@ def materialized_vjp(q, k, v, E, F, *, do, scale: Optional[float] = None) -> Dic
     # dv_j = sum_t F_tj dV_bar_t ;  dF_tj = sum v_j . dV_bar_t
     dv = _project_back(F, dV_bar)
     dF = _projection_grad(F, v, dV_bar)
-    grads = {"q": dq, "k": dk, "v": dv, "E": dE, "F": dF}
-    return {name: np.asarray(g).astype(dtypes[name], copy=False) for name, g in grads.items()}
+    return {"q": dq, "k": dk, "v": dv, "E": dE, "F": dF}

@@ -19,7 +19,8 @@ from typing import Optional
 from refimpl._dispatch import register
 from refimpl.attention.lsh.reference import SELF_RULE, hash_buckets, normalize_keys, random_rotations
 
-__all__ = ["lsh_attention", "lsh_attention_vjp", "VJP_IMPLEMENTATIONS", "hash_buckets", "random_rotations", "normalize_keys", "SELF_RULE", "IMPLEMENTATIONS"]
+__all__ = ["lsh_attention", "lsh_attention_vjp", "VJP_IMPLEMENTATIONS",
+           "hash_buckets", "random_rotations", "normalize_keys", "SELF_RULE", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.lsh_attention", {
     ("sorted", "numpy"): "refimpl.attention.lsh.reference:sorted_chunks",
@@ -61,7 +62,8 @@ def lsh_attention_vjp(qk, v, *, do, buckets=None, rotations=None, seed: Optional
                       n_buckets: Optional[int] = None, n_rounds: Optional[int] = None, chunk: int = 64,
                       causal: bool = False, scale: Optional[float] = None, wrap: bool = False, view: str = "sorted",
                       backend: str = "numpy"):
-    r"""The vector-Jacobian product of :func:`lsh_attention` with the buckets fixed (:mod:`refimpl.attention.lsh.backward`).
+    r"""The vector-Jacobian product of :func:`lsh_attention` with the buckets fixed
+    (:mod:`refimpl.attention.lsh.backward`).
 
     Hashing is piecewise constant, so its derivative is zero almost everywhere: the gradient is the attention's
     with the sort, chunks, masks and counts held fixed, through the key normalization ``k_j = qk_j / ||qk_j||``

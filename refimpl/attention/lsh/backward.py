@@ -38,7 +38,7 @@ has the adjoint ``do_i^(r) = w_i^(r) do_i``, ``dz_i^(r) = w_i^(r) (do_i . o_i^(r
 
 Conventions as the forward: ``scale`` (``None`` -> ``n^{-1/2}``), ``chunk``, ``causal``, ``wrap``, the self rule
 "exclude", exactly one of ``buckets`` / ``rotations`` / ``seed``.  Real inputs only; the computation runs in
-``result_dtype`` of ``qk``, ``v`` and ``do``; each gradient is returned in its input's dtype.
+``result_dtype`` of ``qk``, ``v`` and ``do``, and every gradient is returned in it (no silent downcast).
 """
 from __future__ import annotations
 
@@ -68,15 +68,13 @@ def normalization_vjp(qk: np.ndarray, k: np.ndarray, dk: np.ndarray) -> np.ndarr
 
 
 def _prepare(qk, v, do, buckets, rotations, seed, n_buckets, n_rounds, chunk, causal, scale, wrap):
-    in_dtypes = {name: (a.dtype if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind == "f" else None)
-                 for name, a in (("qk", qk), ("v", v))}
     qk, v, bk, c, causal, scale, wrap, dtype = _validate(qk, v, buckets, rotations, seed, n_buckets, n_rounds,
                                                          chunk, causal, scale, wrap)
     b, l, h, n = qk.shape
     p = v.shape[3]
     do = check_cotangent(do, "do", (b, l, h, p), "b l h p", "b, l, h from qk, p from v")
     dtype = result_dtype(qk, v, do)
-    out_dtypes = {name: (dt or dtype) for name, dt in in_dtypes.items()}
+    out_dtypes = {"qk": dtype, "v": dtype}  # the working dtype: no silent downcast
     return (qk.astype(dtype, copy=False), v.astype(dtype, copy=False), do.astype(dtype, copy=False), bk, c, causal,
             scale, wrap, dtype, out_dtypes)
 
