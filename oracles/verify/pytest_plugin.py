@@ -11,7 +11,8 @@ The fixture
 >>> def test_my_scan(refimpl_verify):
 ...     refimpl_verify("ssm.selective_scan", my_fn, adapter="mamba.selective_scan_fn", dtype=["float32"])
 
-``refimpl_verify(op, candidate, **options)`` runs the verification and returns the
+``refimpl_verify(op, candidate, **options)`` (any option of :func:`oracles.verify.verify`, ``grad=True`` and
+``grad_fn=`` included: the backward pass is then judged beside the forward) runs the verification and returns the
 :class:`~oracles.verify.report.Report` when the candidate conforms; otherwise the test fails with the
 report's text (the verdict, each failing case with its error, bound, diagnosis and error map) and a
 *rerun* block: the pytest node to rerun, the ``refimpl verify`` command line that draws the same cases,
@@ -332,6 +333,13 @@ class Verifier:
         parts += ["--seed", str(report.seed)]
         if options.get("kinds"):
             parts += ["--cases", ",".join(options["kinds"])]
+        if options.get("grad") or options.get("grad_fn") is not None:
+            parts += ["--grad"]
+            gfn = self._importable(options["grad_fn"]) if options.get("grad_fn") is not None else None
+            if options.get("grad_fn") is not None:
+                if gfn is None:
+                    return None  # an explicit backward without an importable name: no command line reruns it
+                parts += ["--grad-fn", f"{gfn[0]}:{gfn[1]}"]
         cmd = " ".join(shlex.quote(p) for p in parts)
         root = self._module_root(self._candidate) if self._candidate is not None else None
         return f"cd {shlex.quote(root)} && {cmd}" if root else cmd
