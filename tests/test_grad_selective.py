@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oracles.gradients import fd_vjp, mp_vjp
+from oracles.gradients import fd_jvp, fd_vjp, mp_vjp
 from oracles.selective import s6_solve
 from oracles.selective_grad_forward import s6_vjp_bounds
-from oracles.tolerance import Bound, compare
+from oracles.tolerance import Bound, compare, gamma
 from refimpl.ssm.selective import selective_scan, selective_scan_vjp
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
@@ -89,36 +89,44 @@ def test_vjp_matches_richardson_differences(cid, L, kw, softplus, disc):
             assert res.passed, (cid, view, backend, k, res)
 
 
+def _our_bound(inp, cot, softplus, disc, dtype=np.float64):
+    return s6_vjp_bounds(*(inp[k] for k in ("u", "delta", "A", "B", "C", "D", "z")), dy=cot["out"],
+                         d_final_state=cot["final"], delta_bias=inp["delta_bias"], delta_softplus=softplus,
+                         initial_state=inp["initial_state"], discretization=disc, dtype=dtype)
+
+
 def test_complex_convention_is_dL_dRe_plus_i_dL_dIm():
-    """L = |h_0|^2-like check by hand: one step, one channel, one state, complex A; perturbing Re and Im of A."""
-    inp, cot = problem(7, L=2, cplx=True, options=False)
+    """One entry of a complex A moved along its real and its imaginary axis (fd_jvp, Richardson, with its error
+    bound): our gradient is dL/dRe + i dL/dIm, within the differences' error plus our derived bound."""
+    inp, cot = problem(7, L=3, cplx=True, options=True)
     g = ours(inp, cot, True, "mamba")
+    b = _our_bound(inp, cot, True, "mamba")["A"]
     f = oracle_forward(True, "mamba")
-
-    def loss(A):
-        o = f(dict(inp, A=A))
-        return float(np.sum(cot["out"] * o["out"]) + np.sum((np.conj(cot["final"]) * o["final"]).real))
-
-    h = 1e-6
     E = np.zeros_like(inp["A"])
     E[0, 1] = 1
-    dre = (loss(inp["A"] + h * E) - loss(inp["A"] - h * E)) / (2 * h)
-    dim = (loss(inp["A"] + 1j * h * E) - loss(inp["A"] - 1j * h * E)) / (2 * h)
-    # central differences of a smooth function: truncation O(h^2 f''') ~ 1e-12, rounding ~ u |L| / h ~ 1e-9
-    assert abs(g["A"][0, 1] - (dre + 1j * dim)) < 1e-7 * (1 + abs(dre) + abs(dim))
+    dre, ere = fd_jvp(f, inp, {"A": E}, cot)
+    dim, eim = fd_jvp(f, inp, {"A": 1j * E}, cot)
+    bound = float(np.asarray(b.values)[0, 1])
+    assert abs(g["A"][0, 1].real - dre) <= ere + bound
+    assert abs(g["A"][0, 1].imag - dim) <= eim + bound
+    # the other convention (JAX's conjugate) is far outside it
+    assert abs(g["A"][0, 1].imag + dim) > eim + bound
 
 
 def test_mpmath_differences_tiny_case():
-    """The mpmath forward (50 digits) differenced in mpmath (oracles.gradients.mp_vjp) on a tiny complex ZOH case."""
+    """The mpmath forward (30 digits) differenced in mpmath (oracles.gradients.mp_vjp) on a tiny complex ZOH case:
+    the float64 backward within its derived bound of the (float64-rounded, half an ulp) mpmath gradient."""
     inp, cot = problem(11, L=2, d=1, n=1, cplx=True, B_layout="fixed", C_layout="variable", softplus=True)
     wrt = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
-
     g_mp = mp_vjp(_mp_forward, inp, cot, wrt, dps=30)
     g = ours(inp, cot, True, "zoh")
+    bd = _our_bound(inp, cot, True, "zoh")
     for k in wrt:
         ref = np.asarray(g_mp[k], dtype=np.asarray(g[k]).dtype)
-        # float64 backward, depth from s6_vjp_depth is ~100 here: gamma_100 ~ 1e-14 relative to the magnitude
-        assert np.allclose(g[k], ref, rtol=0, atol=1e-13 * (1 + np.max(np.abs(ref)))), k
+        half_ulp = np.abs(ref) * np.finfo(np.float64).eps
+        res = compare(g[k], ref, Bound(np.asarray(bd[k].values) + half_ulp,
+                                       bd[k].source + " + the mpmath gradient's rounding to float64"))
+        assert res.passed, (k, res.summary())
 
 
 def _mp_forward(x):
@@ -185,22 +193,27 @@ def test_views_and_backends_agree_long():
             assert compare(g[k], ref[k], Bound(2 * np.asarray(bd[k].values), "both within the bound")).passed, (view, k)
 
 
-def test_forward_and_backward_entry_points_agree_on_the_forward():
-    """The VJP's cotangent pairing: <dy, J du> equals the change of sum(dy * out) along du (directional check of u
-    through the real forward of refimpl, the one place the backward meets refimpl's forward)."""
+def test_adjoint_pairing_through_refimpls_own_forward():
+    """<v, J^T w> of our VJP equals the directional derivative of refimpl's own forward (fd_jvp over
+    refimpl.ssm.selective.selective_scan, with its error bound), every input moved at once."""
     inp, cot = problem(13, L=5, d=2, B_layout="variable", C_layout="fixed")
     g = ours(inp, cot, True, "mamba")
-    v = np.random.default_rng(0).standard_normal(inp["u"].shape)
-    h = 1e-5
+    rng = np.random.default_rng(0)
+    v = {k: rng.standard_normal(np.shape(inp[k])) for k in NAMES}
 
-    def L(u):
-        out, fin = selective_scan(u, inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], inp["z"],
-                                  delta_bias=inp["delta_bias"], delta_softplus=True,
-                                  initial_state=inp["initial_state"], return_final_state=True)
-        return np.sum(cot["out"] * out) + np.sum(cot["final"] * fin)
+    def f(x):
+        out, fin = selective_scan(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "z")),
+                                  delta_bias=x["delta_bias"], delta_softplus=True,
+                                  initial_state=x["initial_state"], return_final_state=True)
+        return {"out": out, "final": fin}
 
-    fd = (L(inp["u"] + h * v) - L(inp["u"] - h * v)) / (2 * h)
-    assert abs(fd - np.sum(g["u"] * v)) < 1e-7 * (1 + abs(fd))
+    jv, err = fd_jvp(f, inp, v, cot)
+    bd = _our_bound(inp, cot, True, "mamba")
+    terms = sum(int(np.size(v[k])) for k in NAMES)
+    # our gradients' bound paired with |v|, and the pairing's own sum (gamma over its terms)
+    ours_err = sum(float(np.sum(np.abs(v[k]) * (np.asarray(bd[k].values) + gamma(terms, np.float64) * np.abs(g[k]))))
+                   for k in NAMES)
+    assert abs(jv - sum(float(np.sum(v[k] * g[k])) for k in NAMES)) <= err + ours_err
 
 
 def test_bad_cotangents():
