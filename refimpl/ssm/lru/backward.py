@@ -42,10 +42,10 @@ def recurrent_vjp(nu_log, theta_log, gamma_log, B, C, D, u, *, dy, d_final_state
     b, l, d = u.shape
     n = lam.shape[0]
     rdt = np.finfo(lam.dtype).dtype
-    dy = as_float_array(dy, "dy", ndim=3)
+    # y is always real: so is its cotangent
+    dy = as_float_array(dy, "dy", ndim=3, allow_complex=False)
     check_shape(dy, "dy", (b, l, d), "(b l d)", src="the shape of y: b, l, d from u")
-    # y is real: a complex cotangent enters Re sum conj(dy) y by its real part only
-    dy = dy.real.astype(np.result_type(dy.real, rdt), copy=False)
+    dy = dy.astype(np.result_type(dy, rdt), copy=False)
     cdt = np.result_type(lam.dtype, dy.dtype)
     if d_final_state is not None:
         d_final_state = as_float_array(d_final_state, "d_final_state", ndim=2)
