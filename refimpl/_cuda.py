@@ -166,3 +166,34 @@ def to_host(a):
     if on_device(a):
         return a.get() if hasattr(a, "get") else np.asarray(a.copy_to_host())
     return np.asarray(a)
+
+
+# ----------------------------------------------------------------------------- transfers
+def to_device(a):
+    """A device copy of a NumPy array (``numba.cuda.to_device``; contiguous); device arrays pass through.
+
+    Launching a kernel on NumPy arguments directly would copy *every* argument back to the host
+    afterwards (and fail on read-only views); the kernels copy inputs in once with this and the
+    outputs out once with :func:`from_device`.
+    """
+    if on_device(a):
+        return a
+    from numba import cuda
+
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def zeros(shape, dtype, device: bool):
+    """A zero-filled output array: CuPy for device calls, else a numba device array (zeroed on the host)."""
+    if device:
+        return array_module(True).zeros(shape, dtype=dtype)
+    from numba import cuda
+
+    return cuda.to_device(np.zeros(shape, dtype=dtype))
+
+
+def from_device(d, device: bool):
+    """The result: the CuPy array itself for device calls, else a NumPy copy of the numba device array."""
+    if device:
+        return d
+    return d.copy_to_host()
