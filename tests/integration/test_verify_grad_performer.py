@@ -51,3 +51,32 @@ def test_performer_softmax_kernel_gradient_misses_the_detached_max(adapter, stab
     fwd = verify("features.performer", pp.softmax_kernel, adapter=adapter, conventions={"stabilizer": stabilizer},
                  framework="torch", dtype="float64", **FEW)
     assert fwd.passed, fwd.to_text()
+
+
+def test_performer_softmax_kernel_gradient_is_the_stop_gradient_one():
+    """The deviation is exactly the detached max: torch's gradient of the query features equals our VJP of the
+    unstabilized positive features with the offset ``c = max_i (W x)_i`` held constant (``offset_grad="stop"``'s
+    meaning), through the ``d^{-1/4}`` data scaling; ``eps`` is added after the exponential (no gradient)."""
+    torch = pytest.importorskip("torch")
+    pp = _pp()
+    import numpy as np
+
+    from oracles.linear_grad_forward import feature_vjp_bound
+    from oracles.tolerance import assert_within
+    from refimpl.attention.features import feature_map_vjp
+
+    rng = np.random.default_rng(17)
+    b, h, l, d, m = 1, 2, 4, 3, 5
+    x, W = 0.5 * rng.standard_normal((b, h, l, d)), rng.standard_normal((m, d))
+    dphi = rng.standard_normal((b, h, l, m))
+    xt, Wt = torch.tensor(x, requires_grad=True), torch.tensor(W, requires_grad=True)
+    phi = pp.softmax_kernel(xt, projection_matrix=Wt, is_query=True)
+    gx, gW = torch.autograd.grad((phi * torch.tensor(dphi)).sum(), (xt, Wt))
+    r = d ** -0.25
+    xs = x * r
+    c = np.max(xs @ W.T, axis=-1, keepdims=True)
+    ours = feature_map_vjp(xs, "positive", W=W, dphi=dphi * np.exp(-c))
+    bnd = feature_vjp_bound(xs, "positive", dphi * np.exp(-c), np.float64, W=W)
+    # torch's own float64 backward and ours: both within the bound of a backward pass (twice: two of them)
+    assert_within(gx.numpy(), ours["x"] * r, bnd["x"].scaled(2.0 * r, "two backward passes; x scaled by d^-1/4"))
+    assert_within(gW.numpy(), ours["W"], bnd["W"].scaled(2.0, "two backward passes"))
