@@ -48,4 +48,4 @@ def test_entry_points_take_view_and_backend():
         params = inspect.signature(fn).parameters
         assert "backend" in params, name
         if len(impl.views) > 1:  # the table's views are chosen by view= (discretize: method=, feature_map: kind=)
-            assert "view" in params or name.endswith(("discretize", "feature_map")), name
+            assert "view" in params or name.endswith(("discretize", "feature_map", "discretize_vjp", "feature_map_vjp")), name

@@ -36,19 +36,21 @@ Each folder holds ``reference.py`` (the literal NumPy views), ``numba.py`` (the 
 deriving the math.  The softmax function itself is ``refimpl.attention.softmax.softmax`` (not re-exported here:
 the name belongs to the folder).
 """
-from refimpl.attention.delta import beta_from_inputs, delta_rule
-from refimpl.attention.fast_weights import fast_weight_memory, fast_weight_programmer
-from refimpl.attention.features import feature_map, random_features, random_projection
-from refimpl.attention.linear import causal_recurrent_offsets, linear_attention, performer_attention
+from refimpl.attention.delta import beta_from_inputs, delta_rule, delta_rule_vjp
+from refimpl.attention.fast_weights import fast_weight_memory, fast_weight_memory_vjp, fast_weight_programmer
+from refimpl.attention.features import feature_map, feature_map_vjp, random_features, random_projection
+from refimpl.attention.linear import causal_recurrent_offsets, linear_attention, linear_attention_vjp, performer_attention
 from refimpl.attention.memory import retrieve, store
 from refimpl.attention.positional import sinusoidal_positions
-from refimpl.attention.softmax import causal_mask, logsumexp, multi_head_attention, scaled_dot_product_attention
+from refimpl.attention.softmax import (causal_mask, logsumexp, multi_head_attention, scaled_dot_product_attention,
+                                      scaled_dot_product_attention_vjp)
 from refimpl.attention.sparse import (bigbird_pattern, fixed_pattern, longformer_pattern, sliding_window_pattern,
-                                      sparse_attention, strided_pattern)
-from refimpl.attention.linformer import linformer_attention, linformer_layer, linformer_stack
-from refimpl.attention.lsh import hash_buckets, lsh_attention, normalize_keys, random_rotations
-from refimpl.attention.gau import gated_attention_unit, mixed_chunk_attention
-from refimpl.attention.aft import aft_attention
+                                      sparse_attention, sparse_attention_vjp, strided_pattern)
+from refimpl.attention.linformer import linformer_attention, linformer_attention_vjp, linformer_layer, linformer_stack
+from refimpl.attention.lsh import hash_buckets, lsh_attention, lsh_attention_vjp, normalize_keys, random_rotations
+from refimpl.attention.gau import (gated_attention_unit, gated_attention_unit_vjp, mixed_chunk_attention,
+                                  mixed_chunk_attention_vjp)
+from refimpl.attention.aft import aft_attention, aft_attention_vjp
 from refimpl.attention.mega import mega_layer
 
 __all__ = [
@@ -66,4 +68,8 @@ __all__ = [
     "gated_attention_unit", "mixed_chunk_attention",
     "aft_attention",
     "mega_layer",
+    # the backward passes (vector-Jacobian products): one per differentiable entry point
+    "scaled_dot_product_attention_vjp", "linear_attention_vjp", "feature_map_vjp", "fast_weight_memory_vjp",
+    "delta_rule_vjp", "sparse_attention_vjp", "linformer_attention_vjp", "lsh_attention_vjp",
+    "gated_attention_unit_vjp", "mixed_chunk_attention_vjp", "aft_attention_vjp",
 ]

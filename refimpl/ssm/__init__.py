@@ -24,20 +24,22 @@ Selective
 Each folder holds ``reference.py`` (the literal NumPy views), ``numba.py`` / ``cuda.py`` (the kernels) and a
 ``README.md`` deriving the math.
 """
-from refimpl.ssm.discretization import discretize, phi1, phi1_dense
+from refimpl.ssm.discretization import discretize, discretize_vjp, phi1, phi1_dense
 from refimpl.ssm.ema import mega_ema
 from refimpl.ssm.hippo import hippo_projection, hippo_transition
-from refimpl.ssm.lru import lru_ssm
-from refimpl.ssm.lti import lti_kernel, lti_ssm
+from refimpl.ssm.lru import lru_ssm, lru_ssm_vjp
+from refimpl.ssm.lti import lti_kernel, lti_ssm, lti_ssm_vjp
 from refimpl.ssm.s4 import cauchy, nplr, s4_kernel
-from refimpl.ssm.s4d import dss_kernel, s4d_kernel, vandermonde
+from refimpl.ssm.s4d import dss_kernel, s4d_kernel, s4d_kernel_vjp, vandermonde
 from refimpl.ssm.s5 import diag_scan, s5_ssm
-from refimpl.ssm.selective import selective_scan, selective_step
-from refimpl.ssm.ssd import ssd_scan, ssd_step
+from refimpl.ssm.selective import selective_scan, selective_scan_vjp, selective_step
+from refimpl.ssm.ssd import ssd_scan, ssd_scan_vjp, ssd_step
 
 __all__ = [
     "discretize", "phi1", "phi1_dense", "lti_ssm", "lti_kernel",
     "hippo_transition", "hippo_projection", "s4_kernel", "cauchy", "nplr", "s4d_kernel", "dss_kernel", "vandermonde",
     "s5_ssm", "diag_scan", "lru_ssm", "mega_ema",
     "selective_scan", "selective_step", "ssd_scan", "ssd_step",
+    # the backward passes (vector-Jacobian products): one per differentiable entry point
+    "discretize_vjp", "lti_ssm_vjp", "s4d_kernel_vjp", "lru_ssm_vjp", "selective_scan_vjp", "ssd_scan_vjp",
 ]
