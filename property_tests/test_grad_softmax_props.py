@@ -7,7 +7,7 @@
   its own bound; ``key_tiles`` for a tiled side's online softmax);
 * the adjoint identity ``<J t, w> = <t, J^T w>``: :func:`oracles.gradients.fd_jvp` of the float64 oracle forward
   against the pairing of our VJP with the tangent, within the differences' error plus ``sum |t| bound``;
-* sparse: materialized == block_sparse for random windows and blocks.
+* sparse: materialized == block_sparse (NumPy, Numba) for random windows and blocks, L = 0 .. 13.
 """
 import numpy as np
 from hypothesis import given
@@ -96,10 +96,12 @@ def test_sparse_views_agree(l, left, right, block, causal, seed):
     window = (left, 0) if causal else (left, right)
     pattern = sliding_window_pattern(l, window, causal=causal)
     mat = sparse_attention_vjp(q, k, v, pattern, do=do)
-    blk = sparse_attention_vjp(q, k, v, pattern, do=do, view="block_sparse", block=block)
     keep = pattern.mask()[None]  # the same pattern on both sides: only the arithmetic differs
     b0 = softmax_vjp_bound(q, k, v, do, 1 / np.sqrt(3), np.float64, keep)
     b1 = softmax_vjp_bound(q, k, v, do, 1 / np.sqrt(3), np.float64, keep, key_tiles=-(-l // block))
-    for nm in mat:
-        assert_within(blk[nm], mat[nm], Bound(np.asarray(b0[nm].values) + b1[nm].values, b1[nm].source),
-                      context=f"d{nm} block_sparse vs materialized, l={l}, window={window}, block={block}")
+    for backend in ("numpy", "numba"):
+        blk = sparse_attention_vjp(q, k, v, pattern, do=do, view="block_sparse", backend=backend, block=block)
+        for nm in mat:
+            assert_within(blk[nm], mat[nm], Bound(np.asarray(b0[nm].values) + b1[nm].values, b1[nm].source),
+                          context=f"d{nm} block_sparse {backend} vs materialized, l={l}, window={window}, "
+                                  f"block={block}")

@@ -40,7 +40,9 @@ def contracts():
                   (f"{_SP}:sparse_attention_vjp", dict(view=Opt("materialized"), backend=Opt("numpy")))],
                  sp, sizes=sp_sizes, positional=4, empty=("b", "n", "p")),
         Contract([(f"{_SP}.backward:block_sparse_vjp", block),
-                  (f"{_SP}:sparse_attention_vjp", dict(block, view=Opt("block_sparse"), backend=Opt("numpy")))],
+                  (f"{_SP}.numba_backward:block_sparse_attention_vjp", block),
+                  (f"{_SP}:sparse_attention_vjp", dict(block, view=Opt("block_sparse"), backend=Opt("numpy"))),
+                  (f"{_SP}:sparse_attention_vjp", dict(block, view=Opt("block_sparse"), backend=Opt("numba")))],
                  dict(sp, pattern=Fixed(bigbird_pattern(5, 2, seed=3, heads=2))), sizes=sp_sizes, positional=4,
                  empty=("b", "n", "p")),
     ]

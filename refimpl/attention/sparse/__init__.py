@@ -14,7 +14,8 @@ One entry point, :func:`sparse_attention`, with two views:
 
 Its backward pass, :func:`sparse_attention_vjp`, has the same two views: ``"materialized"``
 (:func:`refimpl.attention.sparse.backward.materialized_vjp`) and ``"block_sparse"`` (FlashAttention's backward pass
-over the kept tiles: :func:`refimpl.attention.sparse.backward.block_sparse_vjp`).
+over the kept tiles: :func:`refimpl.attention.sparse.backward.block_sparse_vjp`; ``backend="numba"``:
+:func:`refimpl.attention.sparse.numba_backward.block_sparse_attention_vjp`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ IMPLEMENTATIONS = register("refimpl.attention.sparse_attention", {
 VJP_IMPLEMENTATIONS = register("refimpl.attention.sparse_attention_vjp", {
     ("materialized", "numpy"): "refimpl.attention.sparse.backward:materialized_vjp",
     ("block_sparse", "numpy"): "refimpl.attention.sparse.backward:block_sparse_vjp",
+    ("block_sparse", "numba"): "refimpl.attention.sparse.numba_backward:block_sparse_attention_vjp",
 })
 
 
@@ -76,7 +78,8 @@ def sparse_attention_vjp(q, k, v, pattern: SparsePattern, *, do, scale: Optional
     q, k : ``(b l h n)``;  v : ``(b l h p)``;  pattern, scale, block : as the forward.
     do : ``(b l h p)``, required (keyword-only): the cotangent ``dL/do`` of the output.
     view, backend : ``("materialized", "numpy")`` (default; the masked softmax's adjoints on the formed weights) or
-        ``("block_sparse", "numpy")`` (FlashAttention's backward pass over the pattern's kept tiles, literal).
+        ``("block_sparse", "numpy")`` (FlashAttention's backward pass over the pattern's kept tiles, literal) or
+        ``("block_sparse", "numba")`` (the kernel).
 
     Returns ``{"q": dq, "k": dk, "v": dv}`` with the inputs' shapes (the pattern is not differentiable).  Adjoint
     equations: ``dV = P^T dO``, ``dP = dO V^T``, ``D = rowsum(dO o O)``, ``dS = P o (dP - D)`` (0 outside the
