@@ -20,17 +20,21 @@ __all__ = ["lti_ssm", "lti_ssm_vjp", "lti_kernel", "causal_conv", "fft_conv", "f
 
 _REF = "refimpl.ssm.lti.reference"
 _NUMBA = "refimpl.ssm.lti.numba"
+_CUDA = "refimpl.ssm.lti.cuda"
 VIEWS = ("recurrent", "convolution", "fft", "scan", "chunked")
 DEFAULT_CHUNK = 64
 
 IMPLEMENTATIONS = register("refimpl.ssm.lti_ssm", {
     ("recurrent", "numpy"): f"{_REF}:recurrent",
     ("recurrent", "numba"): f"{_NUMBA}:recurrent",
-    ("recurrent", "cuda"): "refimpl.ssm.lti.cuda:recurrent_diag",
+    ("recurrent", "cuda"): f"{_CUDA}:recurrent",
     ("convolution", "numpy"): f"{_REF}:convolution",
     ("convolution", "numba"): f"{_NUMBA}:convolution",
+    ("convolution", "cuda"): f"{_CUDA}:convolution",
     ("fft", "numpy"): f"{_REF}:convolution_fft",
+    ("fft", "cuda"): f"{_CUDA}:convolution_fft",
     ("scan", "numpy"): f"{_REF}:scan",
+    ("scan", "cuda"): f"{_CUDA}:scan",
     ("chunked", "numpy"): f"{_REF}:chunked",
 })
 
@@ -44,6 +48,7 @@ VJP_IMPLEMENTATIONS = register("refimpl.ssm.lti_ssm_vjp", {
 KERNEL_IMPLEMENTATIONS = register("refimpl.ssm.lti_kernel", {
     ("kernel", "numpy"): f"{_REF}:kernel",
     ("kernel", "numba"): f"{_NUMBA}:kernel",
+    ("kernel", "cuda"): f"{_CUDA}:kernel",
 })
 
 
@@ -61,8 +66,8 @@ def lti_ssm(A_bar, B_bar, C, D, x, *, diagonal: bool = False, view: str = "recur
     system per step, e.g. from a per-step ``dt``) are taken by the ``recurrent`` (numpy, numba) and
     ``scan`` views; the convolution views and ``chunked`` need a time-invariant system.
 
-    ``view``/``backend``: recurrent (numpy, numba, cuda -- the CUDA kernel needs ``diagonal=True``),
-    convolution (numpy, numba; direct summation), fft (numpy), scan (numpy), chunked (numpy;
+    ``view``/``backend``: recurrent (numpy, numba, cuda; time-invariant on cuda), convolution (numpy, numba, cuda;
+    direct summation), fft (numpy, cuda), scan (numpy, cuda -- the CUDA scan needs ``diagonal=True``), chunked (numpy;
     ``chunk`` = the chunk length ``c``, default 64, taken by this view only).
     """
     diagonal = check_bool(diagonal, "diagonal")
@@ -73,11 +78,6 @@ def lti_ssm(A_bar, B_bar, C, D, x, *, diagonal: bool = False, view: str = "recur
         kw["chunk"] = DEFAULT_CHUNK if chunk is None else check_int(chunk, "chunk", minimum=1)
     elif chunk is not None:
         raise ValueError(f"chunk: only the 'chunked' view takes a chunk length, got chunk={chunk!r} with view={view!r}")
-    if backend == "cuda":
-        if not diagonal:
-            raise ValueError("diagonal: the 'cuda' backend of view 'recurrent' needs a diagonal A_bar "
-                             "(diagonal=True), got diagonal=False; the numpy and numba backends take a dense one")
-        return fn(A_bar, B_bar, C, D, x, **kw)
     return fn(A_bar, B_bar, C, D, x, diagonal=diagonal, **kw)
 
 
@@ -85,7 +85,7 @@ def lti_kernel(A_bar, B_bar, C, L, *, diagonal: bool = False, backend: str = "nu
     r"""The convolution kernel ``K_k = C A_bar^k B_bar``, ``k = 0..L-1``: shape ``(l d p m)`` with ``l = L``.
 
     ``A_bar`` ``(d n n)`` or ``(d n)`` (``diagonal=True``), ``B_bar`` ``(d n m)``, ``C`` ``(d p n)``, a
-    time-invariant system; ``L >= 0`` an integer.  ``backend``: numpy or numba.
+    time-invariant system; ``L >= 0`` an integer.  ``backend``: numpy, numba or cuda.
     """
     diagonal = check_bool(diagonal, "diagonal")
     return KERNEL_IMPLEMENTATIONS.get("kernel", backend)(A_bar, B_bar, C, L, diagonal=diagonal)
