@@ -30,7 +30,7 @@ from oracles.lsh import SELF_PENALTY, keep_and_counts
 
 __all__ = ["linformer_dense", "linformer_adjoint_magnitude", "aft_masks", "aft_dense", "aft_adjoint_magnitude",
            "gau_masks", "gau_dense", "gau_adjoint_magnitude", "lsh_keep", "lsh_dense", "lsh_adjoint_magnitude",
-           "score_spread", "aft_mp"]
+           "score_spread", "aft_mp", "mega_adjoint_magnitude"]
 
 
 def _per_head(E, h):
@@ -325,3 +325,134 @@ def aft_mp(q, k, v, w=None, *, variant: str, causal: bool, window=None) -> np.nd
                 den = mpmath.fsum(e for e, _ in terms)
                 out[bi, t, c] = num / den / (1 + mpmath.exp(-q[bi, t, c]))
     return out
+
+
+# ------------------------------------------------------------------------------------------ Mega (magnitude)
+
+_MEGA_MU, _MEGA_SIGMA = np.sqrt(0.5), np.sqrt(1.0 / (4.0 * np.pi))
+
+
+def _mega_keep(L, chunk, causal):
+    i, j = np.arange(L)[:, None], np.arange(L)[None, :]
+    c = L if chunk is None else chunk
+    keep = (i // max(c, 1)) == (j // max(c, 1))
+    return keep & (j <= i) if causal else keep
+
+
+def _ema_states(x, al, de, be):
+    b, L, d = x.shape
+    hs = np.zeros((L + 1, b, d, al.shape[1]))
+    for t in range(L):
+        hs[t + 1] = al * be * x[:, t, :, None] + (1 - al * de) * hs[t]
+    return hs
+
+
+def mega_adjoint_magnitude(x, P, dy, *, chunk=None, causal=False, attention="softmax", scale=None):
+    r"""The Mega layer's adjoint (the EMA's reverse scan, the gates, the attention) on absolute values, every
+    difference a sum; ``P`` the parameters by name (``None`` = absent).  Returns ``({name: M}, spread)``."""
+    x = np.asarray(x, dtype=np.float64)
+    P = {k: np.asarray(v, dtype=np.float64) for k, v in P.items() if v is not None}
+    ady = np.abs(np.asarray(dy, dtype=np.float64))
+    b, L, d = x.shape
+    n = P["W_z"].shape[1]
+    sig, A = scipy.special.expit, np.abs
+    silu_abs_grad = lambda a: sig(a) * (1 + A(a) * (1 + sig(a)))  # noqa: E731  |SiLU'| majorant, differences summed
+    bidir = "alpha_bwd" in P
+    hs = _ema_states(x, P["alpha"], P["delta"], P["beta"])
+    Xp = np.einsum("de,lbde->bld", P["eta"], hs[1:])
+    aXp = np.einsum("de,lbde->bld", A(P["eta"]), A(hs[1:]))
+    if bidir:
+        hr = _ema_states(x[:, ::-1], P["alpha_bwd"], P["delta_bwd"], P["beta_bwd"])
+        Xp = Xp + np.einsum("de,lbde->bld", P["eta_bwd"], hr[1:])[:, ::-1]
+        aXp = aXp + np.einsum("de,lbde->bld", A(P["eta_bwd"]), A(hr[1:]))[:, ::-1]
+    A_z = Xp @ P["W_z"] + P["b_z"]
+    Z = A_z * sig(A_z)
+    Q, K = P["kappa_q"] * Z + P["mu_q"], P["kappa_k"] * Z + P["mu_k"]
+    A_v = x @ P["W_v"] + P["b_v"]
+    V = A_v * sig(A_v)
+    A_g = Xp @ P["W_gamma"] + P["b_gamma"]
+    gam = A_g * sig(A_g)
+    phi = sig(Xp @ P["W_phi"] + P["b_phi"])
+    keep = _mega_keep(L, chunk, causal)
+    if attention == "softmax":
+        s_i = np.full((L, 1), n ** -0.5 if scale is None else scale)
+    else:
+        s_i = (1.0 / np.maximum(keep.sum(axis=1), 1))[:, None] if scale is None else np.full((L, 1), scale)
+    S = s_i * np.einsum("bin,bjn->bij", Q, K)
+    if "rel_bias" in P and L:
+        m = (P["rel_bias"].shape[0] + 1) // 2
+        i, j = np.arange(L)[:, None], np.arange(L)[None, :]
+        S = S + np.where(keep, P["rel_bias"][np.clip(m - 1 + j - i, 0, 2 * m - 2)], 0.0)
+    if attention == "softmax":
+        Pm = _softmax_rows(S, keep[None])
+        fprime = None
+    elif attention == "laplace":
+        Pm = np.where(keep, 0.5 * (1 + scipy.special.erf((S - _MEGA_MU) / (_MEGA_SIGMA * np.sqrt(2)))), 0.0)
+        fprime = np.exp(-((S - _MEGA_MU) ** 2) / (2 * _MEGA_SIGMA ** 2)) / (_MEGA_SIGMA * np.sqrt(2 * np.pi))
+    else:
+        Pm = np.where(keep, np.maximum(S, 0) ** 2, 0.0)
+        fprime = 2 * np.maximum(S, 0)
+    aV = A(V)
+    aO = np.einsum("bij,bjp->bip", A(Pm), aV)
+    aGO = A(gam) * aO
+    A_h = Xp @ P["W_h"] + (gam * np.einsum("bij,bjp->bip", Pm, V)) @ P["U_h"] + P["b_h"]
+    H = A_h * sig(A_h)
+    g = {}
+    dphi, dH, dx = ady * (A(H) + A(x)), ady * phi, ady * (1 + phi)
+    dA_h = dH * silu_abs_grad(A_h)
+    g["W_h"], g["U_h"], g["b_h"] = np.einsum("bld,ble->de", aXp, dA_h), np.einsum("blp,ble->pe", aGO, dA_h), \
+        dA_h.sum(axis=(0, 1))
+    dXp = dA_h @ A(P["W_h"]).T
+    dGO = dA_h @ A(P["U_h"]).T
+    dgam, dO = dGO * aO, dGO * A(gam)
+    dA_g = dgam * silu_abs_grad(A_g)
+    dA_phi = dphi * phi * (1 + phi)
+    for name, bname, dA in (("W_gamma", "b_gamma", dA_g), ("W_phi", "b_phi", dA_phi)):
+        g[name], g[bname] = np.einsum("bld,ble->de", aXp, dA), dA.sum(axis=(0, 1))
+        dXp = dXp + dA @ A(P[name]).T
+    dP = np.einsum("bip,bjp->bij", dO, aV)
+    dV = np.einsum("bij,bip->bjp", A(Pm), dO)
+    if fprime is None:
+        dS = Pm * (dP + np.sum(Pm * dP, axis=-1, keepdims=True))
+    else:
+        dS = np.where(keep, dP * A(fprime), 0.0)
+    dQ = np.einsum("bij,bjn->bin", A(s_i) * dS, A(K))
+    dK = np.einsum("bij,bin->bjn", A(s_i) * dS, A(Q))
+    if "rel_bias" in P:
+        m = (P["rel_bias"].shape[0] + 1) // 2
+        i, j = np.nonzero(keep)
+        drb = np.zeros_like(P["rel_bias"])
+        np.add.at(drb, m - 1 + (j - i), dS.sum(axis=0)[i, j])
+        g["rel_bias"] = drb
+    dZ = A(P["kappa_q"]) * dQ + A(P["kappa_k"]) * dK
+    g["kappa_q"], g["mu_q"] = np.einsum("bln,bln->n", A(Z), dQ), dQ.sum(axis=(0, 1))
+    g["kappa_k"], g["mu_k"] = np.einsum("bln,bln->n", A(Z), dK), dK.sum(axis=(0, 1))
+    dA_z, dA_v = dZ * silu_abs_grad(A_z), dV * silu_abs_grad(A_v)
+    g["W_z"], g["b_z"] = np.einsum("bld,ble->de", aXp, dA_z), dA_z.sum(axis=(0, 1))
+    dXp = dXp + dA_z @ A(P["W_z"]).T
+    g["W_v"], g["b_v"] = np.einsum("bld,ble->de", A(x), dA_v), dA_v.sum(axis=(0, 1))
+    dx = dx + dA_v @ A(P["W_v"]).T
+
+    def ema_abs(xx, al, de, be, et, dXq):
+        hh = A(_ema_states(xx, al, de, be))
+        q = A(1 - al * de)
+        lam = np.zeros((xx.shape[0], xx.shape[2], al.shape[1]))
+        out = [np.zeros_like(xx)] + [np.zeros_like(al) for _ in range(4)]
+        for t in range(xx.shape[1] - 1, -1, -1):
+            lam = A(et) * dXq[:, t, :, None] + q * lam
+            xt = A(xx[:, t, :, None])
+            out[0][:, t] = np.sum(A(al * be) * lam, axis=-1)
+            out[1] += np.sum(lam * (A(be) * xt + A(de) * hh[t]), axis=0)
+            out[2] += np.sum(A(al) * lam * hh[t], axis=0)
+            out[3] += np.sum(A(al) * lam * xt, axis=0)
+            out[4] += np.sum(hh[t + 1] * dXq[:, t, :, None], axis=0)
+        return out
+
+    dxe, g["alpha"], g["delta"], g["beta"], g["eta"] = ema_abs(x, P["alpha"], P["delta"], P["beta"], P["eta"], dXp)
+    dx = dx + dxe
+    if bidir:
+        dxr, g["alpha_bwd"], g["delta_bwd"], g["beta_bwd"], g["eta_bwd"] = ema_abs(
+            x[:, ::-1], P["alpha_bwd"], P["delta_bwd"], P["beta_bwd"], P["eta_bwd"], dXp[:, ::-1])
+        dx = dx + dxr[:, ::-1]
+    g["x"] = dx
+    return g, score_spread(S, keep[None])

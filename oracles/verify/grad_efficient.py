@@ -35,9 +35,9 @@ from oracles.efficient_grad_forward import (aft_adjoint_magnitude, aft_dense, ga
                                             lsh_dense, lsh_keep)
 from oracles.tolerance import TRANSCENDENTAL_U, Bound, componentwise_bound
 from oracles.verify import ops_aft, ops_gau, ops_linformer, ops_lsh
-from oracles.verify.registry import GradSpec, case_builder, register_grad
+from oracles.verify.registry import GradSpec, case_builder, get_op, register_grad
 
-__all__ = ["linformer_depth", "aft_depth", "gau_depth", "lsh_depth"]
+__all__ = ["linformer_depth", "aft_depth", "gau_depth", "lsh_depth", "mega_depth"]
 
 
 def _bound(magnitude: np.ndarray, depth: float, dtype, what: str) -> Bound:
@@ -343,3 +343,88 @@ register_grad(GradSpec(
           "float64 softmax over the kept keys of oracles.lsh.keep_and_counts (oracles.efficient_grad_forward) by "
           "fd_vjp, through the key normalization; no zero qk vector (not differentiable there)",
 ))
+
+
+# ------------------------------------------------------------------------------------------ Mega
+
+def mega_depth(b, l, d, e, n, p, spread, attention) -> float:
+    r"""``D_fwd``: the EMA (``3 l + e``: three roundings a step carried over ``l`` steps, then ``eta^T h``), a
+    projection and SiLU (``d + 12``, twice: ``Z`` and the gates), the score (``n + 3``), the attention function (the
+    softmax's ``l + 3 + TRANSCENDENTAL_U`` / laplace's erf ``TRANSCENDENTAL_U`` / relu^2's square), ``O`` (``l``), the
+    candidate (``p + d + 12``), the output (3); an exp or erf of a score amplified by ``2 spread + 3`` (relu^2: 2).
+    ``D_bwd``: the EMA's reverse scan (``3 l + e``) and its parameter sums (``b l``), the weights' sums (``b l``),
+    the attention's (``2 l + p + 4``), the projections' (``d + n + p + 12``)."""
+    fwd_base = 3 * l + e + 2 * (d + 12) + p + d + 12 + 3
+    att = n + 3 + l + (l + 3 + TRANSCENDENTAL_U if attention != "relu2" else 1)
+    fwd = fwd_base + att * ((2.0 * spread + 3.0) if attention != "relu2" else 2.0)
+    bwd = 3 * l + e + 2 * b * l + 2 * l + p + 4 + d + n + p + 12
+    return fwd + bwd
+
+
+def _mega_parts(inp, conv):
+    from oracles.verify import ops_mega
+
+    x = ops_mega._claimed(inp, conv)
+    return x, ops_mega._params(x), ops_mega._options(conv)
+
+
+def _mega_forward(inp, conv):
+    from oracles.mega import mega_layer_dense
+
+    x, P, opts = _mega_parts(inp, conv)
+    return {"y": mega_layer_dense(x["x"], P, **opts)}
+
+
+def _mega_bounds(inp, oracle_grads, conv, dtype, magnitudes=None, cotangents=None):
+    from oracles.efficient_grad_forward import mega_adjoint_magnitude
+
+    x, P, opts = _mega_parts(inp, conv)
+    b, l, d = np.shape(x["x"])
+    e, n, p = np.shape(P["alpha"])[1], np.shape(P["W_z"])[1], np.shape(P["W_v"])[1]
+    dy = cotangents["y"] if cotangents is not None else np.zeros((b, l, d))
+    M, spread = mega_adjoint_magnitude(x["x"], P, dy, **opts)
+    D = mega_depth(b, l, d, e, n, p, spread, opts["attention"])
+    return _bounds_of(M if cotangents is not None else _no_cotangent(M), magnitudes, D, dtype, "Mega backward")
+
+
+def _mega_vjp(inp, conv, cot):
+    from refimpl.attention.mega import mega_layer_vjp
+
+    x, P, opts = _mega_parts(inp, conv)
+    return mega_layer_vjp(x["x"], **P, dy=cot["y"], **opts)
+
+
+def _mega_cases(conv) -> List:
+    from oracles.verify import ops_mega
+
+    add = case_builder(ops_mega.OP, ops_mega.sample, 1405, conv)
+    add("golden-small", "golden", "b=1, l=5, d=3, e=2, n=2, p=2", 1, l=5, b=1, d=3, e=2, n=2, p=2)
+    add("edge-L0", "edge", "L = 0: dx empty, every parameter's gradient 0", 2, l=0, b=1, d=2, e=1, n=1, p=1)
+    add("edge-L1", "edge", "L = 1", 3, l=1, b=1, d=2, e=2, n=2, p=1)
+    c = int(conv["chunk"] or 0)
+    if c:
+        add("edge-chunk+1", "edge", "L = c + 1: a chunk and a one-position last chunk", 4, l=c + 1, b=1, d=2, e=1,
+            n=2, p=2)
+    add("edge-odd", "edge", "L = 7 (the EMA's reverse scan over 7 steps)", 5, l=7, b=1, d=2, e=1, n=1, p=1)
+    return add.cases
+
+
+def _register_mega():
+    from oracles.verify import ops_mega
+
+    names = tuple(a.name for a in get_op(ops_mega.OP).inputs)
+    register_grad(GradSpec(
+        op=ops_mega.OP,
+        wrt=names,
+        forward=_mega_forward,
+        bounds=_mega_bounds,
+        cases=_mega_cases,
+        reference_vjp=_mega_vjp,
+        outputs=("y",),
+        module=__name__,
+        notes="oracle: oracles.mega.mega_layer_dense (float64) by fd_vjp; bound gamma_D on the adjoint on absolute "
+              "values (oracles.efficient_grad_forward.mega_adjoint_magnitude); the EMA's adjoint a reverse scan",
+    ))
+
+
+_register_mega()

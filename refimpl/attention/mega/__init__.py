@@ -2,6 +2,8 @@
 
 Entry point :func:`mega_layer` (views ``full`` and ``chunked``); the parameters are explicit arrays named as the
 paper's symbols (:data:`PARAMETERS`).  The EMA inside is :func:`refimpl.ssm.mega_ema`, reused.
+The backward: :func:`mega_layer_vjp` (view ``"full"``; the EMA's adjoint a reverse scan,
+:mod:`refimpl.attention.mega.backward`).
 """
 from __future__ import annotations
 
@@ -10,12 +12,16 @@ from typing import Optional
 from refimpl._dispatch import register
 from refimpl.attention.mega.reference import ATTENTION_FUNCTIONS, PARAMETERS
 
-__all__ = ["mega_layer", "PARAMETERS", "ATTENTION_FUNCTIONS", "MEGA_LAYER"]
+__all__ = ["mega_layer", "mega_layer_vjp", "PARAMETERS", "ATTENTION_FUNCTIONS", "MEGA_LAYER", "MEGA_LAYER_VJP"]
 
 MEGA_LAYER = register("refimpl.attention.mega_layer", {
     ("full", "numpy"): "refimpl.attention.mega.reference:full",
     ("chunked", "numpy"): "refimpl.attention.mega.reference:chunked",
     ("chunked", "numba"): "refimpl.attention.mega.numba:mega_layer_chunked",
+})
+
+MEGA_LAYER_VJP = register("refimpl.attention.mega_layer_vjp", {
+    ("full", "numpy"): "refimpl.attention.mega.backward:full_vjp",
 })
 
 
@@ -40,3 +46,17 @@ def mega_layer(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_
     """
     params = {name: value for name, value in locals().items() if name not in ("view", "backend")}
     return MEGA_LAYER.get(view, backend)(**params)
+
+
+def mega_layer_vjp(x, alpha, delta, beta, eta, W_z, b_z, kappa_q, mu_q, kappa_k, mu_k, W_v, b_v, W_gamma, b_gamma,
+                   W_phi, b_phi, W_h, U_h, b_h, rel_bias=None, alpha_bwd=None, delta_bwd=None, beta_bwd=None,
+                   eta_bwd=None, *, dy, chunk: Optional[int] = None, causal: bool = False, attention: str = "softmax",
+                   scale: Optional[float] = None, view: str = "full", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`mega_layer` (the adjoint equations in
+    :mod:`refimpl.attention.mega.backward`, written by hand; the EMA's adjoint is a reverse scan).
+
+    ``dy (b l d)``: the cotangent of ``Y``.  Returns the gradient of ``x`` and of every parameter given (``rel_bias``
+    and the backward EMA only when given), in the working dtype.  ``view, backend``: ``("full", "numpy")``.
+    """
+    params = {name: value for name, value in locals().items() if name not in ("view", "backend")}
+    return MEGA_LAYER_VJP.get(view, backend)(**params)
