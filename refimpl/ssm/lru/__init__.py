@@ -14,6 +14,7 @@ LRU_SSM = register("refimpl.ssm.lru_ssm", {
     ("recurrent", "numpy"): "refimpl.ssm.lru.reference:recurrent",
     ("recurrent", "numba"): "refimpl.ssm.lru.numba:recurrent",
     ("scan", "numpy"): "refimpl.ssm.lru.reference:scan",
+    ("scan", "cuda"): "refimpl.ssm.s5.cuda:lru_scan",
 })
 
 LRU_SSM_VJP = register("refimpl.ssm.lru_ssm_vjp", {
@@ -28,7 +29,7 @@ def lru_ssm(nu_log, theta_log, gamma_log, B, C, D, u, *, view: str = "recurrent"
 
     Shapes: ``nu_log, theta_log, gamma_log (n)`` real, ``B (n d)``, ``C (d n)`` complex, ``D (d)``,
     ``u (b l d)`` real -> ``y (b l d)`` real; state ``(b n)`` complex.
-    ``view``: ``"recurrent"`` (``numpy``, ``numba``) or ``"scan"`` (the associative scan; ``numpy``).
+    ``view``: ``"recurrent"`` (``numpy``, ``numba``) or ``"scan"`` (the associative scan; ``numpy``, ``cuda`` -- the parallel scan on the GPU).
     ``initial_state (b n)``: ``x_{-1}`` (default 0); ``return_final_state=True`` returns ``(y, x_{l-1})``.
     """
     return LRU_SSM.get(view, backend)(nu_log, theta_log, gamma_log, B, C, D, u, initial_state=initial_state,

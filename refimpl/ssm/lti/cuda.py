@@ -517,7 +517,7 @@ def scan(A_bar, B_bar, C, D, x, *, diagonal: bool = True, initial_state=None, re
     """The ``scan`` view (backend ``cuda``, diagonal ``A_bar``; time-varying ``A_bar (l d n)``/``B_bar (l d n m)``
     allowed): ``b_t = B_bar_t x_t``, the chunked parallel scan of :mod:`refimpl.ssm.s5.cuda` over the ``(batch,
     channel, state)`` recurrences, ``y_t = C h_t + D x_t`` (module doc)."""
-    from refimpl.ssm.s5.cuda import scan_states
+    from refimpl.ssm.s5.cuda import _scan_states
 
     diagonal = check_bool(diagonal, "diagonal")
     return_final_state = check_bool(return_final_state, "return_final_state")
@@ -544,7 +544,7 @@ def scan(A_bar, B_bar, C, D, x, *, diagonal: bool = True, initial_state=None, re
     # h_t = a_t h_{t-1} + b_t over the d n independent recurrences: (b l (d n))
     hs = _cuda.zeros((b, l, d, n), dtype, device)
     a2 = A_bar.reshape((l if tv else 1, d * n))
-    scan_states(dev(a2), bb.reshape((b, l, d * n)), dev(s0.reshape((b, d * n))), hs.reshape((b, l, d * n)),
+    _scan_states(dev(a2), bb.reshape((b, l, d * n)), dev(s0.reshape((b, d * n))), hs.reshape((b, l, d * n)),
                 time_varying=tv, threads_per_block=tpb)
     # y_t = C h_t + D x_t
     y = _cuda.zeros((b, l, d, p), dtype, device)

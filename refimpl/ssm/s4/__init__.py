@@ -18,12 +18,14 @@ __all__ = ["s4_kernel", "cauchy", "NPLR", "NPLR_MEASURES", "OUTPUTS", "nplr", "e
 S4_KERNEL = register("refimpl.ssm.s4_kernel", {
     ("generating_function", "numpy"): "refimpl.ssm.s4.reference:kernel",
     ("generating_function", "numba"): "refimpl.ssm.s4.numba:kernel",
+    ("generating_function", "cuda"): "refimpl.ssm.s4.cuda:kernel",
     ("dense", "numpy"): "refimpl.ssm.s4.reference:kernel_dense",
 })
 
 CAUCHY = register("refimpl.ssm.cauchy", {
     ("direct", "numpy"): "refimpl.ssm.s4.reference:cauchy",
     ("direct", "numba"): "refimpl.ssm.s4.numba:cauchy",
+    ("direct", "cuda"): "refimpl.ssm.s4.cuda:cauchy",
 })
 
 
@@ -35,7 +37,7 @@ def s4_kernel(Lambda, P, Q, B, C, dt, L: int, *, view: str = "generating_functio
     (one step per channel), ``L`` an integer >= 0.
 
     ``view``: ``"generating_function"`` (Cauchy kernel + Woodbury at the roots of unity, then an inverse
-    FFT; backends ``numpy``, ``numba``) or ``"dense"`` (the dense ``A`` discretized and powered; ``numpy``).
+    FFT; backends ``numpy``, ``numba``, ``cuda`` -- the Cauchy products on the GPU) or ``"dense"`` (the dense ``A`` discretized and powered; ``numpy``).
     ``method``: ``"bilinear"`` (any rank, both views) or ``"zoh"`` (the generating function with ``P = 0``).  ``output``: ``"complex"``, ``"re"`` (full spectrum) or ``"2re"`` (one eigenvalue
     of each conjugate pair).
     """
@@ -46,6 +48,7 @@ def cauchy(v, g, lam, *, backend: str = "numpy") -> np.ndarray:
     r"""The Cauchy kernel ``k_{c,j} = sum_n v_{c,n} / (g_{c,j} - lam_{c,n})``: ``v, lam (d n)``, ``g (d l)`` -> ``(d l)``.
 
     Exact shapes, floating inputs (float32/float64/complex; no integers, no float16), finite values;
-    complex64 only when every input is float32/complex64.  ``backend``: ``"numpy"`` or ``"numba"``.
+    complex64 only when every input is float32/complex64.  ``backend``: ``"numpy"``, ``"numba"`` or ``"cuda"`` (NumPy
+    or CuPy arrays).
     """
     return CAUCHY.get("direct", backend)(v, g, lam)

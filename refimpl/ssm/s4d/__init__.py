@@ -18,6 +18,7 @@ __all__ = ["s4d_kernel", "s4d_kernel_vjp", "dss_kernel", "vandermonde", "init", 
 S4D_KERNEL = register("refimpl.ssm.s4d_kernel", {
     ("vandermonde", "numpy"): "refimpl.ssm.s4d.reference:kernel",
     ("vandermonde", "numba"): "refimpl.ssm.s4d.numba:kernel",
+    ("vandermonde", "cuda"): "refimpl.ssm.s4d.cuda:kernel",
 })
 
 S4D_KERNEL_VJP = register("refimpl.ssm.s4d_kernel_vjp", {
@@ -31,6 +32,7 @@ DSS_KERNEL = register("refimpl.ssm.dss_kernel", {
 VANDERMONDE = register("refimpl.ssm.vandermonde", {
     ("repeated_products", "numpy"): "refimpl.ssm.s4d.reference:vandermonde",
     ("repeated_products", "numba"): "refimpl.ssm.s4d.numba:vandermonde",
+    ("repeated_products", "cuda"): "refimpl.ssm.s4d.cuda:vandermonde",
 })
 
 
@@ -39,7 +41,8 @@ def s4d_kernel(Lambda, B, C, dt, L: int, *, method: str = "zoh", output: str, ba
 
     Shapes: ``Lambda, B, C (d n)`` (complex), ``dt`` a positive scalar or ``(d,)`` (one step per channel).
     ``method``: ``"zoh"`` or ``"bilinear"``.  ``output`` (required): ``"2re"`` (one eigenvalue of each conjugate
-    pair, ``K = 2 Re``), ``"re"`` (full spectrum) or ``"complex"``.  ``backend``: ``"numpy"`` or ``"numba"``.
+    pair, ``K = 2 Re``), ``"re"`` (full spectrum) or ``"complex"``.  ``backend``: ``"numpy"``, ``"numba"`` or ``"cuda"``
+    (the Vandermonde product on the GPU; NumPy parameters).
     """
     return S4D_KERNEL.get("vandermonde", backend)(Lambda, B, C, dt, L, method=method, output=output)
 
@@ -57,7 +60,8 @@ def vandermonde(v, z, L: int, *, backend: str = "numpy") -> np.ndarray:
     r"""``K_{c,k} = sum_n v_{c,n} z_{c,n}^k`` for ``k < L``: ``v, z (d n)`` -> ``(d l)``, powers by repeated products.
 
     Exact shapes, floating inputs, finite values; complex64 only when both inputs are float32/complex64.
-    ``backend``: ``"numpy"`` or ``"numba"`` (flushes powers below the smallest normal number to zero).
+    ``backend``: ``"numpy"``, ``"numba"`` (flushes powers below the smallest normal number to zero) or ``"cuda"``
+    (one GPU thread per ``(channel, k)``; NumPy or CuPy arrays).
     """
     return VANDERMONDE.get("repeated_products", backend)(v, z, L)
 

@@ -15,11 +15,13 @@ S5_SSM = register("refimpl.ssm.s5_ssm", {
     ("scan", "numpy"): "refimpl.ssm.s5.reference:scan",
     ("recurrent", "numpy"): "refimpl.ssm.s5.reference:recurrent",
     ("recurrent", "numba"): "refimpl.ssm.s5.numba:recurrent",
+    ("scan", "cuda"): "refimpl.ssm.s5.cuda:scan",
 })
 
 DIAG_SCAN = register("refimpl.ssm.diag_scan", {
     ("recurrent", "numpy"): "refimpl.ssm.s5.reference:diag_scan",
     ("recurrent", "numba"): "refimpl.ssm.s5.numba:diag_scan",
+    ("recurrent", "cuda"): "refimpl.ssm.s5.cuda:diag_scan",
 })
 
 
@@ -30,7 +32,7 @@ def s5_ssm(Lambda, B_tilde, C_tilde, D, dt, u, *, view: str = "scan", backend: s
     Shapes: ``Lambda (n)`` complex, ``B_tilde (n d)``, ``C_tilde (d n)``, ``D (d)`` or None, ``dt`` a positive
     scalar or ``(n,)`` (one step per state), ``u (b l d)`` real -> ``y (b l d)`` real; state ``(b n)`` complex.
 
-    ``view``: ``"scan"`` (the associative scan; ``numpy``) or ``"recurrent"`` (the step-by-step loop; ``numpy``,
+    ``view``: ``"scan"`` (the associative scan; ``numpy``, ``cuda`` -- the chunked Kogge-Stone scan on the GPU) or ``"recurrent"`` (the step-by-step loop; ``numpy``,
     ``numba``).  ``method``: ``"zoh"`` or ``"bilinear"`` (per state).  ``output`` (required): ``"re"`` (full
     spectrum) or ``"2re"`` (one eigenvalue of each conjugate pair).  ``C_back (d n)``: the bidirectional model.
     ``initial_state (b n)``: ``x_{-1}`` (default 0); ``return_final_state=True`` returns ``(y, x_{l-1})``.
@@ -41,5 +43,6 @@ def s5_ssm(Lambda, B_tilde, C_tilde, D, dt, u, *, view: str = "scan", backend: s
 
 def diag_scan(a, b, *, initial_state=None, backend: str = "numpy"):
     r"""All states of ``s_t = a_t * s_{t-1} + b_t``: ``a (l n)`` or ``(n)``, ``b (b l n)``, ``initial_state (b n)``
-    -> ``(b l n)`` complex.  ``backend``: ``"numpy"`` (the literal loop) or ``"numba"``."""
+    -> ``(b l n)`` complex.  ``backend``: ``"numpy"`` (the literal loop), ``"numba"`` or ``"cuda"`` (the parallel scan;
+    NumPy or CuPy arrays)."""
     return DIAG_SCAN.get("recurrent", backend)(a, b, initial_state)

@@ -5,7 +5,7 @@ r"""numba.cuda parallel scan of the diagonal recurrence ``s_t = a_t * s_{t-1} + 
 * :func:`scan` -- the ``scan`` view of :func:`refimpl.ssm.s5.s5_ssm` with this kernel (backend ``cuda``);
   :func:`lru_scan` -- the ``scan`` view of :func:`refimpl.ssm.lru.lru_ssm` (backend ``cuda``).  Their
   discretization, ``B_bar u`` and readout are the reference's (NumPy inputs); only the scan runs on the GPU.
-* :func:`scan_states` -- the launcher shared with :mod:`refimpl.ssm.lti.cuda` (real or complex, no validation).
+* ``_scan_states`` -- the launcher shared with :mod:`refimpl.ssm.lti.cuda` (real or complex, no validation).
 
 Thread mapping: one **block per (batch i, state n)**; its ``threads_per_block = T`` threads walk the time axis
 in chunks of ``T`` steps.  Thread ``r`` of the block owns step ``t = start + r`` of the current chunk.  Each
@@ -19,13 +19,11 @@ the end of the last chunk hold the identity ``(1, 0)``.
 Rounding: a term ``a_t ... a_{j+1} b_j`` of ``s_t`` is a product of ``t - j + 1`` factors (``t - j``
 multiplications in whatever association) plus at most ``ceil(log2 T) + 1`` additions per chunk crossed, so the
 depth of ``s_t`` is at most ``(t + 1) + (c_t + 1)(ceil(log2 T) + 2)``, ``c_t = t // T`` (the bound the tests use,
-:func:`scan_depth`).
+``oracles.checks.cuda_ssm.scan_depth``).
 
 Under the CUDA simulator (CI) the arrays are NumPy and every thread is a Python thread: small shapes only.
 """
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -35,17 +33,9 @@ from refimpl import _cuda
 from refimpl._validate import check_bool
 from refimpl.ssm.s5 import reference
 
-__all__ = ["diag_scan", "scan", "lru_scan", "scan_states", "scan_depth", "DEFAULT_THREADS"]
+__all__ = ["diag_scan", "scan", "lru_scan", "DEFAULT_THREADS"]
 
 DEFAULT_THREADS = 128
-
-
-def scan_depth(L: int, threads_per_block: int) -> int:
-    """The rounding depth of the last state ``s_{L-1}`` of this kernel (module doc)."""
-    if L <= 0:
-        return 0
-    R = math.ceil(math.log2(threads_per_block)) if threads_per_block > 1 else 0
-    return L + ((L - 1) // threads_per_block + 1) * (R + 2)
 
 
 def _make_scan(tpb: int, dtype_name: str):
@@ -113,7 +103,7 @@ def _make_scan(tpb: int, dtype_name: str):
 _SCAN = _cuda.lazy_kernel(_make_scan)
 
 
-def scan_states(a, b, s0, out, *, time_varying: bool, threads_per_block: int) -> None:
+def _scan_states(a, b, s0, out, *, time_varying: bool, threads_per_block: int) -> None:
     """Launch the scan: ``a (la N)``, ``b (B l N)``, ``s0 (B N)``, ``out (B l N)`` contiguous, one dtype, same place."""
     Bsz, L, N = b.shape
     if Bsz * N == 0 or L == 0:
@@ -154,7 +144,7 @@ def diag_scan(a, b, initial_state=None, *, threads_per_block: int = DEFAULT_THRE
         s0 = np.ascontiguousarray(s0)
         cdt = b_.dtype
     out = _cuda.zeros(b_.shape, cdt, device)
-    scan_states(_cuda.to_device(a_), _cuda.to_device(b_), _cuda.to_device(s0), out, time_varying=tv,
+    _scan_states(_cuda.to_device(a_), _cuda.to_device(b_), _cuda.to_device(s0), out, time_varying=tv,
                 threads_per_block=tpb)
     return _cuda.from_device(out, device)
 
