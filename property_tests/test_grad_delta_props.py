@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from oracles.delta_grad_forward import delta_rule_adjoint_magnitude, delta_rule_float64
 from oracles.gradients import fd_jvp
-from oracles.tolerance import Bound, assert_within, componentwise_bound
+from oracles.tolerance import assert_within, componentwise_bound
 from oracles.verify.grad_delta import grad_depth
 from refimpl.attention.delta import delta_rule_vjp
 

@@ -13,7 +13,7 @@ import pytest
 
 from oracles.delta_grad_forward import delta_rule_adjoint_magnitude, delta_rule_float64, delta_rule_mp
 from oracles.gradients import fd_vjp, mp_vjp
-from oracles.tolerance import Bound, assert_within, componentwise_bound, gamma
+from oracles.tolerance import Bound, assert_within, componentwise_bound
 from oracles.verify.grad_delta import grad_depth
 from refimpl.attention.delta import VJP_IMPLEMENTATIONS, delta_rule_vjp
 
@@ -133,16 +133,17 @@ def test_L0_initial_state_gradient_is_the_final_cotangent():
 
 
 def test_l2_key_gradient_is_orthogonal_to_the_key():
-    """Through ``k / |k|`` the gradient is projected by ``(I - kh kh^T) / |k|``: ``dk . k = 0`` up to rounding."""
+    """Through ``k / |k|`` the gradient is projected by ``(I - kh kh^T) / |k|``: the exact ``dk . k`` is 0, so the
+    computed one is at most ``sum_i |k_i| bound_i`` (each entry within its derived bound of the exact gradient)."""
     inp, cot = draw(60, 1, 6, 1, 4, 3, "l2", "l2")
+    opts = dict(key_norm="l2", query_norm="l2")
     for view, backend in PAIRS:
-        g = ours(inp, cot, dict(key_norm="l2", query_norm="l2"), view, backend)
+        g = ours(inp, cot, opts, view, backend)
+        bd = bounds(inp, cot, opts, view, np.float64)
         for nm in ("k", "q"):
             dot = np.sum(g[nm] * inp[nm], axis=-1)
-            # the sum of n products of the gradient with x, n + 4 roundings of the projection
-            lim = gamma(2 * inp[nm].shape[-1] + 8, np.float64) * np.sum(np.abs(g[nm]) * np.abs(inp[nm]) + 1e-300,
-                                                                         axis=-1) * 4
-            assert np.all(np.abs(dot) <= lim + 1e-15 * np.linalg.norm(g[nm], axis=-1)), (view, nm)
+            lim = np.sum(np.abs(inp[nm]) * np.asarray(bd[nm].values), axis=-1)
+            assert np.all(np.abs(dot) <= lim), (view, backend, nm, np.max(np.abs(dot) - lim))
 
 
 def test_mpmath_differences_on_a_tiny_gated_case():
@@ -240,7 +241,7 @@ def _cases(op, conv, ids):
 
 
 TORCH_CONV = {"chunk": 4}
-TORCH_CASES = ("grad-golden", "grad-L0", "grad-odd", "grad-chunk+1")
+TORCH_CASES = ("grad-golden", "grad-L0", "grad-chunk+1")
 
 
 def test_verify_grad_torch_autograd_candidate_conforms():

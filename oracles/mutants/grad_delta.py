@@ -123,6 +123,7 @@ def no_projection(q, k, v, beta, alpha, S0, do, dS_last):
 
 
 @grad_mutant(OP, "initial-state-gradient-missing-decay", conventions={},
-             doc="dS0 = dA_0 instead of alpha_0 dA_0 (the first step's decay forgotten in the initial state's gradient)")
+             doc="dS0 = dA_0 instead of alpha_0 dA_0 (the first step's decay forgotten in the initial state's "
+                 "gradient)")
 def dS0_no_decay(q, k, v, beta, alpha, S0, do, dS_last):
     return _backward(q, k, v, beta, alpha, S0, do, dS_last, dS0_no_decay=True)

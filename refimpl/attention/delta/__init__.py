@@ -65,7 +65,8 @@ def delta_rule_vjp(q, k, v, beta, *, do, d_final_state=None, decay=None, initial
     it means the forward is taken to return it).  The other arguments are :func:`delta_rule`'s.  Returns
     ``{"q", "k", "v", "beta"[, "decay"][, "initial_state"]}``: the gradients of the real loss
     ``sum do * o + sum d_final_state * S_L`` for every differentiable argument given, each with its argument's
-    shape, in the working dtype (float32 only when every input and cotangent is float32).  ``view, backend``: ``recurrent``/numpy (the reverse scan), ``chunked``/numpy|numba (the
+    shape, in the working dtype (float32 only when every input and cotangent is float32).  ``view, backend``:
+    ``recurrent``/numpy (the reverse scan), ``chunked``/numpy|numba (the
     WY-form adjoint, chunk by chunk, with the inter-chunk reverse state-gradient scan).
     """
     impl = VJP_IMPLEMENTATIONS.get(view, backend)

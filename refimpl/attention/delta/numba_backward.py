@@ -5,7 +5,8 @@ r"""Numba kernel for the backward pass of the chunked (gated) delta rule: the ``
 helpers, :func:`~refimpl.attention.delta.backward.prepare_vjp` and
 :func:`~refimpl.attention.delta.backward.finish_vjp`, hence the same errors and the same gradients of the
 normalizations) and runs the same adjoint of the WY form chunk by chunk (the equations in
-:func:`refimpl.attention.delta.backward.chunk_vjp`'s docstring), one ``(batch, head)`` at a time (serial: no ``prange``, whose compilation cost minutes): a forward
+:func:`refimpl.attention.delta.backward.chunk_vjp`'s docstring), one ``(batch, head)`` at a time (serial: no
+``prange``, whose compilation cost minutes): a forward
 pass over the chunks keeps each chunk's entering state, then **the reverse state-gradient scan over the chunks**
 (the adjoint of the chunk recurrence is a reverse scan) carries ``dS`` backwards.  The two unit-lower-triangular
 solves of the forward and the two transposed (upper) solves of the backward are explicit substitutions; the matrix
