@@ -1,5 +1,5 @@
 """Bad-input contracts of the efficient-attention backward passes: ``linformer_attention_vjp``, ``aft_attention_vjp``,
-``gated_attention_unit_vjp``, ``mixed_chunk_attention_vjp``, ``lsh_attention_vjp`` -- every view function and every
+``gated_attention_unit_vjp``, ``mixed_chunk_attention_vjp``, ``lsh_attention_vjp``, ``mega_layer_vjp`` -- every view function and every
 registered (view, backend) pair; the cotangents ``do`` / ``dy`` are checked like inputs."""
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def contracts() -> List[Contract]:
     import refimpl.attention.gau  # noqa: F401
     import refimpl.attention.linformer  # noqa: F401
     import refimpl.attention.lsh  # noqa: F401
+    import refimpl.attention.mega  # noqa: F401
 
     out = []
     # Linformer
@@ -83,5 +84,25 @@ def contracts() -> List[Contract]:
         Contract(lsh_t[:1], dict(qk, rotations=Arr("r n u"), **opts), sizes=lsizes, positional=2, empty=El),
         Contract(lsh_t[1:2], dict(qk, seed=Int(3, minimum=0), n_buckets=Int(4, minimum=2), n_rounds=Int(2, minimum=1),
                                   **opts), sizes=lsizes, positional=2, empty=El),
+    ]
+    # Mega (the full view's VJP), with and without the relative bias and the backward EMA
+    from refimpl.attention.mega import ATTENTION_FUNCTIONS
+
+    mparams = dict(x=Arr("b l d"), alpha=Arr("d e", gen="unit"), delta=Arr("d e", gen="unit"), beta=Arr("d e"),
+                   eta=Arr("d e"), W_z=Arr("d n"), b_z=Arr("n"), kappa_q=Arr("n"), mu_q=Arr("n"), kappa_k=Arr("n"),
+                   mu_k=Arr("n"), W_v=Arr("d p"), b_v=Arr("p"), W_gamma=Arr("d p"), b_gamma=Arr("p"),
+                   W_phi=Arr("d d"), b_phi=Arr("d"), W_h=Arr("d d"), U_h=Arr("p d"), b_h=Arr("d"))
+    mopts = dict(dy=Arr("b l d"), chunk=Int(2, minimum=1, none_ok=True), attention=Opt("softmax", ATTENTION_FUNCTIONS),
+                 scale=Real(None, none_ok=True))
+    mbwd = dict(alpha_bwd=Arr("d e", gen="unit"), delta_bwd=Arr("d e", gen="unit"), beta_bwd=Arr("d e"),
+                eta_bwd=Arr("d e"))
+    msizes = dict(b=2, l=3, d=3, e=2, n=2, p=2, r=5)
+    mega_t = ["refimpl.attention.mega.backward:full_vjp"] + _pairs("refimpl.attention.mega_layer_vjp",
+                                                                    "refimpl.attention.mega:mega_layer_vjp")
+    out += [
+        Contract(mega_t, dict(mparams, rel_bias=Arr("r", optional=True), causal=Flag(True), **mopts), sizes=msizes,
+                 positional=20, empty=("b", "l")),
+        Contract(mega_t, dict(mparams, rel_bias=Arr("r", optional=True), **mbwd, causal=Flag(False), **mopts),
+                 sizes=msizes, positional=20, empty=("b", "l")),
     ]
     return out

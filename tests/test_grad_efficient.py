@@ -19,7 +19,7 @@ from oracles.gradients import fd_vjp, mp_vjp
 from oracles.tolerance import Bound, compare
 from oracles.verify.registry import get_grad, get_op
 
-OPS = ("attention.linformer", "attention.aft", "attention.gau", "attention.lsh")
+OPS = ("attention.linformer", "attention.aft", "attention.gau", "attention.lsh", "attention.mega")
 
 
 def _conv(op, **over):
@@ -161,6 +161,24 @@ def test_lsh_zero_key_has_no_normalization_gradient():
     bk = np.zeros((1, 6, 1, 1), dtype=np.int64)
     g = lsh_attention_vjp(qk, v, do=do, buckets=bk, chunk=3)
     assert np.all(np.isfinite(g["qk"])) and np.all(np.isfinite(g["v"]))
+
+
+# ------------------------------------------------------------------------------------------ Mega
+
+def _mega_vjp(x, conv, w):
+    from oracles.verify import ops_mega
+    from refimpl.attention.mega import mega_layer_vjp
+
+    c = ops_mega._claimed(x, conv)
+    return mega_layer_vjp(c["x"], **ops_mega._params(c), dy=w["y"], **ops_mega._options(conv))
+
+
+@pytest.mark.parametrize("over, case_id", [({}, "edge-L1"), ({"chunk": 2, "causal": True, "attention": "relu2"},
+                                                             "edge-chunk+1"),
+                                           ({"attention": "laplace", "bidirectional": True}, "edge-odd"),
+                                           ({"use_rel_bias": False}, "edge-L0")])
+def test_mega_vjp_against_differences(over, case_id):
+    _check_case("attention.mega", _conv("attention.mega", **over), case_id, _mega_vjp)
 
 
 # ------------------------------------------------------------------------------------------ mpmath

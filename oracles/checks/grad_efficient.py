@@ -110,3 +110,20 @@ def lsh_grad():
             rows += grad_rows("attention.lsh", f"{backend}/{view}", g, fd, bounds, t,
                               note=_note(case, conv_over, "buckets fixed (hashing: zero gradient a.e.)"))
     return rows
+
+
+@check
+def mega_grad():
+    from oracles.verify import ops_mega
+    from refimpl.attention.mega import MEGA_LAYER_VJP, mega_layer_vjp
+
+    rows = []
+    for conv_over in ({}, {"chunk": 2, "causal": True, "attention": "laplace"}):
+        x, conv, w, fd, bounds, case = _setup("attention.mega", conv_over)
+        c = ops_mega._claimed(x, conv)
+        for view, backend in MEGA_LAYER_VJP.pairs():
+            g, t = timed(mega_layer_vjp, c["x"], **ops_mega._params(c), dy=w["y"], **ops_mega._options(conv),
+                         view=view, backend=backend)
+            rows += grad_rows("attention.mega", f"{backend}/{view}", g, fd, bounds, t,
+                              note=_note(case, conv_over, "EMA adjoint: a reverse scan"))
+    return rows

@@ -272,3 +272,62 @@ def _lsh_no_projection(qk, v, buckets, do):
                  "through the wrong bucket's keys")
 def _lsh_first_round(qk, v, buckets, do):
     return _lsh_backward(qk, v, buckets, do, first_round_only=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# attention.mega: refimpl's full_vjp with one piece replaced (patched for the call, restored after)
+# ----------------------------------------------------------------------------------------------------------
+
+def _mega_with(x_args, dy, **patch):
+    import refimpl.attention.mega.backward as mb
+    from oracles.verify import ops_mega
+
+    names = [a for a in ops_mega.PARAMS + ("rel_bias",) + ops_mega.BWD]
+    args = dict(zip(names, x_args[1:]))
+    saved = {k: getattr(mb, k) for k in patch}
+    try:
+        for k, v in patch.items():
+            setattr(mb, k, v)
+        return mb.full_vjp(x_args[0], **args, dy=dy)
+    finally:
+        for k, v in saved.items():
+            setattr(mb, k, v)
+
+
+def _ema_vjp_late(x, alpha, delta, beta, eta, dXp):
+    """The EMA's reverse scan started one step late: lambda_{L-1} misses eta dX'_{L-1}."""
+    b, L, d = x.shape
+    hs = np.zeros((L + 1, b, d, alpha.shape[1]))
+    for t in range(L):
+        hs[t + 1] = alpha * (beta * x[:, t, :, None]) + (1.0 - alpha * delta) * hs[t]
+    q = 1.0 - alpha * delta
+    lam = np.zeros((b, d, alpha.shape[1]))
+    dx = np.zeros_like(x)
+    dalpha, ddelta, dbeta, deta = (np.zeros_like(alpha) for _ in range(4))
+    for t in range(L - 1, -1, -1):
+        lam = (0.0 if t == L - 1 else eta * dXp[:, t, :, None]) + q * lam  # the slip
+        xt = x[:, t, :, None]
+        dx[:, t] = np.sum(alpha * beta * lam, axis=-1)
+        dalpha += np.sum(lam * (beta * xt - delta * hs[t]), axis=0)
+        ddelta += np.sum(-alpha * lam * hs[t], axis=0)
+        dbeta += np.sum(alpha * lam * xt, axis=0)
+        deta += np.sum(hs[t + 1] * dXp[:, t, :, None], axis=0)
+    return dx, dalpha, ddelta, dbeta, deta
+
+
+def _silu_grad_as_sigmoid(a):
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@grad_mutant("attention.mega", "ema-reverse-scan-one-step-late",
+             doc="the EMA's adjoint started one step late (lambda_{L-1} misses eta dX'_{L-1}): dx and the EMA "
+                 "parameters wrong")
+def _mega_late(*args):
+    return _mega_with(args[:-1], args[-1], _ema_vjp=_ema_vjp_late)
+
+
+@grad_mutant("attention.mega", "silu-derivative-as-sigmoid",
+             doc="SiLU's derivative taken as sigmoid(a) (every gate and projection gradient wrong)")
+def _mega_silu(*args):
+    return _mega_with(args[:-1], args[-1], _silu_grad=_silu_grad_as_sigmoid)
