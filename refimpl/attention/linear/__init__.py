@@ -22,6 +22,7 @@ IMPLEMENTATIONS = register("refimpl.attention.linear_attention", {
     ("recurrent", "numba"): "refimpl.attention.linear.numba:causal_recurrent",
     ("chunked", "numpy"): "refimpl.attention.linear.reference:chunked",
     ("chunked", "numba"): "refimpl.attention.linear.numba:causal_chunked",
+    ("chunked", "cuda"): "refimpl.attention.linear.cuda:causal_chunked",
 })
 
 
