@@ -25,6 +25,8 @@ IMPLEMENTATIONS = register("refimpl.ssm.selective_scan", {
     ("chunked", "numpy"): "refimpl.ssm.selective.reference:chunked",
     # the fused kernel evaluates the recurrence in order (exponentials in blocks of time, the state step by step)
     ("recurrent", "numba"): "refimpl.ssm.selective.numba:selective_scan_numba",
+    # the GPU twin: one block per (batch, channel), a Kogge-Stone scan over each chunk of `chunk` steps per state
+    ("chunked", "cuda"): "refimpl.ssm.selective.cuda:selective_scan_cuda",
 })
 
 _STEP = register("refimpl.ssm.selective_step", {("step", "numpy"): "refimpl.ssm.selective.reference:step"})

@@ -23,6 +23,8 @@ IMPLEMENTATIONS = register("refimpl.ssm.ssd_scan", {
     ("quadratic", "numpy"): "refimpl.ssm.ssd.reference:quadratic",
     ("chunked", "numpy"): "refimpl.ssm.ssd.reference:chunked",
     ("chunked", "numba"): "refimpl.ssm.ssd.numba:ssd_chunked_numba",
+    # the GPU twin: Mamba-2's four steps as four kernels (decays, chunk states, state passing, chunk scan)
+    ("chunked", "cuda"): "refimpl.ssm.ssd.cuda:ssd_chunked_cuda",
 })
 
 VJP_IMPLEMENTATIONS = register("refimpl.ssm.ssd_scan_vjp", {
