@@ -8,14 +8,18 @@ from __future__ import annotations
 from refimpl._dispatch import register
 from refimpl.ssm.s5.reference import REAL_OUTPUTS, associative_scan, binary_op, discretize_s5, hippo_n_init, init
 
-__all__ = ["s5_ssm", "diag_scan", "discretize_s5", "associative_scan", "binary_op", "hippo_n_init", "init",
-           "REAL_OUTPUTS", "S5_SSM", "DIAG_SCAN"]
+__all__ = ["s5_ssm", "s5_ssm_vjp", "diag_scan", "discretize_s5", "associative_scan", "binary_op", "hippo_n_init", "init",
+           "REAL_OUTPUTS", "S5_SSM", "S5_SSM_VJP", "DIAG_SCAN"]
 
 S5_SSM = register("refimpl.ssm.s5_ssm", {
     ("scan", "numpy"): "refimpl.ssm.s5.reference:scan",
     ("recurrent", "numpy"): "refimpl.ssm.s5.reference:recurrent",
     ("recurrent", "numba"): "refimpl.ssm.s5.numba:recurrent",
     ("scan", "cuda"): "refimpl.ssm.s5.cuda:scan",
+})
+
+S5_SSM_VJP = register("refimpl.ssm.s5_ssm_vjp", {
+    ("recurrent", "numpy"): "refimpl.ssm.s5.backward:recurrent_vjp",
 })
 
 DIAG_SCAN = register("refimpl.ssm.diag_scan", {
@@ -39,6 +43,20 @@ def s5_ssm(Lambda, B_tilde, C_tilde, D, dt, u, *, view: str = "scan", backend: s
     """
     return S5_SSM.get(view, backend)(Lambda, B_tilde, C_tilde, D, dt, u, method=method, output=output, C_back=C_back,
                                      initial_state=initial_state, return_final_state=return_final_state)
+
+
+def s5_ssm_vjp(Lambda, B_tilde, C_tilde, D, dt, u, *, dy, d_final_state=None, method: str = "zoh", output: str,
+               C_back=None, initial_state=None, view: str = "recurrent", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`s5_ssm`: ``{Lambda, B_tilde, C_tilde, D, dt, u}`` gradients (and
+    ``C_back``, ``initial_state`` when given; ``D`` when not None) from ``dy (b l d)`` and ``d_final_state (b n)``
+    (the final state's cotangent; passing it means the forward returns the final state).
+
+    The adjoint is the reverse scan ``g_t = conj(Lambda_bar) g_{t+1} + f C~^H dy_t`` (:mod:`refimpl.ssm.s5.backward`),
+    then the discretization's VJP; complex convention: the gradient of ``z = a + i b`` is ``dL/da + i dL/db``
+    (PyTorch's).  ``view``: ``"recurrent"`` (``numpy``).
+    """
+    return S5_SSM_VJP.get(view, backend)(Lambda, B_tilde, C_tilde, D, dt, u, dy=dy, d_final_state=d_final_state,
+                                         method=method, output=output, C_back=C_back, initial_state=initial_state)
 
 
 def diag_scan(a, b, *, initial_state=None, backend: str = "numpy"):
