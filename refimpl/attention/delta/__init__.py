@@ -18,6 +18,7 @@ IMPLEMENTATIONS = register("refimpl.attention.delta_rule", {
     ("recurrent", "numpy"): "refimpl.attention.delta.reference:recurrent",
     ("chunked", "numpy"): "refimpl.attention.delta.reference:chunked",
     ("chunked", "numba"): "refimpl.attention.delta.numba:delta_chunked",
+    ("chunked", "cuda"): "refimpl.attention.delta.cuda:delta_chunked",
 })
 
 VJP_IMPLEMENTATIONS = register("refimpl.attention.delta_rule_vjp", {
