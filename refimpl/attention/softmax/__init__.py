@@ -29,6 +29,7 @@ IMPLEMENTATIONS = register("refimpl.attention.scaled_dot_product_attention", {
     ("materialized", "numpy"): "refimpl.attention.softmax.reference:materialized",
     ("tiled", "numpy"): "refimpl.attention.softmax.reference:tiled",
     ("tiled", "numba"): "refimpl.attention.softmax.numba:flash_attention",
+    ("tiled", "cuda"): "refimpl.attention.softmax.cuda:flash_attention",
 })
 
 VJP_IMPLEMENTATIONS = register("refimpl.attention.scaled_dot_product_attention_vjp", {
@@ -60,7 +61,7 @@ def scaled_dot_product_attention(q, k, v, *, scale: Optional[float] = None, caus
     view, backend : ``("materialized", "numpy")`` (default), ``("tiled", "numpy")`` (Algorithm 1 of
         FlashAttention, literal) or ``("tiled", "numba")`` (the kernel).
     return_weights, return_lse : also return the weights ``(b h l s)`` / the log-sum-exp ``(b h l)``
-        (materialized view only).
+        (materialized view only; ``return_lse`` also ``("tiled", "cuda")``).
     block_q, block_k : the tiled views' query and key tile sizes (the paper's ``B_r``, ``B_c``); ``None`` (the
         default) is the view's own default, 64 and 64.  Tiled views only.
 
@@ -78,10 +79,13 @@ def scaled_dot_product_attention(q, k, v, *, scale: Optional[float] = None, caus
              "return_weights": check_bool(return_weights, "return_weights"),
              "return_lse": check_bool(return_lse, "return_lse")}
     for name in _MATERIALIZED_ONLY:
-        if given[name]:
+        if given[name] and not (name == "return_lse" and backend == "cuda"):
             raise ValueError(f"{name}: only the 'materialized' view supports it; the {view!r} view computes "
                              f"o from q, k, v, scale and the causal diagonal only")
     tiles = {name: value for name, value in (("block_q", block_q), ("block_k", block_k)) if value is not None}
+    if backend == "cuda":
+        # the CUDA tiled kernel also returns the log-sum-exp (its row statistics) when asked
+        tiles["return_lse"] = given["return_lse"]
     return impl(q, k, v, scale=scale, causal=causal, alignment=alignment, **tiles)
 
 
