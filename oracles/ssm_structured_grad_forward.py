@@ -1,0 +1,168 @@
+r"""Fast float64 forwards of the structured SSMs (S5, MEGA's EMA) for finite differences, and the magnitudes
+of their adjoints on absolute values (ground truth: numpy only, no refimpl).
+
+:mod:`oracles.gradients` differentiates these by central differences, several forward calls per input
+element, so they are plain loops on small cases; each is an evaluation order of its own:
+
+* :func:`s5_forward` -- the loop ``x_t = Lambda_bar x_{t-1} + B_bar u_t`` (and the backward direction's
+  ``x^b_t = Lambda_bar x^b_{t+1} + B_bar u_t``) per state, ``y_t = f Re(C~ x_t) + D u_t``; ZOH's
+  ``Lambda_bar = exp(dt Lambda)``, ``B_bar = dt expm1(z)/z B~`` (``z = dt Lambda``; the Taylor series below
+  ``|z| < 1e-3``), bilinear ``(1 + z/2)/(1 - z/2)``, ``dt B~/(1 - z/2)``.
+* :func:`ema_forward` -- the loop ``h_t = alpha beta x_t + (1 - alpha delta) h_{t-1}``, ``y_t = sum eta h_t``.
+* :func:`s5_adjoint_magnitude`, :func:`ema_adjoint_magnitude` -- the adjoint recurrences run on absolute
+  values (every term of every gradient summed in absolute value): the scale of a backward's rounding error.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+__all__ = ["s5_discretize", "s5_forward", "s5_adjoint_magnitude", "ema_forward", "ema_adjoint_magnitude"]
+
+
+def _phi1(z: np.ndarray) -> np.ndarray:
+    """``(e^z - 1)/z``: ``expm1`` of the real and imaginary parts combined, the series ``sum z^k/(k+1)!`` below 1e-3."""
+    z = np.asarray(z, dtype=np.complex128)
+    small = np.abs(z) < 1e-3
+    zs = np.where(small, 1.0, z)
+    # e^z - 1 = e^a (cos b - 1 + i sin b) + (e^a - 1), written without cancellation for small a, b
+    a, b = zs.real, zs.imag
+    em1 = np.expm1(a) * np.cos(b) - 2.0 * np.sin(b / 2) ** 2 + 1j * np.exp(a) * np.sin(b)
+    series = 1 + z / 2 + z ** 2 / 6 + z ** 3 / 24 + z ** 4 / 120
+    return np.where(small, series, em1 / zs)
+
+
+def s5_discretize(Lambda, B_tilde, dt, method):
+    """``(Lambda_bar (n), B_bar (n h))`` in complex128, one step per state."""
+    lam = np.asarray(Lambda, dtype=np.complex128)
+    dt = np.broadcast_to(np.asarray(dt, dtype=np.float64), lam.shape)
+    B = np.asarray(B_tilde, dtype=np.complex128)
+    z = dt * lam
+    if method == "zoh":
+        return np.exp(z), (dt * _phi1(z))[:, None] * B
+    return (1 + z / 2) / (1 - z / 2), (dt / (1 - z / 2))[:, None] * B
+
+
+def _s5_eff(inp, conv):
+    bid = bool(conv["bidirectional"])
+    h0 = None if (bid or not conv["use_h0"]) else inp.get("h0")
+    return (inp.get("C_back") if bid else None), h0
+
+
+def s5_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{"y" (b l h)[, "h_last" (b n)]}`` of the op ``ssm.s5`` in float64 (``h_last`` unless bidirectional)."""
+    Cb, h0 = _s5_eff(inp, conv)
+    Ab, Bb = s5_discretize(inp["Lambda"], inp["B_tilde"], inp["dt"], conv["method"])
+    C = np.asarray(inp["C_tilde"], dtype=np.complex128)
+    u = np.asarray(inp["u"], dtype=np.float64)
+    b, L, h = u.shape
+    f = 2.0 if conv["real_output"] == "2re" else 1.0
+    y = np.zeros((b, L, h))
+    x = np.zeros((b, Ab.shape[0]), dtype=np.complex128) if h0 is None else np.asarray(h0, dtype=np.complex128)
+    for t in range(L):
+        x = Ab * x + u[:, t] @ Bb.T
+        y[:, t] = f * (x @ C.T).real
+    if Cb is not None:
+        Cb = np.asarray(Cb, dtype=np.complex128)
+        xb = np.zeros((b, Ab.shape[0]), dtype=np.complex128)
+        for t in range(L - 1, -1, -1):
+            xb = Ab * xb + u[:, t] @ Bb.T
+            y[:, t] += f * (xb @ Cb.T).real
+    if inp.get("D") is not None:
+        y = y + np.asarray(inp["D"], dtype=np.float64) * u
+    return {"y": y} if Cb is not None else {"y": y, "h_last": x}
+
+
+def s5_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
+    r"""The S5 adjoint on absolute values, up to ``Lambda_bar``/``B_bar``: ``G_t = |Lambda_bar| G_{t+1} + f |C|^T |dy_t|``,
+    ``X_t = |Lambda_bar| X_{t-1} + |B_bar| |u_t|``; returns ``{"Lambda_bar", "B_bar", "C_tilde", "D", "u", "C_back",
+    "h0", "X", "G"}`` (each the sum of the absolute terms of that gradient)."""
+    Cb, h0 = _s5_eff(inp, conv)
+    Ab, Bb = s5_discretize(inp["Lambda"], inp["B_tilde"], inp["dt"], conv["method"])
+    aA, aB = np.abs(Ab), np.abs(Bb)
+    aC = np.abs(np.asarray(inp["C_tilde"]))
+    u = np.abs(np.asarray(inp["u"], dtype=np.float64))
+    b, L, h = u.shape
+    n = Ab.shape[0]
+    f = 2.0 if conv["real_output"] == "2re" else 1.0
+    w = np.abs(np.asarray(cot["y"]))
+    wh = cot.get("h_last")
+    X = np.zeros((L + 1, b, n))
+    if h0 is not None:
+        X[0] = np.abs(np.asarray(h0))
+    for t in range(L):
+        X[t + 1] = aA * X[t] + u[:, t] @ aB.T
+    G = np.zeros((b, n)) if wh is None or Cb is not None else np.abs(np.asarray(wh)).astype(float)
+    Gs = np.zeros((b, L, n))
+    MA = np.zeros(n)
+    for t in range(L - 1, -1, -1):
+        G = (aA * G if t < L - 1 else G) + f * w[:, t] @ aC
+        Gs[:, t] = G
+        MA += np.sum(G * X[t], axis=0)
+    out = {"C_tilde": f * np.einsum("bld,lbn->dn", w, X[1:])}
+    if Cb is not None:
+        aCb = np.abs(np.asarray(Cb))
+        Xb = np.zeros((L + 1, b, n))
+        for t in range(L - 1, -1, -1):
+            Xb[t] = aA * Xb[t + 1] + u[:, t] @ aB.T
+        Gb = np.zeros((b, n))
+        for t in range(L):
+            Gb = aA * Gb + f * w[:, t] @ aCb
+            Gs[:, t] += Gb
+            MA += np.sum(Gb * Xb[t + 1], axis=0)
+        out["C_back"] = f * np.einsum("bld,lbn->dn", w, Xb[:L])
+    out["Lambda_bar"] = MA
+    out["B_bar"] = np.einsum("bln,bld->nd", Gs, u)
+    D = inp.get("D")
+    out["u"] = np.einsum("nd,bln->bld", aB, Gs) + (0 if D is None else np.abs(np.asarray(D)) * w)
+    out["D"] = np.einsum("bld,bld->d", w, u)
+    if h0 is not None:
+        out["h0"] = aA * G if L else G
+    return out
+
+
+def ema_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{"y" (b l d), "h_last" (b d n)}`` of the op ``ssm.ema`` in float64 (the plain loop)."""
+    a, dl, be, et = (np.asarray(inp[k], dtype=np.float64) for k in ("alpha", "delta", "beta", "eta"))
+    x = np.asarray(inp["x"], dtype=np.float64)
+    b, L, d = x.shape
+    h0 = inp.get("h0") if conv["use_h0"] else None
+    h = np.zeros((b,) + a.shape) if h0 is None else np.asarray(h0, dtype=np.float64)
+    y = np.zeros((b, L, d))
+    for t in range(L):
+        h = a * be * x[:, t, :, None] + (1.0 - a * dl) * h
+        y[:, t] = np.einsum("dn,bdn->bd", et, h)
+    return {"y": y, "h_last": h}
+
+
+def ema_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
+    r"""The EMA adjoint on absolute values: ``G_t = |q| G_{t+1} + |eta| |dy_t|``, ``H_t = |alpha beta| |x_t| + |q| H_{t-1}``;
+    ``{"x", "alpha", "delta", "beta", "eta", "h0"}``."""
+    a, dl, be, et = (np.abs(np.asarray(inp[k], dtype=np.float64)) for k in ("alpha", "delta", "beta", "eta"))
+    x = np.abs(np.asarray(inp["x"], dtype=np.float64))
+    b, L, d = x.shape
+    q = np.abs(1.0 - a * dl) + a * dl  # the rounded q's terms in absolute value
+    h0 = inp.get("h0") if conv["use_h0"] else None
+    H = np.zeros((L + 1, b) + a.shape)
+    if h0 is not None:
+        H[0] = np.abs(np.asarray(h0))
+    for t in range(L):
+        H[t + 1] = a * be * x[:, t, :, None] + q * H[t]
+    w = np.abs(np.asarray(cot["y"]))
+    wh = cot.get("h_last")
+    G = np.zeros((b,) + a.shape) if wh is None else np.abs(np.asarray(wh)).astype(float)
+    dx = np.zeros((b, L, d))
+    MQ = np.zeros(a.shape)
+    GX = np.zeros(a.shape)
+    ME = np.zeros(a.shape)
+    for t in range(L - 1, -1, -1):
+        G = (q * G if t < L - 1 else G) + et * w[:, t, :, None]
+        dx[:, t] = np.sum(a * be * G, axis=-1)
+        MQ += np.sum(G * H[t], axis=0)
+        GX += np.sum(G * x[:, t, :, None], axis=0)
+        ME += np.sum(w[:, t, :, None] * H[t + 1], axis=0)
+    out = {"x": dx, "alpha": be * GX + dl * MQ, "delta": a * MQ, "beta": a * GX, "eta": ME}
+    if h0 is not None:
+        out["h0"] = q * G if L else G
+    return out
