@@ -35,6 +35,7 @@ IMPLEMENTATIONS = register("refimpl.attention.sparse_attention", {
     ("materialized", "numpy"): "refimpl.attention.sparse.reference:materialized",
     ("block_sparse", "numpy"): "refimpl.attention.sparse.reference:block_sparse",
     ("block_sparse", "numba"): "refimpl.attention.sparse.numba:block_sparse_attention",
+    ("block_sparse", "cuda"): "refimpl.attention.sparse.cuda:block_sparse_attention",
 })
 
 VJP_IMPLEMENTATIONS = register("refimpl.attention.sparse_attention_vjp", {
