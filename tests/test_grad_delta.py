@@ -162,12 +162,12 @@ def test_mpmath_differences_on_a_tiny_gated_case():
 
 
 def test_long_sequence_views_agree_at_several_chunk_sizes():
-    """L = 40 across chunk sizes 1, 5, 16, 64: the chunk must not change the gradient beyond rounding."""
+    """L = 40 across chunk sizes 1, 5, 64: the chunk must not change the gradient beyond rounding."""
     inp, cot = draw(80, 1, 40, 2, 4, 3, "l2", "l2")
     opts = dict(key_norm="l2", query_norm="l2")
     ref = ours(inp, cot, opts, "recurrent", "numpy")
     for view, backend in PAIRS:
-        for chunk in (1, 5, 16, 64):
+        for chunk in (1, 5, 64):
             g = ours(inp, cot, opts, view, backend, chunk=chunk)
             bd = bounds(inp, cot, opts, "chunked", np.float64, chunk)
             bd_r = bounds(inp, cot, opts, "recurrent", np.float64, chunk)
