@@ -261,7 +261,50 @@ def dpfp_grad_forward(inp, conv):
     return {"phi": feature_forward(inp["x"], "dpfp", nu=int(conv["nu"]))}
 
 
+class _StopOffsetForward:
+    r"""The features with the stabilizer's offset held constant (``offset_grad="stop"``): ``phi(x, W) =
+    (exp(z(x, W) - c_0) + eps)/sqrt(m)`` with ``c_0`` the offset at the *point of linearization* ``(x_0, W_0)``.
+
+    The point is the first one the forward is called at, and every later call that moves more than one entry of
+    the inputs or changes the conventions (a new point); a call that moves at most one entry is a difference step about the current point
+    (:func:`oracles.gradients.fd_vjp` perturbs one real coordinate at a time, after evaluating the point itself;
+    the harness evaluates the point first too), and keeps its ``c_0``.  The values at the point are the
+    stabilized features themselves; their differences are the stop-gradient derivative.
+    """
+
+    def __init__(self):
+        self._point = None
+        self._key = None
+        self._c0 = None
+
+    @staticmethod
+    def _moved(a, b) -> int:
+        return sum(int(np.count_nonzero(np.asarray(a[k]) != np.asarray(b[k]))) if np.shape(a[k]) == np.shape(b[k])
+                   else 10 ** 9 for k in ("x", "W"))
+
+    def __call__(self, inp, conv):
+        x = np.asarray(inp["x"], dtype=np.float64)
+        W = np.asarray(inp["W"], dtype=np.float64)
+        cur = {"x": x, "W": W}
+        xs = x * x.shape[-1] ** -0.25 if conv["data_scale"] == "d^-1/4" else x
+        key = (conv["kind"], conv["stabilizer"], conv["data_scale"])
+        if self._point is None or self._key != key or self._moved(cur, self._point) > 1:
+            # a new point of linearization (or other conventions): its offset c_0 is the constant
+            self._point, self._key = {"x": x.copy(), "W": W.copy()}, key
+            self._c0, _ = performer_offset(xs, W, conv["kind"], conv["stabilizer"])
+        # the unstabilized features (offset none) times exp(-c_0), eps after the exponential
+        phi0 = feature_forward(x, conv["kind"], W=W, data_scale=conv["data_scale"], eps=0.0, stabilizer="none")
+        return {"phi": phi0 * np.exp(-self._c0) + float(conv["eps"]) / math.sqrt(phi0.shape[-1])}
+
+
+_STOP_FORWARD = _StopOffsetForward()
+
+
 def performer_grad_forward(inp, conv):
+    """The features (:func:`oracles.linear_grad_forward.feature_forward`); under ``offset_grad="stop"`` (positive
+    and hyperbolic features with a stabilizer) the offset held constant at the point (:class:`_StopOffsetForward`)."""
+    if conv.get("offset_grad", "through") == "stop" and conv["kind"] != "trig" and conv["stabilizer"] != "none":
+        return _STOP_FORWARD(inp, conv)
     return {"phi": feature_forward(inp["x"], conv["kind"], W=inp["W"], data_scale=conv["data_scale"],
                                    eps=float(conv["eps"]), stabilizer=conv["stabilizer"])}
 
@@ -288,7 +331,11 @@ def performer_reference_vjp(inp, conv, cotangents):
     r = x.dtype.type(x.shape[-1] ** -0.25) if conv["data_scale"] == "d^-1/4" else x.dtype.type(1.0)
     xs = x * r
     kind, st = conv["kind"], conv["stabilizer"]
-    if st in ("none", "row_max", "global_max"):
+    if conv.get("offset_grad", "through") == "stop" and kind != "trig" and st != "none":
+        # offset_grad = stop: c is a constant -- the unstabilized VJP of dphi exp(-c), no offset adjoint
+        c, _ = performer_offset(np.asarray(xs, dtype=np.float64), np.asarray(W, dtype=np.float64), kind, st)
+        g = feature_map_vjp(xs, kind, W=W, dphi=dphi * np.exp(-c).astype(x.dtype))
+    elif st in ("none", "row_max", "global_max"):
         g = feature_map_vjp(xs, kind, W=W, dphi=dphi, stabilizer=st)
     else:
         # phi~ = phi(x) exp(-c), c = a max of W x (row or head): the unstabilized VJP of dphi exp(-c) plus the
@@ -352,5 +399,6 @@ register_grad(GradSpec(
     op=OP_PERFORMER, wrt=("x", "W"), forward=performer_grad_forward, bounds=_feature_bounds("performer"),
     cases=_performer_grad_cases, reference_vjp=performer_reference_vjp, outputs=("phi",),
     notes="forward: oracles.linear_grad_forward.feature_forward; the stabilizer's max differentiated THROUGH (the "
-          "features' derivative); performer-pytorch's .detach() of the max deviates by -(sum dphi phi) dc/dx",
+          "features' derivative) by default; offset_grad='stop' holds it constant at the point (performer-pytorch's "
+          ".detach(), which deviates from 'through' by -(sum dphi phi) dc/dx)",
     module=__name__))

@@ -17,7 +17,11 @@ after the exponential; ``stabilizer`` -- the offset ``c`` subtracted in the expo
 ``row_max_wx`` (max over the features of ``W x`` alone, per position: performer-pytorch's queries);
 ``head_max_wx`` (max of ``W x`` over all positions and features of one batch entry and head:
 performer-pytorch's keys).  A global or per-head offset couples positions: a causal output then
-depends on future keys -- the row-locality probe reports it.
+depends on future keys -- the row-locality probe reports it.  ``offset_grad`` (read by the gradient check
+only; the forward values do not depend on it): ``through`` differentiates the offset ``c(x, W)`` (the
+features' own derivative), ``stop`` holds it constant at the point of linearization (FAVOR+'s and
+performer-pytorch's ``.detach()`` of the max: exact for normalized attention, where a per-query constant
+cancels, but not the derivative of the features themselves).
 
 Oracle: :func:`oracles.attention.features_mpmath` (the definitions in mpmath) times ``exp(-c)``
 with ``c`` computed in float64; bound :func:`oracles.attention.feature_bound` plus the scaling of
@@ -210,6 +214,10 @@ register_op(OpSpec(
         Convention("eps", 0.0, "added to the exponential before the 1/sqrt(m) factor"),
         Convention("stabilizer", "none", "offset c subtracted in the exponent: none, row_max, global_max (exponent), "
                    "row_max_wx, head_max_wx (of W x: performer-pytorch's queries / keys)", STABILIZERS),
+        Convention("offset_grad", "through", "the gradient check only (--grad): the stabilizer's offset c "
+                   "differentiated through (the features' own derivative) or held constant (stop: FAVOR+ and "
+                   "performer-pytorch detach the max; exact in normalized attention, where the constant cancels)",
+                   ("through", "stop")),
     ),
     **op_functions(globals()),
     probes=(causality_probe({"x": "l"}, {"phi": "l"}, name="row_locality", local=True, applies=_row_local,

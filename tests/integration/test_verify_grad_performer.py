@@ -8,6 +8,9 @@
   features it returns -- it misses ``-(sum_i dphi_i phi_i) dc/dx`` -- and the gradient verdict says which inputs are
   wrong.  (In normalized attention a per-query offset cancels exactly, so FAVOR+'s gradient of the *attention
   output* is still right for queries; that is a property of the composition, not of the feature map.)
+* Under the named gradient convention ``offset_grad="stop"`` (the offset held constant at the point: the oracle
+  forward keeps the max of the unperturbed inputs) the same ``softmax_kernel`` gradient **conforms**.  The
+  gradient diagnosis does not re-run alternative conventions itself: the test declares the convention.
 
 Each test skips when torch or performer-pytorch is absent (``.ci/optional-requirements.txt`` installs them in CI).
 """
@@ -42,7 +45,8 @@ def test_performer_causal_linear_attention_noncuda_gradient_conforms():
                                                  ("performer_pytorch.softmax_kernel", "head_max_wx")])
 def test_performer_softmax_kernel_gradient_misses_the_detached_max(adapter, stabilizer):
     pp = _pp()
-    rep = verify("features.performer", pp.softmax_kernel, adapter=adapter, conventions={"stabilizer": stabilizer},
+    rep = verify("features.performer", pp.softmax_kernel, adapter=adapter,
+                 conventions={"stabilizer": stabilizer, "offset_grad": "through"},
                  framework="torch", grad=True, dtype="float64", **FEW)
     assert not rep.passed
     devs = " ".join(rep.deviations())
@@ -51,6 +55,48 @@ def test_performer_softmax_kernel_gradient_misses_the_detached_max(adapter, stab
     fwd = verify("features.performer", pp.softmax_kernel, adapter=adapter, conventions={"stabilizer": stabilizer},
                  framework="torch", dtype="float64", **FEW)
     assert fwd.passed, fwd.to_text()
+
+
+@pytest.mark.parametrize("adapter, stabilizer", [("performer_pytorch.softmax_kernel.query", "row_max_wx"),
+                                                 ("performer_pytorch.softmax_kernel", "head_max_wx")])
+def test_performer_softmax_kernel_gradient_conforms_under_offset_grad_stop(adapter, stabilizer):
+    """``offset_grad="stop"``: the oracle forward holds the max constant at the point of linearization, and
+    performer-pytorch's detached max conforms (grad x and grad W)."""
+    pp = _pp()
+    rep = verify("features.performer", pp.softmax_kernel, adapter=adapter,
+                 conventions={"stabilizer": stabilizer, "offset_grad": "stop"},
+                 framework="torch", grad=True, dtype="float64", **FEW)
+    assert rep.passed, rep.grad_line() + " / " + "; ".join(rep.deviations()[:3])
+    assert "grad x: conforms" in rep.grad_line() and "grad W: conforms" in rep.grad_line(), rep.grad_line()
+
+
+def test_offset_grad_stop_reference_vjp_matches_the_stop_forward_differences():
+    """refimpl's VJP under ``offset_grad="stop"`` (the unstabilized VJP of ``dphi exp(-c)``) against Richardson
+    differences of the stop forward, and the two conventions differ by the offset's adjoint (not vacuous)."""
+    import numpy as np
+
+    from oracles.gradients import fd_vjp
+    from oracles.tolerance import Bound, assert_within
+    from oracles.verify.grad_linear import performer_grad_forward, performer_reference_vjp
+    from oracles.verify.registry import get_grad
+
+    gs = get_grad("features.performer")
+    rng = np.random.default_rng(29)
+    inp = {"x": rng.standard_normal((1, 3, 2, 3)), "W": rng.standard_normal((4, 3))}
+    for st in ("row_max_wx", "head_max_wx", "row_max"):
+        conv = dict(kind="positive", data_scale="d^-1/4", eps=1e-4, stabilizer=st)
+        w = {"phi": rng.standard_normal(performer_grad_forward(inp, conv)["phi"].shape)}
+        grads = {}
+        for og in ("stop", "through"):
+            cv = dict(conv, offset_grad=og)
+            fd = fd_vjp(lambda a: performer_grad_forward(a, cv), inp, w, ("x", "W"))
+            g = performer_reference_vjp(inp, cv, w)
+            bnd = gs.bounds(inp, fd.grad, cv, np.float64, fd.magnitude, cotangents=w)
+            for k in ("x", "W"):
+                assert_within(g[k], fd.grad[k], Bound(np.asarray(bnd[k].values) + fd.error[k],
+                                                      bnd[k].source + " + the differences' error"))
+            grads[og] = g
+        assert np.max(np.abs(grads["stop"]["x"] - grads["through"]["x"])) > 1e-3
 
 
 def test_performer_softmax_kernel_gradient_is_the_stop_gradient_one():
