@@ -51,7 +51,7 @@ from refimpl.attention.lsh import hash_buckets, lsh_attention, lsh_attention_vjp
 from refimpl.attention.gau import (gated_attention_unit, gated_attention_unit_vjp, mixed_chunk_attention,
                                   mixed_chunk_attention_vjp)
 from refimpl.attention.aft import aft_attention, aft_attention_vjp
-from refimpl.attention.mega import mega_layer
+from refimpl.attention.mega import mega_layer, mega_layer_vjp
 
 __all__ = [
     "scaled_dot_product_attention", "multi_head_attention", "causal_mask", "logsumexp",
@@ -71,5 +71,5 @@ __all__ = [
     # the backward passes (vector-Jacobian products): one per differentiable entry point
     "scaled_dot_product_attention_vjp", "linear_attention_vjp", "feature_map_vjp", "fast_weight_memory_vjp",
     "delta_rule_vjp", "sparse_attention_vjp", "linformer_attention_vjp", "lsh_attention_vjp",
-    "gated_attention_unit_vjp", "mixed_chunk_attention_vjp", "aft_attention_vjp",
+    "gated_attention_unit_vjp", "mixed_chunk_attention_vjp", "aft_attention_vjp", "mega_layer_vjp",
 ]
