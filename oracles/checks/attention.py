@@ -119,6 +119,8 @@ def linear_attention():
         bound = O.linear_attention_bound(pq, pk, v, exact, causal=True, normalize=normalize, eps=eps, S0=S0, u0=z0)
         state = (S0, z0) if normalize else S0
         for view, backend in IMPLEMENTATIONS.pairs():
+            if backend == "cuda":  # the cuda/... rows: oracles/checks/cuda_attention.py
+                continue
             kw = dict(view=view, backend=backend, normalize=normalize, eps=eps, initial_state=state, chunk=8)
             linear_attention(pq, pk, v, **kw)
             o, t = timed(linear_attention, pq, pk, v, **kw)
@@ -176,6 +178,8 @@ def delta_rule():
     for variant, decay in (("plain", None), ("gated", rng.uniform(0.7, 1.0, (b, l, h)))):
         o_ex, _ = O.delta_rule_mpmath(q, k, v, beta, decay, S0)
         for view, backend in IMPLEMENTATIONS.pairs():
+            if backend == "cuda":  # the cuda/... rows: oracles/checks/cuda_attention.py
+                continue
             kw = dict(decay=decay, initial_state=S0, view=view, backend=backend, chunk=8)
             delta_rule(q, k, v, beta, **kw)
             o, t = timed(delta_rule, q, k, v, beta, **kw)

@@ -39,6 +39,8 @@ def _rows(name, kind, params, q, k, v, exact, bound, note):
     pattern = _builder(kind, l, params)
     out = []
     for view, backend in IMPLEMENTATIONS.pairs():
+        if backend == "cuda":  # the cuda/... rows: oracles/checks/cuda_attention.py
+            continue
         kw = dict(view=view, backend=backend)
         if view == "block_sparse" and kind != "bigbird":
             kw["block"] = TILE
@@ -75,6 +77,8 @@ def sparse_attention():
     pattern = _builder("longformer", l, params)
     note = "L = 300, causal, window (16, 0), dilation 1 and 3 per head, global tokens 0 and 150; oracle: float64 fsum"
     for view, backend in IMPLEMENTATIONS.pairs():
+        if backend == "cuda":  # the cuda/... rows: oracles/checks/cuda_attention.py
+            continue
         kw = dict(view=view, backend=backend)
         sparse_attention(q, k, v, pattern, **kw)
         o, t = timed(sparse_attention, q, k, v, pattern, **kw)
@@ -86,6 +90,8 @@ def sparse_attention():
     exact32 = SA.sparse_attention_fsum(qu, ku, vu, sets)
     bound32 = SA.sparse_attention_bound(qu, ku, vu, sets, dtype=np.float32, oracle_dtype=np.float64)
     for view, backend in IMPLEMENTATIONS.pairs():
+        if backend == "cuda":  # the cuda/... rows: oracles/checks/cuda_attention.py
+            continue
         kw = dict(view=view, backend=backend)
         sparse_attention(q32, k32, v32, pattern, **kw)
         o, t = timed(sparse_attention, q32, k32, v32, pattern, **kw)
