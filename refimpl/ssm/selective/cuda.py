@@ -93,11 +93,10 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
         r = cuda.threadIdx.x
         k = r // T  # this thread's state
         tt = r % T  # this thread's time slot in the chunk
-        sla = cuda.shared.array(N * T, st)  # the scan's pairs (la, b) per (state, slot)
-        sb = cuda.shared.array(N * T, st)
+        # the scan's pairs (la, b) per (state, slot), double-buffered: round j reads buffer j % 2, writes the other
+        sla = cuda.shared.array((2, N * T), st)
+        sb = cuda.shared.array((2, N * T), st)
         sy = cuda.shared.array(N * T, st)  # readout products C_t[k] h_t[k]
-        sD = cuda.shared.array(T, rt)  # Delta_t of the chunk's slots
-        su = cuda.shared.array(T, rt)  # u_t of the chunk's slots
         carry = cuda.shared.array(N, st)  # the state entering the chunk, one per state
         bB = bi if Bk.shape[0] > 1 else 0
         bC = bi if Ck.shape[0] > 1 else 0
@@ -110,23 +109,16 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
         cuda.syncthreads()
         for start in range(0, l, T):
             t = start + tt
-            # 1. Delta_t = softplus(delta_t + delta_bias), staged by state 0's thread of each slot
-            if k == 0:
-                Dv = rt(0)
-                uv = rt(0)
-                if t < l:
-                    x = delta[bi, t, c] + bias[c]
-                    if softplus:
-                        Dv = x if x > THR else math.log1p(math.exp(x))
-                    else:
-                        Dv = x
-                    uv = u[bi, t, c]
-                sD[tt] = Dv
-                su[tt] = uv
-            # Delta and u of every slot visible to all states' threads
-            cuda.syncthreads()
-            Dv = sD[tt]
-            uv = su[tt]
+            # 1. Delta_t = softplus(delta_t + delta_bias), fused (each state's thread computes its slot's own)
+            Dv = rt(0)
+            uv = rt(0)
+            if t < l:
+                x = delta[bi, t, c] + bias[c]
+                if softplus:
+                    Dv = x if x > THR else math.log1p(math.exp(x))
+                else:
+                    Dv = x
+                uv = u[bi, t, c]
             # 2. e_t = (la_t, b_t) = (Delta_t A_k, B_bar_t u_t); past the end: the identity (0, 0)
             la = st(0)
             bt = st(0)
@@ -142,33 +134,36 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
             if tt == 0:
                 # fold the entering state: b_start = exp(la_start) h_{start-1} + b_start
                 bt = EXP(la) * carry[k] + bt
-            sla[r] = la
-            sb[r] = bt
-            # every pair stored before round 1 reads its neighbour
+            sla[0, r] = la
+            sb[0, r] = bt
+            # every pair stored before round 1 reads its neighbour (and every thread has read carry)
             cuda.syncthreads()
             # 3. Kogge-Stone over the slots of state k: e_t <- e_{t-off} . e_t
             off = 1
+            cur = 0
             while off < T:
-                pla = st(0)
-                pb = st(0)
-                if tt >= off:
-                    pla = sla[r - off]
-                    pb = sb[r - off]
-                # all reads of this round done before any thread overwrites its slot
-                cuda.syncthreads()
                 if tt >= off:
                     # b_t = exp(la_t) b_{t-off} + b_t ;  la_t = la_{t-off} + la_t
+                    pla = sla[cur, r - off]
+                    pb = sb[cur, r - off]
                     bt = EXP(la) * pb + bt
                     la = pla + la
-                    sla[r] = la
-                    sb[r] = bt
+                # into the other buffer: no thread of this round reads it
+                sla[1 - cur, r] = la
+                sb[1 - cur, r] = bt
                 # this round's writes visible to the next round's reads
                 cuda.syncthreads()
+                cur = 1 - cur
                 off *= 2
-            # 4. readout y_t = sum_k C_t[k] h_t[k]  (h_t = bt)
+            # 4. readout y_t = sum_k C_t[k] h_t[k]  (h_t = bt);  5. the last valid slot passes h on
             if t < l:
                 sy[r] = Ck[bC, t if Ck.shape[1] > 1 else 0, gC, k] * bt
-            # every state's product stored before state 0's thread sums them
+            if tt == min(T, l - start) - 1:
+                carry[k] = bt
+                if start + T >= l:
+                    hL[bi, c, k] = bt
+            # every product and the new carry stored before they are read (sy is rewritten, and carry read,
+            # only after the next chunk's first syncthreads, which the summing threads reach after summing)
             cuda.syncthreads()
             if k == 0 and t < l:
                 acc = sy[tt]
@@ -184,13 +179,6 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
                     zz = z[bi, t, c]
                     o = o * (zz / (rt(1.0) + math.exp(-zz)))
                 out[bi, t, c] = o
-            # 5. the last valid slot passes h on (and is the final state after the last chunk)
-            if tt == min(T, l - start) - 1:
-                carry[k] = bt
-                if start + T >= l:
-                    hL[bi, c, k] = bt
-            # carry and the shared buffers settled before the next chunk
-            cuda.syncthreads()
 
     return _s6
 

@@ -283,8 +283,8 @@ def ssd_chunked_cuda(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias
         # the reference's validation (it also computes and checks the effective dt; the kernel recomputes it)
         pr = ref.prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
                          initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
-        a = dict(x=pr.x, dt=np.asarray(dt), A=pr.A, B=np.asarray(B), C=np.asarray(C), D=D, z=pr.z,
-                 dt_bias=dt_bias, initial_state=pr.initial_state, seq_idx=pr.seq_idx, dtype=pr.dtype, b=pr.b,
+        a = dict(x=pr.x, dt=np.asarray(dt), A=pr.A, B=np.asarray(B), C=np.asarray(C), D=pr.D, z=pr.z,
+                 dt_bias=None if dt_bias is None else np.asarray(dt_bias), initial_state=pr.initial_state, seq_idx=pr.seq_idx, dtype=pr.dtype, b=pr.b,
                  l=pr.l, h=pr.h, p=pr.p, n=pr.n, g=pr.g)
     dtype = np.dtype(a["dtype"])
     b, l, h, p, n = a["b"], a["l"], a["h"], a["p"], a["n"]
@@ -317,8 +317,11 @@ def ssd_chunked_cuda(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias
                                                        dtype.type(hi if hi != math.inf else np.finfo(dtype).max),
                                                        dte, din, dout)
     if p * n:
-        _STATE(T, TPB)[blocks, TPB](xd, dte, Bd, dout, U)
-        _PASS()[_cuda.blocks_for(b * h * p * n, TPB), TPB](U, din, S0d, Sin, final, T)
+        # no idle threads: at most one per state entry (per block), one per (batch, head, entry) in all
+        tpb2 = min(TPB, p * n)
+        _STATE(T, tpb2)[blocks, tpb2](xd, dte, Bd, dout, U)
+        tpb3 = min(TPB, b * h * p * n)
+        _PASS()[_cuda.blocks_for(b * h * p * n, tpb3), tpb3](U, din, S0d, Sin, final, T)
     if p:
         _SCAN(T, dtype.name, a["z"] is not None)[blocks, T](xd, dte, Ad, Bd, Cd, Dd, zd, seqd, din, Sin, y)
     y, final = _cuda.from_device(y, device), _cuda.from_device(final, device)
