@@ -22,8 +22,9 @@ from refimpl._validate import check_bool
 from refimpl.attention.softmax.reference import (CAUSAL_ALIGNMENTS, attention_scale, causal_alignment, causal_mask,
                                                  logsumexp, multi_head_attention, softmax)
 
-__all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_vjp", "multi_head_attention", "causal_mask", "causal_alignment",
-           "attention_scale", "softmax", "logsumexp", "CAUSAL_ALIGNMENTS", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS"]
+__all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_vjp", "multi_head_attention", "multi_head_attention_vjp", "causal_mask", "causal_alignment",
+           "attention_scale", "softmax", "logsumexp", "CAUSAL_ALIGNMENTS", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS",
+           "MULTI_HEAD_VJP_IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.scaled_dot_product_attention", {
     ("materialized", "numpy"): "refimpl.attention.softmax.reference:materialized",
@@ -129,3 +130,41 @@ def scaled_dot_product_attention_vjp(q, k, v, *, do, scale: Optional[float] = No
                              f"o of q, k, v, scale and the causal diagonal only")
     tiles = {name: value for name, value in (("block_q", block_q), ("block_k", block_k)) if value is not None}
     return impl(q, k, v, do=do, scale=scale, causal=causal, alignment=alignment, **tiles)
+
+
+MULTI_HEAD_VJP_IMPLEMENTATIONS = register("refimpl.attention.multi_head_attention_vjp", {
+    ("materialized", "numpy"): "refimpl.attention.softmax.backward_multi_head:materialized_vjp",
+    ("tiled", "numpy"): "refimpl.attention.softmax.backward_multi_head:tiled_vjp",
+    ("tiled", "numba"): "refimpl.attention.softmax.backward_multi_head:tiled_numba_vjp",
+})
+
+
+def multi_head_attention_vjp(x_q, x_kv, W_Q, W_K, W_V, W_O, *, dout, scale: Optional[float] = None,
+                             causal: bool = False, alignment: Optional[str] = None, mask=None, bias=None,
+                             view: str = "materialized", backend: str = "numpy", block_q: Optional[int] = None,
+                             block_k: Optional[int] = None) -> dict:
+    r"""The backward pass of :func:`multi_head_attention`: ``{input: dL/dinput}`` for a cotangent ``dout`` of ``out``.
+
+    The forward's arguments, then keyword-only ``dout (b l d_out)`` (required), the forward's keywords, ``view``:
+    ``"materialized"`` (default; mask and bias allowed) or ``"tiled"`` (the inner softmax attention's adjoint is
+    FlashAttention's backward pass, ``backend`` ``"numpy"`` or ``"numba"``; ``block_q``/``block_k`` its tiles).
+    The projections' adjoints around the softmax backward (:mod:`.backward_multi_head`): ``dW_O = Z^T dout``,
+    ``dZ = dout W_O^T``, the attention VJP, ``dW_Q[x] = X_q^T dQ_x``, ``dX_q = sum_x dQ_x W_Q[x]^T``, ...
+
+    Returns ``{"x_q", "x_kv", "W_Q", "W_K", "W_V", "W_O"}`` with the inputs' shapes, and ``"bias"`` when given; in
+    the working dtype (float32 only when every input and ``dout`` are float32).
+    """
+    impl = MULTI_HEAD_VJP_IMPLEMENTATIONS.get(view, backend)
+    if view == "materialized":
+        for name, value in (("block_q", block_q), ("block_k", block_k)):
+            if value is not None:
+                raise ValueError(f"{name}: a tile size of the 'tiled' view; the 'materialized' view has no tiles, "
+                                 f"got {name}={value!r}")
+        return impl(x_q, x_kv, W_Q, W_K, W_V, W_O, dout=dout, scale=scale, causal=causal, alignment=alignment,
+                    mask=mask, bias=bias)
+    for name, value in (("mask", mask), ("bias", bias)):
+        if value is not None:
+            raise ValueError(f"{name}: only the 'materialized' view supports it; the {view!r} view differentiates "
+                             f"out of x_q, x_kv, the weights, scale and the causal diagonal only")
+    return impl(x_q, x_kv, W_Q, W_K, W_V, W_O, dout=dout, scale=scale, causal=causal, alignment=alignment,
+                block_q=block_q, block_k=block_k)
