@@ -19,7 +19,7 @@ FAST = ["attention.softmax:off-by-one-causal", "attention.softmax:stabilizer-ove
 
 def test_the_corpus_loads_and_covers_the_family():
     assert "attention" not in import_errors()
-    ms = all_mutants("attention") + all_mutants("features")
+    ms = all_mutants("attention", kind="forward") + all_mutants("features", kind="forward")
     assert len(ms) >= 20
     ops = {m.op for m in ms}
     assert {"attention.softmax", "attention.linear", "attention.delta_rule", "features.performer",
@@ -45,7 +45,7 @@ def test_fast_subset_is_killed(key):
 def test_scale_twice_through_an_argument_is_caught_only_by_the_argument_paths_probe():
     from oracles.verify import verify
 
-    m = {m.key: m for m in all_mutants("attention.linear")}["attention.linear:fla-scale-twice"]
+    m = {m.key: m for m in all_mutants("attention.linear", kind="forward")}["attention.linear:fla-scale-twice"]
     rep = verify(m.op, m.fn, adapter=m.adapter, candidate_name=m.key)
     assert all(c.passed for c in rep.cases)  # the default scale (1) cannot show it...
     paths = [p for p in rep.probes if p.name == "argument_paths"]

@@ -147,7 +147,7 @@ def test_the_classic_misreadings_fail():
                  max_examples=2)
     assert not rep.passed
     # Hugging Face's even w read as per side; an FLA W read as W keys left of the token (the mutant corpus)
-    ms = {m.name: m for m in all_mutants(OP)}
+    ms = {m.name: m for m in all_mutants(OP, kind="forward")}
     for name in ("hf-window-read-per-side", "fla-window-one-too-many"):
         m = ms[name]
         rep = verify(OP, m.fn, adapter=m.adapter, conventions=m.conventions, max_examples=2)
@@ -220,7 +220,7 @@ def test_cli_passes_the_reference_and_fails_a_bug(capsys):
 def test_every_sparse_mutant_is_killed():
     """As ``refimpl mutants --op attention.sparse`` (run_mutants' verify call: default settings, the mutant's adapter,
     conventions and dtypes), without the diagnosis a failing report adds (killed = does not conform)."""
-    ms = all_mutants(OP)
+    ms = all_mutants(OP, kind="forward")
     assert len(ms) >= 15
     names = {m.name for m in ms}
     assert {"window-left-edge-off-by-one", "dilation-one-side-only", "dilation-on-query", "global-row-only",

@@ -153,10 +153,16 @@ def import_errors() -> Dict[str, str]:
     return dict(_IMPORT_ERRORS)
 
 
-def all_mutants(op: Optional[str] = None) -> List[Mutant]:
-    """Every registered mutant (of ``op``, or of every op whose name starts with ``op + '.'``)."""
+def all_mutants(op: Optional[str] = None, *, kind: Optional[str] = None) -> List[Mutant]:
+    """Every registered mutant (of ``op``, or of every op whose name starts with ``op + '.'``); ``kind``:
+    ``"forward"`` (candidates for the forward verdict) or ``"backward"`` (explicit backwards, judged by ``--grad``)
+    only, ``None`` both."""
     _load()
+    if kind not in (None, "forward", "backward"):
+        raise ValueError(f"kind: expected None, 'forward' or 'backward', got {kind!r}")
     ms = sorted(_MUTANTS.values(), key=lambda m: (m.op, m.name))
+    if kind is not None:
+        ms = [m for m in ms if m.kind == kind]
     if op is None:
         return ms
     return [m for m in ms if m.op == op or m.op.startswith(op + ".")]
