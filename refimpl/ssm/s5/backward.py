@@ -131,5 +131,6 @@ def recurrent_vjp(Lambda, B_tilde, C_tilde, D, dt, u, *, dy, d_final_state=None,
     out["dt"] = np.asarray(np.sum(ddt), dtype=rdt) if dt_in.ndim == 0 else ddt.astype(rdt, copy=False)
     originals = dict(Lambda=Lambda, B_tilde=B_tilde, C_tilde=C_tilde, D=D, dt=dt, u=u, C_back=C_back,
                      initial_state=initial_state)
+    # (np.ascontiguousarray makes a 0-d array 1-d: the reshape keeps a scalar dt's gradient a scalar)
     return {k: np.ascontiguousarray(v if np.asarray(originals[k]).dtype.kind == "c" else np.real(v).astype(rdt))
-            for k, v in out.items()}
+            .reshape(np.shape(v)) for k, v in out.items()}
