@@ -13,8 +13,10 @@ from refimpl._validate import check_bool, check_int
 from refimpl.attention.linear.reference import (EPS_MODES, PERFORMER_STABILIZERS, STATE_LAYOUTS,
                                                 causal_recurrent_offsets, performer_attention)
 
-__all__ = ["linear_attention", "linear_attention_vjp", "performer_attention", "causal_recurrent_offsets", "STATE_LAYOUTS", "EPS_MODES",
-           "PERFORMER_STABILIZERS", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS"]
+__all__ = ["linear_attention", "linear_attention_vjp", "performer_attention", "performer_attention_vjp",
+           "causal_recurrent_offsets", "STATE_LAYOUTS", "EPS_MODES",
+           "PERFORMER_STABILIZERS", "IMPLEMENTATIONS", "VJP_IMPLEMENTATIONS",
+           "PERFORMER_VJP_IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = register("refimpl.attention.linear_attention", {
     ("quadratic", "numpy"): "refimpl.attention.linear.reference:quadratic",
@@ -95,3 +97,29 @@ def linear_attention_vjp(phi_q, phi_k, v, *, do, d_final_state=None, causal: boo
     if view == "chunked":
         kw["chunk"] = chunk
     return impl(phi_q, phi_k, v, **kw)
+
+
+PERFORMER_VJP_IMPLEMENTATIONS = register("refimpl.attention.performer_attention_vjp", {
+    ("quadratic", "numpy"): "refimpl.attention.linear.backward_performer:quadratic_vjp",
+    ("recurrent", "numpy"): "refimpl.attention.linear.backward_performer:recurrent_vjp",
+    ("chunked", "numpy"): "refimpl.attention.linear.backward_performer:chunked_vjp",
+    ("chunked", "numba"): "refimpl.attention.linear.backward_performer:chunked_numba_vjp",
+})
+
+
+def performer_attention_vjp(q, k, v, W, *, do, kind: str = "positive", causal: bool = False, normalize: bool = True,
+                            eps: float = 0.0, scale=None, stabilizer: str = "none", offset_grad: str = "through",
+                            view: str = "quadratic", chunk: int = 64, backend: str = "numpy") -> dict:
+    r"""The vector-Jacobian product of :func:`performer_attention` (:mod:`.backward_performer`).
+
+    The forward's arguments, then keyword-only ``do (b l h p)`` (the cotangent of ``o``, required) and the
+    forward's keywords; ``offset_grad``: how a stabilizer's max offset is differentiated, ``"through"`` (default,
+    the forward's derivative, as ``feature_map_vjp``) or ``"stop"`` (a constant, FAVOR+ / performer-pytorch).
+    Views: ``quadratic`` (numpy; the only non-causal one), ``recurrent`` (numpy), ``chunked`` (numpy, numba): the
+    view of linear attention's adjoint.  ``stabilizer="key_prefix_max"`` is refused.
+
+    Returns ``{"q", "k", "v", "W"}`` with the inputs' shapes, in the working dtype.
+    """
+    impl = PERFORMER_VJP_IMPLEMENTATIONS.get(view, backend)
+    return impl(q, k, v, W, do=do, kind=kind, causal=causal, normalize=normalize, eps=eps, scale=scale,
+                stabilizer=stabilizer, offset_grad=offset_grad, chunk=chunk)
