@@ -14,8 +14,9 @@ from refimpl._dispatch import register
 from refimpl.ssm.hippo.reference import (MEASURES, ONLINE_METHODS, SIGNS, basis, fout, lagt, legs, legt, lmu,
                                          reconstruct, scale, transition)
 
-__all__ = ["hippo_transition", "hippo_projection", "basis", "reconstruct", "scale", "legs", "legt", "lmu", "lagt",
-           "fout", "MEASURES", "SIGNS", "ONLINE_METHODS", "HIPPO_PROJECTION"]
+__all__ = ["hippo_transition", "hippo_projection", "hippo_projection_vjp", "basis", "reconstruct", "scale", "legs",
+           "legt", "lmu", "lagt", "fout", "MEASURES", "SIGNS", "ONLINE_METHODS", "HIPPO_PROJECTION",
+           "HIPPO_PROJECTION_VJP"]
 
 HIPPO_PROJECTION = register("refimpl.ssm.hippo_projection", {
     ("recurrent", "numpy"): "refimpl.ssm.hippo.reference:online_projection",
@@ -44,3 +45,22 @@ def hippo_projection(f, measure: str, N: int, dt: float, *, method: str = "bilin
     """
     return HIPPO_PROJECTION.get(view, backend)(f, measure, N, dt, method=method, alpha=alpha, theta=theta, t0=t0,
                                                initial_state=initial_state)
+
+
+HIPPO_PROJECTION_VJP = register("refimpl.ssm.hippo_projection_vjp", {
+    ("recurrent", "numpy"): "refimpl.ssm.hippo.backward:recurrent_vjp",
+})
+
+
+def hippo_projection_vjp(f, measure: str, N: int, dt: float, *, dc, method: str = "bilinear",
+                         alpha: Optional[float] = None, theta: float = 1.0, t0: Optional[float] = None,
+                         initial_state=None, view: str = "recurrent", backend: str = "numpy") -> dict:
+    r"""The vector-Jacobian product of :func:`hippo_projection` (README "Backward"; :mod:`.backward`).
+
+    The forward's arguments, then keyword-only ``dc (l n)`` the cotangent of ``c`` (required) and the forward's
+    keywords.  View ``"recurrent"`` (the reverse scan ``g_k = dc_k + A_bar^T g_{k+1}``; LegS through a transposed
+    solve per step), backend ``"numpy"``.  Returns ``{"f": (l,), "dt": ()}`` and ``"initial_state": (n)`` when one
+    is given, float64.  ``N`` is an int (no gradient).
+    """
+    return HIPPO_PROJECTION_VJP.get(view, backend)(f, measure, N, dt, dc=dc, method=method, alpha=alpha,
+                                                   theta=theta, t0=t0, initial_state=initial_state)
