@@ -7,10 +7,12 @@ there, on the inputs, exactly as the reference applies them; for CuPy inputs the
 device), and the same order of operations per chunk as the reference (module docstring of
 :mod:`refimpl.attention.delta.reference`).  For a chunk ``t = 0..c-1`` entered with state ``S_0 (p n)``:
 
-* ``g_t = sum_{i <= t} log alpha_i`` (log space), ``Gamma_ti = exp(g_t - g_i) <= 1`` (``i <= t``), ``gamma_t = exp(g_t)``
+* ``g_t = sum_{i <= t} log alpha_i`` (log space), ``Gamma_ti = exp(g_t - g_i) <= 1`` (``i <= t``),
+  ``gamma_t = exp(g_t)``
 * ``(I + tril(diag(beta) K K^T, -1)) W = diag(beta) K`` and
   ``(I + tril(diag(beta) (Gamma o K K^T), -1)) U = diag(beta) V`` -- by forward substitution
-  ``w_t = beta_t k_t - sum_{i<t} beta_t (k_t . k_i) w_i``, ``u_t = beta_t v_t - sum_{i<t} beta_t Gamma_ti (k_t . k_i) u_i``
+  ``w_t = beta_t k_t - sum_{i<t} beta_t (k_t . k_i) w_i``,
+  ``u_t = beta_t v_t - sum_{i<t} beta_t Gamma_ti (k_t . k_i) u_i``
 * ``O = diag(gamma) (Q S_0^T - tril(Q K^T) (W S_0^T)) + (Gamma o tril(Q K^T)) U``
 * ``S_c = gamma_{c-1} (S_0 - (S_0 W^T) K) + U^T diag(Gamma_{c-1, .}) K``.
 
@@ -51,21 +53,23 @@ def _shared_bytes(C: int, n: int, p: int, itemsize: int) -> int:
     return (2 * C * n + 2 * C * p + C * C + C) * itemsize
 
 
-def _make_delta(tpb: int, C: int, n: int, p: int, dtype_name: str):
+def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
     @cuda.jit
     def _delta(q, k, v, beta, decay, gated, S, o):
-        # q, k (B L H n); v (B L H p); beta, decay (B L H) (decay read only when gated); S (B H p n) in place; o (B L H p)
-        B, L, H, _n = k.shape
+        # q, k (B L H n); v (B L H p); beta, decay (B L H) (decay read only when gated);
+        # S (B H p n) updated in place; o (B L H p)
+        B, L, H, n = k.shape  # n <= NS, p <= PS: the compiled tile widths
+        p = v.shape[3]
         blk = cuda.blockIdx.x  # this block's (batch bi, head hi)
         bi = blk // H
         hi = blk % H
         r = cuda.threadIdx.x
-        sk = cuda.shared.array((C, n), nbt)  # K of the chunk
-        sw = cuda.shared.array((C, n), nbt)  # W
-        su = cuda.shared.array((C, p), nbt)  # U
-        sws = cuda.shared.array((C, p), nbt)  # W S_0^T
+        sk = cuda.shared.array((C, NS), nbt)  # K of the chunk
+        sw = cuda.shared.array((C, NS), nbt)  # W
+        su = cuda.shared.array((C, PS), nbt)  # U
+        sws = cuda.shared.array((C, PS), nbt)  # W S_0^T
         sm = cuda.shared.array((C, C), nbt)  # K K^T (strict lower), then tril(Q K^T)
         sg = cuda.shared.array(C, nbt)  # g_t = sum_{i<=t} log alpha_i
         for t0 in range(0, L, C):
@@ -231,7 +235,7 @@ def delta_chunked(q, k, v, beta, *, decay=None, initial_state=None, key_norm=Non
     p = v_.shape[3]
     dt = np.dtype(q_.dtype)
     C = max(1, min(chunk, l))  # a chunk longer than the sequence is the whole sequence
-    need = _shared_bytes(C, n, p, dt.itemsize)
+    need = _shared_bytes(C, max(n, 1), max(p, 1), dt.itemsize)
     if need > SHARED_BYTES:
         raise ValueError(f"chunk: the cuda kernel keeps K, W (chunk n), U, W S^T (chunk p) and a (chunk chunk) tile in "
                          f"shared memory, expected at most {SHARED_BYTES} bytes, got {need} for chunk={C}, n={n}, "
@@ -241,7 +245,7 @@ def delta_chunked(q, k, v, beta, *, decay=None, initial_state=None, key_norm=Non
     if b * h > 0 and l > 0:
         gated = decay_ is not None
         dec = decay_ if gated else beta_  # never read when not gated
-        kern = _DELTA(tpb, C, n, p, dt.name)
+        kern = _DELTA(tpb, C, max(n, 1), max(p, 1), dt.name)
         kern[b * h, tpb](_cuda.to_device(q_), _cuda.to_device(k_), _cuda.to_device(v_), _cuda.to_device(beta_),
                          _cuda.to_device(dec), gated, S_d, o)
     o = _cuda.from_device(o, device)

@@ -32,7 +32,8 @@ from numba import cuda
 
 from refimpl import _cuda
 from refimpl._validate import check_bool, check_choice, check_int
-from refimpl.attention.linear.reference import EPS_MODES, STATE_LAYOUTS, _check_eps, _final_state, validate_linear
+from refimpl.attention.linear.reference import (EPS_MODES, STATE_LAYOUTS, _check_eps, _final_state,
+                                                validate_linear)
 
 __all__ = ["causal_chunked", "DEFAULT_THREADS", "SHARED_BYTES"]
 
@@ -45,20 +46,20 @@ def _shared_bytes(C: int, n: int, itemsize: int) -> int:
     return (2 * C * n + C * C + C) * itemsize
 
 
-def _make_chunked(tpb: int, C: int, n: int, dtype_name: str):
+def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
     @cuda.jit
     def _chunked(q, k, v, S, z, o, normalize, eps, eps_add):
         # q, k (B L H n); v (B L H p); S (B H p n) and z (B H n): the state, updated in place; o (B L H p)
-        B, L, H, _n = q.shape
+        B, L, H, n = q.shape  # n <= NS, the compiled tile width
         P = v.shape[3]
         blk = cuda.blockIdx.x  # this block's (batch bi, head hi)
         bi = blk // H
         hi = blk % H
         r = cuda.threadIdx.x
-        sq = cuda.shared.array((C, n), nbt)  # phi(Q) of the chunk
-        sk = cuda.shared.array((C, n), nbt)  # phi(K) of the chunk
+        sq = cuda.shared.array((C, NS), nbt)  # phi(Q) of the chunk
+        sk = cuda.shared.array((C, NS), nbt)  # phi(K) of the chunk
         sa = cuda.shared.array((C, C), nbt)  # A_ij = phi(q_i) . phi(k_j), j <= i
         sd = cuda.shared.array(C, nbt)  # den_i (+ eps, or clamped)
         for t0 in range(0, L, C):
@@ -195,7 +196,7 @@ def causal_chunked(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = Tr
     p = vv.shape[3]
     dt = np.dtype(pq.dtype)
     C = max(1, min(chunk, l))  # a chunk longer than the sequence is the whole sequence
-    need = _shared_bytes(C, n, dt.itemsize)
+    need = _shared_bytes(C, max(n, 1), dt.itemsize)
     if need > SHARED_BYTES:
         raise ValueError(f"chunk: the cuda kernel keeps the (chunk n) query/key tiles and the (chunk chunk) score "
                          f"tile in shared memory, expected at most {SHARED_BYTES} bytes, got {need} for chunk={C}, "
@@ -203,7 +204,7 @@ def causal_chunked(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = Tr
     o = _cuda.zeros((b, l, h, p), dt, device)
     S_d, z_d = _cuda.to_device(S), _cuda.to_device(z)
     if b * h > 0 and l > 0:
-        kern = _CHUNKED(tpb, C, n, dt.name)
+        kern = _CHUNKED(tpb, C, max(n, 1), dt.name)
         kern[b * h, tpb](_cuda.to_device(pq), _cuda.to_device(pk), _cuda.to_device(vv), S_d, z_d, o,
                          opts["normalize"], opts["eps"], opts["eps_mode"] == "add")
     o = _cuda.from_device(o, device)

@@ -53,15 +53,16 @@ def _shared_bytes(BQ: int, BK: int, n: int, p: int, itemsize: int) -> int:
     return (BQ * n + BK * n + BK * p + BQ * BK + 3 * BQ) * itemsize
 
 
-def _make_flash(tpb: int, BQ: int, BK: int, n: int, p: int, dtype_name: str):
+def _make_flash(tpb: int, BQ: int, BK: int, NS: int, PS: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
-    npt = -(-(BQ * p) // tpb)  # accumulator entries per thread
+    npt = -(-(BQ * PS) // tpb)  # accumulator entries per thread
 
     @cuda.jit
     def _flash(q, k, v, tau, causal, offset, o, lse):
         # q (B L H n); k (B S H n); v (B S H p); o (B L H p); lse (B H L)
-        B, L, H, _n = q.shape
+        B, L, H, n = q.shape  # n <= NS, p <= PS: the compiled tile widths
         Sk = k.shape[1]
+        p = v.shape[3]
         tq = (L + BQ - 1) // BQ
         blk = cuda.blockIdx.x  # this block's (batch bi, head hi, query tile qi)
         qi = blk % tq
@@ -70,9 +71,9 @@ def _make_flash(tpb: int, BQ: int, BK: int, n: int, p: int, dtype_name: str):
         x0 = qi * BQ
         cq = min(BQ, L - x0)
         r = cuda.threadIdx.x
-        sq = cuda.shared.array((BQ, n), nbt)
-        sk = cuda.shared.array((BK, n), nbt)
-        sv = cuda.shared.array((BK, p), nbt)
+        sq = cuda.shared.array((BQ, NS), nbt)
+        sk = cuda.shared.array((BK, NS), nbt)
+        sv = cuda.shared.array((BK, PS), nbt)
         sp = cuda.shared.array((BQ, BK), nbt)  # S_xy, then P_xy
         sm = cuda.shared.array(BQ, nbt)  # running max m_x
         sl = cuda.shared.array(BQ, nbt)  # running sum l_x

@@ -47,15 +47,16 @@ def _shared_bytes(B: int, n: int, p: int, itemsize: int) -> int:
     return (2 * B * n + B * p + B * B + 3 * B) * itemsize
 
 
-def _make_sparse(tpb: int, BS: int, n: int, p: int, dtype_name: str):
+def _make_sparse(tpb: int, BS: int, NS: int, PS: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
-    npt = -(-(BS * p) // tpb)  # accumulator entries per thread
+    npt = -(-(BS * PS) // tpb)  # accumulator entries per thread
 
     @cuda.jit
     def _sparse(q, k, v, tau, hp, indptr, indices, mask_index, masks, o):
         # q, k (Bt L H n); v (Bt L H p); o (Bt L H p); the layout: indptr (hp nqb + 1), indices, mask_index (tiles),
         # masks (nm BS BS) uint8 (1 = kept)
-        Bt, L, H, _n = q.shape
+        Bt, L, H, n = q.shape  # n <= NS, p <= PS: the compiled tile widths
+        p = v.shape[3]
         nqb = (L + BS - 1) // BS
         blk = cuda.blockIdx.x  # this block's (batch bi, head hi, query block u)
         u = blk % nqb
@@ -65,9 +66,9 @@ def _make_sparse(tpb: int, BS: int, n: int, p: int, dtype_name: str):
         x0 = u * BS
         cq = min(BS, L - x0)
         r = cuda.threadIdx.x
-        sq = cuda.shared.array((BS, n), nbt)
-        sk = cuda.shared.array((BS, n), nbt)
-        sv = cuda.shared.array((BS, p), nbt)
+        sq = cuda.shared.array((BS, NS), nbt)
+        sk = cuda.shared.array((BS, NS), nbt)
+        sv = cuda.shared.array((BS, PS), nbt)
         sp = cuda.shared.array((BS, BS), nbt)  # S, then P
         sm = cuda.shared.array(BS, nbt)  # running max m
         sl = cuda.shared.array(BS, nbt)  # running sum l
