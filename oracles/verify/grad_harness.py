@@ -26,8 +26,17 @@ requested dtype:
 
 5. each gradient is compared with :func:`oracles.tolerance.compare` under ``Bound(fd error) + GradSpec.bounds``
    (float64/float32: the derived rounding bound of a backward in that dtype), or in float16/bfloat16 under the
-   same-dtype baseline rule applied to our backward (``GradSpec.reference_vjp`` in float32 arithmetic on the
-   dtype's inputs, its gradients rounded to the dtype, with the float32 bound as the magnitude), plus the fd error;
+   same-dtype baseline rule (:func:`oracles.tolerance.baseline_bound`, its factor, the float32 bound as the
+   magnitude) applied to **our backward run in that dtype**, plus the fd error.  "Run in that dtype" is the
+   forward baseline's kernel model (store in the dtype, accumulate in float32): when ``GradSpec.reference_vjp``
+   takes ``lowp=``, the harness calls it with ``lowp="float16"``/``"bfloat16"`` and the op's adapter runs our
+   backward in float32 arithmetic on the dtype's inputs and cotangents **with every stored intermediate rounded to
+   the dtype** (softmax attention: the recomputed ``P``, ``dS`` and the saved output ``O``; a scan: the forward
+   state and the adjoint state at every step; each adapter says where); its gradients are then rounded to the
+   dtype.  The storing path is checked before it is used: with ``lowp="float32"`` (rounding to float32 is the
+   identity) it must pass the float32 bound on the case, as our plain float32 backward must; a case where either
+   fails is skipped, never judged.  An adapter without ``lowp`` gives the older baseline (float32 arithmetic, only
+   the final gradient rounded);
 6. a failing gradient is diagnosed (:mod:`oracles.verify.grad_diagnosis`): which input, and where (everywhere,
    the initial state, only the first/last position, from a chunk boundary on, a constant factor, the conjugate,
    the sign).
@@ -590,6 +599,16 @@ def _call_bounds(gspec: GradSpec, x_up, fd: FDGrad, conv, dtype, w):
     return gspec.bounds(*args, cotangents=dict(w)) if takes else gspec.bounds(*args)
 
 
+def takes_lowp(fn) -> bool:
+    """Whether a ``GradSpec.reference_vjp`` takes the ``lowp=`` keyword (the storing backward of the baseline)."""
+    import inspect
+
+    try:
+        return "lowp" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _grad_bounds(gspec: GradSpec, x_up, fd: FDGrad, conv, dtype: str, w) -> Tuple[Dict[str, Bound], Dict[str, Any]]:
     """Each gradient's bound: the fd error + the derived bound of a backward in ``dtype`` (or the baseline rule)."""
     names = list(fd.grad)
@@ -609,8 +628,13 @@ def _grad_bounds(gspec: GradSpec, x_up, fd: FDGrad, conv, dtype: str, w) -> Tupl
                                           (np.asarray(v).astype(np.complex64) if np.iscomplexobj(v) else v)))
               for k, v in x_up.items()}
     w32 = {k: v.astype(np.complex64 if np.iscomplexobj(v) else np.float32) for k, v in w.items()}
+    storing = takes_lowp(gspec.reference_vjp)
     try:
         ref = gspec.reference_vjp(ref_in, conv, w32)
+        # the storing backward, checked on its own path first: with lowp="float32" its rounding is the identity
+        # (float32 values stored in float32), so it must pass the float32 bound like our plain backward
+        ref_path = gspec.reference_vjp(ref_in, conv, w32, lowp="float32") if storing else None
+        ref_low = gspec.reference_vjp(ref_in, conv, w32, lowp=dtype) if storing else ref
     except Exception as exc:
         raise _Skip(f"our reference VJP cannot run this case for the low-precision baseline "
                     f"({type(exc).__name__}: {exc})") from None
@@ -623,6 +647,12 @@ def _grad_bounds(gspec: GradSpec, x_up, fd: FDGrad, conv, dtype: str, w) -> Tupl
         if not own.passed:
             raise _Skip(f"our reference VJP exceeds its own float32 bound on this case (grad {n}: {own.summary()}), "
                         "so it cannot be the low-precision baseline")
+        if ref_path is not None:
+            own = compare(np.asarray(ref_path[n]), fd.grad[n], fd_b[n] + b32[n], dtype=np.float32)
+            if not own.passed:
+                raise _Skip(f"the storing path of our reference VJP (lowp='float32', no rounding) exceeds its float32 "
+                            f"bound on this case (grad {n}: {own.summary()}), so it cannot be the baseline")
+        r = np.asarray(ref_low[n])
         r_low = r.astype(dt) if not np.iscomplexobj(r) else r
         M = np.asarray(b32[n].values, dtype=np.float64)
         M = M if (M.ndim > 0 and np.all(M > 0)) else None

@@ -106,8 +106,53 @@ def _fold(g: np.ndarray, groups: int) -> np.ndarray:
     return g.reshape(b, s, h // groups, groups, x).sum(axis=3)
 
 
-def reference_vjp(inp, conv, cotangents) -> Dict[str, np.ndarray]:
-    """refimpl's VJP (materialized view) in the op's canonical layout (module docstring)."""
+def storing_sdpa_vjp(q, k, v, bias, keep, scale, do, lowp):
+    r"""The materialized softmax-attention backward with the stores of a ``lowp`` kernel rounded (the baseline of
+    ``verify --grad`` in float16/bfloat16; :mod:`oracles.verify._lowp_storage`).  ``(b l h .)`` layout, ``k``, ``v``
+    already expanded to ``h`` heads, ``bias (b h lq lk)`` or ``None``, ``keep`` broadcastable to ``(b 1 lq lk)``.
+
+    Float32 arithmetic; rounded to ``lowp`` where FlashAttention's backward (and torch's math path) store:
+
+        S = scale Q K^T + bias (masked: -inf);  P = rnd(exp(S - logsumexp S))     (the recomputed P, stored)
+        O = rnd(P V)                                                            (the saved output)
+        dV = P^T dO;  dP = dO V^T;  D = rowsum(dO o O)                          (D from the saved O)
+        dS = rnd(P o (dP - D))                                                  (stored before the two matmuls)
+        dQ = scale dS K;  dK = scale dS^T Q;  dbias = dS
+
+    Checked by the harness with ``lowp="float32"`` (no rounding) against the float32 bound before it is used.
+    """
+    from oracles.verify._lowp_storage import storer
+
+    rnd = storer(lowp)
+    f = np.float32
+    Q = np.asarray(q, f).transpose(0, 2, 1, 3)          # (b h lq d)
+    K = np.asarray(k, f).transpose(0, 2, 1, 3)          # (b h lk d)
+    V = np.asarray(v, f).transpose(0, 2, 1, 3)          # (b h lk e)
+    dO = np.asarray(do, f).transpose(0, 2, 1, 3)        # (b h lq e)
+    S = f(scale) * (Q @ K.transpose(0, 1, 3, 2))
+    if bias is not None:
+        S = S + np.asarray(bias, f)
+    kp = np.broadcast_to(np.asarray(keep, bool), S.shape)
+    S = np.where(kp, S, -np.inf).astype(f)
+    m = np.max(S, axis=-1, keepdims=True) if S.shape[-1] else np.zeros(S.shape[:-1] + (1,), f)
+    m = np.where(np.isfinite(m), m, f(0))
+    E = np.where(kp, np.exp(S - m), f(0)).astype(f)
+    den = E.sum(axis=-1, keepdims=True)
+    P = rnd(np.where(den > 0, E / np.where(den > 0, den, f(1)), f(0)).astype(f))
+    O = rnd(P @ V)
+    dV = P.transpose(0, 1, 3, 2) @ dO
+    dP = dO @ V.transpose(0, 1, 3, 2)
+    Dr = np.sum(dO * O, axis=-1, keepdims=True)
+    dS = rnd(P * (dP - Dr))
+    dQ = f(scale) * (dS @ K)
+    dK = f(scale) * (dS.transpose(0, 1, 3, 2) @ Q)
+    t = lambda a: np.ascontiguousarray(a.transpose(0, 2, 1, 3)).astype(f)  # noqa: E731
+    return {"q": t(dQ), "k": t(dK), "v": t(dV), "bias": dS.astype(f)}
+
+
+def reference_vjp(inp, conv, cotangents, lowp: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """refimpl's VJP (materialized view) in the op's canonical layout (module docstring); ``lowp`` (the harness's
+    low-precision baseline): :func:`storing_sdpa_vjp` with ``P``, ``dS`` and ``O`` stored in that dtype."""
     from refimpl.attention.softmax import scaled_dot_product_attention_vjp
 
     if float(conv["softcap"]):
@@ -125,9 +170,13 @@ def reference_vjp(inp, conv, cotangents) -> Dict[str, np.ndarray]:
         total = np.broadcast_to(ab, (b, h, lq, lk)) if total is None else total + ab
     keep = np.broadcast_to(keep_of(inp, conv), (b, 1, lq, lk))[:, 0]
     mask = None if keep.all() else np.ascontiguousarray(keep)
-    r = scaled_dot_product_attention_vjp(q, k, v, do=cotangents["o"], scale=conv["scale"],
-                                         causal=False, mask=mask,
-                                         bias=None if total is None else np.ascontiguousarray(total))
+    if lowp is not None:
+        r = storing_sdpa_vjp(q, k, v, None if total is None else np.broadcast_to(total, (b, h, lq, lk)),
+                             keep[:, None], _scale(conv, d), cotangents["o"], lowp)
+    else:
+        r = scaled_dot_product_attention_vjp(q, k, v, do=cotangents["o"], scale=conv["scale"],
+                                             causal=False, mask=mask,
+                                             bias=None if total is None else np.ascontiguousarray(total))
     out = {"q": r["q"], "k": _fold(r["k"], h // g), "v": _fold(r["v"], h // g)}
     if bias is not None:
         out["bias"] = r["bias"]
