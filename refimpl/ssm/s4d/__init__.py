@@ -12,8 +12,8 @@ import numpy as np
 from refimpl._dispatch import register
 from refimpl.ssm.s4d.reference import INITS, METHODS, OUTPUTS, VARIANTS, discretize_diag, init
 
-__all__ = ["s4d_kernel", "s4d_kernel_vjp", "dss_kernel", "vandermonde", "init", "discretize_diag", "INITS", "METHODS", "OUTPUTS",
-           "VARIANTS", "S4D_KERNEL", "DSS_KERNEL", "VANDERMONDE"]
+__all__ = ["s4d_kernel", "s4d_kernel_vjp", "dss_kernel", "dss_kernel_vjp", "vandermonde", "init", "discretize_diag", "INITS", "METHODS", "OUTPUTS",
+           "VARIANTS", "S4D_KERNEL", "DSS_KERNEL", "DSS_KERNEL_VJP", "VANDERMONDE"]
 
 S4D_KERNEL = register("refimpl.ssm.s4d_kernel", {
     ("vandermonde", "numpy"): "refimpl.ssm.s4d.reference:kernel",
@@ -27,6 +27,10 @@ S4D_KERNEL_VJP = register("refimpl.ssm.s4d_kernel_vjp", {
 
 DSS_KERNEL = register("refimpl.ssm.dss_kernel", {
     ("closed_form", "numpy"): "refimpl.ssm.s4d.reference:dss_kernel",
+})
+
+DSS_KERNEL_VJP = register("refimpl.ssm.dss_kernel_vjp", {
+    ("closed_form", "numpy"): "refimpl.ssm.s4d.backward_dss:closed_form_vjp",
 })
 
 VANDERMONDE = register("refimpl.ssm.vandermonde", {
@@ -54,6 +58,16 @@ def dss_kernel(Lambda, W, dt, L: int, *, variant: str = "softmax", backend: str 
     ``variant="softmax"``: ``K_k = Re sum_n w_n/lambda_n softmax_k(k dt lambda_n)``.  ``backend``: ``"numpy"``.
     """
     return DSS_KERNEL.get("closed_form", backend)(Lambda, W, dt, L, variant=variant)
+
+
+def dss_kernel_vjp(Lambda, W, dt, L: int, *, dK, variant: str = "softmax", view: str = "closed_form",
+                   backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`dss_kernel`: ``{"Lambda", "W", "dt"}`` gradients from ``dK (d l)``
+    (real), by the closed forms of :mod:`refimpl.ssm.s4d.backward_dss` (``dK``-weighted sums over ``k``, then the
+    chain rule; softmax: ``dS_k/dp = S_k (k - m)``).  Complex convention: the gradient of ``z = a + i b`` is
+    ``dL/da + i dL/db`` (PyTorch's).  ``view``: ``"closed_form"`` (``numpy``).
+    """
+    return DSS_KERNEL_VJP.get(view, backend)(Lambda, W, dt, L, dK=dK, variant=variant)
 
 
 def vandermonde(v, z, L: int, *, backend: str = "numpy") -> np.ndarray:
