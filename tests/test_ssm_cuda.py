@@ -1,4 +1,5 @@
-"""The numba.cuda diagonal LTI recurrence, under the CUDA simulator in CI (small shapes) or on a real GPU."""
+"""The numba.cuda LTI recurrences, under the CUDA simulator in CI (small shapes) or on a real GPU
+(``REFIMPL_REAL_GPU=1``; the CuPy test needs a device).  More kernels: ``tests/test_cuda_ssm.py``."""
 import numpy as np
 import pytest
 
@@ -44,14 +45,17 @@ def test_cuda_kernel_rejects_large_state():
 
 
 def test_cuda_backend_refuses_what_it_does_not_take():
+    """Under the simulator (CI) or on a device: what the cuda views refuse, by name."""
     A, B, C = np.full((1, 2), 0.5), np.ones((1, 2, 1)), np.ones((1, 1, 2))
     x = np.ones((1, 3, 1, 1))
-    with pytest.raises(ValueError, match="diagonal: the 'cuda' backend of view 'recurrent' needs a diagonal A_bar"):
-        lti_ssm(np.eye(2)[None] * 0.5, B, C, None, x, backend="cuda")
+    with pytest.raises(ValueError, match="diagonal: the 'cuda' backend of view 'scan' needs a diagonal A_bar"):
+        lti_ssm(np.eye(2)[None] * 0.5, B, C, None, x, view="scan", backend="cuda")
     with pytest.raises(ValueError, match="A_bar: the cuda recurrent view needs a time-invariant system"):
         lti_ssm(np.broadcast_to(A, (3, 1, 2)), B, C, None, x, diagonal=True, backend="cuda")
-    with pytest.raises(ValueError, match="backend: refimpl.ssm.lti_ssm has no 'cuda' backend for view 'scan'"):
-        lti_ssm(A, B, C, None, x, diagonal=True, view="scan", backend="cuda")
+    with pytest.raises(ValueError, match="A_bar: the cuda convolution view needs a time-invariant system"):
+        lti_ssm(np.broadcast_to(A, (3, 1, 2)), B, C, None, x, diagonal=True, view="convolution", backend="cuda")
+    with pytest.raises(ValueError, match="backend: refimpl.ssm.lti_ssm has no 'cuda' backend for view 'chunked'"):
+        lti_ssm(A, B, C, None, x, diagonal=True, view="chunked", backend="cuda")
     with pytest.raises(TypeError, match="return_final_state: expected True or False"):
         lti_ssm(A, B, C, None, x, diagonal=True, backend="cuda", return_final_state="yes")
 
