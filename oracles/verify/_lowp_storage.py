@@ -79,9 +79,12 @@ def concat_steps(grads: List[Dict[str, Any]], name: str, axis: int, empty_shape:
     return np.concatenate([np.asarray(g[name], dtype=np.float32) for g in grads], axis=axis)
 
 
-def sum_steps(grads: List[Dict[str, Any]], name: str, shape: tuple) -> np.ndarray:
-    """The per-step gradients of a time-shared input (``A``, ``D``, a bias), accumulated in float32."""
+def sum_steps(grads: List[Dict[str, Any]], name: str, shape: tuple, lowp: Optional[str] = None) -> np.ndarray:
+    """The per-step gradients of a time-shared input (``A``, ``D``, a bias) accumulated in float32 arithmetic into
+    a gradient buffer stored in ``lowp`` (a framework's gradient of a ``lowp`` parameter used at every step is a
+    ``lowp`` tensor that each step's contribution is added to): ``acc <- rnd(acc + rnd(g_t))``."""
+    rnd = storer(lowp)
     acc = np.zeros(shape, dtype=np.float32)
     for g in grads:
-        acc = acc + np.asarray(g[name], dtype=np.float32)
+        acc = rnd(acc + rnd(np.asarray(g[name], dtype=np.float32)))
     return acc

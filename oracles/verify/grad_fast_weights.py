@@ -74,9 +74,46 @@ def grad_sample(rng, conv, **sizes):
                   n=int(rng.integers(1, 4)), p=int(rng.integers(1, 4)))
 
 
-def reference_vjp(inp, conv, cotangents):
+def storing_vjp(inp, conv, cotangents, lowp):
+    r"""The low-precision baseline's backward (:mod:`oracles.verify._lowp_storage`): the recurrent view step by step,
+    the fast weight ``W_t`` stored in ``lowp`` after every step of the forward scan and its adjoint ``dW_t`` after
+    every step of the reverse scan (a loop in the dtype rounds its state every step); each step is refimpl's
+    :func:`fast_weight_memory` / :func:`fast_weight_memory_vjp` on a one-step sequence (``initial_state = W_t``,
+    ``d_final_state = dW_{t+1}``), in float32."""
+    from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan
+    from refimpl.attention.fast_weights import fast_weight_memory, fast_weight_memory_vjp
+
+    rnd = storer(lowp)
+    a, bv, xr = (np.asarray(inp[k], np.float32) for k in ("a", "b_vec", "x_read"))
+    b, l, h, p = a.shape
+    n = bv.shape[3]
+    W0 = _W0(inp, conv)
+    h0 = np.zeros((b, h, p, n), np.float32) if W0 is None else np.asarray(W0, np.float32)
+    dy = rnd(cotangents["y"])
+    dl = cotangents.get("W_last")
+    sl = lambda z, t: z[:, t:t + 1]  # noqa: E731
+
+    def fwd(t, W):
+        return fast_weight_memory(sl(a, t), sl(bv, t), sl(xr, t), initial_state=W, return_final_state=True)[1]
+
+    def vjp(t, W, dW):
+        g = fast_weight_memory_vjp(sl(a, t), sl(bv, t), sl(xr, t), dy=sl(dy, t), d_final_state=dW, initial_state=W)
+        return g, g["initial_state"]
+
+    steps, dW0 = storing_reverse_scan(l, h0, None if dl is None else np.asarray(dl, np.float32), fwd, vjp, lowp)
+    out = {"a": concat_steps(steps, "a", 1, a.shape), "b_vec": concat_steps(steps, "b_vec", 1, bv.shape),
+           "x_read": concat_steps(steps, "x_read", 1, xr.shape)}
+    if W0 is not None:
+        out["W0"] = dW0
+    return out
+
+
+def reference_vjp(inp, conv, cotangents, lowp: Optional[str] = None):
+    """refimpl's reverse scan; ``lowp`` (the harness's low-precision baseline): :func:`storing_vjp`."""
     from refimpl.attention.fast_weights import fast_weight_memory_vjp
 
+    if lowp is not None:
+        return storing_vjp(inp, conv, cotangents, lowp)
     W0 = _W0(inp, conv)
     g = fast_weight_memory_vjp(inp["a"], inp["b_vec"], inp["x_read"], dy=cotangents["y"],
                                d_final_state=cotangents.get("W_last"), initial_state=W0)

@@ -21,7 +21,7 @@ where the clamp is active the gradient is 0; at ``v = lo`` or ``v = hi`` exactly
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -142,10 +142,74 @@ def grad_cases(conv) -> List[Case]:
     return out
 
 
-def reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
-    """refimpl's :func:`refimpl.ssm.ssd.ssd_scan_vjp` (the view ``conv["algorithm"]``) in the op's layout."""
+def storing_vjp(inp, conv, cot, lowp) -> Dict[str, np.ndarray]:
+    r"""The low-precision baseline's backward (:mod:`oracles.verify._lowp_storage`): the recurrent view step by step,
+    the state ``S_t`` stored in ``lowp`` after every step of the forward scan and its adjoint ``dS_t`` after every
+    step of the reverse scan (a loop in the dtype rounds its state every step); each step is refimpl's
+    :func:`ssd_scan` / :func:`ssd_scan_vjp` (recurrent) on a one-step sequence (``initial_state = S_t``,
+    ``d_final_state = dS_{t+1}``), in float32.  The effective step ``dt_eff = clamp(softplus(dt + dt_bias))`` is
+    computed once for the sequence and stored in ``lowp`` too (as a loop in the dtype stores it; the steps then run
+    with ``dt_eff`` and no softplus/bias/limit), and its cotangent is chained back to ``dt`` and ``dt_bias`` by
+    refimpl's own ``_dt_adjoint``.  A ``seq_idx`` boundary before step ``t`` starts it from a zero state (and sends
+    no adjoint across); the time-shared ``A``, ``D``, ``dt_bias`` gradients are summed over the steps in float32."""
+    from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan, sum_steps
+    from refimpl.ssm.ssd import ssd_scan, ssd_scan_vjp
+    from refimpl.ssm.ssd.backward import _dt_adjoint, _prepare_vjp
+
+    rnd = storer(lowp)
+    x = _eff(inp, conv)
+    f = lambda a: None if a is None else np.asarray(a, np.float32)  # noqa: E731
+    X, dt, A, B, C, D, z, dtb = (f(x[k]) for k in ("x", "dt", "A", "B", "C", "D", "z", "dt_bias"))
+    b, l, h, p = X.shape
+    n = B.shape[3]
+    S0 = f(x["initial_states"])
+    seq = x["seq_idx"]
+    h0 = np.zeros((b, h, p, n), np.float32) if S0 is None else S0
+    dy = rnd(cot["y"])
+    dl = cot.get("final_states")
+    sl = lambda a, t: None if a is None else a[:, t:t + 1]  # noqa: E731
+    v = _prepare_vjp(X, dt, A, B, C, D, z, dy, f(dl), dtb, bool(conv["dt_softplus"]), tuple(conv["dt_limit"]), h0,
+                     None, False)
+    dt_eff = rnd(np.asarray(v.p.dt, np.float32))  # the effective step, stored
+    kw = {}
+
+    def reset(t):  # (b 1 1 1): 0 where a new packed sequence starts at step t
+        if seq is None or t == 0:
+            return np.ones((b, 1, 1, 1), np.float32)
+        return (np.asarray(seq)[:, t] == np.asarray(seq)[:, t - 1]).astype(np.float32)[:, None, None, None]
+
+    def fwd(t, S):
+        return ssd_scan(sl(X, t), sl(dt_eff, t), A, sl(B, t), sl(C, t), D, sl(z, t), view="recurrent",
+                        initial_state=S * reset(t), return_final_state=True, **kw)[1]
+
+    def vjp(t, S, dS):
+        g = ssd_scan_vjp(sl(X, t), sl(dt_eff, t), A, sl(B, t), sl(C, t), D, sl(z, t), dy=sl(dy, t), d_final_state=dS,
+                         initial_state=S * reset(t), view="recurrent", **kw)
+        return g, g["initial_state"] * reset(t)
+
+    steps, dS0 = storing_reverse_scan(l, h0, f(dl), fwd, vjp, lowp)
+    ddt, ddtb = _dt_adjoint(v, rnd(concat_steps(steps, "dt", 1, dt.shape)))  # d dt_eff: a stored tensor
+    out = {"x": concat_steps(steps, "x", 1, X.shape), "dt": np.asarray(ddt, np.float32),
+           "B": concat_steps(steps, "B", 1, B.shape), "C": concat_steps(steps, "C", 1, C.shape),
+           "A": sum_steps(steps, "A", A.shape, lowp)}
+    if z is not None:
+        out["z"] = concat_steps(steps, "z", 1, z.shape)
+    if D is not None:
+        out["D"] = sum_steps(steps, "D", D.shape, lowp)
+    if dtb is not None:
+        out["dt_bias"] = np.asarray(ddtb, np.float32)
+    if S0 is not None:
+        out["initial_states"] = dS0
+    return out
+
+
+def reference_vjp(inp, conv, cot, lowp: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """refimpl's :func:`refimpl.ssm.ssd.ssd_scan_vjp` (the view ``conv["algorithm"]``) in the op's layout; ``lowp``
+    (the harness's low-precision baseline): :func:`storing_vjp`."""
     from refimpl.ssm.ssd import ssd_scan_vjp
 
+    if lowp is not None:
+        return storing_vjp(inp, conv, cot, lowp)
     x = _eff(inp, conv)
     g = ssd_scan_vjp(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], dy=cot["y"],
                      d_final_state=cot.get("final_states"), dt_bias=x["dt_bias"],

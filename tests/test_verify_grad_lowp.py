@@ -1,0 +1,109 @@
+"""The float16/bfloat16 gradient baseline of ``verify --grad`` is our backward *run in that dtype*: the op's
+``GradSpec.reference_vjp(..., lowp=)`` stores its intermediates in the dtype (softmax attention: P, dS, O; the scans:
+the forward state and the adjoint state at every step), float32 arithmetic.  The storing path is checked by the
+harness at ``lowp="float32"`` against the float32 bound before it is used; real low-precision code (a literal torch
+loop in bfloat16 / float16) conforms and a planted backward bug in that dtype still fails."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oracles.verify import grad_harness
+from oracles.verify.grad_harness import _grad_bounds, fd_oracle, takes_lowp
+from oracles.verify.registry import get_grad, get_op
+from oracles.verify import verify
+
+torch = pytest.importorskip("torch")
+
+STORING_OPS = ("attention.softmax", "attention.fast_weights", "ssm.ssd")
+
+
+@pytest.mark.parametrize("op", STORING_OPS)
+def test_the_reference_vjp_takes_lowp(op):
+    assert takes_lowp(get_grad(op).reference_vjp)
+
+
+def _case(op, case_id, conv=None):
+    spec, gspec = get_op(op), get_grad(op)
+    conv = spec.resolve_conventions(conv or {})
+    case = next(c for c in gspec.cases(conv) if c.case_id == case_id)
+    return spec, gspec, case, conv
+
+
+@pytest.mark.parametrize("op,case_id,dtype", [("attention.softmax", "edge-block+1", "float16"),
+                                              ("attention.fast_weights", "grad-L9", "bfloat16"),
+                                              ("ssm.ssd", "golden-small", "bfloat16")])
+def test_the_storing_baseline_is_checked_and_rounds(op, case_id, dtype):
+    """The harness accepts the storing path (it passes the float32 bound at lowp='float32', else the case would be
+    skipped), and the stores are really rounded: the storing backward in ``dtype`` differs from the plain float32
+    backward by more than float32 rounding, and from the storing path at lowp='float32' not at all there."""
+    spec, gspec, case, conv = _case(op, case_id)
+    from oracles.verify.harness import _cast_inputs, _upcast
+
+    x_up = _upcast(_cast_inputs(spec, case.inputs, dtype))
+    _, w, fd = fd_oracle(spec, gspec, case, x_up, conv, dtype, 0)
+    bounds, base = _grad_bounds(gspec, x_up, fd, conv, dtype, w)  # raises _Skip if a check fails
+    assert set(bounds) == set(fd.grad) and base
+    f32 = lambda d: {k: (None if v is None else np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v)
+                     for k, v in d.items()}  # noqa: E731
+    plain = gspec.reference_vjp(f32(x_up), conv, f32(w))
+    low = gspec.reference_vjp(f32(x_up), conv, f32(w), lowp=dtype)
+    moved = max(float(np.max(np.abs(np.asarray(low[n], np.float64) - plain[n]) / (np.max(np.abs(plain[n])) + 1e-30)))
+                for n in fd.grad if np.size(plain[n]))
+    assert moved > 64 * np.finfo(np.float32).eps, moved  # the dtype's stores are visible (bf16/fp16 u >> float32's)
+
+
+def torch_fast_weights(a, b_vec, x_read, W0=None):
+    """A literal torch loop (the recurrence in the inputs' dtype: the state rounded every step)."""
+    b, l, h, p = a.shape
+    W = torch.zeros(b, h, p, b_vec.shape[3], dtype=a.dtype) if W0 is None else W0
+    ys = []
+    for i in range(l):
+        W = W + a[:, i, :, :, None] * b_vec[:, i, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", W, x_read[:, i]))
+    y = torch.stack(ys, 1) if ys else torch.zeros(b, 0, h, p, dtype=a.dtype)
+    return y, W
+
+
+class _LateScan(torch.autograd.Function):
+    """The right forward; the backward's reverse scan starts one step late (the last step's dy dropped)."""
+
+    @staticmethod
+    def forward(ctx, a, b_vec, x_read, W0):
+        ctx.save_for_backward(a, b_vec, x_read, W0)
+        with torch.no_grad():
+            return torch_fast_weights(a, b_vec, x_read, W0)
+
+    @staticmethod
+    def backward(ctx, gy, gW):
+        leaves = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
+        gy = gy.clone()
+        gy[:, -1:] = 0
+        with torch.enable_grad():
+            y, W = torch_fast_weights(*leaves)
+            g = torch.autograd.grad((y * gy).sum() + (W * gW).sum(), leaves)
+        return g
+
+
+def late_scan(a, b_vec, x_read, W0=None):
+    return _LateScan.apply(a, b_vec, x_read, W0)
+
+
+def _fw_cases():
+    conv = {"state_layout": "vk", "use_state": True}
+    return [c for c in get_grad("attention.fast_weights").cases(conv) if c.case_id in ("grad-golden", "grad-L9")]
+
+
+def test_a_torch_loop_in_bfloat16_and_float16_conforms():
+    """Before the storing baseline this loop failed in bfloat16 at 1.3-3.9x (only the final gradient rounded)."""
+    rep = verify("attention.fast_weights", torch_fast_weights, framework="torch", grad=True,
+                 dtype=["bfloat16", "float16"], forward=False, probes=False, cases=_fw_cases())
+    assert rep.passed, rep.to_text()
+    assert "4/4 gradient cases pass" in rep.to_text(), rep.to_text()
+
+
+def test_a_planted_bug_in_the_bfloat16_loop_still_fails():
+    rep = verify("attention.fast_weights", late_scan, framework="torch", grad=True, dtype=["bfloat16"],
+                 forward=False, probes=False, cases=_fw_cases())
+    assert not rep.passed, rep.to_text()
+    assert "grad x_read: DOES NOT CONFORM" in rep.to_text(), rep.to_text()
