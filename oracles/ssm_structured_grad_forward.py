@@ -9,16 +9,21 @@ element, so they are plain loops on small cases; each is an evaluation order of 
   ``Lambda_bar = exp(dt Lambda)``, ``B_bar = dt expm1(z)/z B~`` (``z = dt Lambda``; the Taylor series below
   ``|z| < 1e-3``), bilinear ``(1 + z/2)/(1 - z/2)``, ``dt B~/(1 - z/2)``.
 * :func:`ema_forward` -- the loop ``h_t = alpha beta x_t + (1 - alpha delta) h_{t-1}``, ``y_t = sum eta h_t``.
-* :func:`s5_adjoint_magnitude`, :func:`ema_adjoint_magnitude` -- the adjoint recurrences run on absolute
+* :func:`dss_forward` -- the DSS kernel term by term: ``exp``: ``Re sum_n w_n phi_n exp(k p_n)`` with
+  ``phi_n = dt phi1(p_n)`` (``p = dt lambda``); ``softmax``: ``Re sum_n (w_n/lambda_n) exp(k p_n - log Z_n)`` with
+  the normalizer ``log Z_n = M + log sum_r exp(r p_n - M)`` (``M`` the largest real part) as a log-sum-exp.
+* :func:`s5_adjoint_magnitude`, :func:`ema_adjoint_magnitude`, :func:`dss_adjoint_magnitude` -- the adjoint recurrences run on absolute
   values (every term of every gradient summed in absolute value): the scale of a backward's rounding error.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict
 
 import numpy as np
 
-__all__ = ["s5_discretize", "s5_forward", "s5_adjoint_magnitude", "ema_forward", "ema_adjoint_magnitude"]
+__all__ = ["s5_discretize", "s5_forward", "s5_adjoint_magnitude", "ema_forward", "ema_adjoint_magnitude",
+           "dss_forward", "dss_adjoint_magnitude"]
 
 
 def _phi1(z: np.ndarray) -> np.ndarray:
@@ -165,4 +170,63 @@ def ema_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
     out = {"x": dx, "alpha": be * GX + dl * MQ, "delta": a * MQ, "beta": a * GX, "eta": ME}
     if h0 is not None:
         out["h0"] = q * G if L else G
+    return out
+
+
+def dss_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{"K" (h l)}`` of the op ``ssm.dss_kernel`` in float64 (``conv["variant"]``: ``exp`` or ``softmax``)."""
+    lam = np.asarray(inp["Lambda"], dtype=np.complex128)
+    W = np.asarray(inp["W"], dtype=np.complex128)
+    dt = np.broadcast_to(np.asarray(inp["dt"], dtype=np.float64), lam.shape[:1])[:, None]
+    L = int(np.asarray(inp["L"]))
+    p = dt * lam
+    K = np.zeros((lam.shape[0], L))
+    for k in range(L):
+        if conv["variant"] == "exp":
+            K[:, k] = np.sum(W * dt * _phi1(p) * np.exp(k * p), axis=-1).real
+        else:
+            r = np.arange(L)[None, None, :] * p[..., None]
+            M = np.max(r.real, axis=-1)
+            logZ = M + np.log(np.sum(np.exp(r - M[..., None]), axis=-1))
+            K[:, k] = np.sum(W / lam * np.exp(k * p - logZ), axis=-1).real
+    return {"K": K}
+
+
+def dss_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
+    r"""The DSS kernel's adjoint on absolute values: the ``dK``-weighted sums ``sum_k |dK_k| |e^{k p}|`` (or of
+    ``|S_k|``) and every term of ``dw``, ``dlambda``, ``ddt`` in absolute value; ``{"Lambda", "W", "dt"}``."""
+    lam = np.asarray(inp["Lambda"], dtype=np.complex128)
+    W = np.abs(np.asarray(inp["W"]))
+    dt0 = np.asarray(inp["dt"], dtype=np.float64)
+    dt = np.broadcast_to(dt0, lam.shape[:1])[:, None]
+    L = int(np.asarray(inp["L"]))
+    w = np.abs(np.asarray(cot["K"], dtype=np.float64))
+    k = np.arange(L)
+    p = dt * lam
+    al = np.abs(lam)
+    if conv["variant"] == "exp":
+        E = np.abs(np.exp(p[..., None] * k))
+        V = np.einsum("dk,dnk->dn", w, E)
+        Vk = np.einsum("dk,dnk->dn", w * k, E)
+        phi = np.abs(dt * _phi1(p))
+        # |phi1'(p)|'s evaluation: its series' terms on |p| (|p| < 1), else (|e^p| + |phi1(p)|)/|p|
+        ap = np.abs(p)
+        series = sum((j + 1) * ap ** j / math.factorial(j + 2) for j in range(20))
+        dp1 = np.where(ap < 1, series, (np.abs(np.exp(p)) + np.abs(_phi1(p))) / np.maximum(ap, 1e-300))
+        out = {"W": phi * V, "Lambda": W * (dt ** 2 * dp1 * V + phi * dt * Vk),
+               "dt": np.sum(W * (np.abs(np.exp(p)) * V + phi * al * Vk), axis=-1)}
+    else:
+        if L:
+            r = k[None, None, :] * p[..., None]
+            S = np.abs(np.exp(r - np.max(r.real, axis=-1, keepdims=True)))
+            S = S / np.abs(np.sum(np.exp(r - np.max(r.real, axis=-1, keepdims=True)), axis=-1, keepdims=True))
+        else:
+            S = np.zeros(lam.shape + (0,))
+        m = np.einsum("dnk,k->dn", S, k)
+        U = np.einsum("dk,dnk->dn", w, S)
+        Uk = np.einsum("dk,dnk->dn", w * k, S)
+        out = {"W": U / al, "Lambda": W * (U / al ** 2 + dt / al * (Uk + m * U)),
+               "dt": np.sum(W * (Uk + m * U), axis=-1)}
+    if np.ndim(dt0) == 0:
+        out["dt"] = np.asarray(np.sum(out["dt"]))
     return out

@@ -1,10 +1,11 @@
 """Bad-input contracts of the structured SSMs' backward passes: ``s5_ssm_vjp`` (``refimpl.ssm.s5.backward``; with
 the initial state and the final state's cotangent, and bidirectional with ``C_back``) and ``mega_ema_vjp``
-(``refimpl.ssm.ema.backward``).  The cotangents are checked like inputs."""
-from _bad_inputs import Arr, Contract, Opt
+(``refimpl.ssm.ema.backward``), ``dss_kernel_vjp`` (``refimpl.ssm.s4d.backward_dss``).  The cotangents are checked like inputs."""
+from _bad_inputs import Arr, Contract, Int, Opt
 
 _S5 = "refimpl.ssm.s5"
 _EMA = "refimpl.ssm.ema"
+_S4D = "refimpl.ssm.s4d"
 
 
 def _pairs(entry, public):
@@ -31,4 +32,10 @@ def contracts():
                  positional=6, empty=("b", "l", "d", "n")),
         Contract([f"{_EMA}.backward:recurrent_vjp"] + _pairs(f"{_EMA}:mega_ema_vjp", "refimpl.ssm.mega_ema_vjp"),
                  ema, sizes=sizes, positional=5, empty=("b", "l", "d", "n")),
+        Contract([f"{_S4D}.backward_dss:closed_form_vjp"]
+                 + _pairs(f"{_S4D}:dss_kernel_vjp", "refimpl.ssm.dss_kernel_vjp"),
+                 dict(Lambda=Arr("d n", dtype="complex", gen="cneg"), W=Arr("d n", dtype="complex"),
+                      dt=Arr("d", positive=True, gen="unit", scale=0.5, alt=("",)), L=Int(4, minimum=0, letter="l"),
+                      dK=Arr("d l"), variant=Opt("softmax", ("softmax", "exp"))),
+                 sizes=dict(d=3, n=4, l=4), positional=4, empty=("d", "n", "l")),
     ]

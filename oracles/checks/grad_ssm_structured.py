@@ -1,4 +1,4 @@
-"""Report rows ``ssm.s5.grad`` and ``ssm.ema.grad``: each backward (view, backend) of refimpl's ``s5_ssm_vjp`` and
+"""Report rows ``ssm.s5.grad``, ``ssm.ema.grad``, ``ssm.dss_kernel.grad``: each backward (view, backend) of refimpl's VJPs
 ``mega_ema_vjp`` against central differences (Richardson) of the float64 loops
 (:mod:`oracles.ssm_structured_grad_forward`), elementwise within the differences' error plus the derived rounding
 bound of a backward (:mod:`oracles.verify.grad_ssm_structured`); the worst of the inputs' gradients is the row."""
@@ -62,4 +62,28 @@ def ssm_ema_grad():
         g, t = timed(ema_reference_vjp, inp, conv, w)
         rows += grad_rows("ssm.ema", f"{backend}/{view}", g, fd, bounds, t,
                           note="L=9, with h0 and h_last; oracle: Richardson differences of a float64 loop")
+    return rows
+
+
+@check
+def ssm_dss_kernel_grad():
+    from oracles.verify import ops_s4d
+    from oracles.verify.grad_ssm_structured import DSS_WRT, dss_grad_bounds, dss_reference_vjp
+    from oracles.verify.registry import get_grad
+    from refimpl.ssm.s4d import DSS_KERNEL_VJP
+
+    spec = get_grad("ssm.dss_kernel")
+    rows = []
+    for variant in ("softmax", "exp"):
+        conv = {"variant": variant}
+        rng = np.random.default_rng([SEED, variant == "exp"])
+        inp = ops_s4d.dss_sample(rng, conv, L=12, h=2, n=3)
+        w = {"K": rng.standard_normal((2, 12))}
+        fd = fd_vjp(lambda a: spec.forward(a, conv), inp, w, DSS_WRT)
+        bounds = dss_grad_bounds(inp, fd.grad, conv, np.float64, fd.magnitude, cotangents=w)
+        for view, backend in DSS_KERNEL_VJP.pairs():
+            g, t = timed(dss_reference_vjp, inp, conv, w)
+            rows += grad_rows("ssm.dss_kernel", f"{backend}/{view}", g, fd, bounds, t,
+                              note=f"{variant}, L=12, h=2, n=3; oracle: Richardson differences of the kernel term by "
+                                   "term in float64")
     return rows

@@ -1,4 +1,4 @@
-r"""Backward mutants of the structured SSMs (``refimpl mutants --op ssm.s5|ssm.ema --grad``): plausible slips in
+r"""Backward mutants of the structured SSMs (``refimpl mutants --op ssm.s5|ssm.ema|ssm.dss_kernel --grad``): plausible slips in
 a hand-written VJP.
 
 Each is an explicit backward in the op's canonical protocol, ``grad_fn(*inputs in op order, *cotangents in
@@ -11,6 +11,8 @@ perturb are those of :mod:`refimpl.ssm.s5.backward` and :mod:`refimpl.ssm.ema.ba
   ``2 Re``'s factor 2 dropped from the state's cotangent, ``dD`` paired with the previous step's input.
 * ``ssm.ema``: the reverse scan started one step late, ``dalpha`` without the damping's ``-delta dq`` term, the
   initial state's gradient ``g_0`` (the decay ``q`` missing).
+* ``ssm.dss_kernel``: ``dw`` without the conjugate (softmax and exp), the softmax derivative without the
+  normalizer's ``-S_k m`` term.
 """
 from __future__ import annotations
 
@@ -145,3 +147,56 @@ def ema_drop_delta(x, alpha, delta, beta, eta, h0, dy, dh_last):
              doc="the initial state's gradient is g_0 instead of q g_0")
 def ema_dh0_no_decay(x, alpha, delta, beta, eta, h0, dy, dh_last):
     return _ema_backward(x, alpha, delta, beta, eta, h0, dy, dh_last, dh0_no_decay=True)
+
+
+def _dss_backward(Lambda, W, dt, L, dK, *, variant, no_conj=False, drop_mean=False) -> Dict[str, np.ndarray]:
+    from refimpl.ssm.discretization.backward import dphi1
+
+    lam = np.asarray(Lambda, dtype=np.complex128)
+    Wc = np.asarray(W, dtype=np.complex128)
+    dt0 = np.asarray(dt, dtype=np.float64)
+    dtc = np.broadcast_to(dt0, lam.shape[:1])[:, None]
+    L = int(np.asarray(L))
+    dK = np.asarray(dK, dtype=np.float64)
+    k = np.arange(L, dtype=np.float64)
+    p = dtc * lam
+    cj = (lambda a: a) if no_conj else np.conj
+    if variant == "exp":
+        E = np.exp(p[..., None] * k)
+        V = np.einsum("dk,dnk->dn", dK, np.conj(E))
+        Vk = np.einsum("dk,dnk->dn", dK * k, np.conj(E))
+        phi = np.expm1(p) / lam
+        dW = cj(phi) * V
+        dLam = np.conj(Wc) * (np.conj(dtc ** 2 * dphi1(p)) * V + np.conj(phi) * dtc * Vk)
+        ddt = np.real(np.sum(Wc * (np.exp(p) * np.conj(V) + phi * lam * np.conj(Vk)), axis=-1))
+    elif L == 0:
+        dW, dLam, ddt = np.zeros_like(Wc), np.zeros_like(lam), np.zeros(lam.shape[0])
+    else:
+        P = p[..., None] * k
+        E = np.exp(P - np.max(P.real, axis=-1, keepdims=True))
+        S = E / np.sum(E, axis=-1, keepdims=True)
+        m = 0.0 if drop_mean else np.einsum("dnk,k->dn", S, k)
+        U = np.einsum("dk,dnk->dn", dK, np.conj(S))
+        Uk = np.einsum("dk,dnk->dn", dK * k, np.conj(S))
+        dW = cj(1.0 / lam) * U
+        dLam = np.conj(Wc) * (-np.conj(1.0 / lam ** 2) * U + np.conj(dtc / lam) * (Uk - np.conj(m) * U))
+        ddt = np.real(np.sum(Wc * (np.conj(Uk) - m * np.conj(U)), axis=-1))
+    return {"Lambda": dLam, "W": dW, "dt": np.sum(ddt) if dt0.ndim == 0 else ddt}
+
+
+@grad_mutant("ssm.dss_kernel", "dW-missing-conjugate", conventions={"variant": "softmax"},
+             doc="dw = (1/lambda) U without the conjugate (the complex convention's conj dropped)")
+def dss_no_conj(Lambda, W, dt, L, dK):
+    return _dss_backward(Lambda, W, dt, L, dK, variant="softmax", no_conj=True)
+
+
+@grad_mutant("ssm.dss_kernel", "softmax-derivative-without-the-mean", conventions={"variant": "softmax"},
+             doc="dS_k/dp = S_k k: the normalizer's -S_k m term of the softmax derivative dropped")
+def dss_drop_mean(Lambda, W, dt, L, dK):
+    return _dss_backward(Lambda, W, dt, L, dK, variant="softmax", drop_mean=True)
+
+
+@grad_mutant("ssm.dss_kernel", "exp-dW-missing-conjugate", conventions={"variant": "exp"},
+             doc="exp variant: dw = phi V without the conjugate of phi")
+def dss_exp_no_conj(Lambda, W, dt, L, dK):
+    return _dss_backward(Lambda, W, dt, L, dK, variant="exp", no_conj=True)

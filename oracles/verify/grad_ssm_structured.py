@@ -1,4 +1,4 @@
-r"""Gradient checks (``refimpl verify --grad``) of the structured SSMs: ``ssm.s5``, ``ssm.ema``.
+r"""Gradient checks (``refimpl verify --grad``) of the structured SSMs: ``ssm.s5``, ``ssm.ema``, ``ssm.dss_kernel``.
 
 Ground truth: central differences with Richardson extrapolation (:mod:`oracles.gradients`) of the float64 plain
 loops of :mod:`oracles.ssm_structured_grad_forward` (S5 with its own ZOH/bilinear discretization per state,
@@ -19,6 +19,9 @@ every gradient in absolute value) and the depth counted from the adjoint:
 * ``ssm.ema``: ``depth = 2(L+2) + n + b(L+1) + 10``: the states recomputed and the reverse scan (``L`` steps
   each), the sum over ``n`` of ``dx``, the sums over ``b`` and ``t``, and ``q = 1 - alpha delta``'s rounding.
 
+* ``ssm.dss_kernel``: ``depth = 2L + n + 50 + L (4 + max|dt lambda|)`` (:func:`dss_depth`) over the closed-form
+  adjoint on absolute values (:func:`oracles.ssm_structured_grad_forward.dss_adjoint_magnitude`).
+
 Where the harness gives no cotangents, ``|J|^T |w|`` at the point stands in for ``M`` (exact for the entries
 without cancellation).
 """
@@ -28,8 +31,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from oracles.ssm_structured_grad_forward import (ema_adjoint_magnitude, ema_forward, s5_adjoint_magnitude,
-                                                 s5_forward)
+from oracles.ssm_structured_grad_forward import (dss_forward, ema_adjoint_magnitude, ema_forward,
+                                                 s5_adjoint_magnitude, s5_forward)
 from oracles.tolerance import Bound, componentwise_bound
 from oracles.verify.grad_ssm import _diag_magnitudes
 from oracles.verify.registry import Case, GradSpec, register_grad
@@ -172,4 +175,68 @@ register_grad(GradSpec(
     reference_vjp=ema_reference_vjp, module=__name__,
     notes="oracle: differences of a plain float64 loop (oracles.ssm_structured_grad_forward.ema_forward); bound: "
           "the adjoint on |inputs| x gamma_depth",
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.dss_kernel
+# ----------------------------------------------------------------------------------------------------------
+
+DSS_WRT = ("Lambda", "W", "dt")
+
+
+def dss_depth(inp) -> float:
+    r"""``2L + n + 50 + L (4 + max|dt lambda|)``: the ``dK``-weighted sums over ``k`` (and the softmax normalizer's),
+    the sums over the states, ``phi1'`` by its series (depth 45), and the exponent ``k p``'s relative error
+    (``4 + |p|`` ulps) carried up to the ``L``-th power."""
+    lam = np.asarray(inp["Lambda"])
+    n = lam.shape[1]
+    L = int(np.asarray(inp["L"]))
+    p = float(np.max(np.abs(np.broadcast_to(np.asarray(inp["dt"], dtype=float), lam.shape[:1])[:, None] * lam),
+                     initial=0))
+    return 2 * L + n + 50 + L * (4 + p)
+
+
+def dss_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None) -> Dict[str, Bound]:
+    from oracles.ssm_structured_grad_forward import dss_adjoint_magnitude
+
+    depth = int(np.ceil(dss_depth(inp)))
+    if cotangents is None:
+        M, what = magnitudes, f"|J|^T|w| (no cotangents given), depth {depth}"
+    else:
+        M, what = dss_adjoint_magnitude(inp, conv, cotangents), f"the DSS adjoint on |inputs|, depth {depth}"
+    return {k: componentwise_bound(np.asarray(M[k]), depth, dtype, oracle_dtype=None, complex_ops=True, what=what)
+            for k in DSS_WRT if k in oracle_grads and k in M}
+
+
+def dss_grad_cases(conv) -> List[Case]:
+    """L = 0, 1, 7 (odd), 16 with two channels, a scalar dt, a small dt (phi1' by its series)."""
+    from oracles.verify import ops_s4d
+
+    out = []
+    for cid, kind, L, h in (("edge-L0", "edge", 0, 1), ("edge-L1", "edge", 1, 2), ("golden-L7", "golden", 7, 1),
+                            ("golden-L16-two-channels", "golden", 16, 2)):
+        inp = ops_s4d.dss_sample(np.random.default_rng([4095, L]), conv, L=L, h=h, n=3)
+        out.append(Case(ops_s4d.OP_DSS, cid, kind, inp, dict(conv), seed=4095, note=f"L = {L}, h = {h}"))
+    inp = ops_s4d.dss_sample(np.random.default_rng(4096), conv, L=5, h=2, n=2)
+    inp["dt"] = np.asarray(0.05)
+    out.append(Case(ops_s4d.OP_DSS, "edge-scalar-dt", "edge", inp, dict(conv), note="one dt shared by the channels"))
+    inp = ops_s4d.dss_sample(np.random.default_rng(4097), conv, L=6, h=1, n=2)
+    inp["dt"] = np.asarray([1e-4])
+    out.append(Case(ops_s4d.OP_DSS, "edge-small-dt", "edge", inp, dict(conv), note="dt = 1e-4: |p| small"))
+    return out
+
+
+def dss_reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
+    from refimpl.ssm.s4d import dss_kernel_vjp
+
+    return dss_kernel_vjp(inp["Lambda"], inp["W"], inp["dt"], int(np.asarray(inp["L"])), dK=cot["K"],
+                          variant=conv["variant"])
+
+
+register_grad(GradSpec(
+    op="ssm.dss_kernel", wrt=DSS_WRT, forward=dss_forward, bounds=dss_grad_bounds, cases=dss_grad_cases,
+    reference_vjp=dss_reference_vjp, outputs=("K",), module=__name__,
+    notes="oracle: differences of the DSS kernel term by term in float64 (phi1 by expm1 of the parts; the softmax "
+          "by a log-sum-exp normalizer; oracles.ssm_structured_grad_forward.dss_forward)",
 ))
