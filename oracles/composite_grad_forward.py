@@ -18,8 +18,10 @@ Forwards (independent of every backward pass; :mod:`oracles.gradients` different
 The rounding bounds (what a backward pass in ``dtype`` may deviate from the exact gradient)
 -----------------------------------------------------------------------------------------
 Attention ops (:func:`multi_head_vjp_bound`, :func:`performer_vjp_bound`): ``componentwise_bound(M, D F)`` with
-``M = |J|^T |w|`` (the magnitude from the same difference columns), ``D`` the longest chain of roundings of the
-backward counted below, and ``F`` the amplification of a relative rounding of the scores / exponents into the
+``M`` the backward's sums run on absolute values (:func:`multi_head_vjp_magnitude`,
+:func:`performer_vjp_magnitude`: every term of every adjoint sum counted, no cancellation credited -- ``|J|^T |w|``
+would credit the softmax's ``P o (dP - D)`` and the normalizer's cancellations), ``D`` the longest chain of roundings
+of the backward counted below, and ``F`` the amplification of a relative rounding of the scores / exponents into the
 weights (a score error ``gamma S`` enters ``exp``: ``P``, ``phi`` carry a relative error ``gamma S``, so ``F =
 1 + 2 Smax`` with ``Smax`` the largest score / exponent magnitude computed on absolute values):
 
@@ -53,7 +55,8 @@ from oracles.linear_grad_forward import feature_forward, linear_forward
 from oracles.tolerance import Bound, componentwise_bound, gamma, underflow_floor
 
 __all__ = ["multi_head_forward", "performer_forward", "hippo_forward", "hippo_forward_mp", "hippo_matrices",
-           "multi_head_vjp_bound", "performer_vjp_bound", "hippo_vjp_bound"]
+           "multi_head_vjp_bound", "performer_vjp_bound", "hippo_vjp_bound",
+           "multi_head_vjp_magnitude", "performer_vjp_magnitude"]
 
 
 # ------------------------------------------------------------------ attention.multi_head
@@ -87,13 +90,42 @@ def multi_head_depth(x_q, x_kv, W_Q, W_K, W_V, W_O, scale: float):
     return D, 1.0 + 2.0 * Smax
 
 
-def multi_head_vjp_bound(inputs, magnitudes, scale: float, dtype) -> Dict[str, Bound]:
-    """``componentwise_bound(|J|^T|w|, D F)`` per input (module docstring)."""
-    D, F = multi_head_depth(*(inputs[k] for k in ("x_q", "x_kv", "W_Q", "W_K", "W_V", "W_O")), scale)
-    return {nm: componentwise_bound(magnitudes[nm], D * F, dtype, oracle_dtype=None,
-                                    what=f"multi-head backward: depth {D} (projections, softmax backward, output "
-                                         f"projection, position sums) x score amplification {F:.3g}")
-            for nm in magnitudes}
+def multi_head_vjp_magnitude(x_q, x_kv, W_Q, W_K, W_V, W_O, dout, scale: float, keep=None) -> Dict[str, np.ndarray]:
+    r"""The backward's sums on absolute values (the magnitude a rounding is relative to; no cancellation credited):
+    ``|dZ| = |dout| |W_O|^T``; ``M_ij = P_ij |dZ_i| . (|v_j| + (P |V|)_i)`` (the terms of ``dS = P o (dP - D)``);
+    ``Mq = |scale| M |K|``, ``Mk = |scale| M^T |Q|``, ``Mv = P^T |dZ|``; then the projections' adjoints on
+    absolute values (``|x_q|^T Mq``, ``Mq |W_Q|^T``, ...) and ``|Z|^T |dout|`` for ``W_O``."""
+    xq, xkv, WQ, WK, WV, WO, do = (np.asarray(a, dtype=np.float64) for a in (x_q, x_kv, W_Q, W_K, W_V, W_O, dout))
+    b, l, _ = xq.shape
+    h, p = WV.shape[0], WV.shape[2]
+    q = np.einsum("bld,hdn->blhn", xq, WQ)
+    k = np.einsum("bsd,hdn->bshn", xkv, WK)
+    v = np.einsum("bsd,hdp->bshp", xkv, WV)
+    z, P = sdpa_float64(q, k, v, scale, keep)
+    aq, ak, av = np.abs(q), np.abs(k), np.abs(v)
+    dZ = (np.abs(do) @ np.abs(WO).T).reshape(b, l, h, p)
+    PV = np.einsum("bhij,bjhp->bihp", P, av)
+    M = P * (np.einsum("bihp,bjhp->bhij", dZ, av) + np.einsum("bihp,bihp->bhi", dZ, PV)[..., None])
+    Mq = abs(scale) * np.einsum("bhij,bjhn->bihn", M, ak)
+    Mk = abs(scale) * np.einsum("bhij,bihn->bjhn", M, aq)
+    Mv = np.einsum("bhij,bihp->bjhp", P, dZ)
+    axq, axkv = np.abs(xq), np.abs(xkv)
+    return {"x_q": np.einsum("blhn,hdn->bld", Mq, np.abs(WQ)),
+            "x_kv": np.einsum("bshn,hdn->bsd", Mk, np.abs(WK)) + np.einsum("bshp,hdp->bsd", Mv, np.abs(WV)),
+            "W_Q": np.einsum("bld,blhn->hdn", axq, Mq), "W_K": np.einsum("bsd,bshn->hdn", axkv, Mk),
+            "W_V": np.einsum("bsd,bshp->hdp", axkv, Mv),
+            "W_O": np.einsum("blc,blo->co", np.abs(z).reshape(b, l, h * p), np.abs(do))}
+
+
+def multi_head_vjp_bound(inputs, dout, scale: float, dtype, keep=None) -> Dict[str, Bound]:
+    """``componentwise_bound(M, D F)`` per input, ``M`` the backward on absolute values (module docstring)."""
+    names = ("x_q", "x_kv", "W_Q", "W_K", "W_V", "W_O")
+    D, F = multi_head_depth(*(inputs[k] for k in names), scale)
+    M = multi_head_vjp_magnitude(*(inputs[k] for k in names), dout, scale, keep)
+    return {nm: componentwise_bound(M[nm], D * F, dtype, oracle_dtype=None,
+                                    what=f"multi-head backward on absolute values: depth {D} (projections, softmax "
+                                         f"backward, output projection, position sums) x score amplification {F:.3g}")
+            for nm in names}
 
 
 # ------------------------------------------------------------------ attention.performer
@@ -123,13 +155,76 @@ def performer_depth(q, k, v, W, r: float, kind: str, stabilized: bool):
     return D, 1.0 + 2.0 * Smax
 
 
-def performer_vjp_bound(inputs, magnitudes, r: float, kind: str, stabilized: bool, dtype) -> Dict[str, Bound]:
-    """``componentwise_bound(|J|^T|w|, D F)`` per input (module docstring)."""
-    D, F = performer_depth(inputs["q"], inputs["k"], inputs["v"], inputs["W"], r, kind, stabilized)
-    return {nm: componentwise_bound(magnitudes[nm], D * F, dtype, oracle_dtype=None,
-                                    what=f"performer backward: depth {D} (features, linear attention's adjoint, the "
-                                         f"features' adjoint, position sums) x exponent amplification {F:.3g}")
-            for nm in magnitudes}
+def _features_abs_vjp(x, W, kind, stabilizer, Mphi, phi):
+    r"""The features' adjoint on absolute values: ``Mx``, ``MW`` for a cotangent magnitude ``Mphi``.  Positive /
+    hyperbolic: ``|dz| = Mphi |phi|``, ``Mx = |W|^T |g| + |x| sum |dz|`` (+ the offset's adjoint ``sum |dz|
+    (max_i |w_i| + |x|)``), ``MW = sum |g| |x|^T``; trig: ``|x| (Mphi . |phi|) + |W|^T (Mphi_s |phi_c| +
+    Mphi_c |phi_s|)``."""
+    ax, aW = np.abs(x), np.abs(W)
+    m, d = W.shape
+    if kind == "trig":
+        g = Mphi[..., :m] * np.abs(phi[..., m:]) + Mphi[..., m:] * np.abs(phi[..., :m])
+        Mx = ax * np.sum(Mphi * np.abs(phi), axis=-1, keepdims=True) + g @ aW
+    else:
+        dz = Mphi * np.abs(phi)
+        g = dz[..., :m] + dz[..., m:] if kind == "hyperbolic" else dz
+        tot = np.sum(dz, axis=-1, keepdims=True)
+        Mx = g @ aW + ax * tot
+        if stabilizer in ("row_max", "row_max_wx"):
+            Mx = Mx + tot * (np.max(aW, axis=0) + ax)
+        elif stabilizer != "none" and dz.size:
+            Mx = Mx + np.sum(dz) * (np.max(aW, axis=0) + np.max(ax.reshape(-1, d), axis=0))
+    MW = np.einsum("pf,pn->fn", g.reshape(-1, m), ax.reshape(-1, d))
+    return Mx, MW
+
+
+def performer_vjp_magnitude(q, k, v, W, do, *, kind, r, feature_eps, query_stabilizer, key_stabilizer, causal,
+                            normalize, eps) -> Dict[str, np.ndarray]:
+    r"""Performer's backward on absolute values (no cancellation credited): linear attention's adjoint with
+    ``dnum_i = do_i / den_i``, ``|dden_i| = |do_i| . |o_i| / |den_i|``: ``Mphi_q_i = sum_j (|dnum_i| . |v_j| +
+    |dden_i|) |phi_k_j|``, ``Mphi_k_j`` the same over ``i``, ``Mv_j = sum_i |A_ij| |dnum_i|``; then the features'
+    adjoints on absolute values (:func:`_features_abs_vjp`), times ``r``."""
+    q, k, v, W, do = (np.asarray(a, dtype=np.float64) for a in (q, k, v, W, do))
+    qs, ks = q * r, k * r
+    pq = feature_forward(qs, kind, W=W, eps=feature_eps, stabilizer=query_stabilizer)
+    pk = feature_forward(ks, kind, W=W, eps=feature_eps, stabilizer=key_stabilizer)
+    l, s = pq.shape[1], pk.shape[1]
+    mask = np.tril(np.ones((l, s))) if causal else np.ones((l, s))
+    A = np.einsum("bihn,bjhn->bhij", pq, pk) * mask
+    Aa = np.einsum("bihn,bjhn->bhij", np.abs(pq), np.abs(pk)) * mask
+    av = np.abs(v)
+    if normalize:
+        den = np.einsum("bhij->bih", A) + eps
+        with np.errstate(divide="ignore", invalid="ignore"):
+            o = np.einsum("bhij,bjhe->bihe", A, v) / den[..., None]
+            dnum = np.abs(do) / np.abs(den)[..., None]
+            dden = np.einsum("bihe,bihe->bih", np.abs(do), np.abs(o)) / np.abs(den)
+        dnum = np.nan_to_num(dnum)
+        dden = np.nan_to_num(dden)
+    else:
+        dnum = np.abs(do)
+        dden = np.zeros(do.shape[:3])
+    T = (np.einsum("bihe,bjhe->bhij", dnum, av) + np.einsum("bih->bhi", dden)[..., None]) * mask
+    Mpq = np.einsum("bhij,bjhn->bihn", T, np.abs(pk))
+    Mpk = np.einsum("bhij,bihn->bjhn", T, np.abs(pq))
+    Mv = np.einsum("bhij,bihe->bjhe", Aa, dnum)
+    Mxq, MWq = _features_abs_vjp(qs, W, kind, query_stabilizer, Mpq, pq)
+    Mxk, MWk = _features_abs_vjp(ks, W, kind, key_stabilizer, Mpk, pk)
+    return {"q": r * Mxq, "k": r * Mxk, "v": Mv, "W": MWq + MWk}
+
+
+def performer_vjp_bound(inputs, do, conv_kw, dtype) -> Dict[str, Bound]:
+    """``componentwise_bound(M, D F)`` per input, ``M`` the backward on absolute values (module docstring);
+    ``conv_kw`` the keywords of :func:`performer_vjp_magnitude`."""
+    stabilized = conv_kw["query_stabilizer"] != "none" or conv_kw["key_stabilizer"] != "none"
+    D, F = performer_depth(inputs["q"], inputs["k"], inputs["v"], inputs["W"], conv_kw["r"], conv_kw["kind"],
+                           stabilized)
+    M = performer_vjp_magnitude(inputs["q"], inputs["k"], inputs["v"], inputs["W"], do, **conv_kw)
+    return {nm: componentwise_bound(M[nm], D * F, dtype, oracle_dtype=None,
+                                    what=f"performer backward on absolute values: depth {D} (features, linear "
+                                         f"attention's adjoint, the features' adjoint, position sums) x exponent "
+                                         f"amplification {F:.3g}")
+            for nm in ("q", "k", "v", "W")}
 
 
 # ------------------------------------------------------------------ ssm.hippo_projection

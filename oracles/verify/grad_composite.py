@@ -77,9 +77,15 @@ def mh_grad_forward(inp: Mapping[str, Any], conv: Mapping[str, Any]) -> Dict[str
                                       _mh_scale(inp, conv), keep)}
 
 
-def mh_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes):
-    """Each gradient's derived bound in ``dtype`` (:func:`oracles.composite_grad_forward.multi_head_vjp_bound`)."""
-    return multi_head_vjp_bound(inp, magnitudes, _mh_scale(inp, conv), dtype)
+def mh_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None):
+    """Each gradient's derived bound in ``dtype`` (:func:`oracles.composite_grad_forward.multi_head_vjp_bound`,
+    the backward on absolute values; needs the cotangent: without it ``|J|^T|w|`` stands in, stated)."""
+    if cotangents is None or cotangents.get("out") is None:
+        return {nm: componentwise_bound(magnitudes[nm], 64, dtype, oracle_dtype=None,
+                                        what="|J|^T|w| stand-in: the harness passed no cotangent") for nm in magnitudes}
+    l, s = np.shape(inp["x_q"])[1], np.shape(inp["x_kv"])[1]
+    keep = window_keep(l, s, conv["causal"], -1, -1)[None, None]
+    return multi_head_vjp_bound(inp, cotangents["out"], _mh_scale(inp, conv), dtype, keep)
 
 
 def mh_grad_cases(conv) -> List[Case]:
@@ -139,10 +145,21 @@ def perf_grad_forward(inp: Mapping[str, Any], conv: Mapping[str, Any]) -> Dict[s
                                    eps=float(conv["eps"]), eps_mode=conv["eps_mode"])}
 
 
-def perf_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes):
-    """Each gradient's derived bound (:func:`oracles.composite_grad_forward.performer_vjp_bound`)."""
-    stab = conv["query_stabilizer"] != "none" or conv["key_stabilizer"] != "none"
-    return performer_vjp_bound(inp, magnitudes, _r(inp, conv), conv["kind"], stab, dtype)
+def perf_conv_kw(inp, conv) -> Dict[str, Any]:
+    """The keywords of :func:`oracles.composite_grad_forward.performer_vjp_magnitude` for the op's conventions."""
+    return dict(kind=conv["kind"], r=_r(inp, conv), feature_eps=float(conv["feature_eps"]),
+                query_stabilizer=conv["query_stabilizer"], key_stabilizer=conv["key_stabilizer"],
+                causal=bool(conv["causal"]), normalize=bool(conv["normalize"]), eps=float(conv["eps"]))
+
+
+def perf_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None):
+    """Each gradient's derived bound (:func:`oracles.composite_grad_forward.performer_vjp_bound`, the backward on
+    absolute values; ``eps_mode`` other than ``add`` and a missing cotangent: ``|J|^T|w|`` stands in, stated)."""
+    if cotangents is None or cotangents.get("o") is None or conv["eps_mode"] != "add":
+        return {nm: componentwise_bound(magnitudes[nm], 128, dtype, oracle_dtype=None,
+                                        what="|J|^T|w| stand-in (no cotangent, or eps_mode not 'add')")
+                for nm in magnitudes}
+    return performer_vjp_bound(inp, cotangents["o"], perf_conv_kw(inp, conv), dtype)
 
 
 def perf_grad_cases(conv) -> List[Case]:
