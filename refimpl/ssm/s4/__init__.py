@@ -12,14 +12,18 @@ from refimpl._dispatch import register
 from refimpl.ssm.s4.reference import (NPLR, NPLR_MEASURES, OUTPUTS, eigenvector_condition, generating_function,
                                       nplr, real_output, unit_circle_half_angle)
 
-__all__ = ["s4_kernel", "cauchy", "NPLR", "NPLR_MEASURES", "OUTPUTS", "nplr", "eigenvector_condition",
-           "unit_circle_half_angle", "generating_function", "real_output", "S4_KERNEL", "CAUCHY"]
+__all__ = ["s4_kernel", "s4_kernel_vjp", "cauchy", "NPLR", "NPLR_MEASURES", "OUTPUTS", "nplr", "eigenvector_condition",
+           "unit_circle_half_angle", "generating_function", "real_output", "S4_KERNEL", "S4_KERNEL_VJP", "CAUCHY"]
 
 S4_KERNEL = register("refimpl.ssm.s4_kernel", {
     ("generating_function", "numpy"): "refimpl.ssm.s4.reference:kernel",
     ("generating_function", "numba"): "refimpl.ssm.s4.numba:kernel",
     ("generating_function", "cuda"): "refimpl.ssm.s4.cuda:kernel",
     ("dense", "numpy"): "refimpl.ssm.s4.reference:kernel_dense",
+})
+
+S4_KERNEL_VJP = register("refimpl.ssm.s4_kernel_vjp", {
+    ("dense", "numpy"): "refimpl.ssm.s4.backward:dense_vjp",
 })
 
 CAUCHY = register("refimpl.ssm.cauchy", {
@@ -42,6 +46,19 @@ def s4_kernel(Lambda, P, Q, B, C, dt, L: int, *, view: str = "generating_functio
     of each conjugate pair).
     """
     return S4_KERNEL.get(view, backend)(Lambda, P, Q, B, C, dt, L, output=output, method=method)
+
+
+def s4_kernel_vjp(Lambda, P, Q, B, C, dt, L: int, *, dK, output: str = "complex", method: str = "bilinear",
+                  view: str = "dense", backend: str = "numpy"):
+    r"""The vector-Jacobian product of :func:`s4_kernel`: ``{"Lambda", "P", "Q", "B", "C", "dt"}`` gradients from
+    ``dK (d l)`` (real unless ``output="complex"``).
+
+    ``view``: ``"dense"`` (``numpy``): the adjoint of the dense view, a reverse scan over the powers
+    ``G_k = A_bar^H G_{k+1} + conj(C) dKc_k`` then the bilinear discretization's VJP and ``A = diag(Lambda) - P Q^*``
+    (:mod:`refimpl.ssm.s4.backward`); the same map as the generating-function view.  ``method``: ``"bilinear"``.
+    Complex convention: the gradient of ``z = a + i b`` is ``dL/da + i dL/db`` (PyTorch's).
+    """
+    return S4_KERNEL_VJP.get(view, backend)(Lambda, P, Q, B, C, dt, L, dK=dK, output=output, method=method)
 
 
 def cauchy(v, g, lam, *, backend: str = "numpy") -> np.ndarray:
