@@ -67,21 +67,11 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
     st = numba.from_dtype(np.dtype(sname))
     cplx = np.dtype(sname).kind == "c"
     EXP = cmath.exp if cplx else math.exp
+    NT = N * T  # shared-memory sizes as compile-time constants
+    NT2 = 2 * N * T
     THR = SOFTPLUS_THRESHOLD
 
-    @cuda.jit(device=True)
-    def _phi1(w):
-        # phi1(w) = (e^w - 1)/w, phi1(0) = 1; small |w|: 1 + w/2 + w^2/6 (no division by a tiny w)
-        if abs(w) < 1e-5:
-            return 1 + w * 0.5 + w * w / 6
-        if cplx:
-            # expm1(a + ib) = expm1(a) cos b - 2 sin^2(b/2) + i e^a sin b  (no cancellation near 0)
-            a = w.real
-            bb = w.imag
-            s = math.sin(bb * 0.5)
-            em1 = st(math.expm1(a) * math.cos(bb) - 2.0 * s * s) + st(1j) * st(math.exp(a) * math.sin(bb))
-            return em1 / w
-        return math.expm1(w) / w
+    J = np.dtype(sname).type(1j if cplx else 0)  # the imaginary unit of the state dtype (0 for real states)
 
     @cuda.jit
     def _s6(u, delta, bias, A, Bk, Ck, D, z, h0, out, hL):
@@ -94,9 +84,10 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
         k = r // T  # this thread's state
         tt = r % T  # this thread's time slot in the chunk
         # the scan's pairs (la, b) per (state, slot), double-buffered: round j reads buffer j % 2, writes the other
-        sla = cuda.shared.array((2, N * T), st)
-        sb = cuda.shared.array((2, N * T), st)
-        sy = cuda.shared.array(N * T, st)  # readout products C_t[k] h_t[k]
+        # (buffer j at offset j * NT)
+        sla = cuda.shared.array(NT2, st)
+        sb = cuda.shared.array(NT2, st)
+        sy = cuda.shared.array(NT, st)  # readout products C_t[k] h_t[k]
         carry = cuda.shared.array(N, st)  # the state entering the chunk, one per state
         bB = bi if Bk.shape[0] > 1 else 0
         bC = bi if Ck.shape[0] > 1 else 0
@@ -126,16 +117,27 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
                 la = Dv * a_k
                 Bv = Bk[bB, t if Bk.shape[1] > 1 else 0, gB, k]
                 if zoh:
+                    # phi1(w) = (e^w - 1)/w at w = Delta A; small |w|: 1 + w/2 + w^2/6 (no division by a tiny w);
+                    # else expm1(a + ib) = expm1(a) cos b - 2 sin^2(b/2) + i e^a sin b (no cancellation near 0;
+                    # for real w, b = 0 and this is expm1(a) exactly)
+                    if abs(la) < 1e-5:
+                        ph = 1 + la * 0.5 + la * la / 6
+                    else:
+                        wa = la.real
+                        wb = la.imag
+                        sh = math.sin(wb * 0.5)
+                        em1 = st(math.expm1(wa) * math.cos(wb) - 2.0 * sh * sh) + J * st(math.exp(wa) * math.sin(wb))
+                        ph = em1 / la
                     # B_bar u = Delta phi1(Delta A) B u
-                    bt = (Dv * uv) * _phi1(la) * Bv
+                    bt = (Dv * uv) * ph * Bv
                 else:
                     # B_bar u = Delta B u
                     bt = (Dv * uv) * Bv
             if tt == 0:
                 # fold the entering state: b_start = exp(la_start) h_{start-1} + b_start
                 bt = EXP(la) * carry[k] + bt
-            sla[0, r] = la
-            sb[0, r] = bt
+            sla[r] = la
+            sb[r] = bt
             # every pair stored before round 1 reads its neighbour (and every thread has read carry)
             cuda.syncthreads()
             # 3. Kogge-Stone over the slots of state k: e_t <- e_{t-off} . e_t
@@ -144,13 +146,13 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
             while off < T:
                 if tt >= off:
                     # b_t = exp(la_t) b_{t-off} + b_t ;  la_t = la_{t-off} + la_t
-                    pla = sla[cur, r - off]
-                    pb = sb[cur, r - off]
+                    pla = sla[cur * NT + r - off]
+                    pb = sb[cur * NT + r - off]
                     bt = EXP(la) * pb + bt
                     la = pla + la
                 # into the other buffer: no thread of this round reads it
-                sla[1 - cur, r] = la
-                sb[1 - cur, r] = bt
+                sla[(1 - cur) * NT + r] = la
+                sb[(1 - cur) * NT + r] = bt
                 # this round's writes visible to the next round's reads
                 cuda.syncthreads()
                 cur = 1 - cur
@@ -158,7 +160,8 @@ def _make_s6(T: int, N: int, rname: str, sname: str, zoh: bool, softplus: bool, 
             # 4. readout y_t = sum_k C_t[k] h_t[k]  (h_t = bt);  5. the last valid slot passes h on
             if t < l:
                 sy[r] = Ck[bC, t if Ck.shape[1] > 1 else 0, gC, k] * bt
-            if tt == min(T, l - start) - 1:
+            # (no min/max builtins in the kernels: plain comparisons compile on every numba-cuda)
+            if tt == (T - 1 if start + T <= l else l - start - 1):
                 carry[k] = bt
                 if start + T >= l:
                     hL[bi, c, k] = bt

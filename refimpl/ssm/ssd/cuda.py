@@ -67,7 +67,7 @@ def _make_decay(T: int, rname: str, softplus: bool, clamp: bool):
         hh = blk % h
         i = cuda.threadIdx.x  # this thread's position in the chunk
         s = ci * T
-        e = min(s + T, l)
+        e = s + T if s + T < l else l  # (plain comparisons: no min/max builtins in the kernels)
         t = s + i
         sdA = cuda.shared.array(T, rt)  # dA_k = dt_k A_h of the chunk
         if t < e:
@@ -76,7 +76,10 @@ def _make_decay(T: int, rname: str, softplus: bool, clamp: bool):
             if softplus:
                 x = x if x > THR else math.log1p(math.exp(x))
             if clamp:
-                x = min(max(x, lo), hi)
+                if x < lo:
+                    x = lo
+                if x > hi:
+                    x = hi
             dte[bi, t, hh] = x
             sdA[i] = x * A[hh]
         # the chunk's dA staged before the segment sums read it
@@ -110,7 +113,7 @@ def _make_chunk_state(T: int, TPB: int):
         hh = blk % h
         g = hh // (h // Bm.shape[2])  # head hh reads group hh // (H / g)
         s = ci * T
-        e = min(s + T, l)
+        e = s + T if s + T < l else l  # (plain comparisons: no min/max builtins in the kernels)
         # thread r owns the state entries (q, m) = divmod(r + TPB j, n)
         for idx in range(cuda.threadIdx.x, p * n, TPB):
             q = idx // n
@@ -141,7 +144,7 @@ def _make_state_passing():
         for c in range(nc):
             Sin[bi, c, hh, q, m] = S
             # S_{c+1} = G_c S_c + U_c,  G_c = din at the chunk's last position
-            e = min(c * T + T, l)
+            e = c * T + T if c * T + T < l else l
             S = din[bi, e - 1, hh] * S + U[bi, c, hh, q, m]
         final[bi, hh, q, m] = S
 
@@ -164,7 +167,7 @@ def _make_chunk_scan(T: int, rname: str, has_z: bool):
         g = hh // (h // Bm.shape[2])
         i = cuda.threadIdx.x  # this thread's position in the chunk
         s = ci * T
-        e = min(s + T, l)
+        e = s + T if s + T < l else l  # (plain comparisons: no min/max builtins in the kernels)
         t = s + i
         sdA = cuda.shared.array(T, rt)  # dA_k = dt_k A_h of the chunk
         if t < e:
