@@ -94,10 +94,53 @@ def grad_sample(rng, conv, **sizes):
                   n=int(rng.integers(1, 4)), e=int(rng.integers(1, 3)))
 
 
-def reference_vjp(inp, conv, cotangents) -> Dict[str, np.ndarray]:
-    """refimpl's VJP in the op's canonical layout (``alpha`` is refimpl's ``decay``, ``S0`` its ``initial_state``)."""
+def storing_vjp(inp, conv, cotangents, lowp) -> Dict[str, np.ndarray]:
+    r"""The low-precision baseline's backward (:mod:`oracles.verify._lowp_storage`): the recurrent view step by step,
+    the state ``S_t`` stored in ``lowp`` after every step of the forward scan and its adjoint ``dS_t`` after every
+    step of the reverse scan (a loop in the dtype rounds its state every step); each step is refimpl's
+    :func:`delta_rule` / :func:`delta_rule_vjp` (recurrent) on a one-step sequence (``initial_state = S_t``,
+    ``d_final_state = dS_{t+1}``), in float32.  Nothing is shared over time (every input is per position)."""
+    from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan
+    from refimpl.attention.delta import delta_rule, delta_rule_vjp
+
+    rnd = storer(lowp)
+    f = lambda a: None if a is None else np.asarray(a, np.float32)  # noqa: E731
+    alpha, S0 = _eff(inp, conv)
+    q, k, v, beta, alpha, S0 = (f(a) for a in (inp["q"], inp["k"], inp["v"], inp["beta"], alpha, S0))
+    b, l, h, n = q.shape
+    e = v.shape[3]
+    h0 = np.zeros((b, h, e, n), np.float32) if S0 is None else S0
+    do = rnd(cotangents["o"])
+    dl = f(cotangents.get("S_last"))
+    kw = dict(key_norm=_norm_name(conv["key_norm"]), query_norm=_norm_name(conv["query_norm"]),
+              scale=delta_scale(conv, n)[0])
+    sl = lambda a, t: None if a is None else a[:, t:t + 1]  # noqa: E731
+
+    def fwd(t, S):
+        return delta_rule(sl(q, t), sl(k, t), sl(v, t), sl(beta, t), decay=sl(alpha, t), initial_state=S,
+                          return_final_state=True, **kw)[1]
+
+    def vjp(t, S, dS):
+        g = delta_rule_vjp(sl(q, t), sl(k, t), sl(v, t), sl(beta, t), do=sl(do, t), d_final_state=dS,
+                           decay=sl(alpha, t), initial_state=S, **kw)
+        return g, g["initial_state"]
+
+    steps, dS0 = storing_reverse_scan(l, h0, dl, fwd, vjp, lowp)
+    out = {nm: concat_steps(steps, nm, 1, np.shape(x)) for nm, x in (("q", q), ("k", k), ("v", v), ("beta", beta))}
+    if alpha is not None:
+        out["alpha"] = concat_steps(steps, "decay", 1, alpha.shape)
+    if S0 is not None:
+        out["S0"] = dS0
+    return out
+
+
+def reference_vjp(inp, conv, cotangents, lowp: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """refimpl's VJP in the op's canonical layout (``alpha`` is refimpl's ``decay``, ``S0`` its ``initial_state``);
+    ``lowp`` (the harness's low-precision baseline): :func:`storing_vjp`."""
     from refimpl.attention.delta import delta_rule_vjp
 
+    if lowp is not None:
+        return storing_vjp(inp, conv, cotangents, lowp)
     alpha, S0 = _eff(inp, conv)
     n = np.shape(inp["k"])[-1]
     kw = dict(chunk=int(conv["chunk"])) if conv["algorithm"] == "chunked" else {}
