@@ -209,3 +209,55 @@ def test_cuda_s6_and_ssd_on_cupy_arrays_stay_on_device():
     by, bs = O.ssd_bound(*args, **kw, dtype=np.float32, view="chunked", chunk=64)
     assert_within(cp.asnumpy(y), yo, by, context="cuda SSD on CuPy")
     assert_within(cp.asnumpy(S), So, bs, context="cuda SSD final state on CuPy")
+
+
+# ---------------------------------------------------------------------------------------------------- PTX
+
+_PTX_SCRIPT = r'''
+import os
+os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+import numpy as np
+from numba import cuda, types, from_dtype
+from numba.cuda.cudadrv import nvvm
+try:
+    nvvm.NVVM()
+except Exception as exc:
+    print("NO-NVVM", exc)
+    raise SystemExit(0)
+import numba.cuda.dispatcher as _disp, numba.cuda.compiler as _comp
+class _Dev:  # no device here: compile for an H100/H200 (cc 9.0) without a context
+    compute_capability = (9, 0)
+_disp.get_current_device = _comp.get_current_device = lambda: _Dev()
+from refimpl.ssm.selective import cuda as S
+from refimpl.ssm.ssd import cuda as D
+A = lambda dt, nd: types.Array(from_dtype(np.dtype(dt)), nd, "C")
+for rn, sn, zoh in (("float32", "complex64", True), ("float64", "float64", False)):
+    bc = sn
+    k = S._make_s6(8, 4, rn, sn, zoh, True, True)
+    cuda.compile_ptx(k.py_func, (A(rn, 3), A(rn, 3), A(rn, 1), A(sn, 2), A(bc, 4), A(bc, 4), A(rn, 1), A(rn, 3),
+                                 A(sn, 3), A(rn, 3), A(sn, 3)), cc=(9, 0))
+rn = "float32"
+r = from_dtype(np.dtype(rn))
+kernels = [(D._make_decay(8, rn, True, True), (A(rn, 3), A(rn, 1), A(rn, 1), A("int64", 2), r, r, A(rn, 3), A(rn, 3),
+                                               A(rn, 3))),
+           (D._make_chunk_state(8, 32), (A(rn, 4), A(rn, 3), A(rn, 4), A(rn, 3), A(rn, 5))),
+           (D._make_state_passing(), (A(rn, 5), A(rn, 3), A(rn, 4), A(rn, 5), A(rn, 4), types.int64)),
+           (D._make_chunk_scan(8, rn, True), (A(rn, 4), A(rn, 3), A(rn, 1), A(rn, 4), A(rn, 4), A(rn, 2), A(rn, 4),
+                                              A("int64", 2), A(rn, 3), A(rn, 5), A(rn, 4)))]
+for k, sig in kernels:
+    cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
+print("PTX-OK")
+'''
+
+
+def test_cuda_kernels_compile_to_ptx_for_a_real_device():
+    """Not the simulator: the S6 and SSD kernels type and compile with numba-cuda's NVVM for cc 9.0 (no GPU needed;
+    skipped where libNVVM is missing) -- the simulator alone would accept Python a device cannot compile."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    proc = subprocess.run([sys.executable, "-c", _PTX_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    if "NO-NVVM" in proc.stdout:
+        pytest.skip("libNVVM not available: " + proc.stdout.strip())
+    assert proc.returncode == 0 and "PTX-OK" in proc.stdout, proc.stderr[-3000:]
