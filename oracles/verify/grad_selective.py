@@ -16,7 +16,7 @@ Canonical names: ``u, delta, A, B, C, D, z, delta_bias, h0 -> out, h_last`` (cha
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -118,11 +118,68 @@ def grad_cases(conv) -> List[Case]:
     return out
 
 
-def reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
+def storing_vjp(inp, conv, cot, lowp) -> Dict[str, np.ndarray]:
+    r"""The low-precision baseline's backward (:mod:`oracles.verify._lowp_storage`): the recurrent view step by step,
+    the state ``h_t`` stored in ``lowp`` after every step of the forward scan and its adjoint ``dh_t`` after every
+    step of the reverse scan (a loop in the dtype rounds its state every step); each step is refimpl's
+    :func:`selective_scan` / :func:`selective_scan_vjp` (recurrent) on a one-step sequence (``initial_state = h_t``,
+    ``d_final_state = dh_{t+1}``), in float32 arithmetic.  The time-shared ``A``, ``D``, ``delta_bias`` and a fixed
+    ``B``/``C`` accumulate their per-step gradients in a buffer stored in ``lowp``."""
+    from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan, sum_steps
+    from refimpl.ssm.selective import selective_scan, selective_scan_vjp
+
+    rnd = storer(lowp)
+    f = lambda a: None if a is None else (np.asarray(a, np.complex64) if np.iscomplexobj(a)  # noqa: E731
+                                          else np.asarray(a, np.float32))
+    (u, delta, A, B, C, D, z), kw = ops._seq_first(inp, conv)
+    u, delta, A, B, C, D, z = (f(a) for a in (u, delta, A, B, C, D, z))
+    h0 = f(kw.pop("initial_state"))
+    kw["delta_bias"] = f(kw["delta_bias"])
+    b, l, d = u.shape
+    n = A.shape[1]
+    state0 = np.zeros((b, d, n), np.complex64 if np.iscomplexobj(A) else np.float32) if h0 is None else h0
+    dy = rnd(f(_bld(cot["out"])))
+    dl = f(cot.get("h_last"))
+    timed = {"B": np.ndim(B) >= 3, "C": np.ndim(C) >= 3}
+    sl = lambda a, t: None if a is None else a[:, t:t + 1]  # noqa: E731
+    slb = lambda nm, a, t: sl(a, t) if timed[nm] else a  # noqa: E731
+
+    def fwd(t, h):
+        return selective_scan(sl(u, t), sl(delta, t), A, slb("B", B, t), slb("C", C, t), D, sl(z, t),
+                              initial_state=h, return_final_state=True, **kw)[1]
+
+    def vjp(t, h, dh):
+        g = selective_scan_vjp(sl(u, t), sl(delta, t), A, slb("B", B, t), slb("C", C, t), D, sl(z, t),
+                               dy=sl(dy, t), d_final_state=dh, initial_state=h, **kw)
+        return g, g["initial_state"]
+
+    steps, dh0 = storing_reverse_scan(l, state0, dl, fwd, vjp, lowp)
+    g: Dict[str, Any] = {"u": concat_steps(steps, "u", 1, u.shape), "delta": concat_steps(steps, "delta", 1, delta.shape),
+                         "A": sum_steps(steps, "A", A.shape, lowp)}
+    for nm, X in (("B", B), ("C", C)):
+        g[nm] = concat_steps(steps, nm, 1, X.shape) if timed[nm] else sum_steps(steps, nm, X.shape, lowp)
+    if z is not None:
+        g["z"] = concat_steps(steps, "z", 1, z.shape)
+    if D is not None:
+        g["D"] = sum_steps(steps, "D", D.shape, lowp)
+    if kw["delta_bias"] is not None:
+        g["delta_bias"] = sum_steps(steps, "delta_bias", kw["delta_bias"].shape, lowp)
+    if h0 is not None:
+        g["initial_state"] = dh0
+    g = _to_canonical(g, conv)
+    if "C" in g:
+        g["C"] = g["C"] * _c_scale(inp, conv)
+    return g
+
+
+def reference_vjp(inp, conv, cot, lowp: Optional[str] = None) -> Dict[str, np.ndarray]:
     """refimpl's :func:`refimpl.ssm.selective.selective_scan_vjp` in the op's layout (the view by ``algorithm``:
-    chunked with the op's chunk, else the reverse loop)."""
+    chunked with the op's chunk, else the reverse loop); ``lowp`` (the harness's low-precision baseline):
+    :func:`storing_vjp`."""
     from refimpl.ssm.selective import selective_scan_vjp
 
+    if lowp is not None:
+        return storing_vjp(inp, conv, cot, lowp)
     args, kw = ops._seq_first(inp, conv)
     view = "chunked" if conv["algorithm"] == "chunked" else "recurrent"
     g = selective_scan_vjp(*args, dy=_bld(cot["out"]), d_final_state=cot.get("h_last"), view=view,
