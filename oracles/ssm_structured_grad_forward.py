@@ -12,7 +12,11 @@ element, so they are plain loops on small cases; each is an evaluation order of 
 * :func:`dss_forward` -- the DSS kernel term by term: ``exp``: ``Re sum_n w_n phi_n exp(k p_n)`` with
   ``phi_n = dt phi1(p_n)`` (``p = dt lambda``); ``softmax``: ``Re sum_n (w_n/lambda_n) exp(k p_n - log Z_n)`` with
   the normalizer ``log Z_n = M + log sum_r exp(r p_n - M)`` (``M`` the largest real part) as a log-sum-exp.
-* :func:`s5_adjoint_magnitude`, :func:`ema_adjoint_magnitude`, :func:`dss_adjoint_magnitude` -- the adjoint recurrences run on absolute
+* :func:`s4_dense_forward` -- the S4 DPLR kernel from the dense ``A = diag(Lambda) - P Q^*``: bilinear by
+  ``numpy.linalg.solve``, the powers ``A_bar^k`` by ``numpy.linalg.matrix_power`` (repeated squaring), no Cauchy
+  kernel, no Woodbury identity.
+* :func:`s5_adjoint_magnitude`, :func:`ema_adjoint_magnitude`, :func:`dss_adjoint_magnitude`,
+  :func:`s4_adjoint_magnitude` -- the adjoint recurrences run on absolute
   values (every term of every gradient summed in absolute value): the scale of a backward's rounding error.
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Dict
 import numpy as np
 
 __all__ = ["s5_discretize", "s5_forward", "s5_adjoint_magnitude", "ema_forward", "ema_adjoint_magnitude",
-           "dss_forward", "dss_adjoint_magnitude"]
+           "dss_forward", "dss_adjoint_magnitude", "s4_dense_forward", "s4_adjoint_magnitude"]
 
 
 def _phi1(z: np.ndarray) -> np.ndarray:
@@ -229,4 +233,85 @@ def dss_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
                "dt": np.sum(W * (Uk + m * U), axis=-1)}
     if np.ndim(dt0) == 0:
         out["dt"] = np.asarray(np.sum(out["dt"]))
+    return out
+
+
+def _s4_dense(inp):
+    lam = np.asarray(inp["Lambda"], dtype=np.complex128)
+    P = np.asarray(inp["P"], dtype=np.complex128)
+    Q = np.asarray(inp["Q"], dtype=np.complex128)
+    h, n = lam.shape
+    A = np.zeros((h, n, n), dtype=np.complex128)
+    for c in range(h):
+        A[c] = np.diag(lam[c]) - P[c] @ np.conj(Q[c]).T
+    dt = np.broadcast_to(np.asarray(inp["dt"], dtype=np.float64), (h,))
+    return A, dt
+
+
+def s4_dense_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{"K" (h l)}`` of the op ``ssm.s4_kernel`` (``method="bilinear"``) in float64, its ``output``'s part."""
+    A, dt = _s4_dense(inp)
+    B = np.asarray(inp["B"], dtype=np.complex128)
+    C = np.asarray(inp["C"], dtype=np.complex128)
+    h, n = B.shape
+    L = int(np.asarray(inp["L"]))
+    K = np.zeros((h, L), dtype=np.complex128)
+    for c in range(h):
+        M = np.eye(n) - 0.5 * dt[c] * A[c]
+        Ab = np.linalg.solve(M, np.eye(n) + 0.5 * dt[c] * A[c])
+        Bb = np.linalg.solve(M, dt[c] * B[c])
+        for k in range(L):
+            K[c, k] = C[c] @ (np.linalg.matrix_power(Ab, k) @ Bb)
+    out = conv["output"]
+    return {"K": K if out == "complex" else (K.real if out == "re" else 2.0 * K.real)}
+
+
+def s4_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
+    r"""The S4 dense view's adjoint on absolute values: the reverse scan ``G_k = |A_bar|^T G_{k+1} + |C| |dKc_k|`` and
+    the states ``|A_bar|^k |B_bar|``, then the bilinear discretization's adjoint with ``|M^{-1}|`` for every solve
+    (``M = I - dt/2 A``) and ``A = diag(Lambda) - P Q^*``; ``{"Lambda", "P", "Q", "B", "C", "dt"}`` and ``"skeel"``
+    (the largest Skeel condition number ``|| |M^{-1}| |M| ||_inf`` over the channels)."""
+    A, dt = _s4_dense(inp)
+    B = np.asarray(inp["B"], dtype=np.complex128)
+    aC = np.abs(np.asarray(inp["C"]))
+    aP, aQ = np.abs(np.asarray(inp["P"])), np.abs(np.asarray(inp["Q"]))
+    h, n = B.shape
+    L = int(np.asarray(inp["L"]))
+    w = np.abs(np.asarray(cot["K"])) * (2.0 if conv["output"] == "2re" else 1.0)
+    out = {k: np.zeros(np.shape(inp[k])) for k in ("Lambda", "P", "Q", "B", "C")}
+    mdt = np.zeros(h)
+    skeel = 0.0
+    for c in range(h):
+        M = np.eye(n) - 0.5 * dt[c] * A[c]
+        N = np.eye(n) + 0.5 * dt[c] * A[c]
+        X = np.linalg.inv(M)
+        aX = np.abs(X)
+        skeel = max(skeel, float(np.max(np.sum(aX @ np.abs(M), axis=1))))
+        aAb = aX @ np.abs(N)
+        aBb = aX @ np.abs(dt[c] * B[c])
+        S = np.zeros((L, n))
+        s = aBb
+        for k in range(L):
+            S[k] = s
+            s = aAb @ s
+        G = np.zeros(n)
+        MAb = np.zeros((n, n))
+        for k in range(L - 1, -1, -1):
+            G = (aAb.T @ G if k < L - 1 else G) + aC[c] * w[c, k]
+            if k >= 1:
+                MAb += np.outer(G, S[k - 1])
+        MBb = G if L else np.zeros(n)
+        out["C"][c] = w[c] @ S if L else 0.0
+        MN = aX.T @ MAb
+        MdtB = aX.T @ MBb
+        MX = MAb @ np.abs(N).T + np.outer(MBb, np.abs(dt[c] * B[c]))
+        MM = aX.T @ MX @ aX.T
+        MA = 0.5 * dt[c] * (MN + MM)
+        out["Lambda"][c] = np.diag(MA)
+        out["P"][c] = MA @ aQ[c]
+        out["Q"][c] = MA.T @ aP[c]
+        out["B"][c] = dt[c] * MdtB
+        mdt[c] = 0.5 * np.sum((MN + MM) * np.abs(A[c])) + np.sum(MdtB * np.abs(B[c]))
+    out["dt"] = mdt if np.ndim(inp["dt"]) else np.asarray(np.sum(mdt))
+    out["skeel"] = skeel
     return out

@@ -1,11 +1,12 @@
 """Bad-input contracts of the structured SSMs' backward passes: ``s5_ssm_vjp`` (``refimpl.ssm.s5.backward``; with
 the initial state and the final state's cotangent, and bidirectional with ``C_back``) and ``mega_ema_vjp``
-(``refimpl.ssm.ema.backward``), ``dss_kernel_vjp`` (``refimpl.ssm.s4d.backward_dss``).  The cotangents are checked like inputs."""
+(``refimpl.ssm.ema.backward``), ``dss_kernel_vjp`` (``refimpl.ssm.s4d.backward_dss``), ``s4_kernel_vjp`` (``refimpl.ssm.s4.backward``).  The cotangents are checked like inputs."""
 from _bad_inputs import Arr, Contract, Int, Opt
 
 _S5 = "refimpl.ssm.s5"
 _EMA = "refimpl.ssm.ema"
 _S4D = "refimpl.ssm.s4d"
+_S4 = "refimpl.ssm.s4"
 
 
 def _pairs(entry, public):
@@ -38,4 +39,18 @@ def contracts():
                       dt=Arr("d", positive=True, gen="unit", scale=0.5, alt=("",)), L=Int(4, minimum=0, letter="l"),
                       dK=Arr("d l"), variant=Opt("softmax", ("softmax", "exp"))),
                  sizes=dict(d=3, n=4, l=4), positional=4, empty=("d", "n", "l")),
+        Contract([f"{_S4}.backward:dense_vjp"] + _pairs(f"{_S4}:s4_kernel_vjp", "refimpl.ssm.s4_kernel_vjp"),
+                 dict(Lambda=Arr("d n", dtype="complex", gen="cneg"), P=Arr("d n r", dtype="complex", scale=0.1),
+                      Q=Arr("d n r", dtype="complex", scale=0.1), B=Arr("d n", dtype="complex"),
+                      C=Arr("d n", dtype="complex"), dt=Arr("d", positive=True, gen="unit", scale=0.5, alt=("",)),
+                      L=Int(4, minimum=0, letter="l"), dK=Arr("d l"), output=Opt("2re", ("2re", "re")),
+                      method=Opt("bilinear", ("bilinear",))),
+                 sizes=dict(d=2, n=3, r=1, l=4), positional=7, empty=("d", "n", "l", "r")),
+        Contract([f"{_S4}.backward:dense_vjp"],
+                 dict(Lambda=Arr("d n", dtype="complex", gen="cneg"), P=Arr("d n r", dtype="complex", scale=0.1),
+                      Q=Arr("d n r", dtype="complex", scale=0.1), B=Arr("d n", dtype="complex"),
+                      C=Arr("d n", dtype="complex"), dt=Arr("d", positive=True, gen="unit", scale=0.5, alt=("",)),
+                      L=Int(4, minimum=0, letter="l"), dK=Arr("d l", dtype="complex"),
+                      output=Opt("complex", ("complex",))),
+                 sizes=dict(d=2, n=3, r=1, l=4), positional=7, empty=("d", "n", "l", "r")),
     ]

@@ -212,3 +212,38 @@ def test_dss_mutants_caught_and_clean_form_passes():
         assert _passes(M._dss_backward(*args, variant=variant), fd, bds, ("Lambda", "W", "dt"))
         for fn in muts:
             assert not _passes(fn(*args), fd, bds, ("Lambda", "W", "dt")), fn.__name__
+
+
+@pytest.mark.parametrize("output,L,r", [("2re", 0, 1), ("complex", 1, 1), ("re", 6, 2), ("2re", 9, 1)])
+def test_s4_kernel_vjp_matches_differences(output, L, r):
+    from oracles.ssm_structured_grad_forward import s4_dense_forward
+    from oracles.verify import ops_s4
+    from oracles.verify.grad_ssm_structured import S4_WRT, s4_grad_bounds, s4_reference_vjp
+
+    rng = np.random.default_rng([99, L, r])
+    conv = {"method": "bilinear", "output": output}
+    inp = ops_s4.sample(rng, conv, L=L, h=1, n=2, r=r)
+    K = s4_dense_forward(inp, conv)["K"]
+    w = {"K": rng.standard_normal(K.shape) + (1j * rng.standard_normal(K.shape) if output == "complex" else 0)}
+    fd = fd_vjp(lambda a: s4_dense_forward(a, conv), inp, w, S4_WRT)
+    g = s4_reference_vjp(inp, conv, w)
+    assert {k: np.shape(v) for k, v in g.items()} == {k: np.shape(inp[k]) for k in S4_WRT}
+    _check(g, fd, s4_grad_bounds(inp, fd.grad, conv, np.float64, fd.magnitude, cotangents=w), S4_WRT)
+
+
+def test_s4_mutants_caught_and_clean_form_passes():
+    import oracles.mutants.grad_ssm_structured as M
+    from oracles.ssm_structured_grad_forward import s4_dense_forward
+    from oracles.verify import ops_s4
+    from oracles.verify.grad_ssm_structured import S4_WRT, s4_grad_bounds
+
+    rng = np.random.default_rng(100)
+    conv = {"method": "bilinear", "output": "2re"}
+    inp = ops_s4.sample(rng, conv, L=6, h=1, n=3, r=1)
+    w = {"K": rng.standard_normal((1, 6))}
+    fd = fd_vjp(lambda a: s4_dense_forward(a, conv), inp, w, S4_WRT)
+    bds = s4_grad_bounds(inp, fd.grad, conv, np.float64, fd.magnitude, cotangents=w)
+    args = [inp[k] for k in ("Lambda", "P", "Q", "B", "C", "dt", "L")] + [w["K"]]
+    assert _passes(M._s4_backward(*args), fd, bds, S4_WRT)
+    for fn in (M.s4_late_start, M.s4_dQ_no_adjoint, M.s4_drop_two):
+        assert not _passes(fn(*args), fd, bds, S4_WRT), fn.__name__

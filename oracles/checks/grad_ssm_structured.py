@@ -1,7 +1,8 @@
-"""Report rows ``ssm.s5.grad``, ``ssm.ema.grad``, ``ssm.dss_kernel.grad``: each backward (view, backend) of refimpl's VJPs
-``mega_ema_vjp`` against central differences (Richardson) of the float64 loops
-(:mod:`oracles.ssm_structured_grad_forward`), elementwise within the differences' error plus the derived rounding
-bound of a backward (:mod:`oracles.verify.grad_ssm_structured`); the worst of the inputs' gradients is the row."""
+"""Report rows ``ssm.s5.grad``, ``ssm.ema.grad``, ``ssm.dss_kernel.grad``, ``ssm.s4_kernel.grad``: each backward
+(view, backend) of refimpl's VJPs (``s5_ssm_vjp``, ``mega_ema_vjp``, ``dss_kernel_vjp``, ``s4_kernel_vjp``) against
+central differences (Richardson) of the float64 forwards (:mod:`oracles.ssm_structured_grad_forward`), elementwise
+within the differences' error plus the derived rounding bound of a backward (:mod:`oracles.verify.grad_ssm_structured`);
+the worst of the inputs' gradients is the row."""
 from __future__ import annotations
 
 import numpy as np
@@ -86,4 +87,27 @@ def ssm_dss_kernel_grad():
             rows += grad_rows("ssm.dss_kernel", f"{backend}/{view}", g, fd, bounds, t,
                               note=f"{variant}, L=12, h=2, n=3; oracle: Richardson differences of the kernel term by "
                                    "term in float64")
+    return rows
+
+
+@check
+def ssm_s4_kernel_grad():
+    from oracles.verify import ops_s4
+    from oracles.verify.grad_ssm_structured import S4_WRT, s4_grad_bounds, s4_reference_vjp
+    from oracles.verify.registry import get_grad
+    from refimpl.ssm.s4 import S4_KERNEL_VJP
+
+    spec = get_grad("ssm.s4_kernel")
+    conv = {"method": "bilinear", "output": "2re"}
+    rng = np.random.default_rng([SEED, 4])
+    inp = ops_s4.sample(rng, conv, L=12, h=1, n=3, r=1)
+    w = {"K": rng.standard_normal((1, 12))}
+    fd = fd_vjp(lambda a: spec.forward(a, conv), inp, w, S4_WRT)
+    bounds = s4_grad_bounds(inp, fd.grad, conv, np.float64, fd.magnitude, cotangents=w)
+    rows = []
+    for view, backend in S4_KERNEL_VJP.pairs():
+        g, t = timed(s4_reference_vjp, inp, conv, w)
+        rows += grad_rows("ssm.s4_kernel", f"{backend}/{view}", g, fd, bounds, t,
+                          note="bilinear, 2re, L=12, n=3, rank 1; oracle: Richardson differences of the dense DPLR "
+                               "matrix's solves and matrix powers in float64")
     return rows

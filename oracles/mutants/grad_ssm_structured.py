@@ -1,4 +1,4 @@
-r"""Backward mutants of the structured SSMs (``refimpl mutants --op ssm.s5|ssm.ema|ssm.dss_kernel --grad``): plausible slips in
+r"""Backward mutants of the structured SSMs (``refimpl mutants --op ssm.s5|ssm.ema|ssm.dss_kernel|ssm.s4_kernel --grad``): plausible slips in
 a hand-written VJP.
 
 Each is an explicit backward in the op's canonical protocol, ``grad_fn(*inputs in op order, *cotangents in
@@ -13,6 +13,8 @@ perturb are those of :mod:`refimpl.ssm.s5.backward` and :mod:`refimpl.ssm.ema.ba
   initial state's gradient ``g_0`` (the decay ``q`` missing).
 * ``ssm.dss_kernel``: ``dw`` without the conjugate (softmax and exp), the softmax derivative without the
   normalizer's ``-S_k m`` term.
+* ``ssm.s4_kernel`` (bilinear): the powers' reverse scan started one step late, ``dQ = -dA P`` (the conjugate
+  transpose of ``dA`` dropped), ``2 Re``'s factor 2 dropped.
 """
 from __future__ import annotations
 
@@ -200,3 +202,64 @@ def dss_drop_mean(Lambda, W, dt, L, dK):
              doc="exp variant: dw = phi V without the conjugate of phi")
 def dss_exp_no_conj(Lambda, W, dt, L, dK):
     return _dss_backward(Lambda, W, dt, L, dK, variant="exp", no_conj=True)
+
+
+_S4_CONV = {"method": "bilinear", "output": "2re"}
+
+
+def _s4_backward(Lambda, P, Q, B, C, dt, L, dK, *, output="2re", late_start=False, dQ_no_adjoint=False,
+                 drop_two=False) -> Dict[str, np.ndarray]:
+    from refimpl.ssm.discretization import discretize_vjp
+
+    lam = np.asarray(Lambda, dtype=np.complex128)
+    P, Q, B, C = (np.asarray(a, dtype=np.complex128) for a in (P, Q, B, C))
+    h, n = lam.shape
+    dt0 = np.asarray(dt, dtype=np.float64)
+    dtv = np.broadcast_to(dt0, (h,)).copy()
+    L = int(np.asarray(L))
+    dKc = np.asarray(dK).astype(np.complex128) * (2.0 if output == "2re" and not drop_two else 1.0)
+    A = np.stack([np.diag(lam[c]) - P[c] @ np.conj(Q[c]).T for c in range(h)]) if h else np.zeros((0, n, n), complex)
+    dA_bar = np.zeros((h, n, n), dtype=np.complex128)
+    dB_bar = np.zeros((h, n), dtype=np.complex128)
+    dC = np.zeros((h, n), dtype=np.complex128)
+    for c in range(h):
+        M = np.eye(n) - 0.5 * dtv[c] * A[c]
+        Ab = np.linalg.solve(M, np.eye(n) + 0.5 * dtv[c] * A[c])
+        s = np.linalg.solve(M, dtv[c] * B[c])
+        S = []
+        for k in range(L):
+            S.append(s)
+            s = Ab @ s
+        G = np.zeros(n, dtype=np.complex128)
+        for k in range(L - 1, -1, -1):
+            G = (np.conj(Ab).T @ G if k < L - 1 else G)
+            if not (late_start and k == L - 1):
+                G = G + np.conj(C[c]) * dKc[c, k]
+            if k >= 1:
+                dA_bar[c] += np.outer(G, np.conj(S[k - 1]))
+            dC[c] += dKc[c, k] * np.conj(S[k])
+        dB_bar[c] = G if L else 0.0
+    g = discretize_vjp(A, B[..., None], dtv, dA_bar=dA_bar, dB_bar=dB_bar[..., None], method="bilinear")
+    dA = g["A"]
+    dQ = -np.einsum("dnm,dmr->dnr", dA, P) if dQ_no_adjoint else -np.einsum("dmn,dmr->dnr", np.conj(dA), P)
+    ddt = np.real(g["dt"])
+    return {"Lambda": np.diagonal(dA, axis1=-2, axis2=-1).copy(), "P": -np.einsum("dnm,dmr->dnr", dA, Q), "Q": dQ,
+            "B": g["B"][..., 0], "C": dC, "dt": np.sum(ddt) if dt0.ndim == 0 else ddt}
+
+
+@grad_mutant("ssm.s4_kernel", "reverse-scan-one-step-late", conventions=_S4_CONV,
+             doc="the powers' reverse scan starts at L-2: conj(C) dKc_{L-1} never enters the state's cotangent")
+def s4_late_start(Lambda, P, Q, B, C, dt, L, dK):
+    return _s4_backward(Lambda, P, Q, B, C, dt, L, dK, late_start=True)
+
+
+@grad_mutant("ssm.s4_kernel", "dQ-without-the-adjoint", conventions=_S4_CONV,
+             doc="A = diag(Lambda) - P Q^*: dQ = -dA P instead of -dA^H P (the conjugate transpose dropped)")
+def s4_dQ_no_adjoint(Lambda, P, Q, B, C, dt, L, dK):
+    return _s4_backward(Lambda, P, Q, B, C, dt, L, dK, dQ_no_adjoint=True)
+
+
+@grad_mutant("ssm.s4_kernel", "2re-factor-dropped", conventions=_S4_CONV,
+             doc="K = 2 Re Kc: the cotangent of Kc taken as dK instead of 2 dK")
+def s4_drop_two(Lambda, P, Q, B, C, dt, L, dK):
+    return _s4_backward(Lambda, P, Q, B, C, dt, L, dK, drop_two=True)

@@ -1,4 +1,5 @@
-r"""Gradient checks (``refimpl verify --grad``) of the structured SSMs: ``ssm.s5``, ``ssm.ema``, ``ssm.dss_kernel``.
+r"""Gradient checks (``refimpl verify --grad``) of the structured SSMs: ``ssm.s5``, ``ssm.ema``, ``ssm.dss_kernel``,
+``ssm.s4_kernel``.
 
 Ground truth: central differences with Richardson extrapolation (:mod:`oracles.gradients`) of the float64 plain
 loops of :mod:`oracles.ssm_structured_grad_forward` (S5 with its own ZOH/bilinear discretization per state,
@@ -21,6 +22,9 @@ every gradient in absolute value) and the depth counted from the adjoint:
 
 * ``ssm.dss_kernel``: ``depth = 2L + n + 50 + L (4 + max|dt lambda|)`` (:func:`dss_depth`) over the closed-form
   adjoint on absolute values (:func:`oracles.ssm_structured_grad_forward.dss_adjoint_magnitude`).
+
+* ``ssm.s4_kernel`` (bilinear): ``(1 + Skeel cond(I - dt/2 A)) gamma_{depth}`` over the dense view's adjoint on
+  absolute values (:func:`s4_grad_bounds`, :func:`s4_depth`).
 
 Where the harness gives no cotangents, ``|J|^T |w|`` at the point stands in for ``M`` (exact for the entries
 without cancellation).
@@ -239,4 +243,84 @@ register_grad(GradSpec(
     reference_vjp=dss_reference_vjp, outputs=("K",), module=__name__,
     notes="oracle: differences of the DSS kernel term by term in float64 (phi1 by expm1 of the parts; the softmax "
           "by a log-sum-exp normalizer; oracles.ssm_structured_grad_forward.dss_forward)",
+))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ssm.s4_kernel
+# ----------------------------------------------------------------------------------------------------------
+
+S4_WRT = ("Lambda", "P", "Q", "B", "C", "dt")
+
+
+def s4_depth(inp) -> int:
+    r"""``(L+2)(n+2) + 2 n^2 + 3n + 10``: the powers' products (inner dimension ``n``, ``L`` steps, recomputed) and
+    the reverse scan's, the outer products summed over ``k``, and the discretization's adjoint (its products with
+    ``N^H`` and the ``<M, dX>`` sums of ``n^2`` terms) besides the solves (their own factor, the Skeel condition)."""
+    h, n = np.shape(inp["Lambda"])
+    L = int(np.asarray(inp["L"]))
+    return (L + 2) * (n + 2) + 2 * n * n + 3 * n + 10
+
+
+def s4_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None) -> Dict[str, Bound]:
+    r"""Componentwise: ``(1 + skeel) gamma_{depth + 3n}`` times the adjoint on absolute values
+    (:func:`oracles.ssm_structured_grad_forward.s4_adjoint_magnitude`); the solves with ``M`` and ``M^H`` have a
+    componentwise forward error at most ``cond(M) gamma_{3n}`` relative (Higham, *Accuracy and Stability*, Thm 7.4,
+    with the Skeel condition number ``|| |M^{-1}| |M| ||_inf``)."""
+    from oracles.ssm_structured_grad_forward import s4_adjoint_magnitude
+
+    n = np.shape(inp["Lambda"])[1]
+    depth = s4_depth(inp) + 3 * n
+    if cotangents is None:
+        return {k: componentwise_bound(np.asarray(magnitudes[k]), depth, dtype, oracle_dtype=None, complex_ops=True,
+                                       what=f"|J|^T|w| (no cotangents given), depth {depth}")
+                for k in S4_WRT if k in oracle_grads and k in magnitudes}
+    M = s4_adjoint_magnitude(inp, conv, cotangents)
+    f = 1.0 + M["skeel"]
+    out = {}
+    for k in S4_WRT:
+        if k in oracle_grads:
+            b = componentwise_bound(f * np.asarray(M[k]), depth, dtype, oracle_dtype=None, complex_ops=True,
+                                    what=f"the S4 dense adjoint on |inputs| (|M^-1| per solve) x (1 + Skeel "
+                                         f"cond {M['skeel']:.3g}), depth {depth}")
+            out[k] = b
+    return out
+
+
+def s4_grad_cases(conv) -> List[Case]:
+    """Bilinear only (refimpl's VJP is the dense view's): L = 0, 1, 7 (odd), 16, rank 1 and 2, a scalar dt."""
+    from oracles.verify import ops_s4
+
+    if conv["method"] != "bilinear":
+        return []
+    out = []
+    for cid, kind, kw in (("edge-L0", "edge", dict(L=0, h=1, n=2, r=1)), ("edge-L1", "edge", dict(L=1, h=2, n=2, r=1)),
+                          ("golden-L7", "golden", dict(L=7, h=1, n=3, r=1)),
+                          ("golden-L16-rank2", "golden", dict(L=16, h=1, n=3, r=2))):
+        inp = ops_s4.sample(np.random.default_rng([4098, kw["L"]]), conv, **kw)
+        out.append(Case(ops_s4.OP, cid, kind, inp, dict(conv), seed=4098, note=f"{kw}"))
+    inp = ops_s4.sample(np.random.default_rng(4099), conv, L=5, h=2, n=2, r=1)
+    inp["dt"] = np.asarray(0.1)
+    out.append(Case(ops_s4.OP, "edge-scalar-dt", "edge", inp, dict(conv), note="one dt shared by the channels"))
+    return out
+
+
+def s4_reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
+    from refimpl.ssm.s4 import s4_kernel_vjp
+
+    return s4_kernel_vjp(inp["Lambda"], inp["P"], inp["Q"], inp["B"], inp["C"], inp["dt"], int(np.asarray(inp["L"])),
+                         dK=cot["K"], output=conv["output"], method=conv["method"])
+
+
+def _s4_forward(inp, conv):
+    from oracles.ssm_structured_grad_forward import s4_dense_forward
+
+    return s4_dense_forward(inp, conv)
+
+
+register_grad(GradSpec(
+    op="ssm.s4_kernel", wrt=S4_WRT, forward=_s4_forward, bounds=s4_grad_bounds, cases=s4_grad_cases,
+    reference_vjp=s4_reference_vjp, outputs=("K",), module=__name__,
+    notes="oracle: differences of the dense DPLR matrix's bilinear discretization by solves and matrix_power in "
+          "float64 (oracles.ssm_structured_grad_forward.s4_dense_forward); the zoh convention has no gradient cases",
 ))
