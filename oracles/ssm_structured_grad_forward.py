@@ -84,7 +84,8 @@ def s5_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarra
 
 
 def s5_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
-    r"""The S5 adjoint on absolute values, up to ``Lambda_bar``/``B_bar``: ``G_t = |Lambda_bar| G_{t+1} + f |C|^T |dy_t|``,
+    r"""The S5 adjoint on absolute values, up to ``Lambda_bar``/``B_bar``:
+    ``G_t = |Lambda_bar| G_{t+1} + f |C|^T |dy_t|``,
     ``X_t = |Lambda_bar| X_{t-1} + |B_bar| |u_t|``; returns ``{"Lambda_bar", "B_bar", "C_tilde", "D", "u", "C_back",
     "h0", "X", "G"}`` (each the sum of the absolute terms of that gradient)."""
     Cb, h0 = _s5_eff(inp, conv)
@@ -146,7 +147,8 @@ def ema_forward(inp: Dict[str, Any], conv: Dict[str, Any]) -> Dict[str, np.ndarr
 
 
 def ema_adjoint_magnitude(inp, conv, cot) -> Dict[str, np.ndarray]:
-    r"""The EMA adjoint on absolute values: ``G_t = |q| G_{t+1} + |eta| |dy_t|``, ``H_t = |alpha beta| |x_t| + |q| H_{t-1}``;
+    r"""The EMA adjoint on absolute values: ``G_t = |q| G_{t+1} + |eta| |dy_t|``,
+    ``H_t = |alpha beta| |x_t| + |q| H_{t-1}``;
     ``{"x", "alpha", "delta", "beta", "eta", "h0"}``."""
     a, dl, be, et = (np.abs(np.asarray(inp[k], dtype=np.float64)) for k in ("alpha", "delta", "beta", "eta"))
     x = np.abs(np.asarray(inp["x"], dtype=np.float64))

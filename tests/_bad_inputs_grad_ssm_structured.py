@@ -1,6 +1,7 @@
 """Bad-input contracts of the structured SSMs' backward passes: ``s5_ssm_vjp`` (``refimpl.ssm.s5.backward``; with
 the initial state and the final state's cotangent, and bidirectional with ``C_back``) and ``mega_ema_vjp``
-(``refimpl.ssm.ema.backward``), ``dss_kernel_vjp`` (``refimpl.ssm.s4d.backward_dss``), ``s4_kernel_vjp`` (``refimpl.ssm.s4.backward``).  The cotangents are checked like inputs."""
+(``refimpl.ssm.ema.backward``), ``dss_kernel_vjp`` (``refimpl.ssm.s4d.backward_dss``), ``s4_kernel_vjp``
+(``refimpl.ssm.s4.backward``).  The cotangents are checked like inputs."""
 from _bad_inputs import Arr, Contract, Int, Opt
 
 _S5 = "refimpl.ssm.s5"

@@ -39,7 +39,8 @@ def ssm_s5_grad():
         for view, backend in S5_SSM_VJP.pairs():
             g, t = timed(s5_reference_vjp, inp, conv, w)
             rows += grad_rows("ssm.s5", f"{backend}/{view}", g, fd, bounds, t,
-                              note=f"{method}, 2re, L={L}, {'bidirectional (C_back)' if bid else 'with h0 and h_last'}; "
+                              note=f"{method}, 2re, L={L}, "
+                                   f"{'bidirectional (C_back)' if bid else 'with h0 and h_last'}; "
                                    "oracle: Richardson differences of a float64 loop")
     return rows
 

@@ -1,5 +1,5 @@
-r"""Backward mutants of the structured SSMs (``refimpl mutants --op ssm.s5|ssm.ema|ssm.dss_kernel|ssm.s4_kernel --grad``): plausible slips in
-a hand-written VJP.
+r"""Backward mutants of the structured SSMs (``refimpl mutants --op ssm.s5|ssm.ema|ssm.dss_kernel|ssm.s4_kernel
+--grad``): plausible slips in a hand-written VJP.
 
 Each is an explicit backward in the op's canonical protocol, ``grad_fn(*inputs in op order, *cotangents in
 output order) -> {input: gradient}``; its forward is the op's correct reference.  The correct adjoints these

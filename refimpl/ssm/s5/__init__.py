@@ -8,7 +8,8 @@ from __future__ import annotations
 from refimpl._dispatch import register
 from refimpl.ssm.s5.reference import REAL_OUTPUTS, associative_scan, binary_op, discretize_s5, hippo_n_init, init
 
-__all__ = ["s5_ssm", "s5_ssm_vjp", "diag_scan", "discretize_s5", "associative_scan", "binary_op", "hippo_n_init", "init",
+__all__ = ["s5_ssm", "s5_ssm_vjp", "diag_scan", "discretize_s5", "associative_scan", "binary_op", "hippo_n_init",
+           "init",
            "REAL_OUTPUTS", "S5_SSM", "S5_SSM_VJP", "DIAG_SCAN"]
 
 S5_SSM = register("refimpl.ssm.s5_ssm", {
