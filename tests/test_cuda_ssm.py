@@ -14,6 +14,7 @@ from oracles import structured as OS
 from oracles.checks import cuda_ssm as B
 from oracles.tolerance import assert_within
 from refimpl.ssm.discretization import discretize
+from refimpl.ssm.s5.cuda import DEFAULT_THREADS as S5_T
 
 cuda = pytest.importorskip("numba.cuda")
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -131,7 +132,7 @@ def test_diag_scan_matches_loop(where, L):
         assert out.dtype == dt
         assert_within(out, R.diag_scan(a, b, s0), B.diag_scan_bound(a, b, s0, dt, 4),
                       context=f"diag scan {np.dtype(dt).name} ({where})")
-    if L == 1:  # the entry point routes backend="cuda" here (default blocks: 128 threads)
+    if L == 1:  # the entry point routes backend="cuda" here (default blocks)
         np.testing.assert_array_equal(diag_scan(a, b, backend="cuda"), scan_cuda(a, b))
 
 
@@ -154,7 +155,7 @@ def test_s5_and_lru_layers(where):
     Ab, Bb = OS.zoh_diag_vanloan(Lambda[:, None], Bt, dt[:, None])
     y_or = OS.diag_ssm_dense(Ab[:, 0], Bb, Ct, D, u, factor=2.0)
     bnd = OS.diag_ssm_bound(Ab[:, 0], Bb, Ct, D, u, factor=2.0, extra_rel_per_step=4 + float(np.max(np.abs(dt * Lambda))))
-    bnd = bnd + B.s5_scan_extra(OS.diag_ssm_dense(Ab[:, 0], Bb, Ct, D, u, factor=2.0, absolute=True), L, 128,
+    bnd = bnd + B.s5_scan_extra(OS.diag_ssm_dense(Ab[:, 0], Bb, Ct, D, u, factor=2.0, absolute=True), L, S5_T,
                                 np.float64)
     y0 = s5_ssm(Lambda, Bt, Ct, D, dt, u, output="2re", view="scan", backend="cuda")
     assert_within(y0, y_or, bnd, context=f"s5 cuda scan ({where})")
@@ -168,7 +169,7 @@ def test_s5_and_lru_layers(where):
     lam = np.exp(-np.exp(nu_log) + 1j * np.exp(theta_log))
     Bg = np.exp(gamma_log)[:, None] * Bl
     bnd = OS.diag_ssm_bound(lam, Bg, Cl, Dl, u, extra_rel_per_step=4 + float(np.max(np.exp(nu_log) + np.exp(theta_log))))
-    bnd = bnd + B.s5_scan_extra(OS.diag_ssm_dense(lam, Bg, Cl, Dl, u, absolute=True), L, 128, np.float64)
+    bnd = bnd + B.s5_scan_extra(OS.diag_ssm_dense(lam, Bg, Cl, Dl, u, absolute=True), L, S5_T, np.float64)
     assert_within(y, OS.diag_ssm_dense(lam, Bg, Cl, Dl, u), bnd, context=f"lru cuda scan ({where})")
     assert h.shape == h_r.shape == (1, 3)
 
@@ -179,7 +180,7 @@ def _state_bound(lam_bar, B_bar, u, s0):
     from oracles.tolerance import Bound
 
     Bu = np.einsum("nd,bld->bln", np.abs(B_bar), np.abs(u))
-    bd = B.diag_scan_bound(lam_bar, Bu, s0, np.complex128, 128)
+    bd = B.diag_scan_bound(lam_bar, Bu, s0, np.complex128, S5_T)
     extra = B.componentwise_bound(B.abs_recurrence(lam_bar, Bu, s0), u.shape[2] + 1, np.float64, complex_ops=True)
     return Bound(bd.values[:, -1] + extra.values[:, -1], bd.source)
 

@@ -7,13 +7,15 @@ r"""numba.cuda parallel scan of the diagonal recurrence ``s_t = a_t * s_{t-1} + 
   discretization, ``B_bar u`` and readout are the reference's (NumPy inputs); only the scan runs on the GPU.
 * ``_scan_states`` -- the launcher shared with :mod:`refimpl.ssm.lti.cuda` (real or complex, no validation).
 
-Thread mapping: one **block per (batch i, state n)**; its ``threads_per_block = T`` threads walk the time axis
-in chunks of ``T`` steps.  Thread ``r`` of the block owns step ``t = start + r`` of the current chunk.  Each
+Thread mapping: a block owns ``lanes`` consecutive states ``n`` of one batch row ``i`` (grid ``(ceil(N/lanes), B)``);
+thread ``(x, y)`` = (lane, step): ``threadIdx.x`` picks the state (so a warp reads consecutive addresses),
+``threadIdx.y = r`` the step ``t = start + r`` of the current chunk of ``T = threads_per_block`` steps.  Each
+recurrence (one lane) walks the time axis in chunks of ``T`` steps.  Each
 chunk is a Kogge-Stone (Hillis-Steele) inclusive scan in shared memory over the pairs ``e_t = (a_t, b_t)``
 with the composition ``(a, b) o (a', b') = (a' a, a' b + b')`` (first ``e``, then ``e'``); after
 ``ceil(log2 T)`` rounds thread ``r`` holds ``E_t = e_start o ... o e_t = (a_t...a_start, s_t - a_t...a_start s_{start-1})``,
 so ``s_t = E_t.a * carry + E_t.b`` with ``carry = s_{start-1}`` (``initial_state`` for the first chunk; the
-last state of the previous chunk after that), kept in one shared-memory slot.  Any ``l``: the threads past
+last state of the previous chunk after that), kept in one shared-memory slot per lane.  Any ``l``: the threads past
 the end of the last chunk hold the identity ``(1, 0)``.
 
 Rounding: a term ``a_t ... a_{j+1} b_j`` of ``s_t`` is a product of ``t - j + 1`` factors (``t - j``
@@ -35,37 +37,40 @@ from refimpl.ssm.s5 import reference
 
 __all__ = ["diag_scan", "scan", "lru_scan", "DEFAULT_THREADS"]
 
-DEFAULT_THREADS = 128
+DEFAULT_THREADS = 32  # steps per chunk (block y); DEFAULT_LANES states per block (block x)
 
 
-def _make_scan(tpb: int, dtype_name: str):
+def _make_scan(tpb: int, lanes: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
     @cuda.jit
     def _scan(a, b, s0, out, tv):
         # a (la N) with la = l (tv = 1) or 1 (tv = 0); b (B l N); s0 (B N); out (B l N)
+        # block (blockIdx.x, blockIdx.y) -> states n0 .. n0 + lanes - 1 of batch i; thread (x, y) = (lane, step r):
+        # consecutive lanes read consecutive states (coalesced), the y threads of one lane scan its time axis
         Bsz, L, N = b.shape
-        blk = cuda.blockIdx.x  # this block's (batch i, state n)
-        i = blk // N
-        n = blk % N
-        r = cuda.threadIdx.x  # this thread's step within the chunk
-        sa = cuda.shared.array(tpb, nbt)  # the chunk's pairs (a, b), one per thread
-        sb = cuda.shared.array(tpb, nbt)
-        carry = cuda.shared.array(1, nbt)  # s_{start-1}: the state entering the chunk
+        lane = cuda.threadIdx.x
+        r = cuda.threadIdx.y
+        n = cuda.blockIdx.x * lanes + lane
+        i = cuda.blockIdx.y
+        active = n < N
+        sa = cuda.shared.array((tpb, lanes), nbt)  # the chunk's pairs (a, b): one per (step, lane)
+        sb = cuda.shared.array((tpb, lanes), nbt)
+        carry = cuda.shared.array(lanes, nbt)  # per lane: s_{start-1}, the state entering the chunk
         if r == 0:
-            carry[0] = s0[i, n]
+            carry[lane] = s0[i, n] if active else nbt(0)
         # carry written before any thread reads it
         cuda.syncthreads()
         for start in range(0, L, tpb):
             t = start + r
-            # load e_t = (a_t, b_t); past the end: the identity (1, 0)
+            # load e_t = (a_t, b_t); past the end (or past N): the identity (1, 0)
             av = nbt(1)
             bv = nbt(0)
-            if t < L:
+            if active and t < L:
                 av = a[t * tv, n]
                 bv = b[i, t, n]
-            sa[r] = av
-            sb[r] = bv
+            sa[r, lane] = av
+            sb[r, lane] = bv
             # every pair of the chunk stored before round 1 reads its neighbour
             cuda.syncthreads()
             off = 1
@@ -74,26 +79,26 @@ def _make_scan(tpb: int, dtype_name: str):
                 pa = nbt(1)
                 pb = nbt(0)
                 if r >= off:
-                    pa = sa[r - off]
-                    pb = sb[r - off]
+                    pa = sa[r - off, lane]
+                    pb = sb[r - off, lane]
                 # all reads of this round done before any thread overwrites its slot
                 cuda.syncthreads()
                 if r >= off:
                     bv = av * pb + bv
                     av = av * pa
-                    sa[r] = av
-                    sb[r] = bv
+                    sa[r, lane] = av
+                    sb[r, lane] = bv
                 # all writes of this round visible to the next round's reads
                 cuda.syncthreads()
                 off *= 2
             # s_t = (a_t ... a_start) s_{start-1} + (the chunk's own part)
-            h = av * carry[0] + bv
-            if t < L:
+            h = av * carry[lane] + bv
+            if active and t < L:
                 out[i, t, n] = h
             # every thread has read carry before the chunk's last step replaces it
             cuda.syncthreads()
             if r == min(tpb, L - start) - 1:
-                carry[0] = h
+                carry[lane] = h
             # the new carry visible before the next chunk uses it (and sa/sb are free to reuse)
             cuda.syncthreads()
 
@@ -101,15 +106,21 @@ def _make_scan(tpb: int, dtype_name: str):
 
 
 _SCAN = _cuda.lazy_kernel(_make_scan)
+DEFAULT_LANES = 32
 
 
-def _scan_states(a, b, s0, out, *, time_varying: bool, threads_per_block: int) -> None:
-    """Launch the scan: ``a (la N)``, ``b (B l N)``, ``s0 (B N)``, ``out (B l N)`` contiguous, one dtype, same place."""
+def _scan_states(a, b, s0, out, *, time_varying: bool, threads_per_block: int, lanes: int = DEFAULT_LANES) -> None:
+    """Launch the scan: ``a (la N)``, ``b (B l N)``, ``s0 (B N)``, ``out (B l N)`` contiguous, one dtype, same place.
+
+    Blocks of ``lanes x T`` threads, ``T = min(threads_per_block, next_pow2(l))`` (at most 1024: ``lanes`` shrinks to
+    fit, and to ``N``); grid ``(ceil(N / lanes), B)``.  A smaller ``T`` only lowers the rounding depth."""
     Bsz, L, N = b.shape
     if Bsz * N == 0 or L == 0:
         return
-    kern = _SCAN(threads_per_block, np.dtype(b.dtype).name)
-    kern[Bsz * N, threads_per_block](a, b, s0, out, 1 if time_varying else 0)
+    T = min(threads_per_block, _cuda.next_pow2(L))  # no chunk longer than the sequence (fewer idle threads)
+    S = max(1, min(lanes, N, _cuda.MAX_THREADS_PER_BLOCK // T))
+    kern = _SCAN(T, S, np.dtype(b.dtype).name)
+    kern[(_cuda.blocks_for(N, S), Bsz), (S, T)](a, b, s0, out, 1 if time_varying else 0)
 
 
 def diag_scan(a, b, initial_state=None, *, threads_per_block: int = DEFAULT_THREADS):
