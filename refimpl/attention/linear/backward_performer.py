@@ -90,8 +90,17 @@ def _vjp(q, k, v, W, do, kind, causal, normalize, eps, scale, stabilizer, offset
         kw["chunk"] = chunk
     g = linear_attention_vjp(phi_q, phi_k, v, do=do, **kw)
     # (dq', dW_q), (dk', dW_k) = the features' VJPs (the offset through or stopped: offset_grad)
-    fq = feature_map_vjp(qs, kind, dphi=g["phi_q"], W=W, stabilizer=stab_q, offset_grad=offset_grad)
-    fk = feature_map_vjp(ks, kind, dphi=g["phi_k"], W=W, stabilizer=stab_k, offset_grad=offset_grad)
+    # a normalized output with an empty denominator (s = 0: 0/0) is NaN, and so is its gradient (propagated)
+    bad_q = ~np.all(np.isfinite(g["phi_q"]), axis=-1, keepdims=True)
+    bad_k = ~np.all(np.isfinite(g["phi_k"]), axis=-1, keepdims=True)
+    dphi_q = np.where(bad_q, dtype.type(0), g["phi_q"])
+    dphi_k = np.where(bad_k, dtype.type(0), g["phi_k"])
+    fq = feature_map_vjp(qs, kind, dphi=dphi_q, W=W, stabilizer=stab_q, offset_grad=offset_grad)
+    fk = feature_map_vjp(ks, kind, dphi=dphi_k, W=W, stabilizer=stab_k, offset_grad=offset_grad)
+    nan = dtype.type(np.nan)
+    fq["x"], fk["x"] = np.where(bad_q, nan, fq["x"]), np.where(bad_k, nan, fk["x"])
+    if bad_q.any() or bad_k.any():
+        fq["W"] = np.full_like(fq["W"], nan)
     # dq = r dq',  dk = r dk',  dW = dW_q + dW_k
     out = {"q": fq["x"] * dtype.type(r), "k": fk["x"] * dtype.type(r), "v": g["v"], "W": fq["W"] + fk["W"]}
     return {nm: np.asarray(a, dtype=dtype) for nm, a in out.items()}
