@@ -128,9 +128,46 @@ def cuda_check(rows: Sequence[Tuple[str, str]]):
     return deco
 
 
-def _main(keys: List[str]) -> int:
-    """Subprocess entry: run the named checks here (simulator mode) and print their rows as one JSON line."""
+def run_cuda_checks() -> List[Row]:
+    """Every ``cuda/...`` row of every ``oracles/checks/cuda_*.py`` module, run in this process (as the report would
+    run them here: device, simulator, subprocess or skipped) -- without the rest of the report."""
     import importlib
+    import pkgutil
+
+    import oracles.checks as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("cuda_"):
+            importlib.import_module(f"oracles.checks.{mod.name}")
+    rows: List[Row] = []
+    for key in sorted(_CUDA_CHECKS):
+        mod, name = key.split(":")
+        try:
+            rows.extend(getattr(importlib.import_module(mod), name)())
+        except Exception as exc:  # noqa: BLE001
+            rows.append(_crash_row(key, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def _main(keys: List[str]) -> int:
+    """Subprocess entry: run the named checks here (simulator mode) and print their rows as one JSON line.
+
+    ``python -m oracles.checks._cuda --all [--json FILE]``: print the table of :func:`run_cuda_checks` instead
+    (``bench/device_check.sh``); exit 1 when a row fails."""
+    import importlib
+
+    if keys and keys[0] == "--all":
+        from oracles.cli.report import _failed, format_table
+
+        rows = run_cuda_checks()
+        print(f"cuda_status: {cuda_status()}")
+        print(format_table(rows))
+        if len(keys) == 3 and keys[1] == "--json":
+            with open(keys[2], "w") as fh:
+                json.dump([r.to_dict() for r in rows], fh, indent=1, default=str)
+        n_fail = sum(_failed(r) for r in rows)
+        print(f"\n{len(rows)} cuda rows, {n_fail} failed")
+        return 1 if n_fail else 0
 
     out: Dict[str, dict] = {}
     status, text = cuda_status()
