@@ -247,3 +247,54 @@ def test_s4_mutants_caught_and_clean_form_passes():
     assert _passes(M._s4_backward(*args), fd, bds, S4_WRT)
     for fn in (M.s4_late_start, M.s4_dQ_no_adjoint, M.s4_drop_two):
         assert not _passes(fn(*args), fd, bds, S4_WRT), fn.__name__
+
+
+# ---------------------------------------------------------------- torch autograd candidates (literal loops)
+
+def _torch_ema(x, alpha, delta, beta, eta, h0=None):
+    import torch
+
+    b, l, d = x.shape
+    h = h0 if h0 is not None else torch.zeros((b,) + tuple(alpha.shape), dtype=x.dtype)
+    ys = []
+    for t in range(l):
+        h = alpha * beta * x[:, t, :, None] + (1 - alpha * delta) * h
+        ys.append((eta * h).sum(-1))
+    return (torch.stack(ys, 1) if ys else torch.zeros((b, 0, d), dtype=x.dtype)), h
+
+
+def _torch_s5(Lambda, B_tilde, C_tilde, D, dt, u, C_back=None, h0=None):
+    """ZOH as the official code writes it, ``B_bar = (Lambda_bar - 1)/Lambda B~`` (``zoh_B="difference"``)."""
+    import torch
+
+    Ab = torch.exp(dt * Lambda)
+    Bb = ((Ab - 1) / Lambda)[:, None] * B_tilde
+    b, l, h = u.shape
+    x = h0 if h0 is not None else torch.zeros((b, Lambda.shape[0]), dtype=Ab.dtype)
+    ys = []
+    for t in range(l):
+        x = Ab * x + u[:, t].to(Ab.dtype) @ Bb.T
+        y = 2 * (x @ C_tilde.T).real
+        ys.append(y if D is None else y + D * u[:, t])
+    return (torch.stack(ys, 1) if ys else torch.zeros((b, 0, h), dtype=u.dtype)), x
+
+
+def _torch_dss(Lambda, W, dt, L):
+    import torch
+
+    P = (dt[:, None] * Lambda)[..., None] * torch.arange(int(L), dtype=torch.float64)
+    if int(L) == 0:
+        return torch.zeros(Lambda.shape[:1] + (0,), dtype=torch.float64)
+    E = torch.exp(P - P.real.max(-1, keepdim=True).values)
+    return torch.einsum("dn,dnk->dk", W / Lambda, E / E.sum(-1, keepdim=True)).real
+
+
+@pytest.mark.parametrize("op,fn,conv", [("ssm.ema", _torch_ema, {}), ("ssm.s5", _torch_s5, {"zoh_B": "difference"}),
+                                        ("ssm.dss_kernel", _torch_dss, {})])
+def test_verify_grad_torch_autograd_candidates_conform(op, fn, conv):
+    """``refimpl verify OP --framework torch --grad``: torch autograd of a literal loop conforms on every gradient case."""
+    pytest.importorskip("torch")
+    from oracles.verify import verify
+
+    rep = verify(op, fn, framework="torch", grad=True, conventions=conv, kinds=("golden", "edge"))
+    assert rep.passed, rep.grad_line() + " / " + "; ".join(rep.deviations()[:3])

@@ -214,7 +214,7 @@ def dss_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None)
 
 
 def dss_grad_cases(conv) -> List[Case]:
-    """L = 0, 1, 7 (odd), 16 with two channels, a scalar dt, a small dt (phi1' by its series)."""
+    """L = 0, 1, 7 (odd), 16 with two channels, equal steps, a small dt (phi1' by its series)."""
     from oracles.verify import ops_s4d
 
     out = []
@@ -223,8 +223,9 @@ def dss_grad_cases(conv) -> List[Case]:
         inp = ops_s4d.dss_sample(np.random.default_rng([4095, L]), conv, L=L, h=h, n=3)
         out.append(Case(ops_s4d.OP_DSS, cid, kind, inp, dict(conv), seed=4095, note=f"L = {L}, h = {h}"))
     inp = ops_s4d.dss_sample(np.random.default_rng(4096), conv, L=5, h=2, n=2)
-    inp["dt"] = np.asarray(0.05)
-    out.append(Case(ops_s4d.OP_DSS, "edge-scalar-dt", "edge", inp, dict(conv), note="one dt shared by the channels"))
+    inp["dt"] = np.full(2, 0.05)
+    out.append(Case(ops_s4d.OP_DSS, "edge-equal-dt", "edge", inp, dict(conv),
+                    note="one dt value in both channels (the op's dt is (h): a scalar is refimpl's alone)"))
     inp = ops_s4d.dss_sample(np.random.default_rng(4097), conv, L=6, h=1, n=2)
     inp["dt"] = np.asarray([1e-4])
     out.append(Case(ops_s4d.OP_DSS, "edge-small-dt", "edge", inp, dict(conv), note="dt = 1e-4: |p| small"))
@@ -288,7 +289,7 @@ def s4_grad_bounds(inp, oracle_grads, conv, dtype, magnitudes, cotangents=None) 
 
 
 def s4_grad_cases(conv) -> List[Case]:
-    """Bilinear only (refimpl's VJP is the dense view's): L = 0, 1, 7 (odd), 16, rank 1 and 2, a scalar dt."""
+    """Bilinear only (refimpl's VJP is the dense view's): L = 0, 1, 7 (odd), 16, rank 1 and 2, equal steps."""
     from oracles.verify import ops_s4
 
     if conv["method"] != "bilinear":
@@ -300,8 +301,8 @@ def s4_grad_cases(conv) -> List[Case]:
         inp = ops_s4.sample(np.random.default_rng([4098, kw["L"]]), conv, **kw)
         out.append(Case(ops_s4.OP, cid, kind, inp, dict(conv), seed=4098, note=f"{kw}"))
     inp = ops_s4.sample(np.random.default_rng(4099), conv, L=5, h=2, n=2, r=1)
-    inp["dt"] = np.asarray(0.1)
-    out.append(Case(ops_s4.OP, "edge-scalar-dt", "edge", inp, dict(conv), note="one dt shared by the channels"))
+    inp["dt"] = np.full(2, 0.1)
+    out.append(Case(ops_s4.OP, "edge-equal-dt", "edge", inp, dict(conv), note="one dt value in both channels"))
     return out
 
 
