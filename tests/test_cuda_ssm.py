@@ -241,3 +241,29 @@ def test_cuda_inputs_are_refused_by_name():
         causal_conv(np.ones((3, 1, 1, 1)), x.astype(np.float16))
     with pytest.raises(ValueError, match="b: expected finite values"):
         diag_scan(np.ones(2), np.full((1, 3, 2), np.nan))
+
+
+def test_cuda_rows_are_skipped_with_the_reason_never_absent(monkeypatch):
+    """Without numba.cuda every declared cuda/... row comes back SKIP with the reason; SKIP rows do not fail."""
+    from oracles.checks import _cuda as C
+    from oracles.checks import cuda_ssm
+    from oracles.cli.report import _failed, format_table
+
+    monkeypatch.setattr(C, "cuda_status", lambda: ("unavailable", "numba.cuda does not import: test"))
+    rows = cuda_ssm.cuda_ssm()
+    assert [(r.op, r.impl) for r in rows] == cuda_ssm.cuda_ssm.cuda_rows
+    assert all(r.skipped == "numba.cuda does not import: test" and not _failed(r) for r in rows)
+    table = format_table(rows)
+    assert table.count("SKIP") == len(rows) and "skipped: numba.cuda does not import: test" in table
+    # the subprocess answered with an error for this check: one failing row, not a skip
+    monkeypatch.setattr(C, "cuda_status", lambda: ("unavailable", "no CUDA device"))
+    monkeypatch.setattr(C, "_SUBPROCESS_ROWS", {"oracles.checks.cuda_ssm:cuda_ssm": {"error": "boom"}})
+    rows = cuda_ssm.cuda_ssm()
+    assert len(rows) == 1 and _failed(rows[0]) and rows[0].note == "boom"
+
+
+def test_cuda_status_here():
+    from oracles.checks._cuda import cuda_status
+
+    status, text = cuda_status()
+    assert status == ("simulator" if SIM else "device"), text
