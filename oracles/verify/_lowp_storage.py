@@ -46,7 +46,7 @@ def storer(lowp: Optional[str]) -> Callable[[Any], Any]:
     return rnd
 
 
-def storing_reverse_scan(L: int, h0: np.ndarray, d_last: Optional[np.ndarray],
+def storing_reverse_scan(L: int, h0: Any, d_last: Optional[Any],
                          fwd_step: Callable[[int, np.ndarray], np.ndarray],
                          vjp_step: Callable[[int, np.ndarray, np.ndarray], Tuple[Dict[str, Any], np.ndarray]],
                          lowp: Optional[str]) -> Tuple[List[Dict[str, Any]], np.ndarray]:
@@ -59,11 +59,15 @@ def storing_reverse_scan(L: int, h0: np.ndarray, d_last: Optional[np.ndarray],
         h_{t+1} = rnd(step_t(h_t))                        t = 0 .. L-1  (forward scan, stored)
         (g_t, dh_t) = step_t^T(h_t; dh_{t+1}),  dh_t <- rnd(dh_t)   t = L-1 .. 0  (reverse scan, stored)
     """
-    rnd = storer(lowp)
+    r0 = storer(lowp)
+    # a state may be one array or a dict of arrays (e.g. linear attention's (S, u)): each is stored
+    rnd = (lambda h: {k: r0(v) for k, v in h.items()}) if isinstance(h0, dict) else r0  # noqa: E731
     hs = [rnd(h0)]
     for t in range(L):
         hs.append(rnd(fwd_step(t, hs[t])))
-    g = rnd(np.zeros_like(hs[0]) if d_last is None else d_last)
+    if d_last is None:
+        d_last = ({k: np.zeros_like(v) for k, v in hs[0].items()} if isinstance(h0, dict) else np.zeros_like(hs[0]))
+    g = rnd(d_last)
     grads: List[Dict[str, Any]] = [None] * L  # type: ignore[list-item]
     for t in reversed(range(L)):
         gt, dh = vjp_step(t, hs[t], g)

@@ -195,13 +195,70 @@ def linear_reference_vjp(inp, conv, cotangents) -> Dict[str, np.ndarray]:
     return out
 
 
+def linear_storing_vjp(inp, conv, cotangents, lowp):
+    r"""The low-precision baseline's backward (:mod:`oracles.verify._lowp_storage`), causal: the recurrent view step
+    by step, the state ``(S_t, u_t)`` stored in ``lowp`` after every step of the forward scan and its adjoint
+    ``(dS_t, du_t)`` after every step of the reverse scan (a loop in the dtype rounds its state every step); each
+    step is this module's refimpl adapters (the op's ``reference`` forward and :func:`linear_reference_vjp`) on a
+    one-step sequence with ``S0, u0 = S_t, u_t`` and the cotangents ``dS_last, du_last = dS_{t+1}, du_{t+1}``, in
+    float32.  Non-causal attention is no scan (every output reads the one state of all keys): there the plain
+    float32 backward stands (only its gradients rounded)."""
+    from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan
+    from oracles.verify.registry import get_op
+
+    f = lambda a: None if a is None else np.asarray(a, np.float32)  # noqa: E731
+    cot = {k: f(v) for k, v in cotangents.items()}
+    if not conv["causal"]:
+        return linear_reference_vjp(inp, conv, cot)
+    rnd = storer(lowp)
+    fwd_ref = get_op(OP_LINEAR).reference
+    pq, pk, v = (f(inp[k]) for k in ("phi_q", "phi_k", "v"))
+    b, l, h, n = pq.shape
+    e = v.shape[3]
+    given = bool(conv["use_state"])
+    cs = dict(conv, use_state=True)
+    S0 = f(inp.get("S0")) if given else None
+    u0 = f(inp.get("u0")) if given else None
+    h0 = {"S0": np.zeros((b, h, e, n), np.float32) if S0 is None else S0,
+          "u0": np.zeros((b, h, n), np.float32) if u0 is None else u0}
+    do = rnd(cot["o"])
+    dl = None
+    if cot.get("S_last") is not None or cot.get("u_last") is not None:
+        dl = {"S0": cot["S_last"] if cot.get("S_last") is not None else np.zeros_like(h0["S0"]),
+              "u0": cot["u_last"] if cot.get("u_last") is not None else np.zeros_like(h0["u0"])}
+    step = lambda t, st: {"phi_q": pq[:, t:t + 1], "phi_k": pk[:, t:t + 1], "v": v[:, t:t + 1], **st}  # noqa: E731
+
+    def fwd(t, st):
+        o = fwd_ref(step(t, st), cs)
+        return {"S0": f(o["S_last"]), "u0": f(o["u_last"])}
+
+    def vjp(t, st, dst):
+        g = linear_reference_vjp(step(t, st), cs, {"o": do[:, t:t + 1], "S_last": dst["S0"], "u_last": dst["u0"]})
+        return g, {"S0": g["S0"], "u0": g["u0"]}
+
+    steps, d0 = storing_reverse_scan(l, h0, dl, fwd, vjp, lowp)
+    out = {nm: concat_steps(steps, nm, 1, x.shape) for nm, x in (("phi_q", pq), ("phi_k", pk), ("v", v))}
+    if S0 is not None:
+        out["S0"] = d0["S0"]
+    if u0 is not None:
+        out["u0"] = d0["u0"]
+    return out
+
+
+def linear_reference_vjp_lowp(inp, conv, cotangents, lowp: Optional[str] = None):
+    """:func:`linear_reference_vjp`; ``lowp`` (the harness's low-precision baseline): :func:`linear_storing_vjp`."""
+    if lowp is not None:
+        return linear_storing_vjp(inp, conv, cotangents, lowp)
+    return linear_reference_vjp(inp, conv, cotangents)
+
+
 register_grad(GradSpec(
     op=OP_LINEAR,
     wrt=LINEAR_WRT,
     forward=linear_grad_forward,
     bounds=linear_grad_bounds,
     cases=linear_grad_cases,
-    reference_vjp=linear_reference_vjp,
+    reference_vjp=linear_reference_vjp_lowp,
     outputs=None,
     notes="forward: oracles.linear_grad_forward.linear_forward (dense float64); bounds: linear_vjp_bound (the adjoint's "
           "sums on absolute values, gamma_(2(n+l+p)+10)); eps a constant; clamp: d max(a, eps)/da = 1{a >= eps}; "
