@@ -267,3 +267,64 @@ def test_cuda_status_here():
 
     status, text = cuda_status()
     assert status == ("simulator" if SIM else "device"), text
+
+
+def _real_gpu():
+    if SIM:
+        return False
+    try:
+        import cupy  # noqa: F401
+
+        return cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.skipif(not _real_gpu(), reason="needs CuPy and a real CUDA device (REFIMPL_REAL_GPU=1)")
+def test_cupy_arrays_stay_on_the_device():
+    """Device only: CuPy in -> CuPy out for every kernel, equal to the NumPy-in result within the kernel's bound."""
+    import cupy as cp
+
+    from refimpl.ssm.lti import cuda as G
+    from refimpl.ssm.s4.cuda import cauchy
+    from refimpl.ssm.s4d.cuda import vandermonde
+    from refimpl.ssm.s5.cuda import diag_scan
+
+    rng = np.random.default_rng(21)
+    Ab, Bb, C, D = _system(rng, True, True, d=8, n=16, m=1, p=1)
+    x = rng.standard_normal((2, 300, 8, 1))
+    s0 = rng.standard_normal((2, 8, 16)) + 0j
+    dev = [cp.asarray(a) for a in (Ab, Bb, C, D, x)]
+    y_or, h_or = O.apply_dense(Ab, Bb, C, D, x, h0=s0, diagonal=True)
+    by, bh = O.lti_bound(Ab, Bb, C, D, x, np.float64, h0=s0, diagonal=True)
+    for view, fn in (("recurrent", G.recurrent), ("convolution", G.convolution), ("fft", G.convolution_fft)):
+        y, h = fn(*dev, diagonal=True, initial_state=cp.asarray(s0), return_final_state=True)
+        assert isinstance(y, cp.ndarray) and isinstance(h, cp.ndarray)
+        b2 = by + O.fft_bound_lti(G.kernel(Ab, Bb, C, 300, diagonal=True), x, np.float64) if view == "fft" else by
+        assert_within(cp.asnumpy(y), y_or, b2, context=f"{view} on CuPy")
+        assert_within(cp.asnumpy(h), h_or, bh, context=f"{view} final state on CuPy")
+    y, h = G.scan(*dev, diagonal=True, initial_state=cp.asarray(s0), return_final_state=True)
+    bys, bhs = B.lti_scan_bound(Ab, Bb, C, D, x, np.float64, 128, h0=s0)
+    assert isinstance(y, cp.ndarray)
+    assert_within(cp.asnumpy(y), y_or, bys, context="scan on CuPy")
+    assert_within(cp.asnumpy(h), h_or, bhs, context="scan final state on CuPy")
+    a = 0.999 * np.exp(1j * rng.uniform(-1, 1, 64))
+    bb = rng.standard_normal((3, 1000, 64)) + 1j * rng.standard_normal((3, 1000, 64))
+    out = diag_scan(cp.asarray(a), cp.asarray(bb))
+    assert isinstance(out, cp.ndarray)
+    from refimpl.ssm.s5.reference import diag_scan as ref_scan
+
+    assert_within(cp.asnumpy(out), ref_scan(a, bb), B.diag_scan_bound(a, bb, None, np.complex128, S5_T),
+                  context="diag scan on CuPy")
+    v = rng.standard_normal((4, 16)) + 1j * rng.standard_normal((4, 16))
+    z = 0.99 * np.exp(1j * rng.uniform(-3, 3, (4, 16)))
+    K = vandermonde(cp.asarray(v), cp.asarray(z), 500)
+    from refimpl.ssm.s4d.reference import vandermonde as vref
+
+    assert_within(cp.asnumpy(K), vref(v, z, 500), OS.vandermonde_bound(v, z, 500), context="vandermonde on CuPy")
+    lam = -0.5 + 1j * rng.uniform(-5, 5, (4, 16))
+    g = 1j * rng.uniform(-10, 10, (4, 50))
+    k = cauchy(cp.asarray(v), cp.asarray(g), cp.asarray(lam))
+    assert_within(cp.asnumpy(k), OS.cauchy_mpmath(v, g, lam), OS.cauchy_bound(v, g, lam), context="cauchy on CuPy")
+    with pytest.raises(TypeError, match="b: expected a device"):
+        diag_scan(cp.asarray(a), bb)
