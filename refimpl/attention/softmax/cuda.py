@@ -79,7 +79,7 @@ def _make_flash(tpb: int, BQ: int, BK: int, NS: int, PS: int, dtype_name: str):
         sl = cuda.shared.array(BQ, nbt)  # running sum l_x
         sa = cuda.shared.array(BQ, nbt)  # alpha_x = exp(m_x - m_new) of the current tile
         acc = cuda.local.array(npt, nbt)  # this thread's entries of acc (B_r p)
-        neg_inf = -math.inf
+        neg_inf = nbt(-math.inf)  # in the working dtype (no float64 promotion on the device)
         for u in range(npt):
             acc[u] = nbt(0)
         # load the Q tile (once) and initialize m = -inf, l = 0

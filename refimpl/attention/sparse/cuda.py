@@ -74,7 +74,7 @@ def _make_sparse(tpb: int, BS: int, NS: int, PS: int, dtype_name: str):
         sl = cuda.shared.array(BS, nbt)  # running sum l
         sc = cuda.shared.array(BS, nbt)  # c = exp(m - m') of the current tile
         acc = cuda.local.array(npt, nbt)  # this thread's entries of O (B p)
-        neg_inf = -math.inf
+        neg_inf = nbt(-math.inf)  # in the working dtype (no float64 promotion on the device)
         for w in range(npt):
             acc[w] = nbt(0)
         # load Q_u (once); m = -inf, l = 0
