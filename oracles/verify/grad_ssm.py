@@ -30,7 +30,7 @@ error bound):
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -123,9 +123,65 @@ def lti_reference_vjp(inp, conv, cot) -> Dict[str, np.ndarray]:
     return g
 
 
+def lti_storing_vjp(inp, conv, cot, lowp) -> Dict[str, np.ndarray]:
+    r"""The low-precision baseline's backward (:mod:`oracles.verify._lowp_storage`): the recurrent view step by step,
+    the state ``h_t`` stored in ``lowp`` after every step of the forward scan and its adjoint ``dh_t`` after every
+    step of the reverse scan (a loop in the dtype rounds its state every step); each step is refimpl's recurrent
+    ``lti_ssm`` (the op's ``reference``) / :func:`lti_reference_vjp` on a one-step sequence (``h0 = h_t``, the
+    cotangent of ``h_last`` = ``dh_{t+1}``), in float32 arithmetic.  The time-shared ``C``, ``D`` (and ``A_bar``,
+    ``B_bar`` of a time-invariant system) accumulate their per-step gradients in a buffer stored in ``lowp``."""
+    from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan, sum_steps
+    from oracles.verify.registry import get_op
+
+    rnd = storer(lowp)
+    f = lambda a: None if a is None else (np.asarray(a, np.complex64) if np.iscomplexobj(a)  # noqa: E731
+                                          else np.asarray(a, np.float32))
+    fwd_ref = get_op("ssm.lti").reference
+    cs = dict(conv, use_h0=True)
+    X = {k: f(inp.get(k)) for k in ("A_bar", "B_bar", "C", "D", "x")}
+    h0 = f(inp.get("h0")) if conv["use_h0"] else None
+    b, l, hh = X["x"].shape[:3]
+    n = X["C"].shape[2]
+    cplx = any(np.iscomplexobj(v) for v in X.values() if v is not None)
+    state0 = np.zeros((b, hh, n), np.complex64 if cplx else np.float32) if h0 is None else h0
+    tv = {"A_bar": np.ndim(X["A_bar"]) == 4, "B_bar": np.ndim(X["B_bar"]) == 4}
+    dy = rnd(f(cot["y"]))
+    dl = f(cot.get("h_last"))
+
+    def step(t, h):
+        st = {"C": X["C"], "D": X["D"], "x": X["x"][:, t:t + 1], "h0": h}
+        for k in ("A_bar", "B_bar"):
+            st[k] = X[k][t:t + 1] if tv[k] else X[k]
+        return st
+
+    def fwd(t, h):
+        return fwd_ref(step(t, h), cs)["h_last"]
+
+    def vjp(t, h, dh):
+        g = lti_reference_vjp(step(t, h), cs, {"y": dy[:, t:t + 1], "h_last": dh})
+        return g, g["h0"]
+
+    steps, dh0 = storing_reverse_scan(l, state0, dl, fwd, vjp, lowp)
+    out = {"x": concat_steps(steps, "x", 1, X["x"].shape), "C": sum_steps(steps, "C", X["C"].shape, lowp)}
+    for k in ("A_bar", "B_bar"):
+        out[k] = concat_steps(steps, k, 0, X[k].shape) if tv[k] else sum_steps(steps, k, X[k].shape, lowp)
+    if X["D"] is not None:
+        out["D"] = sum_steps(steps, "D", X["D"].shape, lowp)
+    if h0 is not None:
+        out["h0"] = dh0
+    return out
+
+
+def lti_reference_vjp_lowp(inp, conv, cot, lowp: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """:func:`lti_reference_vjp`; ``lowp`` (the harness's low-precision baseline): :func:`lti_storing_vjp`."""
+    if lowp is not None:
+        return lti_storing_vjp(inp, conv, cot, lowp)
+    return lti_reference_vjp(inp, conv, cot)
+
+
 register_grad(GradSpec(
     op="ssm.lti", wrt=LTI_WRT, forward=lti_forward, bounds=lti_grad_bounds, cases=lti_grad_cases,
-    reference_vjp=lti_reference_vjp, outputs=("y", "h_last"), module=__name__,
+    reference_vjp=lti_reference_vjp_lowp, outputs=("y", "h_last"), module=__name__,
     notes="oracle: differences of a plain float64 loop (oracles.ssm_grad_forward.lti_forward); bound: the adjoint "
           "recurrence on |inputs| x gamma_depth",
 ))
