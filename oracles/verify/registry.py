@@ -662,8 +662,17 @@ class GradSpec:
       the harness adds the difference quotient's own error bound.
     * ``cases(conv) -> [Case]``: small golden/edge cases (L = 0, 1, odd, chunk +- 1, ...) where elementwise
       differences are affordable.
-    * ``reference_vjp(inputs, conv, cotangents) -> {input: grad}``: our VJP (refimpl), used only for the
-      low-precision baseline rule and the report rows, never as ground truth.
+    * ``reference_vjp(inputs, conv, cotangents, lowp=None) -> {input: grad}``: our VJP (refimpl), used only for
+      the low-precision baseline rule and the report rows, never as ground truth.  The float16/bfloat16 baseline
+      is **our backward run in that dtype**: when the callable takes the keyword ``lowp``, the harness calls it
+      with ``lowp="float16"``/``"bfloat16"`` (float32 inputs and cotangents holding the dtype's values) and the
+      adapter runs our backward in float32 arithmetic with every stored intermediate rounded to that dtype (the
+      forward baseline's "kernel that stores in low precision and accumulates in float32": softmax attention's
+      recomputed ``P``, ``dS`` and saved ``O``; a scan's forward state and adjoint state at every step, each step
+      refimpl's own VJP on a one-step sequence; :mod:`oracles.verify._lowp_storage`); the adapter's docstring says
+      what it rounds where.  ``lowp="float32"`` runs the same storing path with no rounding: the harness checks
+      that it passes the float32 bound on the case before using the path (else the case is skipped).  Without
+      the keyword the baseline is the plain float32 run with only its gradients rounded.
     * ``outputs``: the outputs that carry a cotangent (default: every output the case produces).
     * ``sample(rng, conv, **sizes)``: small random cases (default: the op's sampler).
     * ``forward_error(inputs, conv) -> {output: array}``: the float64 forward's absolute error bound per output
