@@ -49,6 +49,19 @@ DEFAULT_THREADS = 128
 def _make_recurrent(dtype_name: str, diagonal: bool):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
+    # (A_bar h)_i: chosen here, in Python, so each compiled kernel indexes A_bar with its own rank
+    if diagonal:
+        @cuda.jit(device=True)
+        def _A_row(A_bar, c, i, s, n):
+            return A_bar[c, i] * s[i]
+    else:
+        @cuda.jit(device=True)
+        def _A_row(A_bar, c, i, s, n):
+            acc = nbt(0)
+            for r in range(n):
+                acc += A_bar[c, i, r] * s[r]
+            return acc
+
     @cuda.jit
     def _recurrence(A_bar, B_bar, C, D, x, s0, y, hL):
         # thread -> (batch bi, channel c); its state h (n) in a local array; time serial
@@ -67,12 +80,7 @@ def _make_recurrent(dtype_name: str, diagonal: bool):
         for t in range(l):
             # h_t = A_bar h_{t-1} + B_bar x_t   (diagonal: A_bar[c, i] s_i; dense: sum_r A_bar[c, i, r] s_r)
             for i in range(n):
-                acc = nbt(0)
-                if diagonal:
-                    acc = A_bar[c, i] * s[i]
-                else:
-                    for r in range(n):
-                        acc += A_bar[c, i, r] * s[r]
+                acc = _A_row(A_bar, c, i, s, n)
                 for j in range(m):
                     acc += B_bar[c, i, j] * x[bi, t, c, j]
                 sn[i] = acc
@@ -96,8 +104,8 @@ def _make_kernel(dtype_name: str, diagonal: bool):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
     @cuda.jit
-    def _lti_kernel(A_bar, B_bar, C, K):
-        # thread -> (channel c, lag k); computes K_k[c] (p m) = C[c] A_bar[c]^k B_bar[c]
+    def _lti_kernel_diag(A_bar, B_bar, C, K):
+        # thread -> (channel c, lag k); computes K_k[c] (p m) = C[c] diag(A_bar[c])^k B_bar[c]
         L, d, p, m = K.shape
         n = B_bar.shape[1]
         tid = cuda.grid(1)
@@ -105,49 +113,59 @@ def _make_kernel(dtype_name: str, diagonal: bool):
             return
         c = tid // L
         k = tid % L
-        v = cuda.local.array(MAX_N, nbt)  # dense: A_bar^r B_bar[:, j]; diagonal: A_bar^k (elementwise)
-        w = cuda.local.array(MAX_N, nbt)
-        if diagonal:
-            # A_bar_i^k by binary powering: <= 2 floor(log2 k) products
-            for i in range(n):
-                base = A_bar[c, i]
-                pw = nbt(1)
-                e = k
-                while e > 0:
-                    if e & 1:
-                        pw = pw * base
-                    e >>= 1
-                    if e > 0:
-                        base = base * base
-                v[i] = pw
-            for q in range(p):
-                for j in range(m):
-                    # K_k[q, j] = sum_i C[q, i] (A_bar_i^k B_bar[i, j])
-                    acc = nbt(0)
-                    for i in range(n):
-                        acc += C[c, q, i] * (v[i] * B_bar[c, i, j])
-                    K[k, c, q, j] = acc
-        else:
+        v = cuda.local.array(MAX_N, nbt)  # A_bar_i^k, in local memory
+        # A_bar_i^k by binary powering: <= 2 floor(log2 k) products
+        for i in range(n):
+            base = A_bar[c, i]
+            pw = nbt(1)
+            e = k
+            while e > 0:
+                if e & 1:
+                    pw = pw * base
+                e >>= 1
+                if e > 0:
+                    base = base * base
+            v[i] = pw
+        for q in range(p):
             for j in range(m):
+                # K_k[q, j] = sum_i C[q, i] (A_bar_i^k B_bar[i, j])
+                acc = nbt(0)
                 for i in range(n):
-                    v[i] = B_bar[c, i, j]
-                # v <- A_bar v, k times: v = A_bar^k B_bar[:, j]
-                for r in range(k):
-                    for i in range(n):
-                        acc = nbt(0)
-                        for s in range(n):
-                            acc += A_bar[c, i, s] * v[s]
-                        w[i] = acc
-                    for i in range(n):
-                        v[i] = w[i]
-                for q in range(p):
-                    # K_k[q, j] = C[q, :] . (A_bar^k B_bar[:, j])
-                    acc = nbt(0)
-                    for i in range(n):
-                        acc += C[c, q, i] * v[i]
-                    K[k, c, q, j] = acc
+                    acc += C[c, q, i] * (v[i] * B_bar[c, i, j])
+                K[k, c, q, j] = acc
 
-    return _lti_kernel
+    @cuda.jit
+    def _lti_kernel_dense(A_bar, B_bar, C, K):
+        # thread -> (channel c, lag k); per column j of B_bar: v = A_bar^k B_bar[:, j] by k matrix-vector products
+        L, d, p, m = K.shape
+        n = B_bar.shape[1]
+        tid = cuda.grid(1)
+        if tid >= d * L:
+            return
+        c = tid // L
+        k = tid % L
+        v = cuda.local.array(MAX_N, nbt)  # A_bar^r B_bar[:, j]
+        w = cuda.local.array(MAX_N, nbt)  # the next product
+        for j in range(m):
+            for i in range(n):
+                v[i] = B_bar[c, i, j]
+            # v <- A_bar v, k times: v = A_bar^k B_bar[:, j]
+            for r in range(k):
+                for i in range(n):
+                    acc = nbt(0)
+                    for s in range(n):
+                        acc += A_bar[c, i, s] * v[s]
+                    w[i] = acc
+                for i in range(n):
+                    v[i] = w[i]
+            for q in range(p):
+                # K_k[q, j] = C[q, :] . (A_bar^k B_bar[:, j])
+                acc = nbt(0)
+                for i in range(n):
+                    acc += C[c, q, i] * v[i]
+                K[k, c, q, j] = acc
+
+    return _lti_kernel_diag if diagonal else _lti_kernel_dense
 
 
 def _make_conv(dtype_name: str):
