@@ -187,4 +187,7 @@ def _main(keys: List[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    # run as the imported module (the check modules register with ``oracles.checks._cuda``, not ``__main__``)
+    from oracles.checks._cuda import _main as _entry
+
+    sys.exit(_entry(sys.argv[1:]))
