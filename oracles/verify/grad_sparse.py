@@ -84,12 +84,21 @@ def grad_cases(conv) -> List[Case]:
     return add.cases
 
 
-def reference_vjp(inp, conv, cotangents) -> Dict[str, np.ndarray]:
-    """refimpl's VJP (materialized view) with refimpl's pattern of the claimed kind."""
+def reference_vjp(inp, conv, cotangents, lowp=None) -> Dict[str, np.ndarray]:
+    """refimpl's VJP (materialized view) with refimpl's pattern of the claimed kind; ``lowp`` (the harness's
+    low-precision baseline): :func:`oracles.verify.grad_softmax.storing_sdpa_vjp` on refimpl's pattern's dense keep
+    mask (``Pattern.mask()``), the recomputed ``P``, ``dS`` and the saved ``O`` stored in that dtype."""
     from refimpl.attention.sparse import sparse_attention_vjp
 
     q = np.asarray(inp["q"])
     b, l, h, n = q.shape
+    if lowp is not None:
+        from oracles.verify.grad_softmax import storing_sdpa_vjp
+
+        keep = refimpl_pattern(conv, l, h).mask()[None]          # (1 h|1 l l)
+        scale = n ** -0.5 if conv["scale"] is None else float(conv["scale"])
+        r = storing_sdpa_vjp(q, inp["k"], inp["v"], None, keep, scale, cotangents["o"], lowp)
+        return {"q": r["q"], "k": r["k"], "v": r["v"]}
     return sparse_attention_vjp(q, inp["k"], inp["v"], refimpl_pattern(conv, l, h), do=cotangents["o"],
                                 scale=conv["scale"])
 
