@@ -12,22 +12,24 @@ One **block per (batch bi, channel c)** (``b * d`` blocks).  The block has ``n *
 ``T = chunk``: thread ``r`` owns **state** ``k = r // T`` and **time slot** ``tt = r % T``; the block walks
 the sequence in chunks of ``T`` steps, thread ``(k, tt)`` owning step ``t = start + tt`` of the state ``k``.
 
-Per chunk:
+Per chunk (shared memory: the pairs, double-buffered ``2 n T``; the readout products ``n T``; the carry ``n``):
 
-1. staging (thread ``k = 0`` of each slot): ``Delta_t = softplus(delta_t + delta_bias)`` (fused) and ``u_t`` into
-   shared memory; a ``syncthreads`` so every state's thread reads them.
+1. in registers: ``Delta_t = softplus(delta_t + delta_bias)`` (fused; each state's thread of slot ``tt``
+   computes the same value, no staging barrier) and ``u_t``.
 2. the pair ``e_t = (la_t, b_t) = (Delta_t A_k, B_bar_t u_t)`` in registers (``B_bar = Delta B`` or
-   ``Delta phi1(Delta A) B``); the state entering the chunk (``carry[k]``, shared) is folded into the first
-   slot, ``b_start <- exp(la_start) carry + b_start`` (as the reference scan folds ``initial_state``).
-3. Kogge-Stone (Hillis-Steele) inclusive scan over the ``T`` slots of each state, in shared memory, with the
-   reference's log-space operator ``(la_i, b_i) . (la_j, b_j) = (la_i + la_j, exp(la_j) b_i + b_j)``: decay
-   products stay sums of ``Delta A`` (exact logs), exponentiated once per combination.  Each round: read the
-   neighbour ``off`` slots back, ``syncthreads`` (all reads before any write), write, ``syncthreads``.
-   Afterwards slot ``tt`` holds ``h_t`` itself.
-4. readout: ``C_t[k] h_t[k]`` into shared memory, ``syncthreads``, thread ``k = 0`` of each slot sums the ``n``
-   products in order (``2 Re`` for complex ``A``) and writes ``out_t = (y_t + D u_t) silu(z_t)``.
-5. the last valid slot of each state stores its ``h`` as the next ``carry`` (and as the final state after the
-   last chunk); a closing ``syncthreads`` makes it visible and frees the shared buffers for the next chunk.
+   ``Delta phi1(Delta A) B``, ``phi1`` through ``expm1`` without cancellation); the state entering the chunk
+   (``carry[k]``, shared) is folded into the first slot, ``b_start <- exp(la_start) carry + b_start`` (as the
+   reference scan folds ``initial_state``); the pairs are stored, ``syncthreads``.
+3. Kogge-Stone (Hillis-Steele) inclusive scan over the ``T`` slots of each state with the reference's
+   log-space operator ``(la_i, b_i) . (la_j, b_j) = (la_i + la_j, exp(la_j) b_i + b_j)``: decay products stay
+   sums of ``Delta A`` (exact logs), exponentiated once per combination.  Round ``j`` reads buffer ``j % 2``
+   (the neighbour ``off = 2^j`` slots back) and writes the other, then one ``syncthreads``.  Afterwards slot
+   ``tt`` holds ``h_t`` itself (in a register).
+4. readout products ``C_t[k] h_t[k]`` into shared memory, and the last valid slot of each state stores its
+   ``h`` as the next ``carry`` (and as the final state after the last chunk); ``syncthreads``; then thread
+   ``k = 0`` of each slot sums the ``n`` products in order (``2 Re`` for complex ``A``) and writes
+   ``out_t = (y_t + D u_t) silu(z_t)``.  No closing barrier is needed: the products are rewritten, and the
+   carry read, only after the next chunk's first ``syncthreads``, which the summing threads reach after summing.
 
 Slots past the end of the sequence hold the identity ``(0, 0)`` and never feed an earlier slot.
 
