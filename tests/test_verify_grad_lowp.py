@@ -15,7 +15,8 @@ from oracles.verify import verify
 
 torch = pytest.importorskip("torch")
 
-STORING_OPS = ("attention.softmax", "attention.fast_weights", "ssm.ssd")
+STORING_OPS = ("attention.softmax", "attention.sparse", "attention.fast_weights", "attention.linear",
+               "attention.delta_rule", "ssm.ssd", "ssm.selective_scan", "ssm.lti")
 
 
 @pytest.mark.parametrize("op", STORING_OPS)
@@ -31,8 +32,13 @@ def _case(op, case_id, conv=None):
 
 
 @pytest.mark.parametrize("op,case_id,dtype", [("attention.softmax", "edge-block+1", "float16"),
+                                              ("attention.sparse", "golden-small", "float16"),
                                               ("attention.fast_weights", "grad-L9", "bfloat16"),
-                                              ("ssm.ssd", "golden-small", "bfloat16")])
+                                              ("attention.linear", "golden-small", "bfloat16"),
+                                              ("attention.delta_rule", "grad-odd", "bfloat16"),
+                                              ("ssm.ssd", "golden-small", "bfloat16"),
+                                              ("ssm.selective_scan", "golden-small", "float16"),
+                                              ("ssm.lti", "golden-L7-h0", "bfloat16")])
 def test_the_storing_baseline_is_checked_and_rounds(op, case_id, dtype):
     """The harness accepts the storing path (it passes the float32 bound at lowp='float32', else the case would be
     skipped), and the stores are really rounded: the storing backward in ``dtype`` differs from the plain float32
