@@ -12,13 +12,14 @@ orientation, ``z (n)``):
 * ``S <- S + sum_j v_j phi(k_j)^T``,  ``z <- z + sum_j phi(k_j)``                             -- the carried state
 
 Thread mapping: **one block per (batch i, head h)**; its ``T = threads_per_block`` threads walk the chunks in
-order.  Shared memory holds the chunk's ``phi(Q)`` and ``phi(K)`` tiles ``(C n)``, the score tile ``A (C C)`` and
-the denominators ``(C)`` (``C = chunk``: the kernel is compiled per ``(T, C, n, dtype)``; at most 48 KiB, else a
-``ValueError`` naming ``chunk``).  The state ``S`` and ``z`` live in the block's own slice of the final-state
-output arrays in global memory (each entry read and written by one thread at a time; the block-wide
-``syncthreads`` order the phases).  Inside every phase the threads stride over the phase's entries (``e = r,
-r + T, ...``): the tile loads (``c n``), the scores (``C C``), the denominators (``c``), the outputs
-(``c p``: one ``(i, r)`` each), the state update (``p n`` and ``n``).
+order.  Shared memory holds the chunk's ``phi(Q)`` and ``phi(K)`` tiles ``(C n)`` and the score tile ``A (C C)``
+(``C = chunk``: the kernel is compiled per ``(T, C, n, dtype)``; at most 48 KiB, else a ``ValueError`` naming
+``chunk``; ``chunk = 64``, ``n = 64``, float32 fits exactly).  The state ``S`` and ``z``, and the chunk's
+denominators, live in the block's own slices of global arrays (each entry read and written by one thread at a
+time; the block-wide ``syncthreads`` order the phases and make the global writes visible).  Inside every phase
+the threads stride over the phase's entries (``e = r, r + T, ...``): the tile loads (``c n``), the scores
+(``C C``), the denominators (``c``), the outputs (``c p``: one ``(i, r)`` each), the state update (``p n`` and
+``n``).
 
 Rounding: every output entry is a sum of at most ``n + l`` products (in an order that is not the reference's) plus
 the normalization, the ``n + l + 3`` chain the reference view's bound (``oracles.attention.linear_attention_bound``)
@@ -43,15 +44,16 @@ SHARED_BYTES = 48 * 1024
 
 
 def _shared_bytes(C: int, n: int, itemsize: int) -> int:
-    return (2 * C * n + C * C + C) * itemsize
+    return (2 * C * n + C * C) * itemsize
 
 
 def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
     @cuda.jit
-    def _chunked(q, k, v, S, z, o, normalize, eps, eps_add):
-        # q, k (B L H n); v (B L H p); S (B H p n) and z (B H n): the state, updated in place; o (B L H p)
+    def _chunked(q, k, v, S, z, o, den_buf, normalize, eps, eps_add):
+        # q, k (B L H n); v (B L H p); S (B H p n) and z (B H n): the state, updated in place; o (B L H p);
+        # den_buf (B H C): the chunk's denominators, block-owned scratch in global memory
         B, L, H, n = q.shape  # n <= NS, the compiled tile width
         P = v.shape[3]
         blk = cuda.blockIdx.x  # this block's (batch bi, head hi)
@@ -61,7 +63,6 @@ def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
         sq = cuda.shared.array((C, NS), nbt)  # phi(Q) of the chunk
         sk = cuda.shared.array((C, NS), nbt)  # phi(K) of the chunk
         sa = cuda.shared.array((C, C), nbt)  # A_ij = phi(q_i) . phi(k_j), j <= i
-        sd = cuda.shared.array(C, nbt)  # den_i (+ eps, or clamped)
         for t0 in range(0, L, C):
             c = min(C, L - t0)
             # load the chunk's tiles: thread r owns entries e = r, r + T, ... of the (c n) tiles
@@ -94,7 +95,7 @@ def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
                         den = den + eps
                     else:
                         den = max(den, eps)
-                    sd[i] = den
+                    den_buf[bi, hi, i] = den
             # the denominators visible before the outputs divide by them
             cuda.syncthreads()
             # num_i[pp] = sum_m S[pp, m] phi(q_i)[m] + sum_{j <= i} A_ij v_j[pp]; o_i = num_i / den_i
@@ -107,7 +108,7 @@ def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
                 for j in range(i + 1):
                     acc += sa[i, j] * v[bi, t0 + j, hi, pp]
                 if normalize:
-                    acc = acc / sd[i]
+                    acc = acc / den_buf[bi, hi, i]
                 o[bi, t0 + i, hi, pp] = acc
             # every read of the entering state S, z done before the update overwrites it
             cuda.syncthreads()
@@ -205,7 +206,8 @@ def causal_chunked(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = Tr
     S_d, z_d = _cuda.to_device(S), _cuda.to_device(z)
     if b * h > 0 and l > 0:
         kern = _CHUNKED(tpb, C, max(n, 1), dt.name)
-        kern[b * h, tpb](_cuda.to_device(pq), _cuda.to_device(pk), _cuda.to_device(vv), S_d, z_d, o,
+        den_buf = _cuda.zeros((b, h, C), dt, device)
+        kern[b * h, tpb](_cuda.to_device(pq), _cuda.to_device(pk), _cuda.to_device(vv), S_d, z_d, o, den_buf,
                          opts["normalize"], opts["eps"], opts["eps_mode"] == "add")
     o = _cuda.from_device(o, device)
     if not opts["return_final_state"]:
