@@ -25,13 +25,13 @@ Each folder holds ``reference.py`` (the literal NumPy views), ``numba.py`` / ``c
 ``README.md`` deriving the math.
 """
 from refimpl.ssm.discretization import discretize, discretize_vjp, phi1, phi1_dense
-from refimpl.ssm.ema import mega_ema
+from refimpl.ssm.ema import mega_ema, mega_ema_vjp
 from refimpl.ssm.hippo import hippo_projection, hippo_transition
 from refimpl.ssm.lru import lru_ssm, lru_ssm_vjp
 from refimpl.ssm.lti import lti_kernel, lti_ssm, lti_ssm_vjp
-from refimpl.ssm.s4 import cauchy, nplr, s4_kernel
-from refimpl.ssm.s4d import dss_kernel, s4d_kernel, s4d_kernel_vjp, vandermonde
-from refimpl.ssm.s5 import diag_scan, s5_ssm
+from refimpl.ssm.s4 import cauchy, nplr, s4_kernel, s4_kernel_vjp
+from refimpl.ssm.s4d import dss_kernel, dss_kernel_vjp, s4d_kernel, s4d_kernel_vjp, vandermonde
+from refimpl.ssm.s5 import diag_scan, s5_ssm, s5_ssm_vjp
 from refimpl.ssm.selective import selective_scan, selective_scan_vjp, selective_step
 from refimpl.ssm.ssd import ssd_scan, ssd_scan_vjp, ssd_step
 
@@ -41,5 +41,6 @@ __all__ = [
     "s5_ssm", "diag_scan", "lru_ssm", "mega_ema",
     "selective_scan", "selective_step", "ssd_scan", "ssd_step",
     # the backward passes (vector-Jacobian products): one per differentiable entry point
-    "discretize_vjp", "lti_ssm_vjp", "s4d_kernel_vjp", "lru_ssm_vjp", "selective_scan_vjp", "ssd_scan_vjp",
+    "discretize_vjp", "lti_ssm_vjp", "s4_kernel_vjp", "s4d_kernel_vjp", "dss_kernel_vjp", "s5_ssm_vjp", "lru_ssm_vjp",
+    "mega_ema_vjp", "selective_scan_vjp", "ssd_scan_vjp",
 ]
