@@ -148,9 +148,10 @@ def storing_vjp(inp, conv, cot, lowp) -> Dict[str, np.ndarray]:
     step of the reverse scan (a loop in the dtype rounds its state every step); each step is refimpl's
     :func:`ssd_scan` / :func:`ssd_scan_vjp` (recurrent) on a one-step sequence (``initial_state = S_t``,
     ``d_final_state = dS_{t+1}``), in float32.  The effective step ``dt_eff = clamp(softplus(dt + dt_bias))`` is
-    computed once for the sequence and stored in ``lowp`` too (as a loop in the dtype stores it; the steps then run
-    with ``dt_eff`` and no softplus/bias/limit), and its cotangent is chained back to ``dt`` and ``dt_bias`` by
-    refimpl's own ``_dt_adjoint``.  A ``seq_idx`` boundary before step ``t`` starts it from a zero state (and sends
+    computed once for the sequence and stored in ``lowp`` too, from the stored pre-activation ``u = dt + dt_bias``
+    (as a loop in the dtype stores both; the steps then run with ``dt_eff`` and no softplus/bias/limit); its
+    cotangent (stored) is chained back to ``du`` (stored before the bias' reduction ``d dt_bias = sum_{b,l} du``)
+    by refimpl's own ``_dt_adjoint``.  A ``seq_idx`` boundary before step ``t`` starts it from a zero state (and sends
     no adjoint across); the time-shared ``A``, ``D``, ``dt_bias`` gradients are summed over the steps in float32."""
     from oracles.verify._lowp_storage import concat_steps, storer, storing_reverse_scan, sum_steps
     from refimpl.ssm.ssd import ssd_scan, ssd_scan_vjp
@@ -168,9 +169,11 @@ def storing_vjp(inp, conv, cot, lowp) -> Dict[str, np.ndarray]:
     dy = rnd(cot["y"])
     dl = cot.get("final_states")
     sl = lambda a, t: None if a is None else a[:, t:t + 1]  # noqa: E731
-    v = _prepare_vjp(X, dt, A, B, C, D, z, dy, f(dl), dtb, bool(conv["dt_softplus"]), tuple(conv["dt_limit"]), h0,
+    # the pre-activation u = dt + dt_bias, stored (the softplus reads it back); the effective step from it, stored
+    u = rnd(dt if dtb is None else dt + dtb)
+    v = _prepare_vjp(X, u, A, B, C, D, z, dy, f(dl), None, bool(conv["dt_softplus"]), tuple(conv["dt_limit"]), h0,
                      None, False)
-    dt_eff = rnd(np.asarray(v.p.dt, np.float32))  # the effective step, stored
+    dt_eff = rnd(np.asarray(v.p.dt, np.float32))
     kw = {}
 
     def reset(t):  # (b 1 1 1): 0 where a new packed sequence starts at step t
@@ -188,7 +191,9 @@ def storing_vjp(inp, conv, cot, lowp) -> Dict[str, np.ndarray]:
         return g, g["initial_state"] * reset(t)
 
     steps, dS0 = storing_reverse_scan(l, h0, f(dl), fwd, vjp, lowp)
-    ddt, ddtb = _dt_adjoint(v, rnd(concat_steps(steps, "dt", 1, dt.shape)))  # d dt_eff: a stored tensor
+    # d dt_eff (stored) back through the clamp and the softplus to d u (stored); d dt = d u, d dt_bias = sum d u
+    du = rnd(_dt_adjoint(v, rnd(concat_steps(steps, "dt", 1, dt.shape)))[0])
+    ddt, ddtb = du, du.sum(axis=(0, 1))
     out = {"x": concat_steps(steps, "x", 1, X.shape), "dt": np.asarray(ddt, np.float32),
            "B": concat_steps(steps, "B", 1, B.shape), "C": concat_steps(steps, "C", 1, C.shape),
            "A": sum_steps(steps, "A", A.shape, lowp)}
