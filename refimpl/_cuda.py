@@ -197,3 +197,11 @@ def from_device(d, device: bool):
     if device:
         return d
     return d.copy_to_host()
+
+
+def grid_1d(n: int, threads_per_block: int) -> Tuple[int, int]:
+    """``(blocks, threads)`` covering ``n`` work items with blocks of at most ``threads_per_block`` threads, no
+    larger than ``next_pow2(n)`` (a tiny problem gets a small block: no idle threads -- and, under the simulator,
+    no idle Python threads).  Use as ``kernel[grid_1d(n, tpb)](...)``."""
+    threads = max(1, min(threads_per_block, next_pow2(n)))
+    return blocks_for(n, threads), threads

@@ -13,8 +13,8 @@ _S5C = "refimpl.ssm.s5.cuda"
 _S4C = "refimpl.ssm.s4.cuda"
 _S4DC = "refimpl.ssm.s4d.cuda"
 _TPB = dict(threads_per_block=Int(32, minimum=1))
-# the scans: one thread per block keeps the simulator's barriers cheap (validation is what is tested here)
-_TPB1 = dict(threads_per_block=Int(1, minimum=1))
+# the scans: one chunk of 8 steps covers l = 5 (few simulator barriers; validation is what is tested here)
+_TPB1 = dict(threads_per_block=Int(8, minimum=1))
 _LTI_SIZES = dict(b=2, l=5, d=3, n=4, m=2, p=3)
 _LTI_EMPTY = ("b", "l", "d", "n", "m", "p")
 

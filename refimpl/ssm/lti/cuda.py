@@ -344,7 +344,7 @@ def _recurrent(A_bar, B_bar, C, D, x, initial_state, return_final_state, threads
     if b * d:
         kern = _RECURRENT(np.dtype(dtype).name, diagonal)
         dev = _cuda.to_device
-        kern[_cuda.blocks_for(b * d, tpb), tpb](dev(A_bar), dev(B_bar), dev(C), dev(D), dev(x), dev(s0), y, hL)
+        kern[_cuda.grid_1d(b * d, tpb)](dev(A_bar), dev(B_bar), dev(C), dev(D), dev(x), dev(s0), y, hL)
     y, hL = _cuda.from_device(y, device), _cuda.from_device(hL, device)
     return (y, hL) if return_final_state else y
 
@@ -385,7 +385,7 @@ def _kernel_prepared(device, A_bar, B_bar, C, L, diagonal, tpb):
     if L * d * p * m:
         kern = _KERNEL(np.dtype(B_bar.dtype).name, diagonal)
         dev = _cuda.to_device
-        kern[_cuda.blocks_for(d * L, tpb), tpb](dev(A_bar), dev(B_bar), dev(C), K)
+        kern[_cuda.grid_1d(d * L, tpb)](dev(A_bar), dev(B_bar), dev(C), K)
     return _cuda.from_device(K, device)
 
 
@@ -448,7 +448,7 @@ def causal_conv(K, x, D=None, *, threads_per_block: int = DEFAULT_THREADS):
     y = _cuda.zeros((b, l, d, p), dtype, device)
     if b * l * d * p:
         dev = _cuda.to_device
-        _CONV(np.dtype(dtype).name)[_cuda.blocks_for(b * l * d, tpb), tpb](dev(K[:l]), dev(x), dev(D), y)
+        _CONV(np.dtype(dtype).name)[_cuda.grid_1d(b * l * d, tpb)](dev(K[:l]), dev(x), dev(D), y)
     return _cuda.from_device(y, device)
 
 
@@ -474,7 +474,7 @@ def fft_conv(K, x, D=None, *, threads_per_block: int = DEFAULT_THREADS):
     Yf = _cuda.zeros((b, nf, d, p), cdt, device)
     if b * nf * d * p:
         dev = _cuda.to_device
-        _SPECTRUM(np.dtype(cdt).name)[_cuda.blocks_for(b * nf * d, tpb), tpb](dev(Kf), dev(Xf), Yf)
+        _SPECTRUM(np.dtype(cdt).name)[_cuda.grid_1d(b * nf * d, tpb)](dev(Kf), dev(Xf), Yf)
     Yf = _cuda.from_device(Yf, device)
     # y = ifft(Y)[:l]  (+ D x_t)
     y = inv(Yf, n=n_fft, axis=1)[:, :l].astype(dtype, copy=False)
@@ -551,14 +551,14 @@ def scan(A_bar, B_bar, C, D, x, *, diagonal: bool = True, initial_state=None, re
     D = _zeros_or(xp, D, (d, p, m), dtype)
     s0 = _zeros_or(xp, s0, (b, d, n), dtype)
     dev = _cuda.to_device
-    grid = _cuda.blocks_for(b * l * d, tpb)
+    grid = _cuda.grid_1d(b * l * d, tpb)
     # b_t = B_bar_t x_t  -> bb (b l d n)
     tvb = B_bar.ndim == 4
     Bd = dev(B_bar if tvb else B_bar[None])
     xd = dev(x)
     bb = _cuda.zeros((b, l, d, n), dtype, device)
     if b * l * d * n:
-        _INPUT_TERM(name)[grid, tpb](Bd, xd, bb, 1 if tvb else 0)
+        _INPUT_TERM(name)[grid](Bd, xd, bb, 1 if tvb else 0)
     # h_t = a_t h_{t-1} + b_t over the d n independent recurrences: (b l (d n))
     hs = _cuda.zeros((b, l, d, n), dtype, device)
     a2 = A_bar.reshape((l if tv else 1, d * n))
@@ -567,7 +567,7 @@ def scan(A_bar, B_bar, C, D, x, *, diagonal: bool = True, initial_state=None, re
     # y_t = C h_t + D x_t
     y = _cuda.zeros((b, l, d, p), dtype, device)
     if b * l * d * p:
-        _READOUT(name)[grid, tpb](dev(C), dev(D), hs, xd, y)
+        _READOUT(name)[grid](dev(C), dev(D), hs, xd, y)
     y = _cuda.from_device(y, device)
     if not return_final_state:
         return y

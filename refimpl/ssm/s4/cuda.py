@@ -73,7 +73,7 @@ def cauchy(v, g, lam, *, threads_per_block: int = DEFAULT_THREADS):
     out = _cuda.zeros((d, Lg), cdt, device)
     if d * Lg:
         dev = _cuda.to_device
-        _CAUCHY(np.dtype(cdt).name)[_cuda.blocks_for(d * Lg, tpb), tpb](dev(v), dev(g), dev(lam), out)
+        _CAUCHY(np.dtype(cdt).name)[_cuda.grid_1d(d * Lg, tpb)](dev(v), dev(g), dev(lam), out)
     return _cuda.from_device(out, device)
 
 

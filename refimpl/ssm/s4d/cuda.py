@@ -81,7 +81,7 @@ def vandermonde(v, z, L: int, *, threads_per_block: int = DEFAULT_THREADS):
     d = v.shape[0]
     out = _cuda.zeros((d, L), cdt, device)
     if d * L:
-        _VANDERMONDE(np.dtype(cdt).name)[_cuda.blocks_for(d * L, tpb), tpb](_cuda.to_device(v), _cuda.to_device(z), out)
+        _VANDERMONDE(np.dtype(cdt).name)[_cuda.grid_1d(d * L, tpb)](_cuda.to_device(v), _cuda.to_device(z), out)
     return _cuda.from_device(out, device)
 
 
