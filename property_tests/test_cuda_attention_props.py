@@ -86,13 +86,15 @@ def test_cuda_tiled_softmax_within_bound(where, l, s, alignment, block_q, block_
 @pytest.mark.parametrize("where", [WHERE])
 @FEW
 @given(l=st.sampled_from([1, 5, 9]), kind=st.sampled_from(["sliding_window", "longformer", "strided", "fixed"]),
-       block=st.integers(1, 4), tpb=threads, seed=st.integers(0, 2 ** 16))
-def test_cuda_block_sparse_within_bound(where, l, kind, block, tpb, seed):
+       block=st.integers(1, 4), tile_q=st.integers(1, 4), tile_k=st.integers(1, 4), tpb=threads,
+       seed=st.integers(0, 2 ** 16))
+def test_cuda_block_sparse_within_bound(where, l, kind, block, tile_q, tile_k, tpb, seed):
     params = {"sliding_window": dict(window=(2, 1)), "longformer": dict(window=1, global_tokens=(0,)),
               "strided": dict(stride=2, causal=True), "fixed": dict(stride=3, causal=False)}[kind]
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((1, l, 1, 3)) for _ in range(3))
     sets = SA.pattern_sets(kind, l, **params)
-    o = block_sparse_attention(q, k, v, build_pattern(kind, l, params), block=block, threads_per_block=tpb)
+    o = block_sparse_attention(q, k, v, build_pattern(kind, l, params), block=block, tile_q=tile_q,
+                               tile_k=tile_k, threads_per_block=tpb)
     assert_within(o, SA.sparse_attention_mpmath(q, k, v, sets),
                   SA.sparse_attention_bound(q, k, v, sets, oracle_dtype=None), context=f"cuda block-sparse ({where})")

@@ -57,7 +57,8 @@ def _sparse():
                scale=Real(None, none_ok=True))
     bb = dict(qkv, pattern=Fixed(bigbird_pattern(5, 2, seed=3, heads=2)))
     block = dict(block=Int(2, minimum=1, none_ok=True))
-    targets = [("refimpl.attention.sparse.cuda:block_sparse_attention", dict(block, **_TPB)),
+    tiles = dict(tile_q=Int(3, minimum=1, none_ok=True), tile_k=Int(2, minimum=1, none_ok=True))
+    targets = [("refimpl.attention.sparse.cuda:block_sparse_attention", dict(block, **tiles, **_TPB)),
                ("refimpl.attention.sparse:sparse_attention", dict(block, view=Opt("block_sparse"),
                                                                   backend=Opt("cuda")))]
     E = ("b", "n", "p")

@@ -258,6 +258,9 @@ def test_cuda_block_sparse_matches_oracle(where, kind, params, h):
     block = None if kind == "bigbird" else 4
     o = block_sparse_attention(q, k, v, pattern, block=block, threads_per_block=8)
     assert_within(o, exact, bound, context=f"cuda block-sparse {kind} ({where})")
+    if kind == "longformer":  # sub-tiles that do not divide the layout block (3 query rows by 2 keys of 4)
+        o = block_sparse_attention(q, k, v, pattern, block=4, tile_q=3, tile_k=2, threads_per_block=8)
+        assert_within(o, exact, bound, context=f"cuda block-sparse {kind}, sub-tiles 3 x 2 ({where})")
 
 
 @pytest.mark.parametrize("where", [WHERE])
@@ -286,9 +289,11 @@ def test_cuda_block_sparse_refuses_what_it_cannot_take():
     x = np.ones((1, 4, 1, 2))
     with pytest.raises(ValueError, match="pattern: expected a pattern over l = 4"):
         block_sparse_attention(x, x, x, sliding_window_pattern(5, 1))
-    with pytest.raises(ValueError, match=r"block: the cuda kernel keeps .* expected at most 49152 bytes"):
-        y = np.ones((1, 64, 1, 64))
-        block_sparse_attention(y, y, y, sliding_window_pattern(64, 1), block=64)
+    y = np.ones((1, 64, 1, 64))
+    with pytest.raises(ValueError, match=r"tile_k: the cuda kernel keeps .* expected at most 49152 bytes"):
+        block_sparse_attention(y, y, y, sliding_window_pattern(64, 1), block=64, tile_q=64, tile_k=64)
+    with pytest.raises(ValueError, match="tile_q"):
+        block_sparse_attention(x, x, x, sliding_window_pattern(4, 1), tile_q=0)
     with pytest.raises(ValueError, match="block_layout: expected pattern.block_layout"):
         block_sparse_attention(x, x, x, sliding_window_pattern(4, 1), block=2,
                                block_layout=sliding_window_pattern(4, 1).block_layout(4))
