@@ -113,3 +113,21 @@ def test_a_planted_bug_in_the_bfloat16_loop_still_fails():
                  forward=False, probes=False, cases=_fw_cases())
     assert not rep.passed, rep.to_text()
     assert "grad x_read: DOES NOT CONFORM" in rep.to_text(), rep.to_text()
+
+
+@pytest.mark.xfail(strict=True, reason="observed (torch 2.13 CPU): the literal torch SSD loop of tests/test_grad_ssd.py "
+                   "stores every intermediate in the dtype (the decay exp(dt A), the products, the inner output y, "
+                   "the gate); the storing baseline rounds the state, its adjoint, dt + dt_bias, dt_eff and du, and "
+                   "the loop still exceeds it on 1 of 3 cases per dtype at 1.02-1.43x (grad A / z / x at "
+                   "edge-dt-limit, edge-chunk+1). Before the storing baseline: 17 of 26 cases failed at up to 7.9x. "
+                   "strict: a change of either side shows")
+def test_the_torch_ssd_loop_in_low_precision():
+    import sys
+    import os
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_grad_ssd import TORCH_CONV, _torch_cases, _torch_good  # noqa: E402 (the existing literal loop)
+
+    rep = verify("ssm.ssd", _torch_good, conventions=TORCH_CONV, framework="torch", grad=True, forward=False,
+                 probes=False, dtype=["float16"], cases=_torch_cases())
+    assert rep.passed, rep.grad_line()
