@@ -17,10 +17,12 @@ device), and the same order of operations per chunk as the reference (module doc
 * ``S_c = gamma_{c-1} (S_0 - (S_0 W^T) K) + U^T diag(Gamma_{c-1, .}) K``.
 
 Thread mapping: **one block per (batch i, head h)**; its ``T = threads_per_block`` threads walk the chunks in
-order.  Shared memory: ``K (C n)``, ``W (C n)``, ``U (C p)``, ``WS = W S_0^T (C p)``, the ``(C C)`` tile holding
-``K K^T`` (strictly lower) during the solves and then ``tril(Q K^T)``, and ``g (C)``; ``C = chunk`` (compiled per
-``(T, C, n, p, dtype)``; at most 48 KiB, else a ``ValueError`` naming ``chunk``).  The state ``S`` lives in the
-block's slice of the final-state output in global memory.  The forward substitution is **column-parallel**:
+order.  Shared memory: ``K (C n)``, the ``(C C)`` tile holding ``K K^T`` (strictly lower) during the solves and then
+``tril(Q K^T)``, and ``g (C)``; ``C = chunk`` (compiled per ``(T, C, n, p, dtype)``; at most 48 KiB, else a
+``ValueError`` naming ``chunk``; ``chunk = 64``, ``n = 64``, float32 fits).  ``W (C n)``, ``U (C p)`` and
+``WS = W S_0^T (C p)`` live in block-owned scratch in global memory, and the state ``S`` in the block's slice of
+the final-state output (each entry written by one thread per phase; the ``syncthreads`` make the writes visible).
+The forward substitution is **column-parallel**:
 thread ``r`` owns whole columns of ``W`` and ``U`` (columns ``e = r, r + T, ...`` of the ``n + p`` columns of
 ``[W | U]``) and walks ``t = 0..c-1`` down its own columns, so the solve needs no barrier inside; every other
 phase strides the threads over its entries.  The ``syncthreads`` separate the phases (each says which data it
@@ -49,17 +51,18 @@ DEFAULT_THREADS = 64
 SHARED_BYTES = 48 * 1024
 
 
-def _shared_bytes(C: int, n: int, p: int, itemsize: int) -> int:
-    return (2 * C * n + 2 * C * p + C * C + C) * itemsize
+def _shared_bytes(C: int, n: int, itemsize: int) -> int:
+    return (C * n + C * C + C) * itemsize
 
 
 def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
     nbt = numba.from_dtype(np.dtype(dtype_name))
 
     @cuda.jit
-    def _delta(q, k, v, beta, decay, gated, S, o):
+    def _delta(q, k, v, beta, decay, gated, S, o, wb, ub, wsb):
         # q, k (B L H n); v (B L H p); beta, decay (B L H) (decay read only when gated);
-        # S (B H p n) updated in place; o (B L H p)
+        # S (B H p n) updated in place; o (B L H p); wb (B H C n), ub, wsb (B H C p): the chunk's W, U and
+        # W S_0^T, block-owned scratch in global memory
         B, L, H, n = k.shape  # n <= NS, p <= PS: the compiled tile widths
         p = v.shape[3]
         blk = cuda.blockIdx.x  # this block's (batch bi, head hi)
@@ -67,9 +70,6 @@ def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
         hi = blk % H
         r = cuda.threadIdx.x
         sk = cuda.shared.array((C, NS), nbt)  # K of the chunk
-        sw = cuda.shared.array((C, NS), nbt)  # W
-        su = cuda.shared.array((C, PS), nbt)  # U
-        sws = cuda.shared.array((C, PS), nbt)  # W S_0^T
         sm = cuda.shared.array((C, C), nbt)  # K K^T (strict lower), then tril(Q K^T)
         sg = cuda.shared.array(C, nbt)  # g_t = sum_{i<=t} log alpha_i
         for t0 in range(0, L, C):
@@ -108,16 +108,16 @@ def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
                         bt = beta[bi, t0 + t, hi]
                         acc = nbt(0)
                         for i in range(t):
-                            acc += bt * sm[t, i] * sw[i, e]
-                        sw[t, e] = bt * sk[t, e] - acc
+                            acc += bt * sm[t, i] * wb[bi, hi, i, e]
+                        wb[bi, hi, t, e] = bt * sk[t, e] - acc
                 else:
                     pp = e - n
                     for t in range(c):
                         bt = beta[bi, t0 + t, hi]
                         acc = nbt(0)
                         for i in range(t):
-                            acc += bt * math.exp(sg[t] - sg[i]) * sm[t, i] * su[i, pp]
-                        su[t, pp] = bt * v[bi, t0 + t, hi, pp] - acc
+                            acc += bt * math.exp(sg[t] - sg[i]) * sm[t, i] * ub[bi, hi, i, pp]
+                        ub[bi, hi, t, pp] = bt * v[bi, t0 + t, hi, pp] - acc
             # W, U complete, and the Gram tile free, before WS and tril(Q K^T) are formed
             cuda.syncthreads()
             # WS_t[pp] = sum_m W_t[m] S_0[pp, m]: one (t, pp) entry per thread
@@ -126,8 +126,8 @@ def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
                 pp = e % p
                 acc = nbt(0)
                 for m in range(n):
-                    acc += sw[t, m] * S[bi, hi, pp, m]
-                sws[t, pp] = acc
+                    acc += wb[bi, hi, t, m] * S[bi, hi, pp, m]
+                wsb[bi, hi, t, pp] = acc
             # sm_ti = q_t . k_i for i <= t, 0 above: one (t, i) entry per thread
             for e in range(r, c * c, tpb):
                 t = e // c
@@ -149,8 +149,8 @@ def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
                 a2 = nbt(0)
                 a3 = nbt(0)
                 for i in range(t + 1):
-                    a2 += sm[t, i] * sws[i, pp]
-                    a3 += math.exp(sg[t] - sg[i]) * sm[t, i] * su[i, pp]
+                    a2 += sm[t, i] * wsb[bi, hi, i, pp]
+                    a3 += math.exp(sg[t] - sg[i]) * sm[t, i] * ub[bi, hi, i, pp]
                 o[bi, t0 + t, hi, pp] = math.exp(sg[t]) * (a1 - a2) + a3
             # every read of the entering state S_0 done before the update overwrites it
             cuda.syncthreads()
@@ -161,8 +161,8 @@ def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
                 a1 = nbt(0)
                 a2 = nbt(0)
                 for i in range(c):
-                    a1 += sws[i, pp] * sk[i, m]
-                    a2 += math.exp(sg[c - 1] - sg[i]) * su[i, pp] * sk[i, m]
+                    a1 += wsb[bi, hi, i, pp] * sk[i, m]
+                    a2 += math.exp(sg[c - 1] - sg[i]) * ub[bi, hi, i, pp] * sk[i, m]
                 S[bi, hi, pp, m] = math.exp(sg[c - 1]) * (S[bi, hi, pp, m] - a1) + a2
             # the state updated, and every tile free, before the next chunk
             cuda.syncthreads()
@@ -235,18 +235,21 @@ def delta_chunked(q, k, v, beta, *, decay=None, initial_state=None, key_norm=Non
     p = v_.shape[3]
     dt = np.dtype(q_.dtype)
     C = max(1, min(chunk, l))  # a chunk longer than the sequence is the whole sequence
-    need = _shared_bytes(C, max(n, 1), max(p, 1), dt.itemsize)
+    need = _shared_bytes(C, max(n, 1), dt.itemsize)
     if need > SHARED_BYTES:
-        raise ValueError(f"chunk: the cuda kernel keeps K, W (chunk n), U, W S^T (chunk p) and a (chunk chunk) tile in "
-                         f"shared memory, expected at most {SHARED_BYTES} bytes, got {need} for chunk={C}, n={n}, "
-                         f"p={p}, {dt}; use a smaller chunk")
+        raise ValueError(f"chunk: the cuda kernel keeps K (chunk n) and a (chunk chunk) tile in shared memory, "
+                         f"expected at most {SHARED_BYTES} bytes, got {need} for chunk={C}, n={n}, {dt}; use a "
+                         f"smaller chunk")
     o = _cuda.zeros((b, l, h, p), dt, device)
     S_d = _cuda.to_device(S)
     if b * h > 0 and l > 0:
         gated = decay_ is not None
         dec = decay_ if gated else beta_  # never read when not gated
         kern = _DELTA(tpb, C, max(n, 1), max(p, 1), dt.name)
+        wb = _cuda.zeros((b, h, C, max(n, 1)), dt, device)
+        ub = _cuda.zeros((b, h, C, max(p, 1)), dt, device)
+        wsb = _cuda.zeros((b, h, C, max(p, 1)), dt, device)
         kern[b * h, tpb](_cuda.to_device(q_), _cuda.to_device(k_), _cuda.to_device(v_), _cuda.to_device(beta_),
-                         _cuda.to_device(dec), gated, S_d, o)
+                         _cuda.to_device(dec), gated, S_d, o, wb, ub, wsb)
     o = _cuda.from_device(o, device)
     return (o, _cuda.from_device(S_d, device)) if rfs else o
