@@ -18,9 +18,10 @@ blocks):
   kernel (one thread per ``(batch, frequency, channel)``).
 * :func:`scan` (view ``scan``, diagonal, time-varying allowed) -- three kernels: ``b_t = B_bar_t x_t`` (one thread
   per ``(batch, t, channel)``), the chunked Kogge-Stone scan of :mod:`refimpl.ssm.s5.cuda` over the ``d n``
-  independent recurrences (one block per ``(batch, channel, state)``, time across the block's threads, pairs
-  ``(a, b)`` in shared memory, the carry passed between chunks), and the readout ``y_t = C h_t + D x_t`` (one
-  thread per ``(batch, t, channel)``).
+  independent recurrences (each recurrence ``(batch, channel, state)`` one lane of a block: a block holds up to 32
+  consecutive ``(channel, state)`` lanes of one batch row -- coalesced loads -- and its ``y`` threads span a chunk
+  of time; pairs ``(a, b)`` in shared memory, the carry passed between chunks), and the readout
+  ``y_t = C h_t + D x_t`` (one thread per ``(batch, t, channel)``).
 
 Arrays: NumPy in -> the reference's validation, copied to the device once, NumPy out; CuPy in (anything with
 ``__cuda_array_interface__`` that is not NumPy) -> shape/dtype/finiteness checked on the device, CuPy out.  The
