@@ -442,14 +442,30 @@ def _output_bounds(spec: OpSpec, inputs_up: Mapping[str, Any], oracle_out: Mappi
     float64/float32: the op's derived bound.  float16/bfloat16: the same-dtype baseline rule, with our
     reference (float32 arithmetic on ``ref_inputs``, outputs rounded to the dtype) as the baseline and the op's
     componentwise float32 bound as the magnitude each entry's error scales with; the baseline's own errors
-    (in the rule's metric and absolute) come back for the report.
+    (in the rule's metric and absolute) come back for the report.  A reference that takes ``lowp=`` (``OpSpec.
+    reference(inputs, conv, lowp=)``) is run with ``lowp=dtype`` for the baseline: our reference *storing its
+    intermediates in the dtype* (a scan: its state after every step), float32 arithmetic; its storing path is
+    first checked at ``lowp="float32"`` (no rounding) against the float32 bound, as the plain run is.
     """
     if dtype not in LOWP:
         return spec.bounds(dict(inputs_up), dict(oracle_out), conv, np.dtype(dtype)), {}, {}
     if spec.reference is None:
         raise _Skip(f"op {spec.name} has no reference for the low-precision baseline")
+    # a reference that takes ``lowp=`` stores its intermediates in the dtype (the scans: the state every step) when
+    # asked: that storing run is the baseline; at lowp="float32" (no rounding) it is checked like the plain run
+    import inspect
+
     try:
-        ref = spec.reference(dict(ref_inputs if ref_inputs is not None else _lowp_reference_inputs(inputs_up)), conv)
+        storing = "lowp" in inspect.signature(spec.reference).parameters
+    except (TypeError, ValueError):
+        storing = False
+    ref_path = ref_low = None
+    try:
+        ref_in = dict(ref_inputs if ref_inputs is not None else _lowp_reference_inputs(inputs_up))
+        ref = spec.reference(dict(ref_in), conv)
+        if storing:
+            ref_path = spec.reference(dict(ref_in), conv, lowp="float32")
+            ref_low = spec.reference(dict(ref_in), conv, lowp=dtype)
     except Exception as exc:  # no baseline for this case: say so, never guess a bound
         raise _Skip(f"our reference cannot run this case for the low-precision baseline "
                     f"({type(exc).__name__}: {exc})") from None
@@ -473,6 +489,13 @@ def _output_bounds(spec: OpSpec, inputs_up: Mapping[str, Any], oracle_out: Mappi
             if not own.passed:
                 raise _Skip(f"our reference exceeds its own float32 bound on this case, so it cannot be the "
                             f"low-precision baseline ({name}: {own.summary()})")
+            if ref_path is not None and name in ref_path:
+                own = compare(np.asarray(ref_path[name]), o, b32[name], dtype=np.float32)
+                if not own.passed:
+                    raise _Skip(f"the storing path of our reference (lowp='float32', no rounding) exceeds its "
+                                f"float32 bound on this case ({name}: {own.summary()})")
+        if ref_low is not None and name in ref_low:
+            r = np.asarray(ref_low[name])  # the baseline: our reference storing its intermediates in the dtype
         r_lowp = r.astype(dt) if not np.iscomplexobj(r) else r
         M, fallback = mags.get(name), ""
         if M is None:

@@ -53,11 +53,30 @@ def bounds(inp, out, conv, dtype):
     return {"y": by, "W_last": bW}
 
 
-def reference(inp, conv):
+def reference(inp, conv, lowp=None):
+    """refimpl's fast weight memory; ``lowp`` (the harness's low-precision baseline): step by step, the fast weight
+    ``W_t`` stored in that dtype after every step (a loop in the dtype rounds its state every step), each step
+    refimpl's own recurrence on a one-step sequence from the stored state (float32 arithmetic)."""
     from refimpl.attention.fast_weights import fast_weight_memory
 
-    y, W = fast_weight_memory(inp["a"], inp["b_vec"], inp["x_read"], initial_state=_W0(inp, conv),
-                              return_final_state=True)
+    if lowp is None:
+        y, W = fast_weight_memory(inp["a"], inp["b_vec"], inp["x_read"], initial_state=_W0(inp, conv),
+                                  return_final_state=True)
+        return {"y": y, "W_last": W}
+    from oracles.verify._lowp_storage import storer
+
+    rnd = storer(lowp)
+    a, bv, xr = (np.asarray(inp[k], np.float32) for k in ("a", "b_vec", "x_read"))
+    b, l, h, p = a.shape
+    W0 = _W0(inp, conv)
+    W = rnd(np.zeros((b, h, p, bv.shape[3]), np.float32) if W0 is None else np.asarray(W0, np.float32))
+    ys = []
+    for t in range(l):
+        y_t, W = fast_weight_memory(a[:, t:t + 1], bv[:, t:t + 1], xr[:, t:t + 1], initial_state=W,
+                                    return_final_state=True)
+        W = rnd(W)
+        ys.append(y_t)
+    y = np.concatenate(ys, axis=1) if ys else np.zeros((b, 0, h, p), np.float32)
     return {"y": y, "W_last": W}
 
 
