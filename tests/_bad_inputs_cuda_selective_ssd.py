@@ -39,7 +39,8 @@ def contracts():
                dt_bias=Arr("h", scale=0.1, optional=True), dt_softplus=Flag(False), dt_limit=Pair((0.0, math.inf)),
                allow_unstable=Flag(False), initial_state=Arr("b h p n", optional=True),
                seq_idx=Arr("b l", dtype="int", gen=_seq_idx, optional=True), return_final_state=Flag(True))
-    ssd_target = [(_SSDC, dict(chunk=Int(2, minimum=1), state_threads=Int(4, minimum=1)))]
+    ssd_target = [(_SSDC, dict(chunk=Int(2, minimum=1), state_threads=Int(4, minimum=1),
+                               heads_per_block=Int(2, minimum=1, none_ok=True)))]
     return [
         Contract(s6_target, real, sizes=s6_sizes, positional=7, empty=("b", "l", "d", "n")),
         Contract(s6_target, cplx, sizes=s6_sizes, positional=7, empty=("b", "l", "d", "n")),

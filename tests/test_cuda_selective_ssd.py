@@ -152,6 +152,21 @@ def test_cuda_ssd_matches_the_oracle_within_the_chunked_bound(case):
     assert_within(S, So, bs, context=f"cuda SSD final state [{WHERE}]")
 
 
+def test_cuda_ssd_head_groups_with_an_idle_head():
+    """Under the simulator: 3 heads in blocks of 2 (the second block's second head idle); same bound."""
+    from refimpl.ssm.ssd.cuda import ssd_chunked_cuda
+
+    rng = np.random.default_rng(8)
+    args, kw = _ssd_case(rng, b=1, l=5, h=3, p=2, g=3, n=2, dtype=np.float64)
+    y, S = ssd_chunked_cuda(*args, **kw, chunk=2, state_threads=2, heads_per_block=2, return_final_state=True)
+    yo, So = O.ssd_solve(*args, **kw)
+    by, bs = O.ssd_bound(*args, **kw, dtype=np.float64, view="chunked", chunk=2)
+    assert_within(y, yo, by, context=f"cuda SSD y, head groups [{WHERE}]")
+    assert_within(S, So, bs, context=f"cuda SSD final state, head groups [{WHERE}]")
+    with pytest.raises(ValueError, match="heads_per_block: expected"):
+        ssd_chunked_cuda(*args, **kw, heads_per_block=0)
+
+
 def test_cuda_ssd_empty_sequence_and_bad_sizes():
     from refimpl.ssm.ssd.cuda import ssd_chunked_cuda
 
@@ -238,11 +253,11 @@ for rn, sn, zoh in (("float32", "complex64", True), ("float64", "float64", False
                                  A(sn, 3), A(rn, 3), A(sn, 3)), cc=(9, 0))
 rn = "float32"
 r = from_dtype(np.dtype(rn))
-kernels = [(D._make_decay(8, rn, True, True), (A(rn, 3), A(rn, 1), A(rn, 1), A("int64", 2), r, r, A(rn, 3), A(rn, 3),
+kernels = [(D._make_decay(8, 4, rn, True, True), (A(rn, 3), A(rn, 1), A(rn, 1), A("int64", 2), r, r, A(rn, 3), A(rn, 3),
                                                A(rn, 3))),
-           (D._make_chunk_state(8, 32), (A(rn, 4), A(rn, 3), A(rn, 4), A(rn, 3), A(rn, 5))),
+           (D._make_chunk_state(8, 32, 4), (A(rn, 4), A(rn, 3), A(rn, 4), A(rn, 3), A(rn, 5))),
            (D._make_state_passing(), (A(rn, 5), A(rn, 3), A(rn, 4), A(rn, 5), A(rn, 4), types.int64)),
-           (D._make_chunk_scan(8, rn, True), (A(rn, 4), A(rn, 3), A(rn, 1), A(rn, 4), A(rn, 4), A(rn, 2), A(rn, 4),
+           (D._make_chunk_scan(8, 4, rn, True), (A(rn, 4), A(rn, 3), A(rn, 1), A(rn, 4), A(rn, 4), A(rn, 2), A(rn, 4),
                                               A("int64", 2), A(rn, 3), A(rn, 5), A(rn, 4)))]
 for k, sig in kernels:
     cuda.compile_ptx(k.py_func, sig, cc=(9, 0))

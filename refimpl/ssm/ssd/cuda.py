@@ -8,6 +8,10 @@ per head, ``B``/``C`` ``(b l g n)`` (head ``h`` reads group ``h // (H / g)``), `
 
 The four steps (Dao & Gu 2024, Sec. 6), one kernel each:
 
+Kernels 1, 2 and 4 run one block per ``(batch, chunk, group of heads)``: ``threadIdx.y`` is the head within the
+group (as many heads as keep the block within 256 threads), ``threadIdx.x`` as below; each head's data in shared
+memory is its own row.
+
 1. :func:`_decay` -- one block per ``(batch, chunk, head)``, thread ``i`` owns position ``s + i`` of the chunk:
    ``dt_i = clamp(softplus(dt_i + dt_bias))`` and ``dA_i = dt_i A_h`` staged in shared memory (``syncthreads``),
    then the decays of position ``i`` from stable segment sums (each its own sum of the chunk's terms, no
@@ -50,27 +54,33 @@ from refimpl.ssm.selective.reference import SOFTPLUS_THRESHOLD
 __all__ = ["ssd_chunked_cuda", "DEFAULT_STATE_THREADS"]
 
 DEFAULT_STATE_THREADS = 128
+_HEAD_GROUP_THREADS = 256  # heads share a block while the block stays within this many threads
 
 
-def _make_decay(T: int, rname: str, softplus: bool, clamp: bool):
+def _make_decay(T: int, HB: int, rname: str, softplus: bool, clamp: bool):
     rt = numba.from_dtype(np.dtype(rname))
     THR = SOFTPLUS_THRESHOLD
+    HBT = HB * T  # shared-memory size as a compile-time constant
 
     @cuda.jit
     def _decay(dt, bias, A, seq, lo, hi, dte, din, dout):
         # dt, dte, din, dout: (b l h); bias, A: (h,); seq: (b l) int64 (zeros without seq_idx)
         b, l, h = dt.shape
         nc = (l + T - 1) // T
-        blk = cuda.blockIdx.x  # this block's (batch bi, chunk ci, head hh)
-        bi = blk // (nc * h)
-        ci = (blk // h) % nc
-        hh = blk % h
+        nhg = (h + HB - 1) // HB
+        blk = cuda.blockIdx.x  # this block's (batch bi, chunk ci, group of HB heads hg)
+        bi = blk // (nc * nhg)
+        ci = (blk // nhg) % nc
+        jh = cuda.threadIdx.y  # this thread's head in the group
+        hh = (blk % nhg) * HB + jh
         i = cuda.threadIdx.x  # this thread's position in the chunk
         s = ci * T
         e = s + T if s + T < l else l  # (plain comparisons: no min/max builtins in the kernels)
         t = s + i
-        sdA = cuda.shared.array(T, rt)  # dA_k = dt_k A_h of the chunk
-        if t < e:
+        o = jh * T  # this head's row of the shared dA
+        sdA = cuda.shared.array(HBT, rt)  # dA_k = dt_k A_h of the chunk, one row per head of the group
+        ok = t < e and hh < h
+        if ok:
             # dt = clamp(softplus(dt + dt_bias), lo, hi)
             x = dt[bi, t, hh] + bias[hh]
             if softplus:
@@ -81,40 +91,43 @@ def _make_decay(T: int, rname: str, softplus: bool, clamp: bool):
                 if x > hi:
                     x = hi
             dte[bi, t, hh] = x
-            sdA[i] = x * A[hh]
+            sdA[o + i] = x * A[hh]
         # the chunk's dA staged before the segment sums read it
         cuda.syncthreads()
-        if t < e:
+        if ok:
             prev = seq[bi, s - 1 if s > 0 else 0]  # the entering state's sequence
             # din_i = exp(sum_{k=s}^{i} dA_k), summed from k = i down (0 outside the entering sequence)
             acc = rt(0)
             for k in range(i, -1, -1):
-                acc += sdA[k]
+                acc += sdA[o + k]
             din[bi, t, hh] = math.exp(acc) if seq[bi, t] == prev else rt(0)
             # dout_i = exp(sum_{k=i+1}^{e-1} dA_k), summed from k = e-1 down (0 across a boundary)
             acc = rt(0)
             for k in range(e - 1 - s, i, -1):
-                acc += sdA[k]
+                acc += sdA[o + k]
             dout[bi, t, hh] = math.exp(acc) if seq[bi, t] == seq[bi, e - 1] else rt(0)
 
     return _decay
 
 
-def _make_chunk_state(T: int, TPB: int):
+def _make_chunk_state(T: int, TPB: int, HB: int):
     @cuda.jit
     def _chunk_state(x, dte, Bm, dout, U):
         # x: (b l h p); dte, dout: (b l h); Bm: (b l g n); U: (b nc h p n)
         b, l, h, p = x.shape
         n = Bm.shape[3]
         nc = (l + T - 1) // T
-        blk = cuda.blockIdx.x  # this block's (batch bi, chunk ci, head hh)
-        bi = blk // (nc * h)
-        ci = (blk // h) % nc
-        hh = blk % h
+        nhg = (h + HB - 1) // HB
+        blk = cuda.blockIdx.x  # this block's (batch bi, chunk ci, group of HB heads hg)
+        bi = blk // (nc * nhg)
+        ci = (blk // nhg) % nc
+        hh = (blk % nhg) * HB + cuda.threadIdx.y  # this thread's head
+        if hh >= h:
+            return
         g = hh // (h // Bm.shape[2])  # head hh reads group hh // (H / g)
         s = ci * T
         e = s + T if s + T < l else l  # (plain comparisons: no min/max builtins in the kernels)
-        # thread r owns the state entries (q, m) = divmod(r + TPB j, n)
+        # thread (r, y) owns the state entries (q, m) = divmod(r + TPB j, n) of its head
         for idx in range(cuda.threadIdx.x, p * n, TPB):
             q = idx // n
             m = idx % n
@@ -151,8 +164,9 @@ def _make_state_passing():
     return _state_passing
 
 
-def _make_chunk_scan(T: int, rname: str, has_z: bool):
+def _make_chunk_scan(T: int, HB: int, rname: str, has_z: bool):
     rt = numba.from_dtype(np.dtype(rname))
+    HBT = HB * T  # shared-memory size as a compile-time constant
 
     @cuda.jit
     def _chunk_scan(x, dte, A, Bm, Cm, D, z, seq, din, Sin, y):
@@ -160,22 +174,25 @@ def _make_chunk_scan(T: int, rname: str, has_z: bool):
         b, l, h, p = x.shape
         n = Bm.shape[3]
         nc = (l + T - 1) // T
-        blk = cuda.blockIdx.x  # this block's (batch bi, chunk ci, head hh)
-        bi = blk // (nc * h)
-        ci = (blk // h) % nc
-        hh = blk % h
-        g = hh // (h // Bm.shape[2])
+        nhg = (h + HB - 1) // HB
+        blk = cuda.blockIdx.x  # this block's (batch bi, chunk ci, group of HB heads hg)
+        bi = blk // (nc * nhg)
+        ci = (blk // nhg) % nc
+        jh = cuda.threadIdx.y  # this thread's head in the group
+        hh = (blk % nhg) * HB + jh
         i = cuda.threadIdx.x  # this thread's position in the chunk
         s = ci * T
         e = s + T if s + T < l else l  # (plain comparisons: no min/max builtins in the kernels)
         t = s + i
-        sdA = cuda.shared.array(T, rt)  # dA_k = dt_k A_h of the chunk
-        if t < e:
-            sdA[i] = dte[bi, t, hh] * A[hh]
+        o = jh * T  # this head's row of the shared dA
+        sdA = cuda.shared.array(HBT, rt)  # dA_k = dt_k A_h of the chunk, one row per head of the group
+        if t < e and hh < h:
+            sdA[o + i] = dte[bi, t, hh] * A[hh]
         # the chunk's dA staged before the segment sums read it
         cuda.syncthreads()
-        if t >= e:
+        if t >= e or hh >= h:
             return
+        g = hh // (h // Bm.shape[2])
         W = cuda.local.array(T, rt)  # row i of the masked quadratic form
         # W_ij = L_ij (C_i . B_j) dt_j,  L_ij = exp(sum_{k=j+1}^{i} dA_k) (running sum from j = i down)
         seg = rt(0)
@@ -185,7 +202,7 @@ def _make_chunk_scan(T: int, rname: str, has_z: bool):
             for m in range(n):
                 cb += Cm[bi, t, g, m] * Bm[bi, j, g, m]
             W[jj] = math.exp(seg) * cb * dte[bi, j, hh] if seq[bi, j] == seq[bi, t] else rt(0)
-            seg += sdA[jj]
+            seg += sdA[o + jj]
         dI = din[bi, t, hh]
         for q in range(p):
             # 1. Y_diag = sum_j W_ij x_j[q]
@@ -254,15 +271,20 @@ def _device_arguments(x, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx, all
 
 def ssd_chunked_cuda(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
                      dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, return_final_state: bool = False,
-                     allow_unstable: bool = False, state_threads: int = DEFAULT_STATE_THREADS):
+                     allow_unstable: bool = False, state_threads: int = DEFAULT_STATE_THREADS,
+                     heads_per_block=None):
     """Mamba-2's four kernels (module doc); arguments and results as :func:`refimpl.ssm.ssd.reference.chunked`.
 
     ``chunk``: the chunk length ``T`` (also the threads per block of kernels 1 and 4, ``<= 1024``);
-    ``state_threads``: the threads per block of the chunk-state kernel (2) and the state-passing kernel (3).
+    ``state_threads``: the threads per block of the chunk-state kernel (2) and the state-passing kernel (3);
+    ``heads_per_block``: the heads sharing a block in kernels 1, 2, 4 (``None``: as many as keep the block
+    within 256 threads).  The launch sizes change the schedule only, never the result.
     """
     chunk = check_int(chunk, "chunk", minimum=1)
     T = _cuda.check_threads_per_block(chunk, "chunk")
     TPB = _cuda.check_threads_per_block(state_threads, "state_threads")
+    if heads_per_block is not None:
+        heads_per_block = check_int(heads_per_block, "heads_per_block", minimum=1)
     return_final_state = check_bool(return_final_state, "return_final_state")
     dt_softplus = check_bool(dt_softplus, "dt_softplus")
     allow_unstable = check_bool(allow_unstable, "allow_unstable")
@@ -315,17 +337,26 @@ def ssd_chunked_cuda(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias
     final = _cuda.zeros((b, h, p, n), dtype, device)
     y = _cuda.zeros((b, l, h, p), dtype, device)
     clamp = not (lo == 0.0 and hi == math.inf)
-    blocks = b * nc * h
-    _DECAY(T, dtype.name, dt_softplus, clamp)[blocks, T](dtd, biasd, Ad, seqd, dtype.type(lo),
+    # kernels 1, 2, 4: one block per (batch, chunk, group of HB heads), the heads on threadIdx.y; at most
+    # _HEAD_GROUP_THREADS threads per block from the grouping (kernel 4 keeps a row of T weights per thread)
+    HB = max(1, min(h, _HEAD_GROUP_THREADS // T)) if heads_per_block is None else min(h, heads_per_block)
+    if T * HB > _cuda.MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"heads_per_block: the block has chunk * heads_per_block threads, expected <= "
+                         f"{_cuda.MAX_THREADS_PER_BLOCK}, got {T} * {HB} = {T * HB}")
+    blocks = b * nc * (-(-h // HB))
+    _DECAY(T, HB, dtype.name, dt_softplus, clamp)[blocks, (T, HB)](dtd, biasd, Ad, seqd, dtype.type(lo),
                                                        dtype.type(hi if hi != math.inf else np.finfo(dtype).max),
                                                        dte, din, dout)
     if p * n:
         # no idle threads: at most one per state entry (per block), one per (batch, head, entry) in all
         tpb2 = min(TPB, p * n)
-        _STATE(T, tpb2)[blocks, tpb2](xd, dte, Bd, dout, U)
+        HB2 = max(1, min(h, _HEAD_GROUP_THREADS // tpb2)) if heads_per_block is None else HB
+        if tpb2 * HB2 > _cuda.MAX_THREADS_PER_BLOCK:
+            HB2 = max(1, _cuda.MAX_THREADS_PER_BLOCK // tpb2)
+        _STATE(T, tpb2, HB2)[b * nc * (-(-h // HB2)), (tpb2, HB2)](xd, dte, Bd, dout, U)
         tpb3 = min(TPB, b * h * p * n)
         _PASS()[_cuda.blocks_for(b * h * p * n, tpb3), tpb3](U, din, S0d, Sin, final, T)
     if p:
-        _SCAN(T, dtype.name, a["z"] is not None)[blocks, T](xd, dte, Ad, Bd, Cd, Dd, zd, seqd, din, Sin, y)
+        _SCAN(T, HB, dtype.name, a["z"] is not None)[blocks, (T, HB)](xd, dte, Ad, Bd, Cd, Dd, zd, seqd, din, Sin, y)
     y, final = _cuda.from_device(y, device), _cuda.from_device(final, device)
     return (y, final) if return_final_state else y
