@@ -53,7 +53,7 @@ def _check(g, r, bounds, names, dtype, context):
 # ------------------------------------------------------------------ multi-head attention
 
 MH_CASES = [(0, 0, None), (1, 1, "top_left"), (5, 5, None), (4, 4, "top_left"), (5, 3, "bottom_right"),
-            (2, 6, "top_left"), (3, 7, None)]
+            (2, 6, "top_left")]
 
 
 @pytest.mark.parametrize("l,s,alignment", MH_CASES)
@@ -238,7 +238,7 @@ HIPPO_CASES = [("legs", "bilinear", None, 0, 3, False), ("legs", "bilinear", Non
                ("legs", "forward_euler", None, 9, 4, False), ("legs", "gbt", 0.3, 8, 3, True),
                ("legt", "bilinear", None, 9, 4, True), ("lmu", "backward_euler", None, 7, 3, False),
                ("lagt", "gbt", 0.7, 9, 3, True), ("fout", "bilinear", None, 8, 5, True),
-               ("legt", "forward_euler", None, 33, 2, False)]
+               ("legt", "forward_euler", None, 17, 2, False)]
 _ALPHA = {"forward_euler": 0.0, "backward_euler": 1.0, "bilinear": 0.5}
 
 
