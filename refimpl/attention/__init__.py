@@ -39,11 +39,12 @@ the name belongs to the folder).
 from refimpl.attention.delta import beta_from_inputs, delta_rule, delta_rule_vjp
 from refimpl.attention.fast_weights import fast_weight_memory, fast_weight_memory_vjp, fast_weight_programmer
 from refimpl.attention.features import feature_map, feature_map_vjp, random_features, random_projection
-from refimpl.attention.linear import causal_recurrent_offsets, linear_attention, linear_attention_vjp, performer_attention
+from refimpl.attention.linear import (causal_recurrent_offsets, linear_attention, linear_attention_vjp, performer_attention,
+                                     performer_attention_vjp)
 from refimpl.attention.memory import retrieve, store
 from refimpl.attention.positional import sinusoidal_positions
-from refimpl.attention.softmax import (causal_mask, logsumexp, multi_head_attention, scaled_dot_product_attention,
-                                      scaled_dot_product_attention_vjp)
+from refimpl.attention.softmax import (causal_mask, logsumexp, multi_head_attention, multi_head_attention_vjp,
+                                      scaled_dot_product_attention, scaled_dot_product_attention_vjp)
 from refimpl.attention.sparse import (bigbird_pattern, fixed_pattern, longformer_pattern, sliding_window_pattern,
                                       sparse_attention, sparse_attention_vjp, strided_pattern)
 from refimpl.attention.linformer import linformer_attention, linformer_attention_vjp, linformer_layer, linformer_stack
@@ -72,4 +73,5 @@ __all__ = [
     "scaled_dot_product_attention_vjp", "linear_attention_vjp", "feature_map_vjp", "fast_weight_memory_vjp",
     "delta_rule_vjp", "sparse_attention_vjp", "linformer_attention_vjp", "lsh_attention_vjp",
     "gated_attention_unit_vjp", "mixed_chunk_attention_vjp", "aft_attention_vjp", "mega_layer_vjp",
+    "multi_head_attention_vjp", "performer_attention_vjp",
 ]

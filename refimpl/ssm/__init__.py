@@ -26,7 +26,7 @@ Each folder holds ``reference.py`` (the literal NumPy views), ``numba.py`` / ``c
 """
 from refimpl.ssm.discretization import discretize, discretize_vjp, phi1, phi1_dense
 from refimpl.ssm.ema import mega_ema, mega_ema_vjp
-from refimpl.ssm.hippo import hippo_projection, hippo_transition
+from refimpl.ssm.hippo import hippo_projection, hippo_projection_vjp, hippo_transition
 from refimpl.ssm.lru import lru_ssm, lru_ssm_vjp
 from refimpl.ssm.lti import lti_kernel, lti_ssm, lti_ssm_vjp
 from refimpl.ssm.s4 import cauchy, nplr, s4_kernel, s4_kernel_vjp
@@ -42,5 +42,5 @@ __all__ = [
     "selective_scan", "selective_step", "ssd_scan", "ssd_step",
     # the backward passes (vector-Jacobian products): one per differentiable entry point
     "discretize_vjp", "lti_ssm_vjp", "s4_kernel_vjp", "s4d_kernel_vjp", "dss_kernel_vjp", "s5_ssm_vjp", "lru_ssm_vjp",
-    "mega_ema_vjp", "selective_scan_vjp", "ssd_scan_vjp",
+    "mega_ema_vjp", "hippo_projection_vjp", "selective_scan_vjp", "ssd_scan_vjp",
 ]
