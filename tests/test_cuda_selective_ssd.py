@@ -88,6 +88,12 @@ def test_cuda_s6_empty_sequence_and_direct_call():
                         dtype=np.float64)
     a = selective_scan(*args, **kw, view="chunked", backend="cuda", chunk=2)
     np.testing.assert_array_equal(selective_scan_cuda(*args, **kw, chunk=2), a)
+    # n = 0 (no state): out = (D u) silu(z), no launch
+    args, kw = _s6_case(rng, b=1, l=3, d=2, n=0, cplx=False, B_layout="variable", C_layout="fixed",
+                        dtype=np.float64)
+    out = selective_scan(*args, **kw, view="chunked", backend="cuda")
+    bo, _ = O.s6_bound(*args, **kw, dtype=np.float64, view="scan")
+    assert_within(out, O.s6_solve(*args, **kw)[0], bo, context="cuda S6 with n = 0")
 
 
 def test_cuda_s6_refuses_bad_launch_sizes_and_inputs():

@@ -295,7 +295,13 @@ def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, d
     zz = xp.zeros((1, 1, 1), dtype=rdt) if p["z"] is None else prep(p["z"], rdt)
     h0 = xp.zeros((b, d, n), dtype=sdt) if p["initial_state"] is None else prep(p["initial_state"], sdt)
     if l == 0 or b * d * n == 0:
+        # nothing to launch: no steps, no channels, or no state (then y = 0 and out = (D u) silu(z), elementwise)
         out = xp.zeros((b, l, d), dtype=rdt)
+        if n == 0 and out.size:
+            u_ = prep(p["u"], rdt)
+            out = out + Dv * u_
+            if p["z"] is not None:
+                out = out * (zz / (1 + xp.exp(-zz)))
         return (out, h0.copy()) if return_final_state else out
     args = [prep(p["u"], rdt), prep(p["delta"], rdt), bias, prep(p["A"], sdt), Bk, Ck, Dv, zz, h0]
     dargs = [_cuda.to_device(a) for a in args]
