@@ -76,12 +76,38 @@ def bounds(inp, out, conv, dtype):
     return {"y": by, "final_states": bs}
 
 
-def reference(inp, conv):
+def reference(inp, conv, lowp=None):
+    """refimpl's recurrent SSD; ``lowp`` (the harness's low-precision baseline): step by step, the state ``S_t``
+    stored in that dtype after every step (a loop in the dtype rounds its state every step), each step refimpl's
+    recurrence on a one-step sequence from the stored state (float32 arithmetic); a ``seq_idx`` boundary starts a
+    step from a zero state."""
     from refimpl.ssm.ssd.reference import recurrent
 
     x = _eff(inp, conv)
-    y, S = recurrent(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], return_final_state=True,
-                     **_kw(x, conv))
+    if lowp is None:
+        y, S = recurrent(x["x"], x["dt"], x["A"], x["B"], x["C"], x["D"], x["z"], return_final_state=True,
+                         **_kw(x, conv))
+        return {"y": y, "final_states": S}
+    from oracles.verify._lowp_storage import storer
+
+    rnd = storer(lowp)
+    f = lambda a: None if a is None else np.asarray(a, np.float32)  # noqa: E731
+    X, dt, A, B, C, D, z = (f(x[k]) for k in ("x", "dt", "A", "B", "C", "D", "z"))
+    b, l, h, p = X.shape
+    seq = x["seq_idx"]
+    kw = dict(_kw(x, conv), seq_idx=None, dt_bias=f(x["dt_bias"]))
+    S0 = kw.pop("initial_state")
+    S = rnd(np.zeros((b, h, p, B.shape[3]), np.float32) if S0 is None else f(S0))
+    sl = lambda a, t: None if a is None else a[:, t:t + 1]  # noqa: E731
+    ys = []
+    for t in range(l):
+        if seq is not None and t > 0:
+            S = S * (np.asarray(seq)[:, t] == np.asarray(seq)[:, t - 1]).astype(np.float32)[:, None, None, None]
+        y_t, S = recurrent(sl(X, t), sl(dt, t), A, sl(B, t), sl(C, t), D, sl(z, t), return_final_state=True,
+                           initial_state=S, **kw)
+        S = rnd(S)
+        ys.append(y_t)
+    y = np.concatenate(ys, axis=1) if ys else np.zeros((b, 0, h, p), np.float32)
     return {"y": y, "final_states": S}
 
 
