@@ -14,9 +14,9 @@ from oracles import structured as OS
 from oracles.checks import cuda_ssm as B
 from oracles.tolerance import assert_within
 from refimpl.ssm.discretization import discretize
-from refimpl.ssm.s5.cuda import DEFAULT_THREADS as S5_T
 
 cuda = pytest.importorskip("numba.cuda")
+from refimpl.ssm.s5.cuda import DEFAULT_THREADS as S5_T  # noqa: E402
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 WHERE = "simulator" if SIM else "device"
 pytestmark = pytest.mark.gpu
