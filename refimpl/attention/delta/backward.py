@@ -165,10 +165,10 @@ def recurrent_vjp(q, k, v, beta, *, do, d_final_state=None, decay=None, initial_
     return finish_vjp(prep, dq, dk, dv, dbeta, dalpha, dS_t)
 
 
-def chunk_vjp(Q, K, V, bet, g, S0, dO, dS_T):
+def chunk_vjp(Q, K, V, bet, g, S_0, dO, dS_T):
     r"""The adjoint of one chunk of the WY form (one batch and head); returns ``(dQ, dK, dV, dbeta, dg, dS_0)``.
 
-    ``Q, K (T n)``, ``V (T p)``, ``bet (T,)``, ``g (T,)`` (``g_t = sum_{i<=t} log alpha_i`` within the chunk), ``S0``
+    ``Q, K (T n)``, ``V (T p)``, ``bet (T,)``, ``g (T,)`` (``g_t = sum_{i<=t} log alpha_i`` within the chunk), ``S_0``
     ``(p n)`` the entering state, ``dO (T p)``, ``dS_T (p n)`` the gradient of the leaving state.  Forward::
 
         A_w = I + tril(diag(beta) K K^T, -1),          W = A_w^{-1} diag(beta) K
@@ -189,30 +189,30 @@ def chunk_vjp(Q, K, V, bet, g, S0, dO, dS_T):
     A_u = np.eye(T, dtype=dt) + bet[:, None] * Gamma * KK * strict
     W = solve_triangular(A_w, bet[:, None] * K, lower=True, unit_diagonal=True)
     U = solve_triangular(A_u, bet[:, None] * V, lower=True, unit_diagonal=True)
-    X = W @ S0.T
+    X = W @ S_0.T
     QK = np.tril(Q @ K.T)
-    Y = Q @ S0.T - QK @ X  # O = diag(gamma) Y + (Gamma o QK) U
+    Y = Q @ S_0.T - QK @ X  # O = diag(gamma) Y + (Gamma o QK) U
     # --- O = diag(gamma) (Q S_0^T - QK X) + (Gamma o QK) U
     gdO = gamma[:, None] * dO
     dgamma = np.sum(dO * Y, axis=1)                        # dgamma_t = dO_t . Y_t
-    dQ = gdO @ S0                                          # d(Q S_0^T) = diag(gamma) dO
-    dS0 = gdO.T @ Q
+    dQ = gdO @ S_0                                          # d(Q S_0^T) = diag(gamma) dO
+    dS_0 = gdO.T @ Q
     dX = -QK.T @ gdO                                       # dX = -QK^T diag(gamma) dO
     dOU = (dO @ U.T) * lower                               # d(Gamma o QK) = tril(dO U^T)
     dQK = -(gdO @ X.T) * lower + Gamma * dOU               # dQK = tril(-diag(gamma) dO X^T) + Gamma o d(Gamma o QK)
     dGamma = QK * dOU
     dU = (Gamma * QK).T @ dO
     # --- S_T = gamma_{T-1} (S_0 - X^T K) + (diag(rho) U)^T K
-    dgamma[-1] += np.sum(dS_T * (S0 - X.T @ K))
-    dS0 += gamma[-1] * dS_T
+    dgamma[-1] += np.sum(dS_T * (S_0 - X.T @ K))
+    dS_0 += gamma[-1] * dS_T
     dX += -gamma[-1] * (K @ dS_T.T)                        # d<dS_T, -X^T K>/dX = -K dS_T^T
     dK = -gamma[-1] * (X @ dS_T) + (rho[:, None] * U) @ dS_T
     dUr = K @ dS_T.T                                       # d(diag(rho) U) = K dS_T^T
     dU += rho[:, None] * dUr
     drho = np.sum(dUr * U, axis=1)
     # --- X = W S_0^T
-    dW = dX @ S0
-    dS0 += dX.T @ W
+    dW = dX @ S_0
+    dS_0 += dX.T @ W
     # --- QK = tril(Q K^T)
     dQ += dQK @ K
     dK += dQK.T @ Q
@@ -238,7 +238,7 @@ def chunk_vjp(Q, K, V, bet, g, S0, dO, dS_T):
     dGG = dGamma * Gamma
     dg = np.sum(dGG, axis=1) - np.sum(dGG, axis=0) + dgamma * gamma - drho * rho
     dg[-1] += np.sum(drho * rho)
-    return dQ, dK, dV, dbeta, dg, dS0
+    return dQ, dK, dV, dbeta, dg, dS_0
 
 
 def chunked_vjp(q, k, v, beta, *, do, d_final_state=None, decay=None, initial_state=None, key_norm=None,
