@@ -56,7 +56,8 @@ def bounds(inp, out, conv, dtype):
 def reference(inp, conv, lowp=None):
     """refimpl's fast weight memory; ``lowp`` (the harness's low-precision baseline): step by step, the fast weight
     ``W_t`` stored in that dtype after every step (a loop in the dtype rounds its state every step), each step
-    refimpl's own recurrence on a one-step sequence from the stored state (float32 arithmetic)."""
+    refimpl's own recurrence on a one-step sequence from the stored state (float32 arithmetic), and the read
+    ``y_t = W_t x_read_t`` from the stored ``W_t``."""
     from refimpl.attention.fast_weights import fast_weight_memory
 
     if lowp is None:
@@ -72,10 +73,11 @@ def reference(inp, conv, lowp=None):
     W = rnd(np.zeros((b, h, p, bv.shape[3]), np.float32) if W0 is None else np.asarray(W0, np.float32))
     ys = []
     for t in range(l):
-        y_t, W = fast_weight_memory(a[:, t:t + 1], bv[:, t:t + 1], xr[:, t:t + 1], initial_state=W,
-                                    return_final_state=True)
+        _, W = fast_weight_memory(a[:, t:t + 1], bv[:, t:t + 1], xr[:, t:t + 1], initial_state=W,
+                                  return_final_state=True)
         W = rnd(W)
-        ys.append(y_t)
+        # the read y_t = W_t x_read_t from the stored W_t (as the loop reads it back)
+        ys.append(np.einsum("bhpn,bhn->bhp", W, xr[:, t])[:, None])
     y = np.concatenate(ys, axis=1) if ys else np.zeros((b, 0, h, p), np.float32)
     return {"y": y, "W_last": W}
 
