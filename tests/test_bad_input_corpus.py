@@ -361,7 +361,9 @@ def _selective():
                 z_t=Arr("b d", optional=True), **common)
     return [
         Contract(views, dict(real, return_final_state=Flag(True)), sizes=sizes, positional=7, empty=E),
-        Contract(views[:1] + views[-4:-3], dict(cplx, return_final_state=Flag(True)), sizes=sizes, positional=7,
+        Contract(views[:1] + [t for t in views if isinstance(t, tuple) and t[1].get("view") == Opt("recurrent")
+                              and t[1].get("backend") == Opt("numpy")],
+                 dict(cplx, return_final_state=Flag(True)), sizes=sizes, positional=7,
                  empty=E),
         Contract([f"{_SELR}:prepare"], real, sizes=sizes, positional=7, empty=E),
         Contract([f"{_SELR}:step"] + _pairs(f"{_SEL}:selective_step", "refimpl.ssm.selective_step"), step,
