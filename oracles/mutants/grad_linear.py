@@ -27,18 +27,11 @@ performer-pytorch's ``.detach()``, which is not the derivative of the features).
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 
-try:  # G1's decorator (oracles/mutants/__init__.py)
-    from oracles.mutants import grad_mutant
-except ImportError:  # pragma: no cover - only before the harness lands
-    def grad_mutant(op: str, name: str, *, doc: str, conventions=None, **kw) -> Callable:
-        def deco(fn):
-            fn.grad_mutant = dict(op=op, name=name, doc=doc, conventions=dict(conventions or {}))
-            return fn
-        return deco
+from oracles.mutants import grad_mutant
 
 OP = "attention.linear"
 CHUNK = 64

@@ -19,19 +19,12 @@ that each slip sits in one line:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 import scipy.special
 
-try:  # G1's decorator (oracles/mutants/__init__.py); until it lands the functions stay plain (and testable)
-    from oracles.mutants import grad_mutant
-except ImportError:  # pragma: no cover - only before the harness lands
-    def grad_mutant(op: str, name: str, *, doc: str, conventions=None, **kw) -> Callable:
-        def deco(fn):
-            fn.grad_mutant = dict(op=op, name=name, doc=doc, conventions=dict(conventions or {}))
-            return fn
-        return deco
+from oracles.mutants import grad_mutant
 
 OP = "ssm.ssd"
 LIMIT = (0.1, 0.3)  # the op's argument-paths dt_limit: typical steps fall on both sides

@@ -15,18 +15,11 @@ perturb are those of :mod:`refimpl.ssm.lti.backward`, :mod:`refimpl.ssm.discreti
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict
+from typing import Any, Dict
 
 import numpy as np
 
-try:  # G1's decorator (oracles/mutants/__init__.py); until it lands the functions stay plain (and testable)
-    from oracles.mutants import grad_mutant
-except ImportError:  # pragma: no cover - only before the harness lands
-    def grad_mutant(op: str, name: str, *, doc: str, conventions=None, **kw) -> Callable:
-        def deco(fn):
-            fn.grad_mutant = dict(op=op, name=name, doc=doc, conventions=dict(conventions or {}))
-            return fn
-        return deco
+from oracles.mutants import grad_mutant
 
 
 # ----------------------------------------------------------------------------------------------------------
