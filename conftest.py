@@ -27,10 +27,24 @@ settings.register_profile("thorough", deadline=None, max_examples=500, print_blo
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _warm_numba_kernels():
-    """Compile every Numba kernel once, before any test, so JIT time never trips a deadline."""
+def pytest_configure(config):
+    """In the controlling process (a plain run, or pytest-xdist's controller before its workers start): compile
+    every Numba kernel into the on-disk cache once, in parallel subprocesses (refimpl._numba.warm_all), so that the
+    xdist workers load the cache instead of each compiling everything again."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has warmed the cache
+        return
+    if config.getoption("collectonly", False):
+        return
     from refimpl._numba import warm_all
 
     warm_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_numba_kernels():
+    """Every Numba kernel compiled (or loaded from the on-disk cache) once per process, before any test, so JIT time
+    never trips a deadline."""
+    from refimpl._numba import warm_all
+
+    warm_all(processes=1)
     yield
