@@ -27,14 +27,15 @@ def test_every_entry_point_is_registered_with_its_views_and_backends():
     expected = {
         "refimpl.ssm.hippo_projection": {("recurrent", "numpy")},
         "refimpl.ssm.s4_kernel": {("generating_function", "numpy"), ("generating_function", "numba"),
-                                  ("dense", "numpy")},
-        "refimpl.ssm.cauchy": {("direct", "numpy"), ("direct", "numba")},
-        "refimpl.ssm.s4d_kernel": {("vandermonde", "numpy"), ("vandermonde", "numba")},
+                                  ("generating_function", "cuda"), ("dense", "numpy")},
+        "refimpl.ssm.cauchy": {("direct", "numpy"), ("direct", "numba"), ("direct", "cuda")},
+        "refimpl.ssm.s4d_kernel": {("vandermonde", "numpy"), ("vandermonde", "numba"), ("vandermonde", "cuda")},
         "refimpl.ssm.dss_kernel": {("closed_form", "numpy")},
-        "refimpl.ssm.vandermonde": {("repeated_products", "numpy"), ("repeated_products", "numba")},
-        "refimpl.ssm.s5_ssm": {("scan", "numpy"), ("recurrent", "numpy"), ("recurrent", "numba")},
-        "refimpl.ssm.diag_scan": {("recurrent", "numpy"), ("recurrent", "numba")},
-        "refimpl.ssm.lru_ssm": {("recurrent", "numpy"), ("recurrent", "numba"), ("scan", "numpy")},
+        "refimpl.ssm.vandermonde": {("repeated_products", "numpy"), ("repeated_products", "numba"),
+                                    ("repeated_products", "cuda")},
+        "refimpl.ssm.s5_ssm": {("scan", "numpy"), ("scan", "cuda"), ("recurrent", "numpy"), ("recurrent", "numba")},
+        "refimpl.ssm.diag_scan": {("recurrent", "numpy"), ("recurrent", "numba"), ("recurrent", "cuda")},
+        "refimpl.ssm.lru_ssm": {("recurrent", "numpy"), ("recurrent", "numba"), ("scan", "numpy"), ("scan", "cuda")},
         "refimpl.ssm.mega_ema": {("recurrent", "numpy"), ("convolution", "numpy"), ("fft", "numpy")},
     }
     for name, pairs in expected.items():

@@ -220,8 +220,10 @@ def test_jax_candidate_receives_jax_arrays():
     def jax_attention(q, k, v, scale=None, causal=False, alignment=None):
         seen.append(type(q).__module__)
         s = jnp.einsum("bihd,bjhd->bhij", q, k) * (q.shape[-1] ** -0.5 if scale is None else scale)
-        if causal and alignment == "top_left":
-            s = jnp.where(jnp.tril(jnp.ones(s.shape[-2:], bool)), s, -jnp.inf)
+        if causal:  # top_left keeps j <= i; bottom_right keeps j <= i + lk - lq (the argument-path probe passes both)
+            lq, lk = s.shape[-2:]
+            off = 0 if alignment == "top_left" else lk - lq
+            s = jnp.where(jnp.tril(jnp.ones((lq, lk), bool), k=off), s, -jnp.inf)
         p = jnp.nan_to_num(jax.nn.softmax(s, axis=-1))  # fully masked (empty) rows -> 0
         return jnp.einsum("bhij,bjhe->bihe", p, v)
 

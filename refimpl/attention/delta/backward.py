@@ -53,7 +53,8 @@ from scipy.linalg import solve_triangular
 from refimpl._validate import as_float_array, check_int, check_shape, result_dtype
 from refimpl.attention.delta.reference import normalize_vectors, validate_delta
 
-__all__ = ["recurrent_vjp", "chunked_vjp", "chunk_vjp", "prepare_vjp", "finish_vjp", "normalization_vjp"]
+__all__ = ["recurrent_vjp", "chunked_vjp"]  # chunk_vjp, prepare_vjp, finish_vjp, normalization_vjp: building blocks of
+# the two views (and the Numba kernel), called on arrays the views have validated; not public API
 
 
 def prepare_vjp(q, k, v, beta, do, d_final_state, decay, initial_state, key_norm, query_norm, scale):

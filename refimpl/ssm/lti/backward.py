@@ -56,7 +56,7 @@ import numpy as np
 from refimpl._validate import as_float_array, check_int, check_shape
 from refimpl.ssm.lti.reference import validate_system
 
-__all__ = ["recurrent_vjp", "convolution_vjp", "chunked_vjp", "validate_cotangents"]
+__all__ = ["recurrent_vjp", "convolution_vjp", "chunked_vjp"]  # validate_cotangents: the views' shared check
 
 
 # ---------------------------------------------------------------------------------------------- helpers

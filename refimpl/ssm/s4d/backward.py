@@ -31,7 +31,7 @@ from refimpl.ssm.discretization import backward as dbwd
 from refimpl.ssm.s4.reference import OUTPUTS
 from refimpl.ssm.s4d.reference import METHODS, _validate, discretize_diag
 
-__all__ = ["vandermonde_vjp", "kernel_vjp", "complex_cotangent"]
+__all__ = ["vandermonde_vjp", "kernel_vjp"]  # complex_cotangent: a building block of kernel_vjp
 
 
 def complex_cotangent(dK, d: int, L: int, output: str, cdt) -> np.ndarray:

@@ -64,7 +64,8 @@ from refimpl._validate import as_float_array, check_int, check_shape, real_dtype
 from refimpl.ssm.discretization.reference import phi1
 from refimpl.ssm.selective.reference import SOFTPLUS_THRESHOLD, Prepared, _exp_masked, _per_channel, prepare, segsum
 
-__all__ = ["recurrent_vjp", "chunked_vjp", "dphi1", "softplus_grad", "silu_grad", "prepare_vjp"]
+__all__ = ["recurrent_vjp", "chunked_vjp"]  # dphi1, softplus_grad, silu_grad, prepare_vjp: building blocks of the
+# views (and the Numba kernel), called on validated arrays; not public API
 
 # Taylor coefficients of phi1'(w) = sum_k (k+1) w^k / (k+2)!, k = 0..17 (the next term, 19/20! ~ 8e-18, is
 # below float64's u relative to phi1'(0) = 1/2 for |w| < 1)
