@@ -73,7 +73,9 @@ def _make_delta(tpb: int, C: int, NS: int, PS: int, dtype_name: str):
         sm = cuda.shared.array((C, C), nbt)  # K K^T (strict lower), then tril(Q K^T)
         sg = cuda.shared.array(C, nbt)  # g_t = sum_{i<=t} log alpha_i
         for t0 in range(0, L, C):
-            c = min(C, L - t0)
+            c = L - t0  # the chunk's length min(C, L - t0) (no two-argument min inside kernels)
+            if c > C:
+                c = C
             # load K (c n): thread r owns entries e = r, r + T, ...
             for e in range(r, c * n, tpb):
                 t = e // n

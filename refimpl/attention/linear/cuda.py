@@ -64,7 +64,9 @@ def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
         sk = cuda.shared.array((C, NS), nbt)  # phi(K) of the chunk
         sa = cuda.shared.array((C, C), nbt)  # A_ij = phi(q_i) . phi(k_j), j <= i
         for t0 in range(0, L, C):
-            c = min(C, L - t0)
+            c = L - t0  # the chunk's length min(C, L - t0) (no two-argument min inside kernels)
+            if c > C:
+                c = C
             # load the chunk's tiles: thread r owns entries e = r, r + T, ... of the (c n) tiles
             for e in range(r, c * n, tpb):
                 i = e // n
@@ -93,8 +95,8 @@ def _make_chunked(tpb: int, C: int, NS: int, dtype_name: str):
                         den += sa[i, j]
                     if eps_add:
                         den = den + eps
-                    else:
-                        den = max(den, eps)
+                    elif den < eps:  # clamp: max(den, eps)
+                        den = eps
                     den_buf[bi, hi, i] = den
             # the denominators visible before the outputs divide by them
             cuda.syncthreads()

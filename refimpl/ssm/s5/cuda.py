@@ -97,7 +97,10 @@ def _make_scan(tpb: int, lanes: int, dtype_name: str):
                 out[i, t, n] = h
             # every thread has read carry before the chunk's last step replaces it
             cuda.syncthreads()
-            if r == min(tpb, L - start) - 1:
+            last = L - start  # the chunk's last step: min(tpb, L - start) - 1 (no two-argument min in kernels)
+            if last > tpb:
+                last = tpb
+            if r == last - 1:
                 carry[lane] = h
             # the new carry visible before the next chunk uses it (and sa/sb are free to reuse)
             cuda.syncthreads()
