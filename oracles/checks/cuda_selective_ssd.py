@@ -17,6 +17,7 @@ import numpy as np
 from oracles import selective as O
 from oracles.checks import row, timed
 from oracles.checks._cuda import cuda_check
+from oracles.checks._ssd_cases import ssd_inputs
 from oracles.tolerance import compare
 
 SEED = 20261202
@@ -60,18 +61,7 @@ def cuda_selective_scan():
 
 
 def _ssd_inputs(dtype=np.float32):
-    rng = np.random.default_rng(SEED + 100)
-    b, l, h, p, g, n = 1, 10, 2, 2, 1, 3
-    args = [rng.standard_normal((b, l, h, p)), rng.standard_normal((b, l, h)) - 1.0, -np.exp(rng.standard_normal(h)),
-            rng.standard_normal((b, l, g, n)), rng.standard_normal((b, l, g, n)), rng.standard_normal((h, p)),
-            rng.standard_normal((b, l, h, p))]
-    args = [a.astype(dtype) for a in args]
-    seq = np.zeros((b, l), dtype=np.int64)
-    seq[0, 3:] = 1
-    seq[0, 7:] = 2
-    kw = dict(dt_bias=rng.standard_normal(h).astype(dtype), dt_softplus=True, dt_limit=(0.01, 2.0),
-              initial_state=rng.standard_normal((b, h, p, n)).astype(dtype), seq_idx=seq)
-    return args, kw
+    return ssd_inputs(SEED + 100, dtype, b=1, l=10, h=2, p=2, g=1, n=3, boundaries=(3, 7))
 
 
 @cuda_check(rows=[("ssm.ssd", "cuda/chunked")])

@@ -13,6 +13,7 @@ import numpy as np
 
 from oracles import selective as O
 from oracles.checks import check, row, timed
+from oracles.checks._ssd_cases import ssd_inputs
 from oracles.tolerance import compare
 
 SEED = 20261126
@@ -105,18 +106,7 @@ def selective_scan_oracles():
 
 
 def _ssd_inputs(dtype=np.float32):
-    rng = np.random.default_rng(SEED + 100)
-    b, l, h, p, g, n = 2, 29, 4, 3, 2, 5
-    args = [rng.standard_normal((b, l, h, p)), rng.standard_normal((b, l, h)) - 1.0, -np.exp(rng.standard_normal(h)),
-            rng.standard_normal((b, l, g, n)), rng.standard_normal((b, l, g, n)), rng.standard_normal((h, p)),
-            rng.standard_normal((b, l, h, p))]
-    args = [a.astype(dtype) for a in args]
-    seq = np.zeros((b, l), dtype=np.int64)
-    seq[0, 11:] = 1
-    seq[0, 20:] = 2
-    kw = dict(dt_bias=rng.standard_normal(h).astype(dtype), dt_softplus=True, dt_limit=(0.01, 2.0),
-              initial_state=rng.standard_normal((b, h, p, n)).astype(dtype), seq_idx=seq)
-    return args, kw
+    return ssd_inputs(SEED + 100, dtype, b=2, l=29, h=4, p=3, g=2, n=5, boundaries=(11, 20))
 
 
 @check
