@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import platform
 import statistics
@@ -29,6 +30,9 @@ def interleaved_medians(cands: Dict[str, Callable[[], object]], *, repeats: int 
 
     Interleaving spreads machine noise (frequency scaling, other processes) over every candidate alike.
     A round stops early once ``budget_s`` is spent (at least 3 rounds are always run).
+    Each timed call starts after a full ``gc.collect()`` and runs with the collector off (as ``timeit`` does):
+    otherwise the garbage one candidate leaves (JAX's jit leaves many Python objects) is collected inside the
+    next candidate's timing -- measured: the first Numba call after a JAX call took 97 ms instead of 24 ms.
     """
     for _ in range(warmup):
         for fn in cands.values():
@@ -39,9 +43,14 @@ def interleaved_medians(cands: Dict[str, Callable[[], object]], *, repeats: int 
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
-            t0 = time.perf_counter()
-            cands[k]()
-            times[k].append(time.perf_counter() - t0)
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                cands[k]()
+                times[k].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
         if r >= 2 and time.perf_counter() - t_start > budget_s:
             break
     return times
