@@ -10,7 +10,8 @@ from refimpl._blas import GEMM_SINGLE_THREAD, gemm
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
 @pytest.mark.parametrize("mnk", [(5, 3, 4), (0, 3, 2), (3, 0, 2), (3, 2, 0), (1, 1, 1), (70, 65, 64), (300, 40, 30)])
-def test_gemm_strided_views(dtype, ta, tb, mnk):
+@pytest.mark.parametrize("beta", [0.5, 0.0, 1.0, -1.0])  # 0, 1, -1 come from the constant table; 0.5 is allocated
+def test_gemm_strided_views(dtype, ta, tb, mnk, beta):
     m, n, k = mnk
     rng = np.random.default_rng(m * 100 + n * 10 + k)
     X = rng.standard_normal((2, max(m, k) + 3, 3, max(m, k) + 5)).astype(dtype)
@@ -21,10 +22,10 @@ def test_gemm_strided_views(dtype, ta, tb, mnk):
     C = Z[:m, 1, :n]
     Z_before = Z.copy()
     opA, opB = (A.T if ta else A).astype(np.float64), (B.T if tb else B).astype(np.float64)
-    exact = opA @ opB + 0.5 * C.astype(np.float64)
-    gemm(A, ta, B, tb, C, 0.5)
+    exact = opA @ opB + beta * C.astype(np.float64)
+    gemm(A, ta, B, tb, C, beta)
     # each entry: a dot of length k plus one scaled addend -> depth k + 2 (products, sums, the beta term)
-    mag = np.abs(opA) @ np.abs(opB) + 0.5 * np.abs(Z_before[:m, 1, :n].astype(np.float64))
+    mag = np.abs(opA) @ np.abs(opB) + abs(beta) * np.abs(Z_before[:m, 1, :n].astype(np.float64))
     assert_within(C, exact, componentwise_bound(mag, k + 2, dtype, what="gemm: k products summed, plus beta C"))
     # nothing outside the view is touched
     Z_after = Z.copy()

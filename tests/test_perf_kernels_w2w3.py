@@ -6,6 +6,10 @@
   both state layouts, float32); and the blocking is invisible: a sequence split anywhere and continued from
   the final state gives the same outputs and the same state, bit for bit (every entry is the same sum in the
   same order, whatever the block boundaries).
+* causal linear attention, ``backend="numba"``, view ``chunked``: four GEMMs per chunk on the strided head views,
+  the (batch, head) rows split into one contiguous group per thread (``_lin_chunked``).  Against mpmath with the
+  derived bound for row counts that do not split evenly (1, 3, 5, 7 rows over 1 and 2 threads: groups of one to
+  seven heads), every chunk around the length, with an initial state and its final state.
 * the flash kernel's one-pass float32 exp (``refimpl.attention.softmax.numba._exp_rowsum``): bit for bit the
   two-pass :func:`refimpl._fastmath.exp_f32`, and the row sums in order.
 """
@@ -13,7 +17,7 @@ import numpy as np
 import pytest
 
 from oracles.attention import linear_attention_bound, linear_attention_mpmath
-from oracles.tolerance import assert_within
+from oracles.tolerance import Bound, assert_within
 from refimpl._fastmath import exp_f32
 from refimpl.attention.linear import numba as LN
 from refimpl.attention.softmax.numba import _exp_block_rowsum, _exp_rowsum
@@ -66,6 +70,39 @@ def test_recurrent_kernel_blocking_is_invisible(dtype, normalize):
         np.testing.assert_array_equal(np.concatenate([o1, o2], axis=1), whole, err_msg=f"cut at {cut}")
         for a, b in zip(st2 if normalize else (st2,), state if normalize else (state,)):
             np.testing.assert_array_equal(a, b, err_msg=f"final state, cut at {cut}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("b,h", [(1, 1), (1, 3), (5, 1), (1, 7)])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_chunked_kernel_head_groups_match_mpmath(threads, b, h, normalize):
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads")
+    l = 11
+    pq, pk, v = _inputs(b * 10 + h, l + 1, b=b, h=h, positive=normalize)
+    rng = np.random.default_rng(b * h)
+    S0, z0 = rng.standard_normal((b, h, 5, 3)), rng.uniform(0.1, 1, (b, h, 3))
+    u0 = z0 if normalize else None
+    # the oracle on l + 1 steps: the first l check the output, the last one the final state (continued from it)
+    exact = linear_attention_mpmath(pq, pk, v, causal=True, normalize=normalize, S0=S0, u0=u0)
+    bound = linear_attention_bound(pq, pk, v, exact, causal=True, normalize=normalize, S0=S0, u0=u0)
+    state = (S0, z0) if normalize else S0
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for chunk in (1, 2, 4, 5, 11, 16):
+            o, final = LN.causal_chunked(pq[:, :l], pk[:, :l], v[:, :l], normalize=normalize, initial_state=state,
+                                         chunk=chunk, return_final_state=True)
+            ctx = f"b={b}, h={h}, threads={threads}, chunk={chunk}"
+            assert_within(o, exact[:, :l], Bound(np.asarray(bound.values)[:, :l], bound.source), context=ctx)
+            o_next = LN.causal_chunked(pq[:, l:], pk[:, l:], v[:, l:], normalize=normalize, initial_state=final,
+                                       chunk=chunk)
+            assert_within(o_next, exact[:, l:], Bound(np.asarray(bound.values)[:, l:], bound.source),
+                          context=ctx + ", continued from the final state")
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_one_pass_exp_is_the_two_pass_exp_bit_for_bit():

@@ -436,10 +436,15 @@ _m("linear-numba-normalizer-not-accumulated", "refimpl/attention/linear/numba.py
    LINEAR,
    "the Numba chunked linear attention overwrites the normalizer z with the last key instead of summing")
 _m("linear-numba-causal-strict", "refimpl/attention/linear/numba.py",
-   "for j in range(i + 1, T):\n                    A[i, j] = 0.0",
-   "for j in range(i, T):\n                    A[i, j] = 0.0",
+   "for j in range(i + 1, T):\n                        A[i, j] = 0.0",
+   "for j in range(i, T):\n                        A[i, j] = 0.0",
    LINEAR,
    "the Numba chunked linear attention masks the diagonal too (key j = i not attended)")
+_m("linear-numba-head-reads-first-state", "refimpl/attention/linear/numba.py",
+   "gemm(Q, False, St[r], False, O, 0.0)",
+   "gemm(Q, False, St[0], False, O, 0.0)",
+   LINEAR,
+   "the Numba chunked linear attention reads the first head of its thread's group's state for every head")
 _m("delta-numba-state-sign", "refimpl/attention/delta/numba.py",
    "St[c, col] = -gam[T - 1] * St[c, col]",
    "St[c, col] = gam[T - 1] * St[c, col]",

@@ -8,7 +8,7 @@ dtype is the reference's (float32 only when every input is float32).  The recurr
 state and output entry as the same sum, in the same order, as the step-by-step recurrence, in the working
 dtype (fused multiply-adds allowed), advancing 4 steps per pass over the state (see :func:`_lin_recurrent`);
 its normalizer ``z_t . phi(q_t)`` is a float64 sum.  The chunked kernel does its matrix products through
-BLAS (:func:`refimpl._blas.gemm`, three per chunk, on contiguous copies of one head's chunk rows, one thread per call) and so
+BLAS (:func:`refimpl._blas.gemm`, four per chunk, on the strided head views themselves, one thread per call) and so
 accumulates in the working dtype, in BLAS's order; the derived componentwise bounds of the tests count the longest
 chain of roundings (``n + l + 3``), which holds for any summation order, so they apply unchanged; the normalizer is
 still a float64 scalar.
@@ -113,67 +113,74 @@ def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
 
 @numba.njit(cache=True, parallel=True)
 def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
-    # Per (batch, head), chunk by chunk, three BLAS GEMMs (refimpl._blas.gemm) per chunk of T rows:
-    #   A = Q K^T (then the causal mask), num = [Q | A] [S_s^T ; V] (the inter- and intra-chunk terms in one
-    #   product, written straight into o), S_{s+T}^T = S_s^T + K^T V.
-    # The chunk's rows of one head (Q = phi_q[bi, s:s+T, hi, :] etc.) are copied into contiguous blocks: the
-    # left half of QA = [Q | A] (T (n + T)) and K (T n); V into the lower rows of SV = [S^T ; V] ((n + T) p),
-    # whose upper n rows hold the state, kept transposed (St = S^T, n p). Accumulation is in the working dtype
-    # (BLAS); the componentwise bound of the tests (depth n + L + 3) holds for any summation order.
+    # Chunk by chunk, four BLAS GEMMs (refimpl._blas.gemm) per chunk of T rows of one head, straight on the
+    # strided head views of the (b l h d) arrays (Q = phi_q[bi, s:s+T, hi, :], row stride h d; no copies):
+    #   A = Q K^T, then the causal mask (A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal)
+    #   num = Q S_s^T          (the inter-chunk term: the state before the chunk, kept transposed: St = S^T (n p))
+    #   num += A V             (the intra-chunk term), written into o
+    #   S_{s+T}^T = S_s^T + K^T V
+    # The (batch, head) rows are split into one contiguous group per thread, and each thread walks the chunks
+    # in order, doing its group's heads chunk by chunk: the rows of adjacent heads of one time step are
+    # adjacent in memory, so the thread streams through q, k, v and o instead of jumping a page per row
+    # (measured at b 1, h 8, l 4096, d 64, c 16: 6.6 ms against 8.9 ms for one head at a time).
+    # Accumulation is in the working dtype (BLAS); the componentwise bound of the tests (depth n + L + 3)
+    # holds for any summation order.  The normalizer den_i is a float64 scalar.
     b, l, h, n = phi_k.shape
     p = v.shape[3]
     dt = phi_q.dtype
     o = np.empty((b, l, h, p), dtype=dt)
-    for bh in prange(b * h):
-        bi = bh // h
-        hi = bh % h
-        QA = np.empty((chunk, n + chunk), dtype=dt)
-        K = np.empty((chunk, n), dtype=dt)
-        SV = np.empty((n + chunk, p), dtype=dt)
-        St = SV[:n]
-        for c in range(n):
-            for r in range(p):
-                St[c, r] = S[bi, hi, r, c]
+    rows = b * h
+    groups = min(numba.get_num_threads(), rows)
+    for g in prange(groups):
+        first = rows * g // groups
+        count = rows * (g + 1) // groups - first
+        St = np.empty((count, n, p), dtype=dt)  # St[r] = S^T of row first + r
+        for r in range(count):
+            bi, hi = (first + r) // h, (first + r) % h
+            for c in range(n):
+                for i in range(p):
+                    St[r, c, i] = S[bi, hi, i, c]
+        A_buf = np.empty((chunk, chunk), dtype=dt)
         for s in range(0, l, chunk):
             T = min(chunk, l - s)
-            for i in range(T):
+            A = A_buf[:T, :T]
+            for r in range(count):
+                bi, hi = (first + r) // h, (first + r) % h
+                Q, K, V = phi_q[bi, s:s + T, hi, :], phi_k[bi, s:s + T, hi, :], v[bi, s:s + T, hi, :]
+                O = o[bi, s:s + T, hi, :]
+                # A = Q K^T, then the causal mask
+                gemm(Q, False, K, True, A, 0.0)
+                for i in range(T):
+                    for j in range(i + 1, T):
+                        A[i, j] = 0.0
+                # num = Q S_s^T + A V  (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), into o
+                gemm(Q, False, St[r], False, O, 0.0)
+                gemm(A, False, V, False, O, 1.0)
+                if normalize:
+                    for i in range(T):
+                        # den_i = z_s . phi(q_i) + sum_{j<=i} A_ij  (+ eps, or max(., eps)); a float64 scalar
+                        den = 0.0
+                        for c in range(n):
+                            den += z[bi, hi, c] * Q[i, c]
+                        for j in range(i + 1):
+                            den += A[i, j]
+                        if eps_add:
+                            den += eps
+                        else:
+                            den = max(den, eps)
+                        for i2 in range(p):
+                            O[i, i2] = O[i, i2] / den
+                    # z_{s+T} = z_s + sum_j phi(k_j)
+                    for i in range(T):
+                        for c in range(n):
+                            z[bi, hi, c] += K[i, c]
+                # S_{s+T} = S_s + V^T K (as St += K^T V)
+                gemm(K, True, V, False, St[r], 1.0)
+        for r in range(count):
+            bi, hi = (first + r) // h, (first + r) % h
+            for i in range(p):
                 for c in range(n):
-                    QA[i, c] = phi_q[bi, s + i, hi, c]
-                    K[i, c] = phi_k[bi, s + i, hi, c]
-                for r in range(p):
-                    SV[n + i, r] = v[bi, s + i, hi, r]
-            Q, Kc, A, V = QA[:T, :n], K[:T], QA[:T, n:n + T], SV[n:n + T]
-            # A = Q K^T, then the causal mask: A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal
-            gemm(Q, False, Kc, True, A, 0.0)
-            for i in range(T):
-                for j in range(i + 1, T):
-                    A[i, j] = 0.0
-            # num = Q S_s^T + A V = [Q | A] [S_s^T ; V]  (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), into o
-            O = o[bi, s:s + T, hi, :]
-            gemm(QA[:T, :n + T], False, SV[:n + T], False, O, 0.0)
-            if normalize:
-                for i in range(T):
-                    # den_i = z_s . phi(q_i) + sum_{j<=i} A_ij  (+ eps, or max(., eps)); a float64 scalar
-                    den = 0.0
-                    for c in range(n):
-                        den += z[bi, hi, c] * Q[i, c]
-                    for j in range(i + 1):
-                        den += A[i, j]
-                    if eps_add:
-                        den += eps
-                    else:
-                        den = max(den, eps)
-                    for r in range(p):
-                        O[i, r] = O[i, r] / den
-                # z_{s+T} = z_s + sum_j phi(k_j)
-                for i in range(T):
-                    for c in range(n):
-                        z[bi, hi, c] += Kc[i, c]
-            # S_{s+T} = S_s + V^T K (as St += K^T V)
-            gemm(Kc, True, V, False, St, 1.0)
-        for r in range(p):
-            for c in range(n):
-                S[bi, hi, r, c] = St[c, r]
+                    S[bi, hi, i, c] = St[r, c, i]
     return o
 
 
