@@ -25,7 +25,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["gemm", "GEMM_SINGLE_THREAD"]
+__all__ = ["gemm", "gemm_scalars", "GEMM_SINGLE_THREAD"]
 
 GEMM_SINGLE_THREAD = 1 << 18
 
@@ -52,11 +52,6 @@ def _xxgemm(typingctx, kind, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ld
     return sig, codegen
 
 
-#: alpha = 1 at [0]; beta = 0, 1, -1 at [1], [0], [2] (module constants: Numba freezes them into the kernel)
-_SCALARS32 = np.array([1.0, 0.0, -1.0], dtype=np.float32)
-_SCALARS64 = np.array([1.0, 0.0, -1.0], dtype=np.float64)
-
-
 @njit(cache=True)
 def _ld(X):
     # leading dimension of the column-major reading: the row stride in elements (>= the row length, >= 1)
@@ -64,8 +59,11 @@ def _ld(X):
 
 
 @njit(cache=True)
-def gemm(A, ta, B, tb, C, beta):
-    """``C = op(A) @ op(B) + beta C`` in place; 2-D views with unit stride along the last axis."""
+def gemm(A, ta, B, tb, C, beta, scalars=None):
+    """``C = op(A) @ op(B) + beta C`` in place; 2-D views with unit stride along the last axis.
+
+    ``scalars``: optionally :func:`gemm_scalars` ``(C)``, allocated once by the caller, so that calls with beta
+    0, 1 or -1 allocate nothing."""
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
     if (A.shape[1] if ta else A.shape[0]) != m or (B.shape[1] if tb else B.shape[0]) != k or \
@@ -84,18 +82,29 @@ def gemm(A, ta, B, tb, C, beta):
             for j in range(n):
                 C[i, j] = 0.0 if beta == 0 else beta * C[i, j]
         return
-    # alpha = 1 and beta by address: for beta in {0, 1, -1} (every caller so far) from the constant table, so a
-    # call allocates nothing (a heap allocation per call cost ~0.1 us, measurable at 16-row GEMMs)
+    # alpha = 1 and beta by address: from the caller's table (gemm_scalars) when beta is 0, 1 or -1, so the call
+    # allocates nothing (a heap allocation per call is measurable at 16-row GEMMs); otherwise a new pair [1, beta]
     beta_at = 1 if beta == 0 else (0 if beta == 1 else (2 if beta == -1 else -1))
-    if beta_at < 0:
+    if scalars is not None and beta_at >= 0:
+        if scalars.shape[0] != 3 or scalars.itemsize != C.itemsize or scalars[0] != 1 or scalars[1] != 0 or \
+                scalars[2] != -1:
+            raise ValueError("gemm: scalars must be gemm_scalars(C)")
+        _calls(A, ta, B, tb, C, scalars, beta_at)
+    else:
         sc = np.empty(2, dtype=C.dtype)
         sc[0] = 1.0
         sc[1] = beta
         _calls(A, ta, B, tb, C, sc, 1)
-    elif C.itemsize == 4:
-        _calls(A, ta, B, tb, C, _SCALARS32, beta_at)
-    else:
-        _calls(A, ta, B, tb, C, _SCALARS64, beta_at)
+
+
+@njit(cache=True)
+def gemm_scalars(like):
+    """The table ``[1, 0, -1]`` in ``like``'s dtype that :func:`gemm` reads alpha and beta from (one per thread)."""
+    sc = np.empty(3, dtype=like.dtype)
+    sc[0] = 1.0
+    sc[1] = 0.0
+    sc[2] = -1.0
+    return sc
 
 
 @njit(cache=True)

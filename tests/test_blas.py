@@ -3,15 +3,16 @@ import numpy as np
 import pytest
 
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl._blas import GEMM_SINGLE_THREAD, gemm
+from refimpl._blas import GEMM_SINGLE_THREAD, gemm, gemm_scalars
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
 @pytest.mark.parametrize("mnk", [(5, 3, 4), (0, 3, 2), (3, 0, 2), (3, 2, 0), (1, 1, 1), (70, 65, 64), (300, 40, 30)])
-@pytest.mark.parametrize("beta", [0.5, 0.0, 1.0, -1.0])  # 0, 1, -1 come from the constant table; 0.5 is allocated
-def test_gemm_strided_views(dtype, ta, tb, mnk, beta):
+@pytest.mark.parametrize("beta", [0.5, 0.0, 1.0, -1.0])
+@pytest.mark.parametrize("table", [False, True])  # with gemm_scalars, 0, 1, -1 are read from it; 0.5 is allocated
+def test_gemm_strided_views(dtype, ta, tb, mnk, beta, table):
     m, n, k = mnk
     rng = np.random.default_rng(m * 100 + n * 10 + k)
     X = rng.standard_normal((2, max(m, k) + 3, 3, max(m, k) + 5)).astype(dtype)
@@ -23,7 +24,10 @@ def test_gemm_strided_views(dtype, ta, tb, mnk, beta):
     Z_before = Z.copy()
     opA, opB = (A.T if ta else A).astype(np.float64), (B.T if tb else B).astype(np.float64)
     exact = opA @ opB + beta * C.astype(np.float64)
-    gemm(A, ta, B, tb, C, beta)
+    if table:
+        gemm(A, ta, B, tb, C, beta, gemm_scalars(C))
+    else:
+        gemm(A, ta, B, tb, C, beta)
     # each entry: a dot of length k plus one scaled addend -> depth k + 2 (products, sums, the beta term)
     mag = np.abs(opA) @ np.abs(opB) + abs(beta) * np.abs(Z_before[:m, 1, :n].astype(np.float64))
     assert_within(C, exact, componentwise_bound(mag, k + 2, dtype, what="gemm: k products summed, plus beta C"))
@@ -52,3 +56,11 @@ def test_gemm_bad_inputs():
         gemm(A[:, ::2], False, np.zeros((2, 2)), False, np.zeros((3, 2)), 0.0)
     with pytest.raises(TypeError, match="dtype"):
         gemm(A.astype(np.float32), False, np.zeros((4, 2)), False, np.zeros((3, 2)), 0.0)
+
+
+def test_gemm_rejects_a_wrong_scalar_table():
+    A = np.ones((2, 2))
+    with pytest.raises(ValueError, match="scalars must be gemm_scalars"):
+        gemm(A, False, A, False, np.zeros((2, 2)), 1.0, np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="scalars must be gemm_scalars"):
+        gemm(A, False, A, False, np.zeros((2, 2)), 1.0, gemm_scalars(np.zeros(1, np.float32)))

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from refimpl._blas import gemm
+from refimpl._blas import gemm, gemm_scalars
 from refimpl._numba import warmup
 from refimpl._validate import check_int
 from refimpl.attention.linear.reference import _final_state, validate_linear
@@ -112,7 +112,7 @@ def _lin_recurrent(phi_q, phi_k, v, S, z, normalize, eps, eps_add):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
+def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add, threads):
     # Chunk by chunk, four BLAS GEMMs (refimpl._blas.gemm) per chunk of T rows of one head, straight on the
     # strided head views of the (b l h d) arrays (Q = phi_q[bi, s:s+T, hi, :], row stride h d; no copies):
     #   A = Q K^T, then the causal mask (A_ij = phi(q_i).phi(k_j) for j <= i, 0 above the diagonal)
@@ -130,7 +130,8 @@ def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
     dt = phi_q.dtype
     o = np.empty((b, l, h, p), dtype=dt)
     rows = b * h
-    groups = min(numba.get_num_threads(), rows)
+    groups = min(threads, rows)  # numba.get_num_threads() from the caller (inside, the kernel is not cacheable)
+    sc = gemm_scalars(o)  # alpha, beta for every call (read only: shared by the threads)
     for g in prange(groups):
         first = rows * g // groups
         count = rows * (g + 1) // groups - first
@@ -149,13 +150,13 @@ def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
                 Q, K, V = phi_q[bi, s:s + T, hi, :], phi_k[bi, s:s + T, hi, :], v[bi, s:s + T, hi, :]
                 O = o[bi, s:s + T, hi, :]
                 # A = Q K^T, then the causal mask
-                gemm(Q, False, K, True, A, 0.0)
+                gemm(Q, False, K, True, A, 0.0, sc)
                 for i in range(T):
                     for j in range(i + 1, T):
                         A[i, j] = 0.0
                 # num = Q S_s^T + A V  (num_i = S_s phi(q_i) + sum_{j<=i} A_ij v_j), into o
-                gemm(Q, False, St[r], False, O, 0.0)
-                gemm(A, False, V, False, O, 1.0)
+                gemm(Q, False, St[r], False, O, 0.0, sc)
+                gemm(A, False, V, False, O, 1.0, sc)
                 if normalize:
                     for i in range(T):
                         # den_i = z_s . phi(q_i) + sum_{j<=i} A_ij  (+ eps, or max(., eps)); a float64 scalar
@@ -175,7 +176,7 @@ def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add):
                         for c in range(n):
                             z[bi, hi, c] += K[i, c]
                 # S_{s+T} = S_s + V^T K (as St += K^T V)
-                gemm(K, True, V, False, St[r], 1.0)
+                gemm(K, True, V, False, St[r], 1.0, sc)
         for r in range(count):
             bi, hi = (first + r) // h, (first + r) % h
             for i in range(p):
@@ -219,7 +220,8 @@ def causal_chunked(phi_q, phi_k, v, *, causal: bool = True, normalize: bool = Tr
     pq, pk, vv, S, z, opts = _kernel_args(phi_q, phi_k, v, "chunked", causal=causal, normalize=normalize, eps=eps,
                                           eps_mode=eps_mode, state_layout=state_layout, initial_state=initial_state,
                                           return_final_state=return_final_state)
-    o = _lin_chunked(pq, pk, vv, S, z, chunk, opts["normalize"], opts["eps"], eps_mode == "add")
+    o = _lin_chunked(pq, pk, vv, S, z, chunk, opts["normalize"], opts["eps"], eps_mode == "add",
+                     numba.get_num_threads())
     return _result(o, S, z, opts)
 
 
