@@ -9,7 +9,8 @@
 * causal linear attention, ``backend="numba"``, view ``chunked``: four GEMMs per chunk on the strided head views,
   the (batch, head) rows split into one contiguous group per thread (``_lin_chunked``).  Against mpmath with the
   derived bound for row counts that do not split evenly (1, 3, 5, 7 rows over 1 and 2 threads: groups of one to
-  seven heads), every chunk around the length, with an initial state and its final state.
+  seven heads), every chunk around the length, with an initial state and its final state; the inputs'
+  finiteness, checked inside the kernel, raises the reference's error for NaN/+-inf anywhere.
 * the flash kernel's one-pass float32 exp (``refimpl.attention.softmax.numba._exp_rowsum``): bit for bit the
   two-pass :func:`refimpl._fastmath.exp_f32`, and the row sums in order.
 """
@@ -103,6 +104,25 @@ def test_chunked_kernel_head_groups_match_mpmath(threads, b, h, normalize):
                           context=ctx + ", continued from the final state")
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("arg", [0, 1, 2])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (1, 36, 2, 3), (0, 17, 1, 0)])  # first row, last (partial) chunk
+def test_chunked_kernel_finiteness_checked_in_the_kernel(arg, bad, where):
+    # the kernel checks phi_q, phi_k, v on the chunk rows it multiplies, then raises the reference's own error
+    from refimpl.attention.linear import reference as LA
+
+    args = list(_inputs(5, 37, b=2, h=3, n=4, p=5))
+    args[arg][where] = bad
+    for dtype in (np.float64, np.float32):
+        a = [x.astype(dtype) for x in args]
+        with pytest.raises(ValueError) as want:
+            LA.chunked(*a, chunk=5)
+        with pytest.raises(ValueError) as got:
+            LN.causal_chunked(*a, chunk=5)
+        assert str(got.value) == str(want.value)
+        assert str(got.value).startswith(("phi_q", "phi_k", "v")[arg] + ": expected finite values")
 
 
 def test_one_pass_exp_is_the_two_pass_exp_bit_for_bit():

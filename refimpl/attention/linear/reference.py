@@ -86,8 +86,11 @@ def _split_initial_state(initial_state, normalize: bool):
 
 
 def validate_linear(phi_q, phi_k, v, *, causal=True, normalize=True, eps=0.0, eps_mode="add", state_layout="vk",
-                    initial_state=None, return_final_state=False):
+                    initial_state=None, return_final_state=False, finite_inputs=True):
     """Validate every argument of a linear-attention view.
+
+    ``finite_inputs=False`` leaves out the finiteness of ``phi_q``, ``phi_k`` and ``v`` (a fast kernel that checks
+    them in its own pass, then raises this function's error through :func:`refimpl._validate.check_finite`).
 
     Returns ``(phi_q, phi_k, v, S0, z0, opts, dims)`` in the working dtype: ``S0 (b h p n)`` in the VxK
     orientation (zeros when not given), ``z0 (b h n)`` (zeros; ``None`` when ``normalize=False``), ``opts`` the
@@ -100,15 +103,15 @@ def validate_linear(phi_q, phi_k, v, *, causal=True, normalize=True, eps=0.0, ep
     check_choice(state_layout, "state_layout", STATE_LAYOUTS)
     check_choice(eps_mode, "eps_mode", EPS_MODES)
     eps = _check_eps(eps, normalize)
-    phi_q = as_float_array(phi_q, "phi_q", ndim=4, allow_complex=False)
+    phi_q = as_float_array(phi_q, "phi_q", ndim=4, allow_complex=False, finite=finite_inputs)
     b, l, h, n = phi_q.shape
-    phi_k = as_float_array(phi_k, "phi_k", ndim=4, allow_complex=False)
+    phi_k = as_float_array(phi_k, "phi_k", ndim=4, allow_complex=False, finite=finite_inputs)
     if causal:
         check_shape(phi_k, "phi_k", (b, l, h, n), "(b, l, h, n) like phi_q (causal)")
     else:
         check_shape(phi_k, "phi_k", (b, None, h, n), "(b, s, h, n) with b, h, n from phi_q")
     s = phi_k.shape[1]
-    v = as_float_array(v, "v", ndim=4, allow_complex=False)
+    v = as_float_array(v, "v", ndim=4, allow_complex=False, finite=finite_inputs)
     check_shape(v, "v", (b, s, h, None), "(b, s, h, p) with b, s, h from phi_k")
     p = v.shape[3]
     S0, z0 = _split_initial_state(initial_state, normalize)
