@@ -181,12 +181,13 @@ def _lin_chunked(phi_q, phi_k, v, S, z, chunk, normalize, eps, eps_add, threads,
                             z[bi, hi, c] += K[i, c]
                 # S_{s+T} = S_s + V^T K (as St += K^T V)
                 gemm(K, True, V, False, St[r], 1.0, sc)
-                for i in range(T):
+                for i in range(T):  # on 1-D row views (unit stride: the loops vectorize; on Q[i, c] they did not)
+                    qi, ki, vi = phi_q[bi, s + i, hi], phi_k[bi, s + i, hi], v[bi, s + i, hi]
                     for c in range(n):
-                        chk[c] += Q[i, c] - Q[i, c]
-                        chk[n + c] += K[i, c] - K[i, c]
+                        chk[c] += qi[c] - qi[c]
+                        chk[n + c] += ki[c] - ki[c]
                     for c in range(p):
-                        chk[2 * n + c] += V[i, c] - V[i, c]
+                        chk[2 * n + c] += vi[c] - vi[c]
         for c in range(2 * n + p):
             if chk[c] != 0:  # NaN
                 finite[g] = False
