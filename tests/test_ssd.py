@@ -165,6 +165,35 @@ def test_long_sequence_float32_one_head(A_value):
         assert_within(fin, So, bs, context=f"{view} L=65536 state")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("b,h,g", [(3, 1, 1), (3, 2, 1), (1, 6, 2), (2, 3, 3), (5, 2, 2)])
+def test_numba_kernel_head_groups(threads, b, h, g):
+    """The Numba kernel splits the (batch, head) rows into one group per thread and shares C B^T between the
+    consecutive rows that read the same (batch, group): uneven splits, groups across a batch boundary, g < h."""
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"only {numba.config.NUMBA_NUM_THREADS} Numba threads")
+    rng = np.random.default_rng(b * 100 + h * 10 + g)
+    x, dt, A, B, C = _problem(rng, b=b, l=11, h=h, p=3, g=g, n=4)
+    S0 = rng.standard_normal((b, h, 3, 4))
+    seq = np.cumsum(rng.random((b, 11)) < 0.2, axis=1)
+    yo, So = O.ssd_solve(x, dt, A, B, C, initial_state=S0, seq_idx=seq)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for chunk in (1, 4, 11):
+            bo, bs = O.ssd_bounds(x, dt, A, B, C, initial_state=S0, seq_idx=seq, dtype=np.float64,
+                                  views=("numba_chunked",), chunk=chunk)["numba_chunked"]
+            y, fin = run("numba_chunked", x, dt, A, B, C, chunk=chunk, initial_state=S0, seq_idx=seq,
+                         return_final_state=True)
+            ctx = f"b={b}, h={h}, g={g}, threads={threads}, chunk={chunk}"
+            assert_within(y, yo, bo, context=ctx)
+            assert_within(fin, So, bs, context=ctx + ", final state")
+    finally:
+        numba.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------

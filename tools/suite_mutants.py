@@ -420,6 +420,16 @@ _m("selective-numba-state-not-carried-across-time-chunks", "refimpl/ssm/selectiv
    SELECTIVE,
    "the Numba fast path keeps each block's state within its first time chunk only: from step _TC = 16 on "
    "every chunk starts from zero (visible only for l > 16)")
+_m("ssd-numba-shared-CB-ignores-batch", "refimpl/ssm/ssd/numba.py",
+   "if bi != have_b or gi != have_g:",
+   "if gi != have_g:",
+   SSD,
+   "the Numba SSD kernel reuses a C B^T across a batch boundary inside a thread's group of rows")
+_m("ssd-numba-intra-mask-across-sequences", "refimpl/ssm/ssd/numba.py",
+   "                            if seq[bi, s + j] != sid_i:\n                                Mi[j] = zero",
+   "                            if seq[bi, s + j] > sid_i:\n                                Mi[j] = zero",
+   SSD,
+   "the Numba SSD kernel's intra-chunk mask lets an earlier packed sequence reach the next one")
 _m("ssd-numba-entering-state-undecayed", "refimpl/ssm/ssd/numba.py",
    "dec = math.exp(cum[i])",
    "dec = 1.0",

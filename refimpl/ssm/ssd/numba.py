@@ -1,7 +1,8 @@
 r"""Numba chunked SSD (Mamba-2) kernel.
 
-Parallel over ``batch x heads`` (``prange``); for each ``(b, h)`` the chunks are processed in order
-with the ``(p n)`` state in a local array.  Per chunk ``[s, e)`` (the chunk's rows copied to contiguous
+Parallel over ``batch x heads``: the rows are split into one contiguous group per thread, which walks the
+chunks in order and does its rows chunk by chunk, each row's ``(p n)`` state in a local array (heads that read
+the same ``B``/``C`` group share one ``C B^T`` per chunk).  Per chunk ``[s, e)`` (the chunk's rows copied to contiguous
 blocks; the products are BLAS GEMMs through :func:`refimpl._blas.gemm`; the ``T x T`` exponentials of
 ``M`` in one vectorizable pass, float32 through the polynomial ``exp`` of :mod:`refimpl._fastmath`,
 relative error <= ``gamma_4`` = 2 ulp, within the 4-ulp ``TRANSCENDENTAL_U`` of the bound):
@@ -25,7 +26,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from refimpl._blas import gemm
+from refimpl._blas import gemm, gemm_scalars
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
 from refimpl._validate import check_bool, check_int
@@ -53,93 +54,125 @@ def _exp_block(w, bits):
 
 
 @numba.njit(parallel=True, cache=True)
-def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, zero, one, y, final):
+def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one, y, final, threads):
     b, l, h, p = x.shape
     g = B.shape[2]
     n = B.shape[3]
     per = h // g
     typ = x.dtype
-    for idx in prange(b * h):
-        bi = idx // h
-        hi = idx - bi * h
-        gi = hi // per  # head h reads group h // (H/g)
-        S = S0[bi, hi].copy()  # (p n)
-        Ah = A[hi]
+    sc = gemm_scalars(y)  # alpha, beta for every GEMM (read only: shared by the threads)
+    rows = b * h
+    # The (batch, head) rows are split into one contiguous group per thread; each thread walks the chunks in
+    # order and does its rows chunk by chunk: adjacent heads' rows of one time step are adjacent in memory, and
+    # heads that read the same B/C group (h // (H/g)) share one C B^T per chunk (with one group, ngroups = 1,
+    # every head of the thread shares it).
+    groups = min(threads, rows)  # numba.get_num_threads() from the caller (inside, the kernel is not cacheable)
+    for grp in prange(groups):
+        first = rows * grp // groups
+        count = rows * (grp + 1) // groups - first
+        S_all = np.empty((count, p, n), dtype=typ)  # the (p n) state of each of the group's rows
+        for r in range(count):
+            S_all[r] = S0[(first + r) // h, (first + r) % h]
         # chunk buffers (flat, viewed as C-contiguous (T .) blocks): the chunk's rows are copied (rows of one
         # head are h*p apart: multiplied in place they thrash the L1 cache's sets)
         xf, Bf, Cf = np.empty(chunk * p, typ), np.empty(chunk * n, typ), np.empty(chunk * n, typ)
-        Mf, CBf, Yf, CSf = np.empty(chunk * chunk, typ), np.empty(chunk * chunk, typ), np.empty(chunk * p, typ), \
-            np.empty(chunk * p, typ)
+        Mf, CBf, CBMf, Yf, CSf = np.empty(chunk * chunk, typ), np.empty(chunk * chunk, typ), \
+            np.empty(chunk * chunk, typ), np.empty(chunk * p, typ), np.empty(chunk * p, typ)
         bits = np.empty(chunk * chunk, dtype=np.int32)
         a = np.empty(chunk, dtype=typ)
         cum = np.empty(chunk, dtype=typ)
+        dtc = np.empty(chunk, dtype=typ)
         for s in range(0, l, chunk):
             e = min(s + chunk, l)
             T = e - s
             xc, Bc, Cc = xf[:T * p].reshape((T, p)), Bf[:T * n].reshape((T, n)), Cf[:T * n].reshape((T, n))
-            M, CB = Mf[:T * T].reshape((T, T)), CBf[:T * T].reshape((T, T))
+            M, CB, CBM = Mf[:T * T].reshape((T, T)), CBf[:T * T].reshape((T, T)), CBMf[:T * T].reshape((T, T))
             Y, CS = Yf[:T * p].reshape((T, p)), CSf[:T * p].reshape((T, p))
-            for i in range(T):
-                xc[i, :] = x[bi, s + i, hi, :]
-                Bc[i, :] = B[bi, s + i, gi, :]
-                Cc[i, :] = C[bi, s + i, gi, :]
-            run = zero
-            for j in range(T):
-                # a_j = dt_j A ;  cum_j = sum_{k=s}^{j} a_k
-                a[j] = dt[bi, s + j, hi] * Ah
-                run += a[j]
-                cum[j] = run
-            seg_prev = seq[bi, max(s - 1, 0)]  # the sequence of the entering state
-            sid_e = seq[bi, e - 1]
-            # seg(i, j) = sum_{k=j+1}^{i} a_k accumulated backwards from j = i (a stable segment sum);
-            # -inf above the diagonal (exp -> 0)
-            for i in range(T):
-                sg = zero
-                for j in range(i, -1, -1):
-                    M[i, j] = sg
-                    sg += a[j]
-                for j in range(i + 1, T):
-                    M[i, j] = -np.inf
-            # M[i, j] = exp(seg(i, j)) dt_j, 0 across a sequence boundary
-            _exp_block(Mf[:T * T], bits[:T * T])
-            for i in range(T):
-                sid_i = seq[bi, s + i]
-                for j in range(i + 1):
-                    M[i, j] = M[i, j] * dt[bi, s + j, hi] if seq[bi, s + j] == sid_i else zero
-            # intra-chunk: Y = (M o C B^T) x
-            gemm(Cc, False, Bc, True, CB, 0.0)
-            for i in range(T):
+            have_b, have_g = -1, -1  # whose C B^T the buffers hold
+            for r in range(count):
+                bi = (first + r) // h
+                hi = (first + r) % h
+                gi = hi // per  # head h reads group h // (H/g)
+                S = S_all[r]
+                Ah = A[hi]
+                if bi != have_b or gi != have_g:
+                    for i in range(T):
+                        Bc[i, :] = B[bi, s + i, gi, :]
+                        Cc[i, :] = C[bi, s + i, gi, :]
+                    # C B^T, shared by the heads of the group
+                    gemm(Cc, False, Bc, True, CB, 0.0, sc)
+                    have_b, have_g = bi, gi
+                for i in range(T):
+                    xc[i, :] = x[bi, s + i, hi, :]
+                run = zero
                 for j in range(T):
-                    CB[i, j] *= M[i, j]
-            gemm(CB, False, xc, False, Y, 0.0)
-            # entering state: + exp(cum_i) S C_i  (for positions in the entering state's sequence)
-            gemm(Cc, False, S, True, CS, 0.0)
-            for i in range(T):
-                if seq[bi, s + i] == seg_prev:
-                    dec = math.exp(cum[i])
+                    # a_j = dt_j A ;  cum_j = sum_{k=s}^{j} a_k
+                    dtc[j] = dt[bi, s + j, hi]
+                    a[j] = dtc[j] * Ah
+                    run += a[j]
+                    cum[j] = run
+                seg_prev = seq[bi, max(s - 1, 0)]  # the sequence of the entering state
+                sid_e = seq[bi, e - 1]
+                # seg(i, j) = sum_{k=j+1}^{i} a_k accumulated backwards from j = i (a stable segment sum);
+                # -inf above the diagonal (exp -> 0)
+                for i in range(T):
+                    sg = zero
+                    for j in range(i, -1, -1):
+                        M[i, j] = sg
+                        sg += a[j]
+                    for j in range(i + 1, T):
+                        M[i, j] = -np.inf
+                # M[i, j] = exp(seg(i, j)) dt_j (0 above the diagonal: exp(-inf) dt_j), then 0 across a sequence
+                # boundary; CBM = M o C B^T.  Loops on 1-D row views (unit stride: they vectorize)
+                _exp_block(Mf[:T * T], bits[:T * T])
+                for i in range(T):
+                    Mi, CBi, CBMi = M[i], CB[i], CBM[i]
+                    for j in range(T):
+                        Mi[j] *= dtc[j]
+                    if has_seq:
+                        sid_i = seq[bi, s + i]
+                        for j in range(i + 1):
+                            if seq[bi, s + j] != sid_i:
+                                Mi[j] = zero
+                    for j in range(T):
+                        CBMi[j] = CBi[j] * Mi[j]
+                # intra-chunk: Y = (M o C B^T) x
+                gemm(CBM, False, xc, False, Y, 0.0, sc)
+                # entering state: + exp(cum_i) S C_i  (for positions in the entering state's sequence)
+                gemm(Cc, False, S, True, CS, 0.0, sc)
+                for i in range(T):
+                    if seq[bi, s + i] == seg_prev:
+                        dec = math.exp(cum[i])
+                        Yi, CSi = Y[i], CS[i]
+                        for q in range(p):
+                            Yi[q] += dec * CSi[q]
+                # y = (Y + D x) * silu(z)
+                Dh = D[hi]
+                for i in range(T):
+                    yi, Yi, xi = y[bi, s + i, hi], Y[i], xc[i]
                     for q in range(p):
-                        Y[i, q] += dec * CS[i, q]
-            # y = (Y + D x) * silu(z)
-            for i in range(T):
-                ti = s + i
-                for q in range(p):
-                    y[bi, ti, hi, q] = Y[i, q] + D[hi, q] * xc[i, q]
-                if has_z:
+                        yi[q] = Yi[q] + Dh[q] * xi[q]
+                    if has_z:
+                        zi = z[bi, s + i, hi]
+                        for q in range(p):
+                            yi[q] = yi[q] * (zi[q] / (one + math.exp(-zi[q])))
+                # state passed on: S <- exp(cum_{T-1}) S + sum_j M[T-1, j] x_j B_j^T  (0 across a boundary)
+                G = math.exp(cum[T - 1]) if sid_e == seg_prev else zero
+                for i in range(T):
+                    w, xi = M[T - 1, i], xc[i]
                     for q in range(p):
-                        zz = z[bi, ti, hi, q]
-                        y[bi, ti, hi, q] = y[bi, ti, hi, q] * (zz / (one + math.exp(-zz)))
-            # state passed on: S <- exp(cum_{T-1}) S + sum_j M[T-1, j] x_j B_j^T  (0 across a boundary)
-            G = math.exp(cum[T - 1]) if sid_e == seg_prev else zero
-            for i in range(T):
+                        xi[q] *= w
                 for q in range(p):
-                    xc[i, q] *= M[T - 1, i]
+                    Sq = S[q]
+                    for k in range(n):
+                        Sq[k] *= G
+                gemm(xc, True, Bc, False, S, 1.0, sc)
+        for r in range(count):
+            bi = (first + r) // h
+            hi = (first + r) % h
             for q in range(p):
                 for k in range(n):
-                    S[q, k] *= G
-            gemm(xc, True, Bc, False, S, 1.0)
-        for q in range(p):
-            for k in range(n):
-                final[bi, hi, q, k] = S[q, k]
+                    final[bi, hi, q, k] = S_all[r, q, k]
 
 
 def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
@@ -150,11 +183,10 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
     chunk = check_int(chunk, "chunk", minimum=1)
     return_final_state = check_bool(return_final_state, "return_final_state")
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
-                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable)
+                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable, expand_groups=False)
     dtp = p.dtype
-    # the kernel reads B/C in their grouped layout (b l g n); prepare() expanded them per head
-    Bg = np.ascontiguousarray(np.asarray(B).astype(dtp, copy=False))
-    Cg = np.ascontiguousarray(np.asarray(C).astype(dtp, copy=False))
+    # the kernel reads B/C in their grouped layout (b l g n)
+    Bg, Cg = np.ascontiguousarray(p.B), np.ascontiguousarray(p.C)
     S0 = (np.zeros((p.b, p.h, p.p, p.n), dtype=dtp) if p.initial_state is None
           else np.ascontiguousarray(p.initial_state))
     seq = (np.zeros((p.b, max(p.l, 1)), dtype=np.int64) if p.seq_idx is None
@@ -164,7 +196,8 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
     Dhp = np.zeros((p.h, p.p), dtype=dtp) if p.D is None else np.ascontiguousarray(p.D)
     zz = np.zeros((1, 1, 1, 1), dtype=dtp) if p.z is None else np.ascontiguousarray(p.z)
     _ssd_kernel(np.ascontiguousarray(p.x), np.ascontiguousarray(p.dt), np.ascontiguousarray(p.A), Bg, Cg, Dhp, zz, S0,
-                seq, min(chunk, max(p.l, 1)), p.z is not None, dtp.type(0), dtp.type(1), y, final)
+                seq, min(chunk, max(p.l, 1)), p.z is not None, p.seq_idx is not None, dtp.type(0), dtp.type(1), y, final,
+                numba.get_num_threads())
     return (y, final) if return_final_state else y
 
 

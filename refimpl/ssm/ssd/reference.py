@@ -150,8 +150,12 @@ def _check_D(D, h: int, p: int) -> Optional[np.ndarray]:
 
 
 def prepare(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool = False,
-            dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, allow_unstable: bool = False) -> Prepared:
-    """Validate every argument and compute the effective ``dt``; see the module docstring."""
+            dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, allow_unstable: bool = False,
+            expand_groups: bool = True) -> Prepared:
+    """Validate every argument and compute the effective ``dt``; see the module docstring.
+
+    ``expand_groups=False`` keeps ``B`` and ``C`` in their grouped layout ``(b, l, g, n)`` (a kernel that reads
+    head h's group h // (H/g) itself); by default they are expanded to one row per head, ``(b, l, h, n)``."""
     dt_softplus = check_bool(dt_softplus, "dt_softplus")
     allow_unstable = check_bool(allow_unstable, "allow_unstable")
     limit = _check_limit(dt_limit)
@@ -195,7 +199,9 @@ def prepare(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool =
     _check_dt(dte, allow_unstable)
     heads_group = np.arange(h) // (h // g)  # head h reads group h // (H/g)
     Dhp = None if D is None else (np.broadcast_to(D[:, None], (h, p)) if D.ndim == 1 else D)
-    return Prepared(x=x, dt=dte.astype(dtype, copy=False), A=A, B=B[:, :, heads_group], C=C[:, :, heads_group],
+    if expand_groups:
+        B, C = B[:, :, heads_group], C[:, :, heads_group]
+    return Prepared(x=x, dt=dte.astype(dtype, copy=False), A=A, B=B, C=C,
                     D=Dhp, z=z, initial_state=initial_state, seq_idx=seq_idx, dtype=dtype, b=b, l=l, h=h, p=p, n=n, g=g)
 
 
