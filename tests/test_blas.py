@@ -1,9 +1,10 @@
 """refimpl._blas.gemm: C = op(A) op(B) + beta C on strided row-major views, against NumPy's matmul."""
 import numpy as np
 import pytest
+from numba import njit
 
 from oracles.tolerance import assert_within, componentwise_bound
-from refimpl._blas import GEMM_SINGLE_THREAD, gemm, gemm_scalars
+from refimpl._blas import GEMM_SINGLE_THREAD, gemm, gemm_scalars, gemm_unchecked
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -11,8 +12,10 @@ from refimpl._blas import GEMM_SINGLE_THREAD, gemm, gemm_scalars
 @pytest.mark.parametrize("tb", [False, True])
 @pytest.mark.parametrize("mnk", [(5, 3, 4), (0, 3, 2), (3, 0, 2), (3, 2, 0), (1, 1, 1), (70, 65, 64), (300, 40, 30)])
 @pytest.mark.parametrize("beta", [0.5, 0.0, 1.0, -1.0])
-@pytest.mark.parametrize("table", [False, True])  # with gemm_scalars, 0, 1, -1 are read from it; 0.5 is allocated
+@pytest.mark.parametrize("table", [False, True, "unchecked"])  # with gemm_scalars, 0, 1, -1 are read from it
 def test_gemm_strided_views(dtype, ta, tb, mnk, beta, table):
+    if table == "unchecked" and beta == 0.5:
+        pytest.skip("gemm_unchecked takes beta in {0, 1, -1}")
     m, n, k = mnk
     rng = np.random.default_rng(m * 100 + n * 10 + k)
     X = rng.standard_normal((2, max(m, k) + 3, 3, max(m, k) + 5)).astype(dtype)
@@ -24,7 +27,9 @@ def test_gemm_strided_views(dtype, ta, tb, mnk, beta, table):
     Z_before = Z.copy()
     opA, opB = (A.T if ta else A).astype(np.float64), (B.T if tb else B).astype(np.float64)
     exact = opA @ opB + beta * C.astype(np.float64)
-    if table:
+    if table == "unchecked":
+        _unchecked(A, ta, B, tb, C, beta, gemm_scalars(C))
+    elif table:
         gemm(A, ta, B, tb, C, beta, gemm_scalars(C))
     else:
         gemm(A, ta, B, tb, C, beta)
@@ -37,6 +42,11 @@ def test_gemm_strided_views(dtype, ta, tb, mnk, beta, table):
     np.testing.assert_array_equal(Z_after, Z_before)
 
 
+@njit
+def _unchecked(A, ta, B, tb, C, beta, sc):  # gemm_unchecked is inline="always": called from a kernel
+    gemm_unchecked(A, ta, B, tb, C, beta, sc)
+
+
 def test_gemm_splits_large_products_into_single_thread_blocks():
     # m n k above the single-thread size: the result is the same as one product
     rng = np.random.default_rng(1)
@@ -46,6 +56,9 @@ def test_gemm_splits_large_products_into_single_thread_blocks():
     C = np.zeros((m, n))
     gemm(A, False, B, False, C, 0.0)
     assert_within(C, A @ B, componentwise_bound(np.abs(A) @ np.abs(B), k + 1, np.float64))
+    C2 = np.full((m, n), np.nan)
+    _unchecked(A, False, B, False, C2, 0.0, gemm_scalars(C2))  # beta = 0: C is not read
+    assert_within(C2, A @ B, componentwise_bound(np.abs(A) @ np.abs(B), k + 1, np.float64))
 
 
 def test_gemm_bad_inputs():
