@@ -194,6 +194,22 @@ def test_numba_kernel_head_groups(threads, b, h, g):
         numba.set_num_threads(before)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (1, 9, 3, 2), (0, 5, 2, 1)])
+def test_numba_kernel_checks_x_finite_inside(bad, where):
+    """The Numba kernel checks x on the chunk rows it copies, then raises the reference's own error."""
+    rng = np.random.default_rng(3)
+    x, dt, A, B, C = _problem(rng)
+    x[where] = bad
+    for dtype in (np.float64, np.float32):
+        a = [v.astype(dtype) for v in (x, dt, A, B, C)]
+        with pytest.raises(ValueError) as want:
+            run("chunked", *a, chunk=4)
+        with pytest.raises(ValueError) as got:
+            run("numba_chunked", *a, chunk=4)
+        assert str(got.value) == str(want.value) and str(got.value).startswith("x: expected finite values")
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------

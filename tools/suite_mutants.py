@@ -430,6 +430,11 @@ _m("ssd-numba-intra-mask-across-sequences", "refimpl/ssm/ssd/numba.py",
    "                            if seq[bi, s + j] > sid_i:\n                                Mi[j] = zero",
    SSD,
    "the Numba SSD kernel's intra-chunk mask lets an earlier packed sequence reach the next one")
+_m("ssd-numba-x-finite-check-dropped", "refimpl/ssm/ssd/numba.py",
+   "                        bad |= tx != tx",
+   "                        bad |= False",
+   SSD,
+   "the Numba SSD kernel's in-kernel finiteness check of x is dropped (a NaN/inf x is not refused)")
 _m("ssd-numba-entering-state-undecayed", "refimpl/ssm/ssd/numba.py",
    "dec = math.exp(cum[i])",
    "dec = 1.0",
@@ -451,8 +456,8 @@ _m("linear-numba-causal-strict", "refimpl/attention/linear/numba.py",
    LINEAR,
    "the Numba chunked linear attention masks the diagonal too (key j = i not attended)")
 _m("linear-numba-head-reads-first-state", "refimpl/attention/linear/numba.py",
-   "gemm(Q, False, St[r], False, O, 0.0, sc)",
-   "gemm(Q, False, St[0], False, O, 0.0, sc)",
+   "gemm_unchecked(Q, False, St[r], False, O, 0.0, sc)",
+   "gemm_unchecked(Q, False, St[0], False, O, 0.0, sc)",
    LINEAR,
    "the Numba chunked linear attention reads the first head of its thread's group's state for every head")
 _m("linear-numba-finite-check-skips-v", "refimpl/attention/linear/numba.py",

@@ -26,10 +26,10 @@ import numba
 import numpy as np
 from numba import prange
 
-from refimpl._blas import gemm, gemm_scalars
+from refimpl._blas import gemm_scalars, gemm_unchecked
 from refimpl._fastmath import exp_parts
 from refimpl._numba import warmup
-from refimpl._validate import check_bool, check_int
+from refimpl._validate import check_bool, check_finite, check_int
 from refimpl.ssm.ssd.reference import prepare
 
 __all__ = ["ssd_chunked_numba"]
@@ -54,7 +54,7 @@ def _exp_block(w, bits):
 
 
 @numba.njit(parallel=True, cache=True)
-def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one, y, final, threads):
+def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one, y, final, threads, finite):
     b, l, h, p = x.shape
     g = B.shape[2]
     n = B.shape[3]
@@ -82,6 +82,7 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one,
         a = np.empty(chunk, dtype=typ)
         cum = np.empty(chunk, dtype=typ)
         dtc = np.empty(chunk, dtype=typ)
+        bad = False
         for s in range(0, l, chunk):
             e = min(s + chunk, l)
             T = e - s
@@ -100,10 +101,16 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one,
                         Bc[i, :] = B[bi, s + i, gi, :]
                         Cc[i, :] = C[bi, s + i, gi, :]
                     # C B^T, shared by the heads of the group
-                    gemm(Cc, False, Bc, True, CB, 0.0, sc)
+                    gemm_unchecked(Cc, False, Bc, True, CB, 0.0, sc)
                     have_b, have_g = bi, gi
+                # the chunk's rows of x, checked on the way (x - x is NaN exactly when x is NaN or +-inf; the
+                # flags OR-ed as integers vectorize): finite[grp] = False makes the caller raise the reference's error
                 for i in range(T):
-                    xc[i, :] = x[bi, s + i, hi, :]
+                    xi, xsrc = xc[i], x[bi, s + i, hi]
+                    for q in range(p):
+                        xi[q] = xsrc[q]
+                        tx = xsrc[q] - xsrc[q]
+                        bad |= tx != tx
                 run = zero
                 for j in range(T):
                     # a_j = dt_j A ;  cum_j = sum_{k=s}^{j} a_k
@@ -137,9 +144,9 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one,
                     for j in range(T):
                         CBMi[j] = CBi[j] * Mi[j]
                 # intra-chunk: Y = (M o C B^T) x
-                gemm(CBM, False, xc, False, Y, 0.0, sc)
+                gemm_unchecked(CBM, False, xc, False, Y, 0.0, sc)
                 # entering state: + exp(cum_i) S C_i  (for positions in the entering state's sequence)
-                gemm(Cc, False, S, True, CS, 0.0, sc)
+                gemm_unchecked(Cc, False, S, True, CS, 0.0, sc)
                 for i in range(T):
                     if seq[bi, s + i] == seg_prev:
                         dec = math.exp(cum[i])
@@ -166,13 +173,15 @@ def _ssd_kernel(x, dt, A, B, C, D, z, S0, seq, chunk, has_z, has_seq, zero, one,
                     Sq = S[q]
                     for k in range(n):
                         Sq[k] *= G
-                gemm(xc, True, Bc, False, S, 1.0, sc)
+                gemm_unchecked(xc, True, Bc, False, S, 1.0, sc)
         for r in range(count):
             bi = (first + r) // h
             hi = (first + r) % h
             for q in range(p):
                 for k in range(n):
                     final[bi, hi, q, k] = S_all[r, q, k]
+        if bad:
+            finite[grp] = False
 
 
 def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bias=None, dt_softplus: bool = False,
@@ -183,7 +192,8 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
     chunk = check_int(chunk, "chunk", minimum=1)
     return_final_state = check_bool(return_final_state, "return_final_state")
     p = prepare(x, dt, A, B, C, D, z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
-                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable, expand_groups=False)
+                initial_state=initial_state, seq_idx=seq_idx, allow_unstable=allow_unstable, expand_groups=False,
+                finite_x=False)
     dtp = p.dtype
     # the kernel reads B/C in their grouped layout (b l g n)
     Bg, Cg = np.ascontiguousarray(p.B), np.ascontiguousarray(p.C)
@@ -192,12 +202,16 @@ def ssd_chunked_numba(x, dt, A, B, C, D=None, z=None, *, chunk: int = 64, dt_bia
     seq = (np.zeros((p.b, max(p.l, 1)), dtype=np.int64) if p.seq_idx is None
            else np.ascontiguousarray(p.seq_idx, dtype=np.int64))
     y = np.empty((p.b, p.l, p.h, p.p), dtype=dtp)
+    threads = numba.get_num_threads()
+    finite = np.ones(threads, dtype=np.bool_)
     final = np.empty((p.b, p.h, p.p, p.n), dtype=dtp)
     Dhp = np.zeros((p.h, p.p), dtype=dtp) if p.D is None else np.ascontiguousarray(p.D)
     zz = np.zeros((1, 1, 1, 1), dtype=dtp) if p.z is None else np.ascontiguousarray(p.z)
     _ssd_kernel(np.ascontiguousarray(p.x), np.ascontiguousarray(p.dt), np.ascontiguousarray(p.A), Bg, Cg, Dhp, zz, S0,
                 seq, min(chunk, max(p.l, 1)), p.z is not None, p.seq_idx is not None, dtp.type(0), dtp.type(1), y, final,
-                numba.get_num_threads())
+                threads, finite)
+    if not finite.all():
+        check_finite(p.x, "x")  # the reference's error for a non-finite x (checked inside the kernel)
     return (y, final) if return_final_state else y
 
 

@@ -151,15 +151,17 @@ def _check_D(D, h: int, p: int) -> Optional[np.ndarray]:
 
 def prepare(x, dt, A, B, C, D=None, z=None, *, dt_bias=None, dt_softplus: bool = False,
             dt_limit=(0.0, math.inf), initial_state=None, seq_idx=None, allow_unstable: bool = False,
-            expand_groups: bool = True) -> Prepared:
+            expand_groups: bool = True, finite_x: bool = True) -> Prepared:
     """Validate every argument and compute the effective ``dt``; see the module docstring.
 
     ``expand_groups=False`` keeps ``B`` and ``C`` in their grouped layout ``(b, l, g, n)`` (a kernel that reads
-    head h's group h // (H/g) itself); by default they are expanded to one row per head, ``(b, l, h, n)``."""
+    head h's group h // (H/g) itself); by default they are expanded to one row per head, ``(b, l, h, n)``.
+    ``finite_x=False`` leaves out the finiteness of ``x`` (a kernel that checks it in its own pass and then raises
+    this function's error through :func:`refimpl._validate.check_finite`)."""
     dt_softplus = check_bool(dt_softplus, "dt_softplus")
     allow_unstable = check_bool(allow_unstable, "allow_unstable")
     limit = _check_limit(dt_limit)
-    x = as_float_array(x, "x", ndim=4, allow_complex=False)
+    x = as_float_array(x, "x", ndim=4, allow_complex=False, finite=finite_x)
     b, l, h, p = x.shape
     dt = as_float_array(dt, "dt", ndim=3, allow_complex=False)
     check_shape(dt, "dt", (b, l, h), "(b, l, h) from x")
