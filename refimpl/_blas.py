@@ -74,14 +74,6 @@ def gemm(A, ta, B, tb, C, beta, scalars=None):
     if (A.shape[1] > 1 and A.strides[1] != A.itemsize) or (B.shape[1] > 1 and B.strides[1] != B.itemsize) or \
             (C.shape[1] > 1 and C.strides[1] != C.itemsize):
         raise ValueError("gemm: the last axis of every operand must have unit stride")
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        # C = beta C (beta = 0: C is not read, as in BLAS)
-        for i in range(m):
-            for j in range(n):
-                C[i, j] = 0.0 if beta == 0 else beta * C[i, j]
-        return
     # alpha = 1 and beta by address: from the caller's table (gemm_scalars) when beta is 0, 1 or -1, so the call
     # allocates nothing (a heap allocation per call is measurable at 16-row GEMMs); otherwise a new pair [1, beta]
     beta_at = 1 if beta == 0 else (0 if beta == 1 else (2 if beta == -1 else -1))
@@ -113,6 +105,15 @@ def _calls(A, ta, B, tb, C, sc, beta_at):
     # no raise here, so a kernel's prange body stays parallel)
     m, n = C.shape
     k = A.shape[0] if ta else A.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        # C = beta C (beta = 0: C is not read, as in BLAS)
+        beta = sc[beta_at]
+        for i in range(m):
+            for j in range(n):
+                C[i, j] = 0.0 if beta == 0 else beta * C[i, j]
+        return
     kind = 115 if C.itemsize == 4 else 100  # 's' / 'd'
     item = C.itemsize
     lda, ldb, ldc = _ld(A), _ld(B), _ld(C)
@@ -135,13 +136,4 @@ def gemm_unchecked(A, ta, B, tb, C, beta, scalars):
     The caller guarantees what :func:`gemm` checks: matching shapes, one dtype, unit stride along the last axis,
     ``beta`` in {0, 1, -1} and ``scalars = gemm_scalars(C)`` (no raise here: a raise inside a ``prange`` body
     stops Numba from parallelizing it).  Empty products as in :func:`gemm`; rows split into single-thread calls."""
-    m, n = C.shape
-    k = A.shape[0] if ta else A.shape[1]
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        for i in range(m):
-            for j in range(n):
-                C[i, j] = 0.0 if beta == 0 else beta * C[i, j]
-        return
     _calls(A, ta, B, tb, C, scalars, 1 if beta == 0 else (0 if beta == 1 else 2))
